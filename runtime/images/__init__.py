@@ -1,0 +1,1 @@
+"""Host side of images: references, registry client, content store, unpack, snapshots."""
