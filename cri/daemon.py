@@ -1,0 +1,149 @@
+"""berthd: load config, claim the state dir and socket, serve CRI until told to stop."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import fcntl
+import os
+import signal
+import socket
+import stat
+import sys
+from importlib.metadata import version
+from pathlib import Path
+from typing import IO
+
+import structlog
+
+from cri import config as configmod
+from cri import logsetup
+from cri.context import Context
+from cri.interceptor import RpcInterceptor
+from cri.store import Store
+
+log = structlog.get_logger("berthd")
+
+
+class StartupError(Exception):
+    """A reason not to start, worth one line to the operator."""
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="berthd", description="Berth CRI runtime daemon")
+    p.add_argument("--config", help=f"TOML config file (default {configmod.DEFAULT_CONFIG_PATH}, "
+                   "embedded defaults when absent)")
+    p.add_argument("--version", action="version", version=f"berthd {version('berth')}")
+    return p.parse_args(argv)
+
+
+def _make_dir(path: str, mode: int) -> None:
+    try:
+        Path(path).mkdir(mode=mode, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(f"cannot create {path}: {exc.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise StartupError(f"{path} is not writable")
+
+
+def _lock_state_dir(state_dir: str) -> IO[str]:
+    """One berthd per state dir: a second one would corrupt metadata and double-manage pods."""
+    path = Path(state_dir) / "berthd.lock"
+    try:
+        fh = open(path, "a+")  # noqa: SIM115 - held open for the daemon's lifetime
+    except OSError as exc:
+        raise StartupError(f"cannot open lock file {path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "unknown"
+        fh.close()
+        raise StartupError(
+            f"another berthd (pid {holder}) holds the state dir {state_dir}") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
+def _claim_socket(path: str) -> None:
+    """Refuse a live socket or an unsafe directory; clear a stale socket left by a crash."""
+    parent = Path(path).parent
+    _make_dir(str(parent), 0o711)
+    pmode = parent.stat().st_mode
+    if pmode & stat.S_IWOTH and not pmode & stat.S_ISVTX:
+        raise StartupError(f"refusing socket in world-writable directory {parent}")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise StartupError(f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            raise StartupError(f"cannot check socket {path}: {exc.strerror}") from None
+        os.unlink(path)
+        return
+    finally:
+        probe.close()
+    raise StartupError(f"socket {path} is already in use by another process")
+
+
+async def serve(cfg: configmod.Config) -> None:
+    from cri import server as servermod  # grpc import is slow; only pay it when serving
+
+    sock = cfg.socket_path
+    _make_dir(cfg.state_dir, 0o711)
+    _make_dir(cfg.run_dir, 0o711)
+    lock = _lock_state_dir(cfg.state_dir)
+    _claim_socket(sock)
+    try:
+        store = Store(Path(cfg.state_dir) / "metadata.db")
+    except Exception as exc:  # sqlite raises several types; all mean the same to the operator
+        raise StartupError(f"cannot open metadata store in {cfg.state_dir}: {exc}") from None
+    ctx = Context(config=cfg, store=store)
+    server = servermod.build(ctx, RpcInterceptor())
+    if server.add_insecure_port(f"unix://{sock}") == 0:
+        raise StartupError(f"cannot listen on {sock}")
+    await server.start()
+    os.chmod(sock, 0o660)
+    log.info("serving", socket=sock, state_dir=cfg.state_dir, version=version("berth"))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await server.stop(grace=5)
+    store.close()
+    Path(sock).unlink(missing_ok=True)
+    lock.close()
+    log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
+    try:
+        cfg = configmod.load(args.config)
+    except configmod.ConfigError as exc:
+        sys.exit(f"berthd: {exc}")
+    logsetup.configure(cfg.log_level)
+    if os.geteuid() != 0:
+        sys.exit("berthd: must run as root (it manages namespaces, cgroups and mounts)")
+    try:
+        asyncio.run(serve(cfg))
+    except StartupError as exc:
+        sys.exit(f"berthd: {exc}")
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

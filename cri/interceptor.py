@@ -1,0 +1,102 @@
+"""One place that times, logs and counts every RPC, so servicers stay about CRI."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import structlog
+
+log = structlog.get_logger("rpc")
+
+Observer = Callable[[str, str, float], None]
+
+
+def _code_of(context: grpc.aio.ServicerContext, exc: BaseException | None) -> grpc.StatusCode:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if isinstance(code, int):
+        return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+    return grpc.StatusCode.UNKNOWN if exc is not None else grpc.StatusCode.OK
+
+
+class RpcInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps unary and server-streaming handlers with a request id, duration and status."""
+
+    def __init__(self, observers: list[Observer] | None = None) -> None:
+        self.observers = observers or []
+
+    def _finish(self, method: str, rid: str, started: float, code: grpc.StatusCode,
+                details: str | None) -> None:
+        elapsed = time.perf_counter() - started
+        fields: dict[str, Any] = {"method": method, "request_id": rid,
+                                  "duration_ms": round(elapsed * 1000, 3), "code": code.name}
+        if code is grpc.StatusCode.OK:
+            log.info("rpc", **fields)
+        else:
+            log.warning("rpc", details=details, **fields)
+        for observe in self.observers:
+            observe(method, code.name, elapsed)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _wrap_unary(self, method: str, inner: Any) -> Any:
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            rid = uuid.uuid4().hex[:16]
+            started = time.perf_counter()
+            structlog.contextvars.bind_contextvars(request_id=rid, method=method)
+            exc: BaseException | None = None
+            try:
+                return await inner(request, context)
+            except BaseException as e:
+                exc = e
+                if not isinstance(e, Exception) or context.code() is not None:
+                    raise
+                log.exception("rpc handler crashed", method=method, request_id=rid)
+                await context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error: {e}")
+            finally:
+                self._finish(method, rid, started, _code_of(context, exc), context.details())
+                structlog.contextvars.unbind_contextvars("request_id", "method")
+
+        return wrapper
+
+    def _wrap_stream(self, method: str, inner: Any) -> Any:
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            rid = uuid.uuid4().hex[:16]
+            started = time.perf_counter()
+            exc: BaseException | None = None
+            try:
+                async for item in inner(request, context):
+                    yield item
+            except BaseException as e:
+                exc = e
+                raise
+            finally:
+                self._finish(method, rid, started, _code_of(context, exc), context.details())
+
+        return wrapper

@@ -1,0 +1,39 @@
+"""Compose the RPC-group mixins into the two CRI services and serve them on one socket."""
+
+from __future__ import annotations
+
+import grpc
+
+from cri.context import Context
+from cri.interceptor import RpcInterceptor
+from cri.runtime_info import RuntimeInfoRPCs
+from cri.servicer import CriServicer
+from proto import api_pb2_grpc
+
+MAX_MESSAGE = 16 * 1024 * 1024
+
+
+class RuntimeService(RuntimeInfoRPCs, CriServicer):
+    service = "RuntimeService"
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+
+class ImageService(CriServicer):
+    service = "ImageService"
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+
+def build(ctx: Context, interceptor: RpcInterceptor) -> grpc.aio.Server:
+    """A gRPC server with both services; kubelet's message size limit of 16 MiB both ways."""
+    server = grpc.aio.server(
+        interceptors=[interceptor],
+        options=[("grpc.max_receive_message_length", MAX_MESSAGE),
+                 ("grpc.max_send_message_length", MAX_MESSAGE)],
+    )
+    api_pb2_grpc.add_RuntimeServiceServicer_to_server(RuntimeService(ctx), server)
+    api_pb2_grpc.add_ImageServiceServicer_to_server(ImageService(ctx), server)
+    return server

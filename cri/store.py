@@ -1,0 +1,203 @@
+"""CRI metadata in sqlite3 (WAL): what kubelet asked for, kept across daemon restarts."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+
+class NameTaken(Exception):
+    """A CRI name is already reserved; the message names the holder."""
+
+
+@dataclass
+class PodRecord:
+    id: str
+    name: str
+    namespace: str
+    uid: str
+    attempt: int
+    state: str
+    created_ns: int
+    config: bytes = b""
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ContainerRecord:
+    id: str
+    pod_id: str
+    name: str
+    attempt: int
+    image: str
+    image_id: str
+    created_ns: int
+    config: bytes = b""
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ImageRecord:
+    id: str
+    repo_tags: list[str] = field(default_factory=list)
+    repo_digests: list[str] = field(default_factory=list)
+    size: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# Each entry upgrades the schema by one version; never edit a released entry, append.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE pods (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, namespace TEXT NOT NULL, uid TEXT NOT NULL,
+        attempt INTEGER NOT NULL, state TEXT NOT NULL, created_ns INTEGER NOT NULL,
+        config BLOB NOT NULL, labels TEXT NOT NULL, annotations TEXT NOT NULL,
+        extra TEXT NOT NULL,
+        UNIQUE (name, namespace, uid, attempt)
+    );
+    CREATE TABLE containers (
+        id TEXT PRIMARY KEY, pod_id TEXT NOT NULL, name TEXT NOT NULL, attempt INTEGER NOT NULL,
+        image TEXT NOT NULL, image_id TEXT NOT NULL, created_ns INTEGER NOT NULL,
+        config BLOB NOT NULL, labels TEXT NOT NULL, annotations TEXT NOT NULL,
+        extra TEXT NOT NULL,
+        UNIQUE (pod_id, name, attempt)
+    );
+    CREATE INDEX containers_by_pod ON containers (pod_id);
+    CREATE TABLE images (
+        id TEXT PRIMARY KEY, repo_tags TEXT NOT NULL, repo_digests TEXT NOT NULL,
+        size INTEGER NOT NULL, extra TEXT NOT NULL
+    );
+    """,
+]
+
+R = TypeVar("R", PodRecord, ContainerRecord, ImageRecord)
+_JSON_FIELDS = {"labels", "annotations", "extra", "repo_tags", "repo_digests"}
+
+
+class Table(Generic[R]):
+    """Typed CRUD over one table; JSON-encodes dict and list fields."""
+
+    def __init__(self, db: Store, name: str, kind: type[R],
+                 holder: Callable[[sqlite3.Connection, R], str] | None = None) -> None:
+        self.db = db
+        self.name = name
+        self.kind: type[R] = kind
+        self.holder: Callable[[sqlite3.Connection, R], str] | None = holder
+        self.columns = [f.name for f in fields(kind)]
+
+    def _row(self, rec: R) -> list[Any]:
+        data = asdict(rec)
+        return [json.dumps(data[c]) if c in _JSON_FIELDS else data[c] for c in self.columns]
+
+    def _rec(self, row: sqlite3.Row) -> R:
+        data = {c: json.loads(row[c]) if c in _JSON_FIELDS else row[c] for c in self.columns}
+        return self.kind(**data)
+
+    def add(self, rec: R) -> None:
+        """Insert; a unique-name clash becomes NameTaken naming the current holder."""
+        marks = ", ".join("?" for _ in self.columns)
+        try:
+            with self.db.tx() as cx:
+                cx.execute(f"INSERT INTO {self.name} ({', '.join(self.columns)}) "
+                           f"VALUES ({marks})", self._row(rec))
+        except sqlite3.IntegrityError:
+            holder = self.holder(self.db.cx, rec) if self.holder else "an existing record"
+            raise NameTaken(holder) from None
+
+    def put(self, rec: R) -> None:
+        marks = ", ".join("?" for _ in self.columns)
+        with self.db.tx() as cx:
+            cx.execute(f"INSERT OR REPLACE INTO {self.name} ({', '.join(self.columns)}) "
+                       f"VALUES ({marks})", self._row(rec))
+
+    def get(self, id_: str) -> R | None:
+        row = self.db.cx.execute(f"SELECT * FROM {self.name} WHERE id = ?", (id_,)).fetchone()
+        return self._rec(row) if row else None
+
+    def find(self, **where: Any) -> list[R]:
+        """Equality filters on plain columns, in creation order where there is one."""
+        clause = " AND ".join(f"{k} = ?" for k in where) or "1"
+        order = " ORDER BY created_ns" if "created_ns" in self.columns else ""
+        rows = self.db.cx.execute(f"SELECT * FROM {self.name} WHERE {clause}{order}",
+                                  tuple(where.values()))
+        return [self._rec(r) for r in rows]
+
+    def ids_with_prefix(self, prefix: str) -> list[str]:
+        """Short ids as crictl sends them resolve to full ids."""
+        like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self.db.cx.execute(
+            f"SELECT id FROM {self.name} WHERE id LIKE ? ESCAPE '\\'", (like,))
+        return [r[0] for r in rows]
+
+    def delete(self, id_: str) -> bool:
+        with self.db.tx() as cx:
+            return cx.execute(f"DELETE FROM {self.name} WHERE id = ?", (id_,)).rowcount > 0
+
+
+def _pod_holder(cx: sqlite3.Connection, rec: PodRecord) -> str:
+    row = cx.execute("SELECT id FROM pods WHERE name=? AND namespace=? AND uid=? AND attempt=?",
+                     (rec.name, rec.namespace, rec.uid, rec.attempt)).fetchone()
+    return f"pod sandbox {row[0]}" if row else "another pod sandbox"
+
+
+def _container_holder(cx: sqlite3.Connection, rec: ContainerRecord) -> str:
+    row = cx.execute("SELECT id FROM containers WHERE pod_id=? AND name=? AND attempt=?",
+                     (rec.pod_id, rec.name, rec.attempt)).fetchone()
+    return f"container {row[0]}" if row else "another container"
+
+
+class Store:
+    """The metadata database; one connection, used from the daemon's event loop thread."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.cx = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.cx.row_factory = sqlite3.Row
+        self.cx.execute("PRAGMA journal_mode=WAL")
+        self.cx.execute("PRAGMA synchronous=NORMAL")
+        self.cx.execute("PRAGMA foreign_keys=ON")
+        self.migrate()
+        self.pods: Table[PodRecord] = Table(self, "pods", PodRecord, _pod_holder)
+        self.containers: Table[ContainerRecord] = Table(
+            self, "containers", ContainerRecord, _container_holder)
+        self.images: Table[ImageRecord] = Table(self, "images", ImageRecord)
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.cx.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self) -> None:
+        """Bring an older database up to date; refuse one from a newer Berth."""
+        version = self.schema_version
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"metadata database {self.path} has schema {version}, newer than this berthd "
+                f"understands ({len(MIGRATIONS)}); upgrade berthd")
+        for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self.tx() as cx:
+                for stmt in filter(str.strip, script.split(";")):
+                    cx.execute(stmt)
+                cx.execute(f"PRAGMA user_version = {target}")
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write: everything in the block lands, or nothing does."""
+        self.cx.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.cx
+        except BaseException:
+            self.cx.execute("ROLLBACK")
+            raise
+        self.cx.execute("COMMIT")
+
+    def close(self) -> None:
+        self.cx.close()

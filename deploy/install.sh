@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Install everything Berth needs on Debian 12 (as root), then run berthd or the test suite.
+#   deploy/install.sh --run            install, then start berthd in the foreground
+#   deploy/install.sh --test [ARGS]    install, then run the whole test suite (ARGS go to pytest)
+#   deploy/install.sh                  install only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$PWD
+
+APT_PACKAGES=(
+  python3 python3-venv python3-dev gcc
+  iproute2 util-linux iptables nftables
+  docker-registry skopeo umoci busybox-static apache2-utils socat
+  containerd runc crun containernetworking-plugins
+)
+
+if [ "$(id -u)" != 0 ]; then
+  echo "install.sh: run as root (Berth manages namespaces, cgroups and mounts)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install.sh: apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -e ".[dev]"
+.venv/bin/python -m proto.generate
+.venv/bin/python -m cni_plugins.install /usr/libexec/berth/cni
+
+case "${1:-}" in
+  --run)
+    shift
+    exec "$top/.venv/bin/berthd" "$@"
+    ;;
+  --test)
+    shift
+    exec "$top/.venv/bin/python" -m pytest "$@"
+    ;;
+  "") ;;
+  *) echo "usage: deploy/install.sh [--run [berthd args] | --test [pytest args]]" >&2; exit 2 ;;
+esac
