@@ -1,0 +1,107 @@
+"""The real-part fixtures themselves: registry, test images, containerd."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.images import PushedImage, layers_expected
+from tests.fixtures.oci import MT_INDEX, MT_MANIFEST
+from tests.fixtures.registry import Registry
+from tests.fixtures.tree import layers_tree_problems
+
+DOCKER_V2S2 = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def inspect_raw(ref: str, *extra: str) -> dict:
+    out = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", *extra, f"docker://{ref}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return dict(json.loads(out.stdout))
+
+
+def test_registry_serves_v2(registry: Registry) -> None:
+    with urllib.request.urlopen(f"{registry.url}/v2/", timeout=5) as resp:
+        assert resp.status == 200
+        assert resp.headers["Docker-Distribution-Api-Version"] == "registry/2.0"
+
+
+@pytest.mark.parametrize(
+    ("name", "media_type"),
+    [
+        ("busybox", MT_MANIFEST),
+        ("busybox-oci", MT_MANIFEST),
+        ("busybox-docker", DOCKER_V2S2),
+        ("multiarch", MT_INDEX),
+        ("pause", MT_MANIFEST),
+    ],
+)
+def test_pushed_media_types(e2e_images: dict[str, PushedImage], name: str, media_type: str):
+    assert inspect_raw(e2e_images[name].ref)["mediaType"] == media_type
+
+
+def test_docker_and_oci_share_layers(e2e_images: dict[str, PushedImage]) -> None:
+    oci = inspect_raw(e2e_images["busybox-oci"].ref)
+    docker = inspect_raw(e2e_images["busybox-docker"].ref)
+    assert e2e_images["busybox-oci"].digest != e2e_images["busybox-docker"].digest
+    assert [x["digest"] for x in oci["layers"]] == [x["digest"] for x in docker["layers"]]
+    assert docker["layers"][0]["mediaType"] == "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+
+def test_multiarch_platforms(e2e_images: dict[str, PushedImage]) -> None:
+    index = inspect_raw(e2e_images["multiarch"].ref)
+    platforms = {(m["platform"]["os"], m["platform"]["architecture"]) for m in index["manifests"]}
+    assert platforms == {("linux", "amd64"), ("linux", "arm64")}
+
+
+def test_big_image_size(e2e_images: dict[str, PushedImage]) -> None:
+    manifest = inspect_raw(e2e_images["big"].ref)
+    assert len(manifest["layers"]) == 10
+    assert sum(x["size"] for x in manifest["layers"]) > 45_000_000
+
+
+def test_user_images_config(e2e_images: dict[str, PushedImage]) -> None:
+    for name, user in (("user-uid", "1000"), ("user-name", "berth")):
+        out = subprocess.run(
+            ["skopeo", "inspect", "--config", "--tls-verify=false",
+             f"docker://{e2e_images[name].ref}"],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        assert json.loads(out.stdout)["config"]["User"] == user
+
+
+def test_layers_expected_tree_matches_umoci(
+    e2e_images: dict[str, PushedImage], tmp_path: Path
+) -> None:
+    """An independent unpacker (umoci) must agree with the expected tree we publish."""
+    bundle = tmp_path / "bundle"
+    subprocess.run(
+        ["umoci", "unpack", "--image", f"{e2e_images['layers'].layout}:1.0", str(bundle)],
+        capture_output=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert layers_tree_problems(bundle / "rootfs") == []
+    assert "/data/hard-b" in layers_expected(e2e_images)["present"]
+
+
+def test_auth_registry_rejects_anonymous(
+    auth_registry: Registry, e2e_images: dict[str, PushedImage]
+) -> None:
+    from tests.fixtures.images import push_one
+
+    src = e2e_images["busybox"]
+    pushed = push_one("busybox", src.layout, auth_registry.host, auth_registry.creds)
+    assert pushed.digest == src.digest
+    anon = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", "--no-creds",
+         f"docker://{pushed.ref}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert anon.returncode != 0
+    assert "unauthorized" in anon.stderr.lower() or "401" in anon.stderr
+    assert inspect_raw(pushed.ref, "--creds", auth_registry.creds or "")["mediaType"] == MT_MANIFEST
