@@ -147,8 +147,6 @@ FIELDS = [
     ("MemoryUsage", "psi", 8, FD.TYPE_MESSAGE, ONE, "PsiStats"),
     ("PsiStats", "Full", 1, FD.TYPE_MESSAGE, ONE, "PsiData"),
     ("PsiData", "Avg300", 4, FD.TYPE_DOUBLE, ONE, None),
-    ("ExecRequest", "audit_request_id", 7, FD.TYPE_STRING, ONE, None),
-    ("AttachRequest", "audit_request_id", 6, FD.TYPE_STRING, ONE, None),
     ("Image", "pinned", 8, FD.TYPE_BOOL, ONE, None),
     ("LinuxContainerResources", "memory_swap_limit_in_bytes", 10, FD.TYPE_INT64, ONE, None),
     ("StreamPodSandboxesResponse", "pod_sandboxes", 1, FD.TYPE_MESSAGE, REP, "PodSandbox"),
@@ -266,8 +264,8 @@ def test_enum_values() -> None:
 
 def test_round_trip_known_bytes() -> None:
     """Hand-encoded bytes pin the wire format independent of the descriptor."""
-    req = api_pb2.ExecRequest(container_id="c", cmd=["sh"], tty=True, audit_request_id="a")
-    assert req.SerializeToString() == b"\n\x01c\x12\x02sh\x18\x01:\x01a"
+    req = api_pb2.ExecRequest(container_id="c", cmd=["sh"], tty=True, stderr=True)
+    assert req.SerializeToString() == b"\n\x01c\x12\x02sh\x18\x010\x01"
     status = api_pb2.ContainerStatus(stop_signal=api_pb2.SIGTERM)
     assert status.SerializeToString() == b"\x98\x01\x17"
     mount = api_pb2.Mount(image=api_pb2.ImageSpec(image="i"), image_sub_path="p")
