@@ -10,6 +10,8 @@ from typing import Any
 import grpc
 import structlog
 
+from cri.errors import CriError
+
 log = structlog.get_logger("rpc")
 
 Observer = Callable[[str, str, float], None]
@@ -73,6 +75,9 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
             exc: BaseException | None = None
             try:
                 return await inner(request, context)
+            except CriError as e:
+                exc = e
+                await context.abort(e.code, f"{method}: {e}")
             except BaseException as e:
                 exc = e
                 if not isinstance(e, Exception) or context.code() is not None:
@@ -93,6 +98,9 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
             try:
                 async for item in inner(request, context):
                     yield item
+            except CriError as e:
+                exc = e
+                await context.abort(e.code, f"{method}: {e}")
             except BaseException as e:
                 exc = e
                 raise

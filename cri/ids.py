@@ -1,0 +1,26 @@
+"""Object ids: 64 hex chars like containerd's, and the unique-prefix lookup crictl relies on."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+
+from cri.errors import InvalidArgument, NotFound
+
+
+def new_id() -> str:
+    return secrets.token_hex(32)
+
+
+def resolve(given: str, kind: str, prefix_lookup: Callable[[str], list[str]]) -> str:
+    """Full ids pass; a unique prefix expands; an ambiguous or unknown one is refused by name."""
+    if not given:
+        raise InvalidArgument(f"{kind} id is required")
+    matches = prefix_lookup(given)
+    if given in matches:
+        return given
+    if not matches:
+        raise NotFound(f"{kind} {given} not found")
+    if len(matches) > 1:
+        raise InvalidArgument(f"{kind} id prefix {given} is ambiguous ({len(matches)} matches)")
+    return matches[0]
