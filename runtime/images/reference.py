@@ -137,9 +137,5 @@ def normalize(ref: str) -> Reference:
 
 def familiar(ref: Reference) -> str:
     """Short Docker-style form (busybox:latest) for messages."""
-    name = ref.path
-    if ref.domain == DEFAULT_DOMAIN:
-        name = name.removeprefix(OFFICIAL_PREFIX)
-    else:
-        name = ref.name
+    name = ref.path.removeprefix(OFFICIAL_PREFIX) if ref.domain == DEFAULT_DOMAIN else ref.name
     return name + (f":{ref.tag}" if ref.tag else "") + (f"@{ref.digest}" if ref.digest else "")

@@ -1,0 +1,89 @@
+"""Snapshot dirs keyed by chain ID, each committed by one atomic rename."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+_TMP = ".tmp-"
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """OCI chain IDs: each names a layer together with all layers below it."""
+    out: list[str] = []
+    for d in diff_ids:
+        if out:
+            d = "sha256:" + hashlib.sha256(f"{out[-1]} {d}".encode()).hexdigest()
+        out.append(d)
+    return out
+
+
+def _hex(digest: str) -> str:
+    algo, _, h = digest.partition(":")
+    if algo != "sha256" or len(h) != 64 or not all(c in "0123456789abcdef" for c in h):
+        raise ValueError(f"invalid chain id {digest!r}")
+    return h
+
+
+class Snapshots:
+    """`<root>/<chainid-hex>/fs` holds one layer's diff, ready to be an overlay lowerdir."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def fs(self, chain_id: str) -> Path:
+        """Directory of the committed diff for chain_id."""
+        return self.root / _hex(chain_id) / "fs"
+
+    def has(self, chain_id: str) -> bool:
+        """Whether a committed snapshot exists (half-written ones never match)."""
+        return self.fs(chain_id).is_dir()
+
+    def lowers(self, chains: list[str]) -> list[str]:
+        """Overlay lowerdir order: the top layer first."""
+        return [str(self.fs(c)) for c in reversed(chains)]
+
+    def prepare(self) -> Path:
+        """A fresh private dir to unpack into; its fs/ subdir is the layer root."""
+        tmp = self.root / f"{_TMP}{uuid.uuid4().hex}"
+        (tmp / "fs").mkdir(parents=True)
+        os.chmod(tmp / "fs", 0o755)
+        return tmp
+
+    def commit(self, tmp: Path, chain_id: str) -> Path:
+        """Publish tmp as chain_id; if another pull won the race, keep theirs."""
+        dst = self.root / _hex(chain_id)
+        try:
+            os.rename(tmp, dst)
+        except OSError:
+            if not self.has(chain_id):
+                raise
+            self.discard(tmp)
+        return dst / "fs"
+
+    def discard(self, tmp: Path) -> None:
+        """Drop an unfinished unpack."""
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def remove(self, chain_id: str) -> None:
+        """Rename away first so no half-deleted snapshot is ever visible under its id."""
+        src = self.root / _hex(chain_id)
+        if not src.exists():
+            return
+        tmp = self.root / f"{_TMP}del-{uuid.uuid4().hex}"
+        os.rename(src, tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def list(self) -> set[str]:
+        """Chain IDs of committed snapshots."""
+        return {"sha256:" + p.name for p in self.root.iterdir() if not p.name.startswith(_TMP)}
+
+    def cleanup(self) -> None:
+        """Remove leftovers of interrupted unpacks; run at start, before any pull."""
+        for p in self.root.iterdir():
+            if p.name.startswith(_TMP):
+                shutil.rmtree(p, ignore_errors=True)
