@@ -11,7 +11,7 @@ class Layer:
 
     def __init__(self) -> None:
         self.buf = io.BytesIO()
-        self.tf = tarfile.open(fileobj=self.buf, mode="w", format=tarfile.PAX_FORMAT)
+        self.tf = tarfile.TarFile(fileobj=self.buf, mode="w", format=tarfile.PAX_FORMAT)
 
     def _add(self, ti: tarfile.TarInfo, data: bytes | None = None) -> Layer:
         ti.mtime = ti.mtime or 1_600_000_000
@@ -47,7 +47,9 @@ class Layer:
         ti.type, ti.linkname = tarfile.LNKTYPE, target
         return self._add(ti)
 
-    def node(self, name: str, kind: bytes, major: int = 0, minor: int = 0, mode: int = 0o666) -> Layer:
+    def node(
+        self, name: str, kind: bytes, major: int = 0, minor: int = 0, mode: int = 0o666
+    ) -> Layer:
         ti = tarfile.TarInfo(name)
         ti.type, ti.devmajor, ti.devminor, ti.mode = kind, major, minor, mode
         return self._add(ti)
