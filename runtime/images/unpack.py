@@ -261,22 +261,24 @@ class _Applier:
         rel = "/".join(tparts)
         for lfd in self.lowers:
             try:
-                src = openat2(lfd, rel, os.O_RDONLY | os.O_NOFOLLOW)
+                probe = openat2(lfd, rel, os.O_PATH | os.O_NOFOLLOW)
             except OSError:
                 continue
+            st = os.fstat(probe)
+            os.close(probe)
+            if not stat.S_ISREG(st.st_mode):  # never open a lower fifo or device for reading
+                raise UnpackError(f"hardlink target {rel!r} in a lower layer is not a file")
+            src = openat2(lfd, rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
             try:
-                st = os.fstat(src)
-                if not stat.S_ISREG(st.st_mode):
-                    raise UnpackError(f"hardlink target {rel!r} in a lower layer is not a file")
                 tpfd = self.open_dir(tparts[:-1], create=True)
                 fd = os.open(tparts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                              0o600, dir_fd=tpfd)
                 try:
                     _copy(os.fdopen(os.dup(src), "rb"), fd, close_src=True)
-                    for name in os.listxattr(src):
-                        os.setxattr(fd, name, os.getxattr(src, name))
                     os.fchown(fd, st.st_uid, st.st_gid)
                     os.fchmod(fd, stat.S_IMODE(st.st_mode))
+                    for name in os.listxattr(src):
+                        os.setxattr(fd, name, os.getxattr(src, name))
                     os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
                 finally:
                     os.close(fd)
@@ -286,12 +288,12 @@ class _Applier:
         raise UnpackError(f"hardlink target {rel!r} is not in the layer chain")
 
     def _meta_fd(self, fd: int, m: tarfile.TarInfo, dir_rel: str | None) -> None:
-        """Owner, mode (after chown, which clears setuid), xattrs and mtime through an fd."""
+        """Owner, then mode and xattrs (chown clears setuid and capabilities), then mtime."""
         try:
-            for k, v in _xattrs(m):
-                _set_xattr(fd, None, k, v)
             os.fchown(fd, m.uid, m.gid)
             os.fchmod(fd, stat.S_IMODE(m.mode))
+            for k, v in _xattrs(m):
+                _set_xattr(fd, None, k, v)
             ns = int(m.mtime * 1e9)
             if dir_rel is None:
                 os.utime(fd, ns=(ns, ns))
@@ -301,12 +303,12 @@ class _Applier:
             os.close(fd)
 
     def _meta_nofollow(self, pfd: int, base: str, m: tarfile.TarInfo) -> None:
-        for k, v in _xattrs(m):
-            _set_xattr(pfd, base, k, v)
         os.chown(base, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
         if not m.issym():
             # fchmodat has no NOFOLLOW; the node was just created by mknod, so no symlink is here
             os.chmod(base, stat.S_IMODE(m.mode), dir_fd=pfd)
+        for k, v in _xattrs(m):
+            _set_xattr(pfd, base, k, v)
         ns = int(m.mtime * 1e9)
         os.utime(base, ns=(ns, ns), dir_fd=pfd, follow_symlinks=False)
 

@@ -209,3 +209,13 @@ def test_opaque_whiteout_attacks(sb: Sandbox) -> None:
     sb.apply(Layer().dir("x", xattrs=xa))
     assert os.listxattr(sb.root / "x") == ["user.ok"]
     sb.assert_host_untouched()
+
+
+def test_hardlink_to_lower_fifo_or_device(sb: Sandbox) -> None:
+    os.mkfifo(sb.lower / "fifo")
+    os.mknod(sb.lower / "tty", stat.S_IFCHR | 0o600, os.makedev(5, 0))
+    sb.before = _tree(sb.top, sb.root)
+    for target in ("fifo", "tty"):
+        with pytest.raises(UnpackError, match="not a file"):
+            sb.apply(Layer().link("h", target))
+    sb.assert_host_untouched()
