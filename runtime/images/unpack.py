@@ -247,6 +247,7 @@ class _Applier:
             if tpfd < 0 or not _exists(tpfd, tparts[-1]):
                 if tpfd >= 0:
                     os.close(tpfd)
+                    tpfd = -1
                 tpfd = self._copy_up(tparts)
             st = os.stat(tparts[-1], dir_fd=tpfd, follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
