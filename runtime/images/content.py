@@ -1,0 +1,258 @@
+"""Content-addressed blob store: nothing becomes visible before its digest and size check."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runtime.images.reference import validate_digest
+
+# opener(offset) -> (offset the server actually starts at, chunks from there)
+Opener = Callable[[int], Awaitable[tuple[int, AsyncIterator[bytes]]]]
+
+
+class DigestMismatch(Exception):
+    """Downloaded bytes do not hash to the digest the manifest promised."""
+
+
+class Retryable(Exception):
+    """A transient transfer failure: the fetch loop resumes with a Range request."""
+
+
+class ProgressTimeout(Retryable):
+    """No byte arrived for the progress timeout."""
+
+
+@dataclass
+class Ingest:
+    """One in-flight (or finished) blob download that several readers may follow."""
+
+    digest: str
+    size: int
+    path: Path
+    written: int = 0
+    finished: bool = False
+    error: BaseException | None = None
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    task: asyncio.Task[Path] | None = None
+    hasher: Any = None
+
+    def _advance(self, written: int, finished: bool = False,
+                 error: BaseException | None = None) -> None:
+        with self.cond:
+            self.written, self.finished, self.error = written, finished or self.finished, error
+            self.cond.notify_all()
+
+    async def wait(self) -> Path:
+        """Path of the verified blob; raises what the download raised."""
+        assert self.task is not None
+        return await asyncio.shield(self.task)
+
+    def reader(self) -> FollowReader:
+        """A blocking reader (for a worker thread) that tails the download as it grows."""
+        return FollowReader(self, os.open(self.path, os.O_RDONLY | os.O_CLOEXEC))
+
+
+class FollowReader:
+    """File-like view of a growing ingest file; EOF only once the download finished."""
+
+    def __init__(self, ing: Ingest, fd: int) -> None:
+        self.ing, self.fd, self.pos = ing, fd, 0
+
+    def read(self, n: int = -1) -> bytes:
+        ing = self.ing
+        with ing.cond:
+            while self.pos >= ing.written and not ing.finished:
+                ing.cond.wait(1.0)
+            if ing.error is not None:
+                raise ing.error
+            avail = ing.written - self.pos
+        if avail <= 0:
+            return b""
+        data = os.pread(self.fd, avail if n < 0 else min(n, avail), self.pos)
+        self.pos += len(data)
+        return data
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _hex(digest: str) -> str:
+    algo, _, h = validate_digest(digest).partition(":")
+    if algo != "sha256":
+        raise ValueError(f"unsupported digest algorithm in {digest!r}")
+    return h
+
+
+class ContentStore:
+    """Blobs live at blobs/sha256/<hex>; partial downloads at ingest/<hex> (resumable)."""
+
+    def __init__(self, root: Path, stale_after: float = 24 * 3600) -> None:
+        self.blobs = root / "blobs" / "sha256"
+        self.ingest_dir = root / "ingest"
+        self.stale_after = stale_after
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        self.ingest_dir.mkdir(parents=True, exist_ok=True)
+        self._active: dict[str, Ingest] = {}
+
+    def path(self, digest: str) -> Path:
+        """Where the verified blob lives (it may not exist)."""
+        return self.blobs / _hex(digest)
+
+    def has(self, digest: str) -> bool:
+        """Whether a verified blob is present."""
+        return self.path(digest).is_file()
+
+    def read_bytes(self, digest: str) -> bytes:
+        """Small blobs (manifests, configs) in memory."""
+        return self.path(digest).read_bytes()
+
+    def put_bytes(self, digest: str, data: bytes) -> Path:
+        """Verify then publish an in-memory blob atomically."""
+        got = "sha256:" + hashlib.sha256(data).hexdigest()
+        if got != digest:
+            raise DigestMismatch(f"content {got} does not match expected {digest}")
+        dst = self.path(digest)
+        if not dst.exists():
+            tmp = self.ingest_dir / f".tmp-{uuid.uuid4().hex}"
+            tmp.write_bytes(data)
+            os.rename(tmp, dst)
+        return dst
+
+    def list(self) -> set[str]:
+        """Digests of all verified blobs."""
+        return {"sha256:" + p.name for p in self.blobs.iterdir()}
+
+    def delete(self, digest: str) -> None:
+        """Remove one blob (GC decides which)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path(digest).unlink()
+
+    def usage(self) -> tuple[int, int]:
+        """Bytes and inodes used by blobs and ingests."""
+        size = inodes = 0
+        for d in (self.blobs, self.ingest_dir):
+            for p in d.iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    size += p.stat().st_blocks * 512
+                    inodes += 1
+        return size, inodes
+
+    def cleanup(self) -> None:
+        """At start: drop temp files and partial ingests too old to be worth resuming."""
+        now = time.time()
+        for p in self.ingest_dir.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if p.name.startswith(".tmp-") or now - p.stat().st_mtime > self.stale_after:
+                    p.unlink()
+
+    def fetch(self, digest: str, size: int, opener: Opener, progress_timeout: float = 300,
+              retries: int = 5) -> Ingest:
+        """Start (or join) the one download of digest in this process."""
+        if digest in self._active:
+            return self._active[digest]
+        final = self.path(digest)
+        if final.is_file():
+            ing = Ingest(digest, size, final, written=final.stat().st_size, finished=True)
+            ing.task = asyncio.get_running_loop().create_future()  # type: ignore[assignment]
+            ing.task.set_result(final)  # type: ignore[union-attr]
+            return ing
+        ing = Ingest(digest, size, self.ingest_dir / _hex(digest))
+        ing.path.touch()
+        self._active[digest] = ing
+        ing.task = asyncio.create_task(self._run(ing, opener, progress_timeout, retries))
+        ing.task.add_done_callback(lambda _t: self._active.pop(digest, None))
+        return ing
+
+    async def _run(self, ing: Ingest, opener: Opener, timeout: float, retries: int) -> Path:
+        fd = os.open(ing.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            await self._lock(fd, ing)
+            if self.has(ing.digest):  # another process finished it while we waited
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(ing.path)
+                ing.path = self.path(ing.digest)
+                ing._advance(ing.path.stat().st_size, finished=True)
+                return ing.path
+            ing.hasher = await asyncio.to_thread(_hash_prefix, fd)
+            ing._advance(os.fstat(fd).st_size)
+            attempt = 0
+            while True:
+                try:
+                    if ing.size < 0 or ing.written < ing.size:
+                        await self._transfer(ing, fd, opener, timeout)
+                    break
+                except Retryable:
+                    attempt += 1
+                    if attempt > retries:
+                        raise
+                    await asyncio.sleep(min(0.2 * 2**attempt, 5))
+            got, written = "sha256:" + ing.hasher.hexdigest(), ing.written
+            if got != ing.digest or (ing.size >= 0 and written != ing.size):
+                os.unlink(ing.path)
+                raise DigestMismatch(
+                    f"blob {ing.digest}: got {got} ({written} bytes, expected {ing.size})")
+            await asyncio.to_thread(os.fsync, fd)
+            os.rename(ing.path, self.path(ing.digest))
+            ing._advance(written, finished=True)
+            return self.path(ing.digest)
+        except BaseException as e:
+            ing._advance(ing.written, finished=True, error=e)
+            raise
+        finally:
+            os.close(fd)
+
+    async def _lock(self, fd: int, ing: Ingest) -> None:
+        """Cross-process exclusion per digest; a kill -9 releases it with the fd."""
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                await asyncio.sleep(0.1)
+
+    async def _transfer(self, ing: Ingest, fd: int, opener: Opener, timeout: float) -> None:
+        written = ing.written
+        try:
+            start, chunks = await asyncio.wait_for(opener(written), timeout)
+        except TimeoutError:
+            raise ProgressTimeout(f"no response for {timeout}s fetching {ing.digest}") from None
+        if start != written:  # server ignored Range: start over
+            os.ftruncate(fd, 0)
+            written, ing.hasher = 0, hashlib.sha256()
+            ing._advance(0)
+        it = chunks.__aiter__()
+        while True:
+            try:
+                chunk = await asyncio.wait_for(it.__anext__(), timeout)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise ProgressTimeout(f"no byte for {timeout}s fetching {ing.digest}") from None
+            if ing.size >= 0 and written + len(chunk) > ing.size:
+                os.unlink(ing.path)
+                raise DigestMismatch(f"blob {ing.digest}: more than the {ing.size} bytes declared")
+            os.pwrite(fd, chunk, written)
+            written += len(chunk)
+            ing.hasher.update(chunk)
+            ing._advance(written)
+
+
+def _hash_prefix(fd: int) -> hashlib._Hash:
+    """Re-hash what an interrupted download already wrote, so it can resume."""
+    h = hashlib.sha256()
+    pos = 0
+    while chunk := os.pread(fd, 1 << 20, pos):
+        h.update(chunk)
+        pos += len(chunk)
+    return h
