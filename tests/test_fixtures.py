@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.images import PushedImage, layers_expected
+from tests.fixtures import hostclean
+from tests.fixtures.containerd import Containerd
+from tests.fixtures.cri_client import CriClient
+from tests.fixtures.images import PushedImage, layers_expected, push_one
 from tests.fixtures.oci import MT_INDEX, MT_MANIFEST
 from tests.fixtures.registry import Registry
 from tests.fixtures.tree import layers_tree_problems
@@ -92,8 +97,6 @@ def test_layers_expected_tree_matches_umoci(
 def test_auth_registry_rejects_anonymous(
     auth_registry: Registry, e2e_images: dict[str, PushedImage]
 ) -> None:
-    from tests.fixtures.images import push_one
-
     src = e2e_images["busybox"]
     pushed = push_one("busybox", src.layout, auth_registry.host, auth_registry.creds)
     assert pushed.digest == src.digest
@@ -105,3 +108,35 @@ def test_auth_registry_rejects_anonymous(
     assert anon.returncode != 0
     assert "unauthorized" in anon.stderr.lower() or "401" in anon.stderr
     assert inspect_raw(pushed.ref, "--creds", auth_registry.creds or "")["mediaType"] == MT_MANIFEST
+
+
+@pytest.mark.timeout(120)
+def test_containerd_runs_pause_sandbox(containerd_instance: Containerd) -> None:
+    with CriClient(containerd_instance.endpoint) as cli:
+        pb = cli.pb
+        ver = cli.version()
+        assert ver.runtime_name == "containerd" and ver.runtime_api_version == "v1"
+        uid = uuid.uuid4().hex[:8]
+        config = pb.PodSandboxConfig(
+            metadata=pb.PodSandboxMetadata(name=f"fixture-{uid}", uid=uid, namespace="default"),
+            log_directory=str(containerd_instance.workdir / "pods" / uid),
+        )
+        req = pb.RunPodSandboxRequest(config=config)
+        pod_id = cli.runtime.RunPodSandbox(req, timeout=60).pod_sandbox_id
+        try:
+            status = cli.runtime.PodSandboxStatus(
+                pb.PodSandboxStatusRequest(pod_sandbox_id=pod_id), timeout=10
+            ).status
+            assert status.state == pb.SANDBOX_READY
+            assert ipaddress.ip_address(status.network.ip) in ipaddress.ip_network(
+                containerd_instance.subnet
+            )
+            ping = ["busybox", "ping", "-c", "1", "-W", "3", status.network.ip]
+            assert subprocess.run(ping, capture_output=True, timeout=10).returncode == 0
+        finally:
+            cli.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=30)
+            cli.runtime.RemovePodSandbox(
+                pb.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=30
+            )
+        assert not cli.runtime.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=10).items
+        assert not hostclean.mounts_under(containerd_instance.state / "io.containerd.grpc.v1.cri")
