@@ -1,0 +1,364 @@
+"""berthd's typed client for the container monitor; never forks, safe in threaded callers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from runtime.monitor import proto
+from runtime.monitor.proto import AlreadyExists, InvalidState, MonitorError, NotFound
+from runtime.monitor.state import ContainerState
+
+__all__ = ["AlreadyExists", "ContainerState", "ExecResult", "InvalidState", "MonitorClient",
+           "MonitorError", "NotFound", "StreamSession", "SyncMonitorClient", "ensure_monitor",
+           "ensure_monitor_sync"]
+MAX_OUTPUT = 16 << 20
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """ExecSync outcome; output is already truncated to max_output per stream."""
+
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool
+
+
+class StreamSession:
+    """An attach or streaming exec: frames both ways over a dedicated connection."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 info: dict[str, Any]) -> None:
+        self.reader, self.writer, self.info = reader, writer, info
+        self.exit_code: int | None = None
+
+    async def send_stdin(self, data: bytes) -> None:
+        """Feed stdin, in frames the monitor accepts."""
+        for i in range(0, len(data), proto.MAX_FRAME):
+            self.writer.write(proto.frame(proto.STDIN, data[i : i + proto.MAX_FRAME]))
+        await self.writer.drain()
+
+    async def close_stdin(self) -> None:
+        """EOF on stdin (closes a stdin_once container's stdin)."""
+        self.writer.write(proto.frame(proto.CLOSE_STDIN))
+        await self.writer.drain()
+
+    async def resize(self, width: int, height: int) -> None:
+        """Terminal size for the tty behind this session."""
+        self.writer.write(proto.frame(proto.RESIZE, json.dumps(
+            {"width": width, "height": height}).encode()))
+        await self.writer.drain()
+
+    async def recv(self) -> tuple[str, bytes] | None:
+        """Next ("stdout"|"stderr", data); None once the process exited or the monitor left."""
+        msg = await proto.read_frame(self.reader)
+        if msg is None:
+            return None
+        kind, payload = msg
+        if kind == proto.EXIT:
+            self.exit_code = int(json.loads(payload)["exit_code"])
+            return None
+        return ("stdout" if kind == proto.STDOUT else "stderr", payload)
+
+    def close(self) -> None:
+        """Detach (an exec session's process is killed by the monitor)."""
+        self.writer.close()
+
+
+class MonitorClient:
+    """asyncio client; requests are multiplexed on one connection, re-dialled after a failure."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        self._rids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def _dial(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_unix_connection(self.socket_path, limit=proto.MAX_LINE)
+
+    async def _connection(self) -> asyncio.StreamWriter:
+        async with self._lock:
+            if self._writer is None or self._writer.is_closing():
+                reader, self._writer = await self._dial()
+                self._reader_task = asyncio.get_running_loop().create_task(self._read(reader))
+            return self._writer
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while line := await reader.readline():
+                msg = json.loads(line)
+                fut = self._pending.pop(int(msg.get("rid", 0)), None)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+        except (ConnectionError, ValueError):
+            pass
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionError("monitor connection lost"))
+            self._pending.clear()
+
+    async def call(self, op: str, **args: Any) -> Any:
+        """One request; raises the typed MonitorError subclass the monitor named."""
+        writer = await self._connection()
+        rid = next(self._rids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        writer.write(proto.encode({"rid": rid, "op": op, **args}))
+        await writer.drain()
+        return _unwrap(await fut)
+
+    async def close(self) -> None:
+        """Drop the connection; the monitor and its containers keep running."""
+        if self._writer is not None:
+            self._writer.close()
+        if self._reader_task is not None:
+            with contextlib.suppress(Exception):
+                await self._reader_task
+
+    async def ping(self) -> dict[str, Any]:
+        """Monitor pid and capabilities."""
+        return dict(await self.call("ping"))
+
+    async def create(self, id: str, spec: dict[str, Any], rootfs: str, cgroup_path: str = "",
+                     log_path: str = "", tty: bool = False, stdin: bool = False,
+                     stdin_once: bool = False) -> ContainerState:
+        """Create the container's process, stopped before it execs the entrypoint."""
+        return ContainerState.from_dict(await self.call(
+            "create", id=id, spec=spec, rootfs=rootfs, cgroup_path=cgroup_path,
+            log_path=log_path, tty=tty, stdin=stdin, stdin_once=stdin_once))
+
+    async def start(self, id: str) -> ContainerState:
+        """Let it exec its entrypoint."""
+        return ContainerState.from_dict(await self.call("start", id=id))
+
+    async def state(self, id: str) -> ContainerState:
+        """Current record."""
+        return ContainerState.from_dict(await self.call("state", id=id))
+
+    async def list(self) -> list[ContainerState]:
+        """Every container of this state dir."""
+        return [ContainerState.from_dict(d) for d in await self.call("list")]
+
+    async def kill(self, id: str, sig: int = signal.SIGTERM) -> None:
+        """Signal the init process."""
+        await self.call("kill", id=id, signal=int(sig))
+
+    async def stop(self, id: str, timeout: float, sig: int = signal.SIGTERM) -> ContainerState:
+        """sig, then SIGKILL after timeout seconds; returns the stopped record."""
+        return ContainerState.from_dict(await self.call("stop", id=id, timeout=timeout,
+                                                        signal=int(sig)))
+
+    async def wait(self, id: str) -> ContainerState:
+        """Block until the container has exited."""
+        return ContainerState.from_dict(await self.call("wait", id=id))
+
+    async def delete(self, id: str) -> None:
+        """Remove a stopped or never-started container (cgroup and state; not rootfs or log)."""
+        await self.call("delete", id=id)
+
+    async def exec_sync(self, id: str, process: dict[str, Any], timeout: float,
+                        max_output: int = MAX_OUTPUT) -> ExecResult:
+        """Run to completion with captured, capped output; timeout 0 means none."""
+        r = await self.call("exec_sync", id=id, process=process, timeout=timeout,
+                            max_output=max_output)
+        return ExecResult(int(r["exit_code"]), base64.b64decode(r["stdout"]),
+                          base64.b64decode(r["stderr"]), bool(r["timed_out"]))
+
+    async def reopen_log(self, id: str) -> None:
+        """Start a new log file at the container's log path."""
+        await self.call("reopen_log", id=id)
+
+    async def resize(self, id: str, width: int, height: int) -> None:
+        """Resize the container's tty."""
+        await self.call("resize", id=id, width=width, height=height)
+
+    async def update(self, id: str, resources: dict[str, Any]) -> None:
+        """New cgroup limits, in OCI linux.resources form."""
+        await self.call("update", id=id, resources=resources)
+
+    async def stats(self, id: str) -> dict[str, Any]:
+        """cgroup usage figures."""
+        return dict(await self.call("stats", id=id))
+
+    async def _session(self, op: str, **args: Any) -> StreamSession:
+        reader, writer = await self._dial()
+        writer.write(proto.encode({"rid": 1, "op": op, **args}))
+        await writer.drain()
+        line = await reader.readline()
+        if not line:
+            writer.close()
+            raise ConnectionError("monitor closed the stream connection")
+        try:
+            info = _unwrap(json.loads(line))
+        except MonitorError:
+            writer.close()
+            raise
+        return StreamSession(reader, writer, info or {})
+
+    async def attach(self, id: str, stdin: bool = False, stdout: bool = True,
+                     stderr: bool = True) -> StreamSession:
+        """Join the running container's stdio; output keeps going to the log meanwhile."""
+        return await self._session("attach", id=id, stdin=stdin, stdout=stdout, stderr=stderr)
+
+    async def exec_stream(self, id: str, process: dict[str, Any], tty: bool = False,
+                          stdin: bool = False) -> StreamSession:
+        """Interactive exec; the session's exit_code is set when recv() returns None."""
+        return await self._session("exec_stream", id=id, process=process, tty=tty, stdin=stdin)
+
+
+def _unwrap(msg: dict[str, Any]) -> Any:
+    if msg.get("ok"):
+        return msg.get("result")
+    raise proto.ERRORS.get(msg.get("error", ""), MonitorError)(msg.get("message", "failed"))
+
+
+def _launch(state_dir: str, run_dir: str, spawner: str | None) -> str:
+    """Start the monitor (the launcher forks the daemon and exits once it serves)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH", "")) if p))
+    cmd = [sys.executable, "-m", "runtime.monitor", "--state-dir", state_dir,
+           "--run-dir", run_dir]
+    if spawner:
+        cmd += ["--spawner", spawner]
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "monitor.log"), "ab") as logf:
+        res = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=logf, start_new_session=True, env=env, cwd="/",
+                             timeout=60, check=False)
+    if res.returncode != 0:
+        tail = Path(run_dir, "monitor.log").read_bytes()[-2000:].decode(errors="replace")
+        raise MonitorError(f"monitor failed to start (exit {res.returncode}): {tail}")
+    return os.path.join(run_dir, "monitor.sock")
+
+
+async def ensure_monitor(state_dir: str, run_dir: str,
+                         spawner: str | None = None) -> MonitorClient:
+    """Connect to the state dir's monitor, starting it first if none answers.
+
+    `spawner` names the module providing spawn/spawn_exec (default runtime.init)."""
+    client = MonitorClient(os.path.join(run_dir, "monitor.sock"))
+    try:
+        await client.ping()
+        return client
+    except (OSError, MonitorError):
+        await client.close()
+    path = await asyncio.to_thread(_launch, state_dir, run_dir, spawner)
+    client = MonitorClient(path)
+    await client.ping()
+    return client
+
+
+class SyncMonitorClient:
+    """Blocking facade over MonitorClient, running it on a private event-loop thread."""
+
+    def __init__(self, client: MonitorClient, loop: asyncio.AbstractEventLoop,
+                 thread: threading.Thread) -> None:
+        self.aio, self._loop, self._thread = client, loop, thread
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def create(self, id: str, spec: dict[str, Any], rootfs: str, cgroup_path: str = "",
+               log_path: str = "", tty: bool = False, stdin: bool = False,
+               stdin_once: bool = False) -> ContainerState:
+        """See MonitorClient.create."""
+        return self._run(self.aio.create(id, spec, rootfs, cgroup_path, log_path, tty, stdin,
+                                         stdin_once))
+
+    def start(self, id: str) -> ContainerState:
+        """See MonitorClient.start."""
+        return self._run(self.aio.start(id))
+
+    def state(self, id: str) -> ContainerState:
+        """See MonitorClient.state."""
+        return self._run(self.aio.state(id))
+
+    def list(self) -> list[ContainerState]:
+        """See MonitorClient.list."""
+        return self._run(self.aio.list())
+
+    def kill(self, id: str, sig: int = signal.SIGTERM) -> None:
+        """See MonitorClient.kill."""
+        self._run(self.aio.kill(id, sig))
+
+    def stop(self, id: str, timeout: float, sig: int = signal.SIGTERM) -> ContainerState:
+        """See MonitorClient.stop."""
+        return self._run(self.aio.stop(id, timeout, sig))
+
+    def wait(self, id: str, timeout: float | None = None) -> ContainerState:
+        """See MonitorClient.wait; timeout bounds the caller's wait only."""
+        return self._run(self.aio.wait(id), timeout)
+
+    def delete(self, id: str) -> None:
+        """See MonitorClient.delete."""
+        self._run(self.aio.delete(id))
+
+    def exec_sync(self, id: str, process: dict[str, Any], timeout: float,
+                  max_output: int = MAX_OUTPUT) -> ExecResult:
+        """See MonitorClient.exec_sync."""
+        return self._run(self.aio.exec_sync(id, process, timeout, max_output))
+
+    def reopen_log(self, id: str) -> None:
+        """See MonitorClient.reopen_log."""
+        self._run(self.aio.reopen_log(id))
+
+    def resize(self, id: str, width: int, height: int) -> None:
+        """See MonitorClient.resize."""
+        self._run(self.aio.resize(id, width, height))
+
+    def update(self, id: str, resources: dict[str, Any]) -> None:
+        """See MonitorClient.update."""
+        self._run(self.aio.update(id, resources))
+
+    def stats(self, id: str) -> dict[str, Any]:
+        """See MonitorClient.stats."""
+        return self._run(self.aio.stats(id))
+
+    def ping(self) -> dict[str, Any]:
+        """See MonitorClient.ping."""
+        return self._run(self.aio.ping())
+
+    def close(self) -> None:
+        """Close the connection and stop the private loop."""
+        self._run(self.aio.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+
+def ensure_monitor_sync(state_dir: str, run_dir: str,
+                        spawner: str | None = None) -> SyncMonitorClient:
+    """ensure_monitor for threaded callers."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="berth-monitor-client", daemon=True)
+    thread.start()
+    try:
+        client = asyncio.run_coroutine_threadsafe(
+            ensure_monitor(state_dir, run_dir, spawner), loop).result()
+    except BaseException:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+        raise
+    return SyncMonitorClient(client, loop, thread)

@@ -1,0 +1,97 @@
+"""The monitor's narrow use of runtime.cgroups, tolerant of that package being incomplete."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+from dataclasses import asdict
+from typing import Any
+
+KILL_TIMEOUT = 1.0  # kill_all polls synchronously: keep the monitor loop's stall short
+
+
+@functools.cache
+def _driver() -> Any | None:
+    try:
+        mod = importlib.import_module("runtime.cgroups")
+        if hasattr(mod, "driver"):
+            return mod.driver()
+        # Until runtime.cgroups exports driver(): the v1 driver matches this host.
+        return importlib.import_module("runtime.cgroups.v1").V1Driver()
+    except (ImportError, OSError):
+        return None
+
+
+def _resources(oci: dict[str, Any]) -> Any:
+    """OCI linux.resources to the drivers' Resources."""
+    model = importlib.import_module("runtime.cgroups.model")
+    cpu, mem, pids = oci.get("cpu") or {}, oci.get("memory") or {}, oci.get("pids") or {}
+    return model.Resources(
+        cpu_shares=cpu.get("shares"), cpu_quota=cpu.get("quota"), cpu_period=cpu.get("period"),
+        cpuset_cpus=cpu.get("cpus") or None, cpuset_mems=cpu.get("mems") or None,
+        memory_limit=mem.get("limit"), memory_swap_limit=mem.get("swap"),
+        pids_limit=pids.get("limit"),
+        hugepage_limits={h["pageSize"]: h["limit"] for h in oci.get("hugepageLimits") or []},
+        unified=dict(oci.get("unified") or {}))
+
+
+def available() -> bool:
+    """Whether cgroup management (and so OOM detection) is in this build."""
+    return _driver() is not None
+
+
+def create(path: str, spec: dict[str, Any]) -> None:
+    """Make the container's cgroup with the spec's limits before the process joins it."""
+    drv = _driver()
+    if drv is not None and path:
+        drv.create(path, _resources((spec.get("linux") or {}).get("resources") or {}))
+
+
+def add_pid(path: str, pid: int) -> None:
+    """Move pid into the cgroup (for spawners that do not do it themselves)."""
+    drv = _driver()
+    if drv is not None and path:
+        drv.add_pid(path, pid)
+
+
+def update(path: str, resources: dict[str, Any]) -> None:
+    """Apply new limits given in OCI linux.resources form."""
+    drv = _driver()
+    if drv is None or not path:
+        raise RuntimeError("this container has no cgroup to update")
+    drv.update(path, _resources(resources))
+
+
+def oom_kills(path: str) -> int:
+    """OOM kills so far; read before remove(), which loses the counter."""
+    drv = _driver()
+    if drv is None or not path:
+        return 0
+    with contextlib.suppress(OSError, ValueError):
+        return int(drv.oom_kill_count(path))
+    return 0
+
+
+def kill_all(path: str) -> None:
+    """SIGKILL whatever is left in the cgroup (stragglers that escaped the process tree)."""
+    drv = _driver()
+    if drv is not None and path:
+        with contextlib.suppress(OSError, ValueError):
+            drv.kill_all(path, KILL_TIMEOUT)
+
+
+def remove(path: str) -> None:
+    """Drop the cgroup once nothing runs in it."""
+    drv = _driver()
+    if drv is not None and path:
+        with contextlib.suppress(FileNotFoundError):
+            drv.remove(path)
+
+
+def stats(path: str) -> dict[str, Any]:
+    """Driver stats as a JSON-able dict; empty without a cgroup."""
+    drv = _driver()
+    if drv is None or not path:
+        return {}
+    return asdict(drv.stats(path))

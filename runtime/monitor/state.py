@@ -1,0 +1,100 @@
+"""Durable per-container state: what survives a monitor or berthd restart."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+CREATED = "created"
+RUNNING = "running"
+STOPPED = "stopped"
+
+REASON_COMPLETED = "Completed"
+REASON_ERROR = "Error"
+REASON_OOM = "OOMKilled"
+REASON_MONITOR_LOST = "MonitorLost"
+
+
+@dataclass
+class ContainerState:
+    """The record kept in `<state_dir>/containers/<id>/state.json`; times are ns since epoch."""
+
+    id: str
+    status: str = CREATED
+    pid: int = 0
+    pid_start: int = 0  # /proc/<pid>/stat starttime: tells our process from a reused pid
+    created_ns: int = 0
+    started_ns: int = 0
+    finished_ns: int = 0
+    exit_code: int = 0
+    reason: str = ""
+    message: str = ""
+    log_path: str = ""
+    cgroup_path: str = ""
+    rootfs: str = ""
+    tty: bool = False
+    stdin: bool = False
+    stdin_once: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON form, also the wire form of the monitor protocol."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ContainerState:
+        """Tolerate unknown keys so a newer file does not break an older reader."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def container_dir(state_dir: str, cid: str) -> Path:
+    """Where one container's durable files live."""
+    return Path(state_dir) / "containers" / cid
+
+
+def save(state_dir: str, st: ContainerState) -> None:
+    """Write atomically (tmp, fsync, rename) so a crash leaves the old or the new record."""
+    d = container_dir(state_dir, st.id)
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / "state.json.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, json.dumps(st.to_dict()).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, d / "state.json")
+
+
+def load_all(state_dir: str) -> list[ContainerState]:
+    """Every readable record; a torn or foreign directory is skipped, not fatal."""
+    root = Path(state_dir) / "containers"
+    out: list[ContainerState] = []
+    if not root.is_dir():
+        return out
+    for d in sorted(root.iterdir()):
+        try:
+            out.append(ContainerState.from_dict(json.loads((d / "state.json").read_text())))
+        except (OSError, ValueError, TypeError):
+            continue
+    return out
+
+
+def remove(state_dir: str, cid: str) -> None:
+    """Forget a container."""
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(container_dir(state_dir, cid))
+
+
+def proc_start_time(pid: int) -> int:
+    """Kernel start time of pid in clock ticks, or 0 when the process is gone."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return 0
+    return int(data[data.rindex(b")") + 2 :].split()[19])

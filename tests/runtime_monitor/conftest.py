@@ -1,0 +1,119 @@
+"""Fixtures: a busybox rootfs and a private monitor per test, torn down with all it ran."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime.containers import SyncMonitorClient, ensure_monitor_sync
+
+BUSYBOX = "/bin/busybox"
+
+
+def spawner() -> str:
+    """The real init helper once it is in the tree, else our fork/exec stand-in."""
+    if os.environ.get("BERTH_MONITOR_SPAWNER"):
+        return os.environ["BERTH_MONITOR_SPAWNER"]
+    real = Path(__file__).resolve().parents[2] / "runtime" / "init.py"
+    return "runtime.init" if real.exists() and os.environ.get("BERTH_REAL_INIT") else (
+        "tests.runtime_monitor.standin")
+
+
+@pytest.fixture(scope="session")
+def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A static busybox with hard-linked applets (symlinks could be masked with the binary)."""
+    if not os.path.exists(BUSYBOX):
+        pytest.skip("busybox-static is not installed")
+    root = tmp_path_factory.mktemp("busybox-rootfs")
+    for d in ("bin", "dev", "proc", "sys", "tmp", "etc"):
+        (root / d).mkdir()
+    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
+    applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    for name in applets:
+        if name != "busybox":
+            os.link(root / "bin" / "busybox", root / "bin" / name)
+    return root
+
+
+def spec(*args: str, terminal: bool = False) -> dict[str, Any]:
+    """Minimal OCI config for the spawner."""
+    return {
+        "ociVersion": "1.0.2",
+        "process": {"args": list(args), "env": ["PATH=/bin", "HOME=/"], "cwd": "/",
+                    "terminal": terminal, "user": {"uid": 0, "gid": 0}},
+        "root": {"path": "rootfs"},
+        "linux": {},
+    }
+
+
+def proc(*args: str) -> dict[str, Any]:
+    """OCI process for an exec."""
+    return spec(*args)["process"]
+
+
+def pid_alive(pid: int) -> bool:
+    """True while pid exists and is not a zombie."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return data[data.rindex(b")") + 2 :].split()[0] != b"Z"
+
+
+def wait_gone(pid: int, timeout: float = 5.0) -> None:
+    """Poll until pid has exited (or is a zombie of someone else)."""
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        assert time.monotonic() < deadline, f"pid {pid} still alive"
+        time.sleep(0.02)
+
+
+class MonitorHandle:
+    """A monitor on private dirs, plus the means to restart or kill it."""
+
+    def __init__(self, base: Path) -> None:
+        self.state_dir = str(base / "state")
+        self.run_dir = str(base / "run")
+        self.client: SyncMonitorClient | None = None
+        self.pid = 0
+
+    def connect(self) -> SyncMonitorClient:
+        """ensure_monitor: starts one when none answers."""
+        if self.client is not None:
+            self.client.close()
+        self.client = ensure_monitor_sync(self.state_dir, self.run_dir, spawner())
+        self.pid = int(self.client.ping()["pid"])
+        return self.client
+
+    def cleanup(self) -> None:
+        """Stop and delete every container, then end the monitor we started."""
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                for st in self.client.list():
+                    self.client.stop(st.id, 0)
+                    self.client.delete(st.id)
+            self.client.close()
+            self.client = None
+        if self.pid and pid_alive(self.pid):
+            os.kill(self.pid, signal.SIGTERM)
+            wait_gone(self.pid)
+
+
+@pytest.fixture
+def mon(tmp_path: Path) -> Any:
+    """A fresh monitor per test."""
+    handle = MonitorHandle(tmp_path)
+    handle.connect()
+    try:
+        yield handle
+    finally:
+        handle.cleanup()
