@@ -1,0 +1,209 @@
+"""cgroup v1 driver: one directory per controller hierarchy under /sys/fs/cgroup.
+
+Without CAP_SYS_RESOURCE (this machine) every knob we set still works: the cgroup files check
+only write permission on the file, so nothing here needs it. Not every hierarchy exists on
+every host (hugetlb is absent here): missing ones are skipped, and limits for them ignored.
+`unified` keys are cgroup v2 only and ignored here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from runtime.cgroups.model import (
+    UNLIMITED_V1,
+    CgroupStats,
+    Resources,
+    check_path,
+    keyed,
+    parents_to_remove,
+    pid_list,
+    read,
+    read_int,
+    rmdir,
+    rmdir_parents,
+    sigkill_all,
+    wait_until,
+    write,
+)
+
+CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids",
+               "hugetlb", "systemd")
+USER_HZ = os.sysconf("SC_CLK_TCK")
+
+
+class V1Driver:
+    """Keeps a hierarchy per controller in step; co-mounted controllers are visited once."""
+
+    def __init__(self, root: str = "/sys/fs/cgroup") -> None:
+        self.root = root
+        self.mounts = {
+            ctrl: os.path.join(root, ctrl)
+            for ctrl in CONTROLLERS
+            if os.path.isfile(os.path.join(root, ctrl, "cgroup.procs"))
+        }
+        self.hierarchies = sorted({os.path.realpath(b) for b in self.mounts.values()})
+
+    def _dir(self, ctrl: str, path: str) -> str:
+        return os.path.join(self.mounts[ctrl], check_path(path))
+
+    def _file(self, ctrl: str, path: str, name: str) -> str:
+        return os.path.join(self._dir(ctrl, path), name)
+
+    def create(self, path: str, res: Resources) -> None:
+        rel = check_path(path)
+        for base in self.hierarchies:
+            os.makedirs(os.path.join(base, rel), exist_ok=True)
+        if "cpuset" in self.mounts:
+            self._fill_cpuset(rel)
+        self.update(rel, res)
+
+    def _fill_cpuset(self, rel: str) -> None:
+        """New cpuset dirs start with empty cpus/mems and refuse tasks until filled from above."""
+        parent = self.mounts["cpuset"]
+        for part in rel.split("/"):
+            child = os.path.join(parent, part)
+            for knob in ("cpuset.cpus", "cpuset.mems"):
+                if not read(os.path.join(child, knob)).strip():
+                    write(os.path.join(child, knob), read(os.path.join(parent, knob)).strip())
+            parent = child
+
+    def update(self, path: str, res: Resources) -> None:
+        rel = check_path(path)
+        if "cpu" in self.mounts:
+            if res.cpu_shares is not None:
+                write(self._file("cpu", rel, "cpu.shares"), res.cpu_shares)
+            if res.cpu_period is not None:
+                write(self._file("cpu", rel, "cpu.cfs_period_us"), res.cpu_period)
+            quota = res.cpu_quota if res.cpu_quota is not None and res.cpu_quota > 0 else -1
+            write(self._file("cpu", rel, "cpu.cfs_quota_us"), quota)
+        if "cpuset" in self.mounts:
+            if res.cpuset_cpus:
+                write(self._file("cpuset", rel, "cpuset.cpus"), res.cpuset_cpus)
+            if res.cpuset_mems:
+                write(self._file("cpuset", rel, "cpuset.mems"), res.cpuset_mems)
+        if "memory" in self.mounts:
+            self._memory(rel, res)
+        if "pids" in self.mounts and res.pids_limit is not None:
+            pids_max = str(res.pids_limit) if res.pids_limit > 0 else "max"
+            write(self._file("pids", rel, "pids.max"), pids_max)
+        if "hugetlb" in self.mounts:
+            for size, limit in res.hugepage_limits.items():
+                write(self._file("hugetlb", rel, f"hugetlb.{size}.limit_in_bytes"), limit)
+
+    def _memory(self, rel: str, res: Resources) -> None:
+        """memsw must stay >= memory after every write, so the order follows the direction."""
+        mem = _limit(res.memory_limit)
+        swap = _limit(res.memory_swap_limit)
+        limit_file = self._file("memory", rel, "memory.limit_in_bytes")
+        memsw_file = self._file("memory", rel, "memory.memsw.limit_in_bytes")
+        if not os.path.exists(memsw_file):
+            swap = None  # no swap accounting on this kernel
+        elif swap is None and mem is not None and _big(mem) > read_int(memsw_file):
+            swap = -1
+        if swap is not None and _big(swap) >= read_int(limit_file):
+            write(memsw_file, swap)
+            swap = None
+        if mem is not None:
+            write(limit_file, mem)
+        if swap is not None:
+            write(memsw_file, swap)
+
+    def add_pid(self, path: str, pid: int) -> None:
+        rel = check_path(path)
+        for base in self.hierarchies:
+            write(os.path.join(base, rel, "cgroup.procs"), pid)
+
+    def pids(self, path: str) -> list[int]:
+        ctrl = "freezer" if "freezer" in self.mounts else next(iter(self.mounts))
+        return pid_list(self._file(ctrl, path, "cgroup.procs"))
+
+    def oom_kill_count(self, path: str) -> int:
+        """Read before remove(): the counter lives in the cgroup and dies with it."""
+        try:
+            return keyed(read(self._file("memory", path, "memory.oom_control"))).get("oom_kill", 0)
+        except FileNotFoundError:
+            return 0
+
+    def stats(self, path: str) -> CgroupStats:
+        rel = check_path(path)
+        s = CgroupStats(timestamp_ns=time.time_ns())
+        if "cpuacct" in self.mounts:
+            acct = self._dir("cpuacct", rel)
+            s.cpu_usage_ns = read_int(os.path.join(acct, "cpuacct.usage"))
+            if os.path.exists(os.path.join(acct, "cpuacct.usage_user")):
+                s.cpu_user_ns = read_int(os.path.join(acct, "cpuacct.usage_user"))
+                s.cpu_system_ns = read_int(os.path.join(acct, "cpuacct.usage_sys"))
+            else:
+                ticks = keyed(read(os.path.join(acct, "cpuacct.stat")))
+                s.cpu_user_ns = ticks.get("user", 0) * 10**9 // USER_HZ
+                s.cpu_system_ns = ticks.get("system", 0) * 10**9 // USER_HZ
+        if "cpu" in self.mounts:
+            cpu = keyed(read(self._file("cpu", rel, "cpu.stat")))
+            s.cpu_periods = cpu.get("nr_periods", 0)
+            s.cpu_throttled_periods = cpu.get("nr_throttled", 0)
+            s.cpu_throttled_ns = cpu.get("throttled_time", 0)
+        if "memory" in self.mounts:
+            mem = self._dir("memory", rel)
+            stat = keyed(read(os.path.join(mem, "memory.stat")))
+            s.memory_usage = read_int(os.path.join(mem, "memory.usage_in_bytes"))
+            inactive = stat.get("total_inactive_file", 0)
+            s.memory_working_set = max(s.memory_usage - inactive, 0)
+            s.memory_rss = stat.get("total_rss", 0)
+            s.memory_cache = stat.get("total_cache", 0)
+            s.memory_failcnt = read_int(os.path.join(mem, "memory.failcnt"))
+            limit = read_int(os.path.join(mem, "memory.limit_in_bytes"))
+            s.memory_limit = limit if limit < UNLIMITED_V1 else None
+            s.oom_kill_count = self.oom_kill_count(rel)
+        if "pids" in self.mounts:
+            s.pids_current = read_int(self._file("pids", rel, "pids.current"))
+            raw = read(self._file("pids", rel, "pids.max")).strip()
+            s.pids_limit = None if raw == "max" else int(raw)
+        return s
+
+    def freeze(self, path: str, timeout: float = 5.0) -> None:
+        state = self._file("freezer", path, "freezer.state")
+        write(state, "FROZEN")
+        wait_until(lambda: read(state).strip() == "FROZEN", timeout, f"{path} to freeze")
+
+    def thaw(self, path: str) -> None:
+        write(self._file("freezer", path, "freezer.state"), "THAWED")
+
+    def kill_all(self, path: str, timeout: float = 5.0) -> None:
+        """Freezing first stops a fork loop from outrunning the kill."""
+        if not self.exists(path):
+            return
+        frozen = "freezer" in self.mounts
+        if frozen:
+            self.freeze(path, timeout)
+        try:
+            sigkill_all(self.pids(path))
+        finally:
+            if frozen:
+                self.thaw(path)
+        wait_until(lambda: not self.pids(path), timeout, f"{path} to empty")
+
+    def remove(self, path: str, remove_parents_up_to: str | None = None) -> None:
+        """Idempotent; ancestors go only when asked and only while they are empty."""
+        rel = check_path(path)
+        parents = parents_to_remove(rel, remove_parents_up_to)
+        for base in self.hierarchies:
+            rmdir(os.path.join(base, rel))
+            rmdir_parents(base, parents)
+
+    def exists(self, path: str) -> bool:
+        rel = check_path(path)
+        return any(os.path.isdir(os.path.join(b, rel)) for b in self.hierarchies)
+
+
+
+def _limit(value: int | None) -> int | None:
+    """OCI uses -1 (and we accept 0) for unlimited; v1 files take -1."""
+    if value is None:
+        return None
+    return value if value > 0 else -1
+
+
+def _big(value: int) -> int:
+    return UNLIMITED_V1 * 2 if value == -1 else value
