@@ -90,8 +90,9 @@ class MonitorClient:
         self._reader_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
-    async def _dial(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.open_unix_connection(self.socket_path, limit=proto.MAX_LINE)
+    async def _dial(self, limit: int = proto.MAX_LINE
+                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_unix_connection(self.socket_path, limit=limit)
 
     async def _connection(self) -> asyncio.StreamWriter:
         async with self._lock:
@@ -201,7 +202,7 @@ class MonitorClient:
         return dict(await self.call("stats", id=id))
 
     async def _session(self, op: str, **args: Any) -> StreamSession:
-        reader, writer = await self._dial()
+        reader, writer = await self._dial(2 * proto.MAX_FRAME)  # streams: little read-ahead
         writer.write(proto.encode({"rid": 1, "op": op, **args}))
         await writer.drain()
         line = await reader.readline()

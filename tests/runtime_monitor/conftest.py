@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -35,6 +36,8 @@ def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("busybox-rootfs")
     for d in ("bin", "dev", "proc", "sys", "tmp", "etc"):
         (root / d).mkdir()
+    for name, minor in (("null", 3), ("zero", 5)):
+        os.mknod(root / "dev" / name, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
     shutil.copy2(BUSYBOX, root / "bin" / "busybox")
     applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True,
                              check=True).stdout.split()

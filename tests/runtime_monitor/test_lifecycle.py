@@ -1,0 +1,120 @@
+"""Create/start/stop/delete through the monitor, exit statuses and typed errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from runtime.containers import AlreadyExists, InvalidState, MonitorError, NotFound
+from tests.runtime_monitor.conftest import pid_alive, spec
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def run(mon, rootfs, cid, *args, **kw):
+    c = mon.client
+    c.create(cid, spec(*args), str(rootfs), **kw)
+    c.start(cid)
+    return c.wait(cid, timeout=20)
+
+
+@pytest.mark.parametrize(("script", "code", "reason"), [
+    ("exit 0", 0, "Completed"),
+    ("exit 3", 3, "Error"),
+    ("kill -KILL $$", 137, "Error"),
+])
+def test_exit_status(mon, rootfs, script, code, reason):
+    st = run(mon, rootfs, "c1", "sh", "-c", script)
+    assert (st.status, st.exit_code, st.reason) == ("stopped", code, reason)
+    assert st.created_ns <= st.started_ns <= st.finished_ns
+
+
+def test_state_is_durable_and_lifecycle_complete(mon, rootfs, tmp_path):
+    c = mon.client
+    st = c.create("c1", spec("sleep", "30"), str(rootfs), log_path=str(tmp_path / "c1.log"))
+    assert st.status == "created" and st.pid > 0
+    record = Path(mon.state_dir, "containers", "c1", "state.json")
+    assert json.loads(record.read_text())["status"] == "created"
+    assert c.start("c1").status == "running"
+    assert json.loads(record.read_text())["status"] == "running"
+    assert [s.id for s in c.list()] == ["c1"]
+    st = c.stop("c1", 5)
+    assert st.status == "stopped" and st.exit_code == 143
+    assert json.loads(record.read_text())["exit_code"] == 143
+    assert not pid_alive(st.pid)
+    c.delete("c1")
+    assert not record.parent.exists()
+    assert c.list() == []
+
+
+def test_stop_escalates_to_sigkill(mon, rootfs):
+    c = mon.client
+    c.create("c1", spec("sh", "-c", "trap '' TERM; echo ready; sleep 30"), str(rootfs))
+    c.start("c1")
+    time.sleep(0.2)  # let the shell install its trap
+    t0 = time.monotonic()
+    st = c.stop("c1", 0.5)
+    assert 0.4 < time.monotonic() - t0 < 3
+    assert st.exit_code == 137
+
+
+def test_kill_with_custom_signal(mon, rootfs):
+    c = mon.client
+    c.create("c1", spec("sleep", "30"), str(rootfs))
+    c.start("c1")
+    c.kill("c1", 10)  # SIGUSR1, e.g. an image's STOPSIGNAL
+    assert c.wait("c1", timeout=10).exit_code == 128 + 10
+
+
+def test_typed_errors(mon, rootfs):
+    c = mon.client
+    with pytest.raises(NotFound, match="nope"):
+        c.state("nope")
+    c.create("c1", spec("sleep", "30"), str(rootfs))
+    with pytest.raises(AlreadyExists):
+        c.create("c1", spec("true"), str(rootfs))
+    c.start("c1")
+    with pytest.raises(InvalidState):
+        c.start("c1")
+    with pytest.raises(InvalidState, match="stop it first"):
+        c.delete("c1")
+    c.stop("c1", 0)
+    with pytest.raises(InvalidState):
+        c.kill("c1", 15)
+    c.delete("c1")
+
+
+def test_delete_created_never_started(mon, rootfs):
+    c = mon.client
+    st = c.create("c1", spec("sleep", "30"), str(rootfs))
+    c.delete("c1")
+    assert not pid_alive(st.pid)
+    with pytest.raises(NotFound):
+        c.state("c1")
+
+
+def test_start_failure_is_reported(mon, rootfs):
+    c = mon.client
+    c.create("c1", spec("/no/such/binary"), str(rootfs))
+    with pytest.raises(MonitorError, match="no/such/binary|No such file"):
+        c.start("c1")
+    st = c.wait("c1", timeout=10)
+    assert st.status == "stopped" and st.exit_code != 0
+
+
+def test_socket_is_private_path(mon):
+    sock = Path(mon.run_dir, "monitor.sock")
+    assert sock.is_socket() and (sock.stat().st_mode & 0o777) == 0o600
+    with open("/proc/net/unix") as f:
+        assert not any(f"@{mon.run_dir}" in line for line in f)
+
+
+def test_ensure_monitor_reuses_running_one(mon):
+    first = mon.pid
+    mon.connect()
+    assert mon.pid == first
+    assert os.path.exists(Path(mon.run_dir, "monitor.lock"))
