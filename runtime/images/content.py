@@ -60,7 +60,8 @@ class Ingest:
 
     def reader(self) -> FollowReader:
         """A blocking reader (for a worker thread) that tails the download as it grows."""
-        return FollowReader(self, os.open(self.path, os.O_RDONLY | os.O_CLOEXEC))
+        with self.cond:
+            return FollowReader(self, os.open(self.path, os.O_RDONLY | os.O_CLOEXEC))
 
 
 class FollowReader:
@@ -157,7 +158,7 @@ class ContentStore:
                     p.unlink()
 
     def fetch(self, digest: str, size: int, opener: Opener, progress_timeout: float = 300,
-              retries: int = 5) -> Ingest:
+              retries: int = 5, limit: asyncio.Semaphore | None = None) -> Ingest:
         """Start (or join) the one download of digest in this process."""
         if digest in self._active:
             return self._active[digest]
@@ -170,9 +171,17 @@ class ContentStore:
         ing = Ingest(digest, size, self.ingest_dir / _hex(digest))
         ing.path.touch()
         self._active[digest] = ing
-        ing.task = asyncio.create_task(self._run(ing, opener, progress_timeout, retries))
+        ing.task = asyncio.create_task(
+            self._limited(ing, opener, progress_timeout, retries, limit))
         ing.task.add_done_callback(lambda _t: self._active.pop(digest, None))
         return ing
+
+    async def _limited(self, ing: Ingest, opener: Opener, timeout: float, retries: int,
+                       limit: asyncio.Semaphore | None) -> Path:
+        if limit is None:
+            return await self._run(ing, opener, timeout, retries)
+        async with limit:
+            return await self._run(ing, opener, timeout, retries)
 
     async def _run(self, ing: Ingest, opener: Opener, timeout: float, retries: int) -> Path:
         fd = os.open(ing.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -181,7 +190,8 @@ class ContentStore:
             if self.has(ing.digest):  # another process finished it while we waited
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(ing.path)
-                ing.path = self.path(ing.digest)
+                with ing.cond:
+                    ing.path = self.path(ing.digest)
                 ing._advance(ing.path.stat().st_size, finished=True)
                 return ing.path
             ing.hasher = await asyncio.to_thread(_hash_prefix, fd)
@@ -203,9 +213,11 @@ class ContentStore:
                 raise DigestMismatch(
                     f"blob {ing.digest}: got {got} ({written} bytes, expected {ing.size})")
             await asyncio.to_thread(os.fsync, fd)
-            os.rename(ing.path, self.path(ing.digest))
+            with ing.cond:  # readers open ing.path under this lock, so it never dangles
+                os.rename(ing.path, self.path(ing.digest))
+                ing.path = self.path(ing.digest)
             ing._advance(written, finished=True)
-            return self.path(ing.digest)
+            return ing.path
         except BaseException as e:
             ing._advance(ing.written, finished=True, error=e)
             raise

@@ -11,7 +11,7 @@ import stat
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, BinaryIO
+from typing import IO, Protocol
 
 import zstandard
 
@@ -24,6 +24,12 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _CHUNK = 1 << 20
 _DIR = os.O_PATH | os.O_DIRECTORY
+
+
+class Readable(Protocol):
+    """Any forward-only byte source: a file, an HTTP stream, a download being followed."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
 
 
 class UnpackError(Exception):
@@ -43,7 +49,7 @@ class UnpackResult:
 class _Counted:
     """Hashes and counts the uncompressed tar stream and enforces the per-layer cap."""
 
-    def __init__(self, raw: IO[bytes], cap: int) -> None:
+    def __init__(self, raw: Readable, cap: int) -> None:
         self.raw, self.cap, self.n = raw, cap, 0
         self.h = hashlib.sha256()
 
@@ -63,7 +69,7 @@ class _Counted:
 class _Peek:
     """Lets us sniff the compression magic from a forward-only stream."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: Readable) -> None:
         self.raw = raw
         self.head = raw.read(4)
 
@@ -77,14 +83,14 @@ class _Peek:
         return out + self.raw.read(n - len(out) if n >= 0 else -1)
 
 
-def decompressed(raw: IO[bytes], media_type: str = "") -> IO[bytes]:
+def decompressed(raw: Readable, media_type: str = "") -> Readable:
     """Pick the decompressor from the magic bytes; the media type is only a hint."""
     peek = _Peek(raw)
     src: IO[bytes] = peek  # type: ignore[assignment]
     if peek.head.startswith(_GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=src, mode="rb")  # type: ignore[return-value]
+        return gzip.GzipFile(fileobj=src, mode="rb")
     if peek.head.startswith(_ZSTD_MAGIC):
-        return zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)  # type: ignore[return-value]
+        return zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
     if media_type.endswith(("gzip", "zstd")) and peek.head:
         raise UnpackError(f"layer declared {media_type} but has no matching magic")
     return src
@@ -381,7 +387,7 @@ def _rmtree_fd(dfd: int) -> None:
 
 
 def apply_layer(
-    stream: BinaryIO | IO[bytes],
+    stream: Readable,
     root: str,
     lowers: list[str],
     media_type: str = "",

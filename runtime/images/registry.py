@@ -1,0 +1,307 @@
+"""Distribution-spec v2 client: manifests, platform choice, token/basic auth, blob streams."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import json
+import platform as _platform
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from runtime.images.content import Retryable
+from runtime.images.reference import Reference, validate_digest
+
+MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+INDEX_TYPES = (MT_DOCKER_LIST, MT_OCI_INDEX)
+MANIFEST_TYPES = (MT_DOCKER_MANIFEST, MT_OCI_MANIFEST)
+MANIFEST_MAX = 4 << 20
+_ARCH = {"x86_64": ("amd64", ""), "aarch64": ("arm64", "v8"), "arm64": ("arm64", "v8"),
+         "armv7l": ("arm", "v7"), "armv6l": ("arm", "v6"), "i686": ("386", ""),
+         "ppc64le": ("ppc64le", ""), "s390x": ("s390x", ""), "riscv64": ("riscv64", "")}
+_HINTS = {401: "check credentials", 403: "access denied", 404: "not found",
+          429: "rate limited", 502: "bad gateway", 503: "registry unavailable"}
+
+
+@dataclass(frozen=True)
+class Auth:
+    """Mirror of CRI AuthConfig."""
+
+    username: str = ""
+    password: str = ""
+    auth: str = ""
+    server_address: str = ""
+    identity_token: str = ""
+    registry_token: str = ""
+
+    def basic(self) -> tuple[str, str] | None:
+        """Username/password, decoding the combined `auth` field when that is what we got."""
+        if self.username or self.password:
+            return self.username, self.password
+        if self.auth:
+            user, _, pw = base64.b64decode(self.auth).decode().partition(":")
+            return user, pw
+        return None
+
+
+@dataclass(frozen=True)
+class Platform:
+    """OS/architecture/variant a manifest was built for."""
+
+    os: str = "linux"
+    architecture: str = "amd64"
+    variant: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")
+
+
+def host_platform() -> Platform:
+    """The node's own platform, as an index's platform field would name it."""
+    arch, variant = _ARCH.get(_platform.machine(), (_platform.machine(), ""))
+    return Platform("linux", arch, variant)
+
+
+@dataclass
+class RegistryConfig:
+    """Per-node registry settings (insecure hosts, mirrors, limits)."""
+
+    insecure: set[str] = field(default_factory=set)
+    mirrors: dict[str, list[str]] = field(default_factory=dict)
+    progress_timeout: float = 300.0
+    max_concurrent_downloads: int = 3
+    retries: int = 5
+
+
+class RegistryError(Exception):
+    """A registry answered with an error, or could not be reached."""
+
+    def __init__(self, ref: str, host: str, status: int, reason: str, detail: str = "") -> None:
+        self.ref, self.host, self.status = ref, host, status
+        hint = _HINTS.get(status, "")
+        msg = f"pull {ref}: {status} {reason} from registry {host}" if status else (
+            f"pull {ref}: {reason} (registry {host})")
+        msg += f" ({hint})" if hint else ""
+        super().__init__(msg + (f": {detail}" if detail else ""))
+
+
+class Unauthorized(RegistryError):
+    """Missing or wrong credentials."""
+
+
+class NotFound(RegistryError):
+    """Repository, tag, digest or platform does not exist."""
+
+
+@dataclass
+class Resolved:
+    """What a reference points at, after choosing this node's platform from any index."""
+
+    top_digest: str
+    manifest_digest: str
+    manifest: dict[str, Any]
+    manifest_raw: bytes
+    media_type: str
+    platform: Platform
+    index_raw: bytes | None = None
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0].strip("[]") if not host.endswith("]") else host.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _challenge(header: str) -> tuple[str, dict[str, str]]:
+    scheme, _, rest = header.partition(" ")
+    return scheme.lower(), dict(re.findall(r'(\w+)="([^"]*)"', rest))
+
+
+class RegistryClient:
+    """One client per store; caches bearer tokens per (host, repository scope)."""
+
+    def __init__(self, config: RegistryConfig | None = None) -> None:
+        self.config = config or RegistryConfig()
+        t = self.config.progress_timeout
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(t, connect=min(t, 30.0)),
+                                      follow_redirects=True, trust_env=False)
+        self._tokens: dict[tuple[str, str], str] = {}
+
+    async def aclose(self) -> None:
+        """Close pooled connections."""
+        await self.http.aclose()
+
+    def endpoints(self, host: str) -> list[str]:
+        """Mirrors first, then the registry itself; plain HTTP only for loopback or insecure."""
+        out = list(self.config.mirrors.get(host, []))
+        origin = "registry-1.docker.io" if host == "docker.io" else host
+        scheme = "http" if _is_loopback(host) or host in self.config.insecure else "https"
+        return [*out, f"{scheme}://{origin}"]
+
+    async def _send(self, ref: Reference, url: str, headers: dict[str, str], auth: Auth | None,
+                    stream: bool = False) -> httpx.Response:
+        """GET with the auth dance: a 401 challenge yields a token or basic header, then retry."""
+        scope = f"repository:{ref.path}:pull"
+        key = (ref.domain, scope)
+        for attempt in range(2):
+            h = dict(headers)
+            if key in self._tokens:
+                h["Authorization"] = self._tokens[key]
+            try:
+                resp = await self.http.send(self.http.build_request("GET", url, headers=h),
+                                            stream=stream)
+            except httpx.TransportError as e:
+                raise Retryable(f"{type(e).__name__} talking to {ref.domain}: {e}") from e
+            if resp.status_code != 401 or attempt:
+                return resp
+            challenge = resp.headers.get("www-authenticate", "")
+            await resp.aclose()
+            self._tokens[key] = await self._authorize(ref, challenge, scope, auth)
+        raise AssertionError("unreachable")
+
+    async def _authorize(self, ref: Reference, header: str, scope: str, auth: Auth | None) -> str:
+        scheme, params = _challenge(header)
+        basic = auth.basic() if auth else None
+        if scheme == "basic":
+            if basic is None:
+                raise Unauthorized(str(ref), ref.domain, 401, "Unauthorized", "no credentials")
+            raw = base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
+            return f"Basic {raw}"
+        if scheme != "bearer" or "realm" not in params:
+            raise Unauthorized(str(ref), ref.domain, 401, "Unauthorized",
+                               f"unsupported challenge {header!r}")
+        if auth and auth.registry_token:
+            return f"Bearer {auth.registry_token}"
+        q = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
+        try:
+            if auth and auth.identity_token:
+                data = {**q, "grant_type": "refresh_token", "refresh_token": auth.identity_token,
+                        "client_id": "berth"}
+                resp = await self.http.post(params["realm"], data=data)
+            else:
+                resp = await self.http.get(params["realm"], params=q,
+                                           auth=httpx.BasicAuth(*basic) if basic else None)
+        except httpx.TransportError as e:
+            raise RegistryError(str(ref), ref.domain, 0, f"token endpoint unreachable: {e}") from e
+        if resp.status_code != 200:
+            cls = Unauthorized if resp.status_code in (401, 403) else RegistryError
+            raise cls(str(ref), ref.domain, resp.status_code, resp.reason_phrase,
+                      "token endpoint refused")
+        body = resp.json()
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            raise Unauthorized(str(ref), ref.domain, 401, "Unauthorized", "no token in response")
+        return f"Bearer {token}"
+
+    def _error(self, ref: Reference, resp: httpx.Response, what: str) -> RegistryError:
+        cls = {401: Unauthorized, 403: Unauthorized, 404: NotFound}.get(resp.status_code,
+                                                                        RegistryError)
+        return cls(str(ref), ref.domain, resp.status_code, resp.reason_phrase, what)
+
+    async def manifest(self, ref: Reference, obj: str, auth: Auth | None
+                       ) -> tuple[str, bytes, str]:
+        """(media type, raw bytes, digest) of a manifest or index, verified when asked by digest."""
+        accept = ", ".join([*MANIFEST_TYPES, *INDEX_TYPES])
+        last: RegistryError | None = None
+        for ep in self.endpoints(ref.domain):
+            url = f"{ep}/v2/{ref.path}/manifests/{obj}"
+            resp = await self._send(ref, url, {"Accept": accept}, auth)
+            if resp.status_code != 200:
+                last = self._error(ref, resp, f"manifest {obj}")
+                if resp.status_code in (401, 403) and ep == self.endpoints(ref.domain)[-1]:
+                    raise last
+                continue
+            raw = resp.content
+            if len(raw) > MANIFEST_MAX:
+                raise RegistryError(str(ref), ref.domain, 0, f"manifest over {MANIFEST_MAX} bytes")
+            digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+            want = obj if obj.startswith("sha256:") else resp.headers.get("docker-content-digest")
+            if want and want != digest:
+                raise RegistryError(str(ref), ref.domain, 0,
+                                    f"manifest digest mismatch: got {digest}, expected {want}")
+            mt = json.loads(raw).get("mediaType") or resp.headers.get("content-type", "")
+            return mt.split(";")[0].strip(), raw, digest
+        assert last is not None
+        raise last
+
+    async def resolve(self, ref: Reference, auth: Auth | None,
+                      want: Platform | None = None) -> Resolved:
+        """Fetch what ref names and, for an index, the manifest for this node's platform."""
+        want = want or host_platform()
+        mt, raw, digest = await self.manifest(ref, ref.object, auth)
+        if mt in INDEX_TYPES:
+            chosen = _choose(json.loads(raw).get("manifests", []), want)
+            if chosen is None:
+                raise NotFound(str(ref), ref.domain, 404, "Not Found",
+                               f"no manifest for platform {want}")
+            sub = validate_digest(chosen["digest"])
+            mt2, raw2, d2 = await self.manifest(ref, sub, auth)
+            p = chosen.get("platform", {})
+            plat = Platform(p.get("os", "linux"), p.get("architecture", ""), p.get("variant", ""))
+            return Resolved(digest, d2, _check(ref, mt2, raw2), raw2, mt2, plat, raw)
+        return Resolved(digest, digest, _check(ref, mt, raw), raw, mt, want)
+
+    async def blob_bytes(self, ref: Reference, digest: str, auth: Auth | None) -> bytes:
+        """A small blob (the config) in memory; the caller verifies it."""
+        start, it = await self.open_blob(ref, digest, 0, auth)
+        return b"".join([c async for c in it])
+
+    async def open_blob(self, ref: Reference, digest: str, offset: int, auth: Auth | None
+                        ) -> tuple[int, AsyncIterator[bytes]]:
+        """Stream a blob from offset (Range); returns where the server actually started."""
+        last: RegistryError | None = None
+        for ep in self.endpoints(ref.domain):
+            headers = {"Range": f"bytes={offset}-"} if offset else {}
+            resp = await self._send(ref, f"{ep}/v2/{ref.path}/blobs/{digest}", headers, auth,
+                                    stream=True)
+            if resp.status_code in (200, 206):
+                start = offset if resp.status_code == 206 else 0
+                return start, _chunks(resp, ref)
+            await resp.aclose()
+            last = self._error(ref, resp, f"blob {digest}")
+            if resp.status_code >= 500:
+                raise Retryable(str(last))
+        assert last is not None
+        raise last
+
+
+async def _chunks(resp: httpx.Response, ref: Reference) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in resp.aiter_raw(1 << 20):
+            yield chunk
+    except (httpx.TransportError, httpx.StreamError) as e:
+        raise Retryable(f"{type(e).__name__} from {ref.domain}: {e}") from e
+    finally:
+        await resp.aclose()
+
+
+def _check(ref: Reference, mt: str, raw: bytes) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(raw)
+    if mt not in MANIFEST_TYPES or doc.get("schemaVersion") != 2:
+        raise RegistryError(str(ref), ref.domain, 0, f"unsupported manifest type {mt!r}")
+    for d in [doc["config"], *doc.get("layers", [])]:
+        validate_digest(d["digest"])
+    return doc
+
+
+def _choose(entries: list[dict[str, Any]], want: Platform) -> dict[str, Any] | None:
+    """Exact variant first, then any variant of the same os/arch (as containerd's matcher)."""
+    same = [e for e in entries
+            if e.get("platform", {}).get("os") == want.os
+            and e.get("platform", {}).get("architecture") == want.architecture]
+    for e in same:
+        if e["platform"].get("variant", "") in (want.variant, ""):
+            return e
+    return same[0] if same else None

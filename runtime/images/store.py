@@ -1,0 +1,291 @@
+"""Image store API for the CRI image service: pull, get, list, remove, usage, rootfs lowers."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from runtime.images.content import ContentStore, DigestMismatch, Ingest, Retryable
+from runtime.images.records import Image, ImageConfig, ImageIndex
+from runtime.images.reference import Reference, normalize, parse
+from runtime.images.registry import (
+    Auth,
+    Platform,
+    RegistryClient,
+    RegistryConfig,
+    RegistryError,
+    Resolved,
+)
+from runtime.images.snapshots import Snapshots, chain_ids
+from runtime.images.unpack import DEFAULT_MAX_LAYER_BYTES, UnpackError, apply_layer
+
+_HEXPREFIX = re.compile(r"^(sha256:)?[a-f0-9]{3,64}$")
+
+
+class InUse(Exception):
+    """The image backs a container, so it cannot be removed."""
+
+
+class PullError(Exception):
+    """A pull failed for a reason other than the registry answering with an error."""
+
+
+class ImageStore:
+    """Images under `<state_dir>/images`: blobs, snapshots and the image index."""
+
+    def __init__(self, state_dir: Path | str, registry: RegistryConfig | None = None,
+                 max_layer_bytes: int = DEFAULT_MAX_LAYER_BYTES) -> None:
+        root = Path(state_dir) / "images"
+        root.mkdir(parents=True, exist_ok=True)
+        self.content = ContentStore(root)
+        self.snapshots = Snapshots(root / "snapshots")
+        self.index = ImageIndex(root)
+        self.registry_config = registry or RegistryConfig()
+        self.max_layer_bytes = max_layer_bytes
+        self._client: RegistryClient | None = None
+        self._pinned: dict[str, int] = {}
+        self.content.cleanup()
+        self.snapshots.cleanup()
+
+    async def aclose(self) -> None:
+        """Release the registry client's connections."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @property
+    def client(self) -> RegistryClient:
+        """Created lazily so the store can be built outside an event loop."""
+        if self._client is None:
+            self._client = RegistryClient(self.registry_config)
+        return self._client
+
+    async def pull(self, ref: str, auth: Auth | None = None,
+                   platform: Platform | None = None) -> Image:
+        """Fetch, verify and unpack ref; the image becomes visible only once complete."""
+        r = normalize(ref)
+        try:
+            res = await self.client.resolve(r, auth, platform)
+            return await self._pull_resolved(r, res, auth)
+        except (RegistryError, InUse):
+            raise
+        except (Retryable, DigestMismatch, UnpackError, OSError, ValueError, KeyError) as e:
+            raise PullError(f"pull {r}: {e} (registry {r.domain})") from e
+
+    async def _pull_resolved(self, r: Reference, res: Resolved, auth: Auth | None) -> Image:
+        m = res.manifest
+        cfg_digest = m["config"]["digest"]
+        layers = m.get("layers", [])
+        keep = [res.top_digest, res.manifest_digest, cfg_digest, *[ly["digest"] for ly in layers]]
+        with self._pin(keep) as pin:
+            if res.index_raw is not None:
+                self.content.put_bytes(res.top_digest, res.index_raw)
+            self.content.put_bytes(res.manifest_digest, res.manifest_raw)
+            if not self.content.has(cfg_digest):
+                raw = await self.client.blob_bytes(r, cfg_digest, auth)
+                self.content.put_bytes(cfg_digest, raw)
+            cfg = json.loads(self.content.read_bytes(cfg_digest))
+            diff_ids = list(cfg.get("rootfs", {}).get("diff_ids", []))
+            if len(diff_ids) != len(layers):
+                raise PullError(f"pull {r}: {len(layers)} layers but {len(diff_ids)} diff_ids")
+            chains = chain_ids(diff_ids)
+            pin(chains)
+            await self._fetch_and_unpack(r, layers, diff_ids, chains, auth)
+            img = Image(
+                id=cfg_digest,
+                repo_tags=[],
+                repo_digests=[],
+                size=sum(int(x.get("size", 0)) for x in [m["config"], *layers])
+                + len(res.manifest_raw),
+                config=ImageConfig.from_oci(cfg),
+                manifest_digest=res.manifest_digest,
+                platform=str(res.platform),
+                layers=[ly["digest"] for ly in layers],
+                diff_ids=diff_ids,
+                chain_ids=chains,
+                blobs=list(dict.fromkeys(keep)),
+            )
+            return self._record(img, r, res.top_digest)
+
+    async def _fetch_and_unpack(self, r: Reference, layers: list[dict[str, Any]],
+                                diff_ids: list[str], chains: list[str],
+                                auth: Auth | None) -> None:
+        """Downloads run in parallel; each layer unpacks as it streams, once its parent is in."""
+        sem = asyncio.Semaphore(self.registry_config.max_concurrent_downloads)
+        ingests: list[Ingest | None] = []
+        for ly, chain in zip(layers, chains, strict=True):
+            if self.snapshots.has(chain):
+                ingests.append(None)
+                continue
+            digest = ly["digest"]
+
+            async def opener(offset: int, d: str = digest) -> Any:
+                return await self.client.open_blob(r, d, offset, auth)
+
+            ingests.append(self.content.fetch(
+                digest, int(ly.get("size", -1)), opener, self.registry_config.progress_timeout,
+                self.registry_config.retries, sem))
+        try:
+            for i, ing in enumerate(ingests):
+                if ing is not None:
+                    await self._unpack_one(ing, layers[i], diff_ids[i], chains[: i + 1])
+        finally:
+            for ing in ingests:
+                if ing is not None and ing.task is not None and not ing.task.done():
+                    ing.task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await ing.task
+
+    async def _unpack_one(self, ing: Ingest, layer: dict[str, Any], diff_id: str,
+                          chains: list[str]) -> None:
+        tmp = self.snapshots.prepare()
+        reader = None
+        try:
+            try:
+                reader = ing.reader()
+            except FileNotFoundError:
+                await ing.wait()  # the download failed and removed its file: raise its error
+                raise
+            result = await asyncio.to_thread(
+                apply_layer, reader, str(tmp / "fs"), self.snapshots.lowers(chains[:-1]),
+                layer.get("mediaType", ""), self.max_layer_bytes)
+            await ing.wait()  # the digest check; a mismatch discards the snapshot
+            if result.diff_id != diff_id:
+                raise DigestMismatch(f"layer {ing.digest}: diff id {result.diff_id} "
+                                     f"does not match config {diff_id}")
+            self.snapshots.commit(tmp, chains[-1])
+        except BaseException:
+            self.snapshots.discard(tmp)
+            with contextlib.suppress(BaseException):
+                await ing.wait()
+            raise
+        finally:
+            if reader is not None:
+                reader.close()
+
+    def _record(self, img: Image, r: Reference, top_digest: str) -> Image:
+        """Insert or merge; a tag moves to the new image like `docker pull` does."""
+        tag = r.tagged()
+        existing = self.index.images.get(img.id)
+        if existing is not None:
+            img.repo_tags, img.repo_digests = existing.repo_tags, existing.repo_digests
+        if tag:
+            for other in self.index.images.values():
+                if other.id != img.id and tag in other.repo_tags:
+                    other.repo_tags.remove(tag)
+            if tag not in img.repo_tags:
+                img.repo_tags.append(tag)
+        rd = r.with_digest(top_digest)
+        if rd not in img.repo_digests:
+            img.repo_digests.append(rd)
+        self.index.images[img.id] = img
+        self.index.save()
+        return img
+
+    @contextlib.contextmanager
+    def _pin(self, keys: list[str]) -> Any:
+        """Keep GC away from what an in-flight pull already wrote."""
+        held: list[str] = []
+
+        def add(more: list[str]) -> None:
+            for k in more:
+                self._pinned[k] = self._pinned.get(k, 0) + 1
+                held.append(k)
+
+        add(keys)
+        try:
+            yield add
+        finally:
+            for k in held:
+                self._pinned[k] -= 1
+                if not self._pinned[k]:
+                    del self._pinned[k]
+
+    def get(self, ref_or_id: str) -> Image | None:
+        """By id, unique id prefix, tag or digest reference."""
+        images = self.index.images
+        if ref_or_id in images:
+            return images[ref_or_id]
+        if f"sha256:{ref_or_id}" in images:
+            return images[f"sha256:{ref_or_id}"]
+        with contextlib.suppress(ValueError):
+            r = parse(ref_or_id)
+            for img in images.values():
+                if r.digest and (r.with_digest(r.digest) in img.repo_digests
+                                 or (r.digest == img.manifest_digest
+                                     and any(d.startswith(r.name + "@")
+                                             for d in img.repo_digests))):
+                    return img
+                if not r.digest and normalize(ref_or_id).tagged() in img.repo_tags:
+                    return img
+        if _HEXPREFIX.match(ref_or_id):
+            prefix = ref_or_id if ref_or_id.startswith("sha256:") else f"sha256:{ref_or_id}"
+            hits = [i for i in images.values() if i.id.startswith(prefix)]
+            if len(hits) == 1:
+                return hits[0]
+        return None
+
+    def list(self) -> list[Image]:
+        """Every complete image."""
+        return list(self.index.images.values())
+
+    def remove(self, ref_or_id: str, in_use: Callable[[str], bool] = lambda _i: False) -> None:
+        """Untag one of several tags, or delete the image (refused while a container uses it)."""
+        img = self.get(ref_or_id)
+        if img is None:
+            return
+        tag = None
+        with contextlib.suppress(ValueError):
+            r = parse(ref_or_id)
+            tag = normalize(ref_or_id).tagged() if not r.digest else None
+        if tag in img.repo_tags and len(img.repo_tags) > 1:
+            img.repo_tags.remove(tag)
+            self.index.save()
+            return
+        if in_use(img.id):
+            raise InUse(f"image {img.id} ({', '.join(img.repo_tags) or 'untagged'}) "
+                        "is in use by a container")
+        del self.index.images[img.id]
+        self.index.save()
+        self.gc()
+
+    def gc(self) -> None:
+        """Delete blobs and snapshots that no image (and no running pull) references."""
+        want = set(self._pinned)
+        for img in self.index.images.values():
+            want.update(img.blobs)
+            want.update(img.chain_ids)
+        for d in self.content.list() - want:
+            self.content.delete(d)
+        for c in self.snapshots.list() - want:
+            self.snapshots.remove(c)
+
+    def fs_usage(self) -> tuple[int, int]:
+        """(bytes, inodes) used by the image filesystem, counting hard links once."""
+        size, inodes = self.content.usage()
+        seen: set[int] = set()
+        for dirpath, dirs, files in os.walk(self.snapshots.root):
+            for name in dirs + files:
+                with contextlib.suppress(FileNotFoundError):
+                    st = os.lstat(os.path.join(dirpath, name))
+                    if st.st_ino not in seen:
+                        seen.add(st.st_ino)
+                        size += st.st_blocks * 512
+        return size, inodes + len(seen)
+
+    def rootfs_lowers(self, image_id: str) -> builtins.list[str]:
+        """Overlay lowerdirs for a container of this image, top layer first."""
+        img = self.index.images[image_id]
+        return self.snapshots.lowers(img.chain_ids)
+
+    def config(self, image_id: str) -> dict[str, Any]:
+        """The full image config blob as JSON."""
+        doc: dict[str, Any] = json.loads(self.content.read_bytes(image_id))
+        return doc
