@@ -1,0 +1,122 @@
+"""ExecSync output, cap, timeout; streaming exec; zombie reaping."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.runtime_monitor.conftest import proc, spec
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def running(mon, rootfs):
+    mon.client.create("c1", spec("sleep", "300"), str(rootfs))
+    mon.client.start("c1")
+    return mon.client
+
+
+def vm_hwm_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def children(pid: int) -> list[tuple[int, str]]:
+    """(pid, state) of the processes whose parent is pid."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                data = (entry / "stat").read_bytes()
+            except OSError:
+                continue
+            fields = data[data.rindex(b")") + 2 :].split()
+            if int(fields[1]) == pid:
+                out.append((int(entry.name), fields[0].decode()))
+    return out
+
+
+def test_exec_sync_output_and_exit_code(running):
+    r = running.exec_sync("c1", proc("sh", "-c", "echo out; echo err >&2; exit 4"), 10)
+    assert (r.exit_code, r.stdout, r.stderr, r.timed_out) == (4, b"out\n", b"err\n", False)
+
+
+def test_exec_sync_output_is_capped(mon, running):
+    """CVE-2022-31030: 40 MiB of output gives 16 MiB back and a bounded monitor."""
+    before = vm_hwm_kib(mon.pid)
+    r = running.exec_sync("c1", proc("head", "-c", "41943040", "/dev/zero"), 30)
+    assert r.exit_code == 0 and len(r.stdout) == 16 << 20 and not r.timed_out
+    growth_mib = (vm_hwm_kib(mon.pid) - before) / 1024
+    assert growth_mib < 100, f"monitor peak grew {growth_mib:.0f} MiB"
+    small = running.exec_sync("c1", proc("head", "-c", "5000", "/dev/zero"), 10, max_output=100)
+    assert len(small.stdout) == 100
+
+
+def test_exec_sync_timeout_with_background_child_holding_stdout(mon, running):
+    t0 = time.monotonic()
+    r = running.exec_sync("c1", proc("sh", "-c", "sleep 60 & echo started; sleep 60"), 1)
+    elapsed = time.monotonic() - t0
+    assert r.timed_out and r.stdout == b"started\n"
+    assert elapsed < 2.0, elapsed
+    time.sleep(0.3)
+    assert not [p for p, s in children(mon.pid) if s != "Z" and p != running.state("c1").pid]
+
+
+def test_exec_sync_returns_when_process_exits_but_pipe_stays_open(running):
+    t0 = time.monotonic()
+    r = running.exec_sync("c1", proc("sh", "-c", "sleep 3 & echo hi"), 0)
+    assert r.exit_code == 0 and r.stdout == b"hi\n" and not r.timed_out
+    assert time.monotonic() - t0 < 2.5
+
+
+def test_orphans_of_execs_are_reaped(mon, running):
+    """An exec's background child outlives it, reparents to the subreaper monitor, and is reaped."""
+    r = running.exec_sync("c1", proc("sh", "-c", "sleep 0.3 >/dev/null 2>&1 &"), 10)
+    assert r.exit_code == 0
+    time.sleep(0.8)
+    assert [s for _, s in children(mon.pid) if s == "Z"] == []
+
+
+def test_exec_in_stopped_container_is_refused(mon, rootfs):
+    c = mon.client
+    c.create("c1", spec("true"), str(rootfs))
+    c.start("c1")
+    c.wait("c1", timeout=10)
+    with pytest.raises(Exception, match="not running"):
+        c.exec_sync("c1", proc("true"), 5)
+
+
+def test_exec_stream_stdin_and_exit(running):
+    async def session():
+        s = await running.aio.exec_stream("c1", proc("sh", "-c", "cat; echo e >&2; exit 7"),
+                                          stdin=True)
+        await s.send_stdin(b"hello\n")
+        await s.close_stdin()
+        got: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+        while (frame := await s.recv()) is not None:
+            got[frame[0]] += frame[1]
+        s.close()
+        return s.exit_code, got
+
+    code, got = running._run(session())
+    assert code == 7 and got == {"stdout": b"hello\n", "stderr": b"e\n"}
+
+
+def test_exec_stream_tty(running):
+    async def session():
+        p = proc("sh", "-c", "stty size")
+        p["terminal"] = True
+        s = await running.aio.exec_stream("c1", p, tty=True)
+        out = b""
+        while (frame := await s.recv()) is not None:
+            out += frame[1]
+        s.close()
+        return s.exit_code, out
+
+    code, out = running._run(session())
+    assert code == 0 and out.strip()
