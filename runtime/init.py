@@ -1,0 +1,433 @@
+"""Container init: fork a child that builds the sandbox, parks until start(), then execs.
+
+Call spawn()/spawn_exec() only from a single-threaded process (the monitor): they fork.
+
+The pid namespace is switched in the *caller* around the fork (unshare, or setns to the target
+ns, then setns back), so the forked child is itself the container's pid 1 and a direct child of
+the caller, which can waitpid() it and read its real exit status.
+
+CVE-2019-5736 (overwriting the runtime through /proc/<pid>/exe): until its execve the child runs
+our Python interpreter, so /proc/<child>/exe points at the host's python binary. The child makes
+itself non-dumpable (PR_SET_DUMPABLE=0) before it joins any container namespace; the kernel
+then refuses /proc/<pid>/exe and /proc/<pid>/fd (ptrace access mode checks) to every process
+without CAP_SYS_PTRACE over the host user namespace, which containers do not get. execve()
+resets dumpability only once the container binary has replaced the interpreter, so at no time
+can a container process open our interpreter; and nothing ever re-execs python inside the
+container, so its own /proc/self/exe is always a container file.
+
+CVE-2024-21626: every fd above 2 is marked close-on-exec (close_range) just before execve, and
+the working directory is set after pivot_root from inside the new root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import gc
+import os
+import resource
+import signal
+import termios
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime import caps, cgroups, libc, namespaces, rootfs, seccomp, sysctl
+from runtime import spec as oci
+from runtime.namespaces import NsPlan
+
+_RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
+_RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD,
+                  signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+class InitError(RuntimeError):
+    """The container could not be created/started; the message comes from the child."""
+
+
+@dataclass
+class _Security:
+    """What create computed that exec re-applies: compiled seccomp and the container's caps."""
+
+    seccomp: bytes | None = None
+
+
+@dataclass
+class Spawned:
+    """A created container: pid 1 parked before exec until start()."""
+
+    pid: int
+    pidfd: int
+    _start_w: int
+    _status_r: int
+    error: str | None = None
+    _closed: bool = field(default=False, repr=False)
+
+    def start(self) -> None:
+        """Release the init to exec; raise InitError with the child's message if exec failed."""
+        with contextlib.suppress(BrokenPipeError):
+            os.write(self._start_w, b"S")
+        msg = _read_all(self._status_r)
+        self.close()
+        if msg:
+            self.error = msg
+            raise InitError(msg)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal through the pidfd, never a possibly recycled pid."""
+        libc.pidfd_send_signal(self.pidfd, sig)
+
+    def close(self) -> None:
+        """Close the sync pipes (the pidfd stays: close it with close_pidfd when reaped)."""
+        if not self._closed:
+            self._closed = True
+            os.close(self._start_w)
+            os.close(self._status_r)
+
+    def close_pidfd(self) -> None:
+        """Release the pidfd once the container has been reaped."""
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+
+_security: dict[int, _Security] = {}
+_status_fd = [-1]  # child side: where _child_guard reports, updated when fds are renumbered
+
+
+def _read_all(fd: int) -> str:
+    out = bytearray()
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        if not chunk:
+            return out.decode(errors="replace")
+        out += chunk
+
+
+def _compile_seccomp(spec: dict[str, Any]) -> bytes | None:
+    profile = oci.linux(spec).get("seccomp")
+    if not profile:
+        return None
+    return seccomp.compile_profile(profile)
+
+
+def _reap_failed(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def spawn(spec: dict[str, Any], rootfs_path: str, *, stdio: tuple[int, int, int],
+          cgroup_path: str | None = None, overlay: rootfs.Overlay | None = None) -> Spawned:
+    """Create the container (OCI create): returns once pid 1 is set up and parked before exec.
+
+    Namespaces with a path in spec.linux.namespaces are joined, the others created.
+    """
+    process = oci.parse_process(spec["process"])
+    bpf = _compile_seccomp(spec)
+    if cgroup_path:
+        cg: Any = cgroups.driver()
+    else:
+        cg = None
+    plan = namespaces.plan_from_spec(spec)
+    if "user" in plan.new_types:
+        plan.close()
+        raise InitError("user namespaces are not supported yet")
+    if "mount" not in plan.new_types:
+        plan.close()
+        raise InitError("the container needs a new mount namespace")
+    sysctls = dict(oci.linux(spec).get("sysctl") or {})
+    if sysctls:
+        sysctl.validate(sysctls, host_net=_shared(spec, "network"),
+                        host_ipc=_shared(spec, "ipc"), host_uts=_shared(spec, "uts"))
+    start_r, start_w = os.pipe()
+    status_r, status_w = os.pipe()
+    try:
+        with namespaces.pid_ns_for_fork(plan):
+            pid = os.fork()
+            if pid == 0:
+                _child_guard(status_w, lambda: _init_child(
+                    spec, rootfs_path, process, plan, stdio, cg, cgroup_path, sysctls, overlay,
+                    bpf, start_r, status_w))
+    finally:
+        plan.close()
+        os.close(start_r)
+        os.close(status_w)
+    status = _read_all_until_ready(status_r)
+    if status != "R":
+        os.close(start_w)
+        os.close(status_r)
+        _reap_failed(pid)
+        raise InitError(status or "container init died before it was ready")
+    _security[pid] = _Security(bpf)
+    return Spawned(pid, libc.pidfd_open(pid), start_w, status_r)
+
+
+def forget(pid: int) -> None:
+    """Drop what exec remembered about a container once it is gone."""
+    _security.pop(pid, None)
+
+
+def _shared(spec: dict[str, Any], typ: str) -> bool:
+    return all(n.type != typ or n.path for n in oci.namespaces(spec))
+
+
+def _read_all_until_ready(fd: int) -> str:
+    """'R' once the child parked; otherwise its error message (or '' if it died silently)."""
+    first = b""
+    while True:
+        try:
+            first = os.read(fd, 1)
+            break
+        except InterruptedError:
+            continue
+    if first == b"R":
+        return "R"
+    return (first.decode(errors="replace") + _read_all(fd)) if first else ""
+
+
+def spawn_exec(container_pid: int, process: dict[str, Any], *, stdio: tuple[int, int, int],
+               cgroup_path: str | None = None,
+               seccomp_profile: dict[str, Any] | None = None) -> int:
+    """Start a process inside a running container; returns its pid once it has exec'd.
+
+    The container's seccomp filter (remembered from spawn) is applied unless a profile is given.
+    """
+    proc = oci.parse_process(process)
+    sec = _security.get(container_pid)
+    bpf = sec.seccomp if sec else None
+    if seccomp_profile is not None:
+        bpf = _compile_seccomp({"linux": {"seccomp": seccomp_profile}})
+    cg: Any = None
+    if cgroup_path:
+        cg = cgroups.driver()
+    plan = namespaces.plan_from_pid(container_pid)
+    status_r, status_w = os.pipe()
+    try:
+        with namespaces.pid_ns_for_fork(plan):
+            pid = os.fork()
+            if pid == 0:
+                _child_guard(status_w, lambda: _exec_child(proc, plan, stdio, cg, cgroup_path,
+                                                           bpf, status_w))
+    finally:
+        plan.close()
+        os.close(status_w)
+    msg = _read_all(status_r)
+    os.close(status_r)
+    if msg:
+        _reap_failed(pid)
+        raise InitError(msg)
+    return pid
+
+
+def _child_guard(status_w: int, body: Any) -> None:
+    """Run the child body; any failure goes to the parent as text and the child exits 127."""
+    _status_fd[0] = status_w
+    try:
+        body()
+    except BaseException as e:  # noqa: BLE001 - every failure must reach the parent
+        msg = str(e) if isinstance(e, OSError | InitError) else f"{type(e).__name__}: {e}"
+        with contextlib.suppress(OSError):
+            os.write(_status_fd[0], msg.encode(errors="replace") or b"init failed")
+    finally:
+        os._exit(127)
+
+
+def _early_child(stdio: tuple[int, int, int], keep: list[int], terminal: bool) -> list[int]:
+    """Common first steps: hide our exe, reset signals, new session, stdio on 0-2, drop fds."""
+    gc.disable()  # stray finalizers of the parent's objects must not close fds we reuse
+    libc.set_dumpable(False)
+    libc.set_pdeathsig(signal.SIGKILL)
+    signal.set_wakeup_fd(-1)
+    for sig in _RESET_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    os.setsid()
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in stdio]
+    kept = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in keep]
+    for i, fd in enumerate(high):
+        os.dup2(fd, i, inheritable=True)
+    base = 3
+    moved = []
+    for fd in kept:
+        os.dup2(fd, base, inheritable=False)
+        moved.append(base)
+        base += 1
+    libc.close_range(base)
+    if terminal:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    return moved
+
+
+def _init_child(spec: dict[str, Any], rootfs_path: str, proc: oci.Process, plan: NsPlan,
+                stdio: tuple[int, int, int], cg: Any, cgroup_path: str | None,
+                sysctls: dict[str, str], overlay: rootfs.Overlay | None, bpf: bytes | None,
+                start_r: int, status_w: int) -> None:
+    """Pid 1 of the new container: cgroup, namespaces, mounts, limits; park; then exec."""
+    keep = [start_r, status_w] + list(plan.join.values())
+    fds = _early_child(stdio, keep, proc.terminal)
+    start_r, status_w = fds[0], fds[1]
+    _status_fd[0] = status_w
+    plan.join = dict(zip(plan.join.keys(), fds[2:], strict=True))
+    if cg is not None:
+        cg.add_pid(cgroup_path, os.getpid())
+    namespaces.join_all(plan)
+    libc.unshare(plan.new_flags & ~libc.CLONE_NEWPID)
+    if sysctls:
+        sysctl.apply(sysctls)
+    hostname = spec.get("hostname")
+    if hostname:
+        libc.sethostname(hostname)
+    domain = spec.get("domainname")
+    if domain:
+        libc.setdomainname(domain)
+    rootfs.prepare(spec, rootfs_path, overlay=overlay, console_fd=0 if proc.terminal else None)
+    _limits(proc)
+    os.write(status_w, b"R")
+    if os.read(start_r, 1) != b"S":
+        os._exit(1)  # the monitor went away without starting us
+    _finalize(proc, bpf, status_w)
+
+
+def _exec_child(proc: oci.Process, plan: NsPlan, stdio: tuple[int, int, int], cg: Any,
+                cgroup_path: str | None, bpf: bytes | None, status_w: int) -> None:
+    """A process joining a running container: cgroup first, then its namespaces, then exec."""
+    fds = _early_child(stdio, [status_w] + list(plan.join.values()), proc.terminal)
+    status_w = _status_fd[0] = fds[0]
+    plan.join = dict(zip(plan.join.keys(), fds[1:], strict=True))
+    if cg is not None:
+        cg.add_pid(cgroup_path, os.getpid())
+    namespaces.join_all(plan)
+    os.chdir("/")  # setns(mnt) left cwd undefined; "/" is now the container's root
+    _limits(proc)
+    _finalize(proc, bpf, status_w)
+
+
+def _limits(proc: oci.Process) -> None:
+    """rlimits and oom_score_adj; the latter never below the current value (no SYS_RESOURCE)."""
+    for rl in proc.rlimits:
+        if rl.type not in _RLIMITS:
+            raise InitError(f"unknown rlimit {rl.type}")
+        try:
+            resource.setrlimit(_RLIMITS[rl.type], (rl.soft, rl.hard))
+        except (OSError, ValueError) as e:
+            raise InitError(f"setrlimit {rl.type}: {e}") from None
+    if proc.oom_score_adj is not None:
+        with open("/proc/self/oom_score_adj", "r+") as f:
+            current = int(f.read().strip() or 0)
+            f.seek(0)
+            f.write(str(max(proc.oom_score_adj, current)))
+    if proc.user.umask is not None:
+        os.umask(proc.user.umask)
+
+
+def _finalize(proc: oci.Process, bpf: bytes | None, status_w: int) -> None:
+    """Drop privileges in the order the kernel allows, install seccomp last, exec."""
+    if proc.no_new_privileges:
+        libc.set_no_new_privs()
+    elif bpf is not None:
+        _load_seccomp(bpf)  # without no_new_privs the filter needs CAP_SYS_ADMIN: load it now
+    c = proc.capabilities or oci.Capabilities()
+    caps.drop_bounding(set(c.bounding))
+    caps.set_keepcaps(True)
+    u = proc.user
+    try:
+        os.setgroups(u.additional_gids)
+        os.setgid(u.gid)
+        os.setuid(u.uid)
+    except OSError as e:
+        raise InitError(f"set user {u.uid}:{u.gid}: {os.strerror(e.errno or 0)}") from None
+    caps.set_keepcaps(False)
+    caps.set_caps(set(c.effective), set(c.permitted), set(c.inheritable))
+    caps.set_ambient(set(c.ambient))
+    libc.set_pdeathsig(signal.SIGKILL)  # a credential change cleared it
+    env = dict(e.partition("=")[::2] for e in proc.env)
+    try:
+        os.chdir(proc.cwd)
+    except OSError as e:
+        raise InitError(f"chdir {proc.cwd}: {os.strerror(e.errno or 0)}") from None
+    path = _lookup(proc.args[0], env.get("PATH", oci.DEFAULT_PATH))
+    libc.close_range(3, flags=libc.CLOSE_RANGE_CLOEXEC)
+    if proc.no_new_privileges and bpf is not None:
+        _load_seccomp(bpf)
+    try:
+        os.execve(path, proc.args, env)
+    except OSError as e:
+        raise InitError(f"exec: {path}: {os.strerror(e.errno or 0).lower()}") from None
+
+
+def _load_seccomp(bpf: bytes) -> None:
+    try:
+        seccomp.load(bpf)
+    except OSError as e:
+        raise InitError(f"seccomp: {os.strerror(e.errno or 0)}") from None
+
+
+def _lookup(arg0: str, path_var: str) -> str:
+    """PATH lookup inside the container (we are already pivoted), with a clear failure."""
+    if "/" in arg0:
+        if not os.path.exists(arg0):
+            raise InitError(f"exec: {arg0}: no such file or directory")
+        return arg0
+    for d in path_var.split(":"):
+        cand = os.path.join(d or ".", arg0)
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    raise InitError(f'exec: "{arg0}": executable file not found in $PATH')
+
+
+def resolve_user(rootfs_path: str, user: str | int) -> tuple[int, int, list[int]]:
+    """uid, gid and groups from the ROOTFS's /etc/passwd and /etc/group (never the host's).
+
+    Files are opened with RESOLVE_IN_ROOT so a symlinked /etc/passwd cannot point at the host.
+    Numeric users missing from passwd get gid 0, like other runtimes. Groups start with gid.
+    """
+    name, _, group = str(user).partition(":")
+    rootfd = os.open(rootfs_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        passwd = _read_in_root(rootfd, "/etc/passwd")
+        groups = _read_in_root(rootfd, "/etc/group")
+    finally:
+        os.close(rootfd)
+    uid: int | None = int(name) if name.isdigit() else None
+    gid = 0
+    username = None if uid is not None else name
+    for line in passwd:
+        f = line.split(":")
+        if len(f) < 4:
+            continue
+        if (uid is None and f[0] == name) or (uid is not None and f[2] == str(uid)):
+            uid, gid, username = int(f[2]), int(f[3]), f[0]
+            break
+    if uid is None:
+        raise InitError(f"unable to find user {name}: no matching entries in passwd file")
+    if group:
+        gid = _group_id(groups, group)
+    extra = [gid]
+    for line in groups:
+        f = line.split(":")
+        if len(f) >= 4 and username and username in f[3].split(",") and int(f[2]) not in extra:
+            extra.append(int(f[2]))
+    return uid, gid, extra
+
+
+def _group_id(lines: list[str], group: str) -> int:
+    if group.isdigit():
+        return int(group)
+    for line in lines:
+        f = line.split(":")
+        if len(f) >= 3 and f[0] == group:
+            return int(f[2])
+    raise InitError(f"unable to find group {group}: no matching entries in group file")
+
+
+def _read_in_root(rootfd: int, path: str) -> list[str]:
+    try:
+        fd = libc.openat2(rootfd, path, os.O_RDONLY)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return []
+        raise
+    with os.fdopen(fd, encoding="utf-8", errors="replace") as f:
+        return [ln.rstrip("\n") for ln in f if ln.strip() and not ln.startswith("#")]

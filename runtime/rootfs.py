@@ -1,0 +1,259 @@
+"""Build the container's mount namespace: rootfs, OCI mounts, /dev, masks, then pivot_root."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime import libc
+from runtime import spec as oci
+from runtime.mounts import (
+    clean,
+    ensure,
+    is_dir_fd,
+    locked_flags,
+    open_in_root,
+    parse_options,
+    remount_at,
+    set_propagation,
+)
+
+_DEV_NODES = [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
+              ("urandom", 1, 9), ("tty", 5, 0)]
+_DEV_LINKS = [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+              ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")]
+_ROOT_PROPAGATION = {"private": libc.MS_PRIVATE, "rprivate": libc.MS_PRIVATE | libc.MS_REC,
+                     "slave": libc.MS_SLAVE, "rslave": libc.MS_SLAVE | libc.MS_REC,
+                     "shared": libc.MS_SHARED, "rshared": libc.MS_SHARED | libc.MS_REC}
+
+
+@dataclass
+class Overlay:
+    """An overlay rootfs: lowerdirs top-first, plus upper and work dirs on a non-overlay fs."""
+
+    lowerdirs: list[str]
+    upperdir: str | None = None
+    workdir: str | None = None
+    options: list[str] = field(default_factory=list)
+
+    def data(self) -> str:
+        opts = ["lowerdir=" + ":".join(self.lowerdirs)]
+        if self.upperdir and self.workdir:
+            opts += [f"upperdir={self.upperdir}", f"workdir={self.workdir}"]
+        return ",".join(opts + self.options)
+
+
+class HostDevNull:
+    """The host's /dev/null, opened and verified before the container can tamper with anything.
+
+    Masks bind this fd, never the container's /dev/null, which could be a swapped-in symlink
+    (CVE-2025-31133).
+    """
+
+    def __init__(self) -> None:
+        self.fd = os.open("/dev/null", os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
+        st = os.fstat(self.fd)
+        if not stat.S_ISCHR(st.st_mode) or os.major(st.st_rdev) != 1 or os.minor(st.st_rdev) != 3:
+            raise OSError(errno.EINVAL, "host /dev/null is not the 1:3 char device")
+
+    @property
+    def path(self) -> str:
+        return libc.proc_fd(self.fd)
+
+
+def prepare(spec: dict[str, Any], rootfs: str, *, overlay: Overlay | None = None,
+            console_fd: int | None = None) -> None:
+    """Set up the mount namespace we are already in, ending chrooted (pivoted) into rootfs."""
+    lin = oci.linux(spec)
+    prop = _ROOT_PROPAGATION[lin.get("rootfsPropagation") or "rslave"]
+    libc.mount(None, "/", None, prop)
+    if overlay is not None:
+        libc.mount("overlay", rootfs, "overlay", 0, overlay.data())
+    libc.mount(rootfs, rootfs, None, libc.MS_BIND | libc.MS_REC)
+    devnull = HostDevNull()
+    rootfd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        dev_is_tmpfs = False
+        for m in oci.mounts(spec):
+            _mount_one(rootfd, m)
+            dev_is_tmpfs |= clean(m.destination) == "dev" and m.type == "tmpfs"
+        if dev_is_tmpfs:
+            _populate_dev(rootfd)
+        _create_devices(rootfd, lin.get("devices") or [])
+        if console_fd is not None:
+            _bind_file(rootfd, "/dev/console", libc.proc_fd(console_fd))
+        for path in lin.get("maskedPaths") or []:
+            _mask(rootfd, path, devnull)
+        for path in lin.get("readonlyPaths") or []:
+            _readonly(rootfd, path)
+        _pivot(rootfd)
+    finally:
+        os.close(rootfd)
+        os.close(devnull.fd)
+    if oci.root(spec)[1]:
+        libc.mount(None, "/", None, libc.MS_REMOUNT | libc.MS_BIND | libc.MS_RDONLY
+                   | _locked("/"))
+
+
+def _locked(path: str) -> int:
+    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        return locked_flags(fd)
+    finally:
+        os.close(fd)
+
+
+def _source_is_dir(m: oci.Mount) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(m.source).st_mode)
+    except OSError as e:
+        raise OSError(e.errno, f"mount {m.destination}: source {m.source}: "
+                      f"{os.strerror(e.errno or 0)}") from None
+
+
+def _mount_one(rootfd: int, m: oci.Mount) -> None:
+    """One mounts[] entry: create the target in-root, mount through the fd, then fix flags."""
+    opts = parse_options(m.options)
+    bind = opts.is_bind or m.type == "bind"
+    try:
+        if bind:
+            flags = opts.flags | libc.MS_BIND
+            fd = ensure(rootfd, m.destination, directory=_source_is_dir(m))
+            try:
+                libc.mount(m.source, libc.proc_fd(fd), None, flags & (libc.MS_BIND | libc.MS_REC))
+            finally:
+                os.close(fd)
+            rest = flags & ~(libc.MS_BIND | libc.MS_REC | libc.MS_REMOUNT)
+            if rest:
+                remount_at(rootfd, m.destination, rest)
+        else:
+            fd = ensure(rootfd, m.destination, directory=True)
+            try:
+                _typed_mount(fd, m, opts.flags & ~libc.MS_REMOUNT, opts.data)
+            finally:
+                os.close(fd)
+        if opts.propagation:
+            set_propagation(rootfd, m.destination, opts.propagation)
+    except OSError as e:
+        if str(e).startswith("mount "):
+            raise
+        raise OSError(e.errno, f"mount {m.destination}: {os.strerror(e.errno or 0)}") from None
+
+
+def _typed_mount(fd: int, m: oci.Mount, flags: int, data: str) -> None:
+    """A filesystem mount; sysfs/cgroup may need a read-only retry in some namespace setups."""
+    target = libc.proc_fd(fd)
+    if m.type in ("cgroup", "cgroup2"):
+        _mount_cgroup(target, flags)
+        return
+    libc.mount(m.source or m.type, target, m.type, flags, data or None)
+
+
+def _mount_cgroup(target: str, flags: int) -> None:
+    """cgroup mounts show the host's hierarchy read-only: v2 directly, v1 as a ro bind."""
+    try:
+        libc.mount("cgroup", target, "cgroup2", flags | libc.MS_RDONLY)
+    except OSError:
+        libc.mount("/sys/fs/cgroup", target, None, libc.MS_BIND | libc.MS_REC)
+        libc.mount(None, target, None, libc.MS_REMOUNT | libc.MS_BIND | libc.MS_RDONLY
+                   | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
+
+
+def _bind_file(rootfd: int, dest: str, source: str) -> None:
+    """Bind a host file (device node, console) onto an in-root regular-file placeholder."""
+    fd = ensure(rootfd, dest, directory=False)
+    try:
+        if is_dir_fd(fd):
+            raise OSError(errno.EISDIR, f"mount {dest}: target is a directory")
+        libc.mount(source, libc.proc_fd(fd), None, libc.MS_BIND)
+    finally:
+        os.close(fd)
+
+
+def _populate_dev(rootfd: int) -> None:
+    """Standard device nodes: mknod when allowed, else bind the host node (user namespaces)."""
+    devfd = open_in_root(rootfd, "/dev")
+    try:
+        for name, major, minor in _DEV_NODES:
+            try:
+                os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=devfd)
+                os.chmod(name, 0o666, dir_fd=devfd)
+            except PermissionError:
+                _bind_file(rootfd, f"/dev/{name}", f"/dev/{name}")
+        for name, target in _DEV_LINKS:
+            with contextlib.suppress(FileExistsError):
+                os.symlink(target, name, dir_fd=devfd)
+    finally:
+        os.close(devfd)
+
+
+def _create_devices(rootfd: int, devices: list[dict[str, Any]]) -> None:
+    """linux.devices: mknod each node in-root with the requested owner and mode."""
+    kinds = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+    for d in devices:
+        path = clean(d["path"])
+        parent, _, name = path.rpartition("/")
+        pfd = ensure(rootfd, "/" + parent, directory=True)
+        try:
+            mode = int(d.get("fileMode", 0o666)) & 0o7777
+            dev = os.makedev(int(d.get("major", 0)), int(d.get("minor", 0)))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=pfd)
+            os.mknod(name, kinds[d["type"]] | mode, dev, dir_fd=pfd)
+            os.chmod(name, mode, dir_fd=pfd)
+            os.chown(name, int(d.get("uid", 0)), int(d.get("gid", 0)), dir_fd=pfd,
+                     follow_symlinks=False)
+        finally:
+            os.close(pfd)
+
+
+def _mask(rootfd: int, path: str, devnull: HostDevNull) -> None:
+    """Hide a path: host /dev/null over files, an empty read-only tmpfs over directories."""
+    try:
+        fd = open_in_root(rootfd, path, os.O_PATH | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISLNK(st.st_mode):
+            return  # a symlink: masking it would mask whatever it points to
+        target = libc.proc_fd(fd)
+        if stat.S_ISDIR(st.st_mode):
+            libc.mount("tmpfs", target, "tmpfs", libc.MS_RDONLY, "size=0,mode=755")
+        else:
+            libc.mount(devnull.path, target, None, libc.MS_BIND)
+    except OSError as e:
+        raise OSError(e.errno, f"mask {path}: {os.strerror(e.errno or 0)}") from None
+    finally:
+        os.close(fd)
+
+
+def _readonly(rootfd: int, path: str) -> None:
+    """Make a subtree read-only by binding it onto itself and remounting the bind ro."""
+    try:
+        fd = open_in_root(rootfd, path, os.O_PATH | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return
+    try:
+        if stat.S_ISLNK(os.fstat(fd).st_mode):
+            return
+        libc.mount(libc.proc_fd(fd), libc.proc_fd(fd), None, libc.MS_BIND | libc.MS_REC)
+        remount_at(rootfd, path, libc.MS_RDONLY)
+    except OSError as e:
+        raise OSError(e.errno, f"readonly {path}: {os.strerror(e.errno or 0)}") from None
+    finally:
+        os.close(fd)
+
+
+def _pivot(rootfd: int) -> None:
+    """pivot_root(".", ".") then detach the old root, so no host path stays reachable."""
+    os.fchdir(rootfd)
+    libc.pivot_root(".", ".")
+    # the old root is stacked on "."; make it a slave so the detach never propagates to the host
+    libc.mount(None, ".", None, libc.MS_SLAVE | libc.MS_REC)
+    libc.umount2(".", libc.MNT_DETACH)
+    os.chdir("/")

@@ -1,0 +1,220 @@
+"""Typed views over an OCI runtime-spec config dict: the fields Berth reads and their defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime import libc
+
+OCI_VERSION = "1.0.2"
+
+NS_FLAGS: dict[str, int] = {
+    "user": libc.CLONE_NEWUSER,
+    "pid": libc.CLONE_NEWPID,
+    "network": libc.CLONE_NEWNET,
+    "ipc": libc.CLONE_NEWIPC,
+    "uts": libc.CLONE_NEWUTS,
+    "mount": libc.CLONE_NEWNS,
+    "cgroup": libc.CLONE_NEWCGROUP,
+    "time": libc.CLONE_NEWTIME,
+}
+# /proc/<pid>/ns/<name> for each OCI namespace type
+NS_PROC_NAME: dict[str, str] = {
+    "user": "user", "pid": "pid", "network": "net", "ipc": "ipc", "uts": "uts",
+    "mount": "mnt", "cgroup": "cgroup", "time": "time",
+}
+# setns order: user first (it grants the caps for the rest), mount last (paths change after it)
+NS_JOIN_ORDER = ["user", "ipc", "uts", "network", "cgroup", "time", "pid", "mount"]
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_CAPS = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+]
+DEFAULT_MASKED = [
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap",
+]
+DEFAULT_READONLY = [
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+]
+
+
+@dataclass
+class User:
+    """process.user; uid/gid 0 when absent, as the spec says."""
+
+    uid: int = 0
+    gid: int = 0
+    additional_gids: list[int] = field(default_factory=list)
+    umask: int | None = None
+
+
+@dataclass
+class Capabilities:
+    """process.capabilities; a missing set means empty."""
+
+    bounding: list[str] = field(default_factory=list)
+    effective: list[str] = field(default_factory=list)
+    permitted: list[str] = field(default_factory=list)
+    inheritable: list[str] = field(default_factory=list)
+    ambient: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Rlimit:
+    """One process.rlimits entry, e.g. RLIMIT_NOFILE."""
+
+    type: str
+    soft: int
+    hard: int
+
+
+@dataclass
+class Process:
+    """process: what to exec and under which identity and confinement."""
+
+    args: list[str]
+    env: list[str] = field(default_factory=list)
+    cwd: str = "/"
+    user: User = field(default_factory=User)
+    capabilities: Capabilities | None = None
+    no_new_privileges: bool = False
+    rlimits: list[Rlimit] = field(default_factory=list)
+    oom_score_adj: int | None = None
+    terminal: bool = False
+
+
+@dataclass
+class Mount:
+    """One mounts[] entry; options still contain both flags and data strings."""
+
+    destination: str
+    type: str = ""
+    source: str = ""
+    options: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Namespace:
+    """linux.namespaces[]: a new namespace when path is empty, else join the one at path."""
+
+    type: str
+    path: str = ""
+
+
+@dataclass
+class IdMapping:
+    """One linux.uidMappings/gidMappings entry."""
+
+    container_id: int
+    host_id: int
+    size: int
+
+
+def parse_process(p: dict[str, Any]) -> Process:
+    """Parse a process dict (config.json's or an exec request's)."""
+    u = p.get("user") or {}
+    user = User(int(u.get("uid", 0)), int(u.get("gid", 0)),
+                [int(g) for g in u.get("additionalGids") or []], u.get("umask"))
+    c = p.get("capabilities")
+    caps = None
+    if c is not None:
+        caps = Capabilities(*(list(c.get(k) or []) for k in
+                              ("bounding", "effective", "permitted", "inheritable", "ambient")))
+    rl = [Rlimit(r["type"], int(r["soft"]), int(r["hard"])) for r in p.get("rlimits") or []]
+    oom = p.get("oomScoreAdj")
+    args = list(p.get("args") or [])
+    if not args:
+        raise ValueError("process.args must not be empty")
+    return Process(args=args, env=list(p.get("env") or []), cwd=p.get("cwd") or "/",
+                   user=user, capabilities=caps,
+                   no_new_privileges=bool(p.get("noNewPrivileges", False)), rlimits=rl,
+                   oom_score_adj=None if oom is None else int(oom),
+                   terminal=bool(p.get("terminal", False)))
+
+
+def mounts(spec: dict[str, Any]) -> list[Mount]:
+    """mounts[] in order (order matters: later mounts may land inside earlier ones)."""
+    return [Mount(m["destination"], m.get("type") or "", m.get("source") or "",
+                  list(m.get("options") or [])) for m in spec.get("mounts") or []]
+
+
+def namespaces(spec: dict[str, Any]) -> list[Namespace]:
+    """linux.namespaces[]; a type absent from the list means: share the host's."""
+    out = []
+    for n in (spec.get("linux") or {}).get("namespaces") or []:
+        if n["type"] not in NS_FLAGS:
+            raise ValueError(f"unknown namespace type {n['type']!r}")
+        out.append(Namespace(n["type"], n.get("path") or ""))
+    return out
+
+
+def id_mappings(spec: dict[str, Any], key: str) -> list[IdMapping]:
+    """linux.uidMappings or linux.gidMappings."""
+    return [IdMapping(int(m["containerID"]), int(m["hostID"]), int(m["size"]))
+            for m in (spec.get("linux") or {}).get(key) or []]
+
+
+def linux(spec: dict[str, Any]) -> dict[str, Any]:
+    """The linux section, empty when absent."""
+    return dict(spec.get("linux") or {})
+
+
+def root(spec: dict[str, Any]) -> tuple[str, bool]:
+    """root.path and root.readonly."""
+    r = spec.get("root") or {}
+    return str(r.get("path", "rootfs")), bool(r.get("readonly", False))
+
+
+def default_mounts() -> list[dict[str, Any]]:
+    """The mounts runc's `spec` command emits, plus /dev/shm sized like Docker's 64 MiB."""
+    return [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+    ]
+
+
+def default_spec(rootfs: str, args: list[str], *, hostname: str = "berth",
+                 readonly: bool = False, terminal: bool = False,
+                 namespaces: tuple[str, ...] = ("pid", "network", "ipc", "uts", "mount"),
+                 seccomp: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A config.json that runc and crun accept as-is, so benches compare like with like."""
+    caps = list(DEFAULT_CAPS)
+    spec: dict[str, Any] = {
+        "ociVersion": OCI_VERSION,
+        "process": {
+            "terminal": terminal,
+            "user": {"uid": 0, "gid": 0},
+            "args": list(args),
+            "env": [f"PATH={DEFAULT_PATH}", "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": list(caps),
+                             "permitted": list(caps)},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": rootfs, "readonly": readonly},
+        "hostname": hostname,
+        "mounts": default_mounts(),
+        "linux": {
+            "namespaces": [{"type": t} for t in namespaces],
+            "maskedPaths": list(DEFAULT_MASKED),
+            "readonlyPaths": list(DEFAULT_READONLY),
+        },
+    }
+    if seccomp is not None:
+        spec["linux"]["seccomp"] = seccomp
+    return spec
