@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures import hostclean
+from tests.fixtures.berthd import Berthd
 from tests.fixtures.containerd import Containerd
 from tests.fixtures.cri_client import CriClient
 from tests.fixtures.images import PushedImage, layers_expected, push_one
@@ -140,3 +141,14 @@ def test_containerd_runs_pause_sandbox(containerd_instance: Containerd) -> None:
             )
         assert not cli.runtime.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=10).items
         assert not hostclean.mounts_under(containerd_instance.state / "io.containerd.grpc.v1.cri")
+
+
+@pytest.mark.timeout(120)
+def test_berthd_fixture_restart_and_crash(berthd_fn: Berthd) -> None:
+    assert berthd_fn.client().version().runtime_name == "berth"
+    berthd_fn.restart()
+    assert berthd_fn.client().version().runtime_api_version == "v1"
+    berthd_fn.kill()
+    assert berthd_fn.socket.exists()  # a crash leaves the socket; the next start must cope
+    berthd_fn.start()
+    assert berthd_fn.client().version().runtime_name == "berth"
