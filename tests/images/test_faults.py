@@ -1,0 +1,129 @@
+"""Token auth, mirrors and transfer faults, against a small registry server of our own."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runtime.images.registry import Auth, RegistryConfig, Unauthorized
+from runtime.images.store import ImageStore, PullError
+from tests.fixtures.images import build_layouts
+from tests.images.miniregistry import Faults, mini_registry
+from tests.images.test_pull import pull
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def layouts() -> dict[str, Path]:
+    lay = build_layouts(["busybox", "big"])
+    return {"e2e/busybox": lay["busybox"], "e2e/big": lay["big"]}
+
+
+def _layers(layout: Path) -> list[dict]:
+    index = json.loads((layout / "index.json").read_text())
+    man = json.loads((layout / "blobs" / "sha256" / index["manifests"][0]["digest"][7:])
+                     .read_bytes())
+    return list(man["layers"])
+
+
+def _nothing_visible(store: ImageStore) -> None:
+    assert store.list() == [] and store.snapshots.list() == set()
+    assert not [p for p in store.snapshots.root.iterdir()]
+
+
+def test_token_auth(tmp_path: Path, layouts) -> None:
+    faults = Faults(token_user=("tok-user", "tok-pw"))
+    with mini_registry(layouts, faults) as reg:
+        ref = f"127.0.0.1:{reg.port}/e2e/busybox:1.0"
+        store = ImageStore(tmp_path)
+        want = f"401 Unauthorized from registry 127.0.0.1:{reg.port}"
+        with pytest.raises(Unauthorized, match=want):
+            pull(store, ref)
+        with pytest.raises(Unauthorized, match="token endpoint refused"):
+            pull(store, ref, auth=Auth(username="tok-user", password="nope"))
+        faults.token_requests.clear()
+        img = pull(store, ref, auth=Auth(username="tok-user", password="tok-pw"))
+        assert img.repo_tags == [ref]
+        # one token per scope for the whole pull (manifest, config, layer)
+        scope = "repository:e2e/busybox:pull"
+        assert faults.token_requests == [{"service": "mini", "scope": scope}]
+        tok = next(iter(reg.tokens))
+        store2 = ImageStore(tmp_path / "b")
+        assert pull(store2, ref, auth=Auth(registry_token=tok)).id == img.id
+
+
+def test_mirror_is_tried_first(tmp_path: Path, layouts) -> None:
+    with mini_registry(layouts) as reg:
+        cfg = RegistryConfig(mirrors={"127.0.0.1:1": [f"http://127.0.0.1:{reg.port}"]})
+        img = pull(ImageStore(tmp_path, cfg), "127.0.0.1:1/e2e/busybox:1.0")
+        assert img.repo_tags == ["127.0.0.1:1/e2e/busybox:1.0"]
+
+
+def test_digest_mismatch_rejected(tmp_path: Path, layouts) -> None:
+    layer = _layers(layouts["e2e/busybox"])[0]["digest"]
+    with mini_registry(layouts, Faults(corrupt={layer})) as reg:
+        store = ImageStore(tmp_path)
+        with pytest.raises(PullError, match=f"blob {layer}: got sha256:"):
+            pull(store, f"127.0.0.1:{reg.port}/e2e/busybox:1.0")
+    _nothing_visible(store)
+    assert not store.content.has(layer)
+    assert os.listdir(store.content.ingest_dir) == []
+
+
+def test_resume_after_interrupted_download(tmp_path: Path, layouts) -> None:
+    faults = Faults(cut_after=2 << 20, cuts=2)
+    with mini_registry(layouts, faults) as reg:
+        img = pull(ImageStore(tmp_path), f"127.0.0.1:{reg.port}/e2e/big:1.0")
+    ranges = [r for _p, r in faults.requests if r]
+    assert len(ranges) >= 2 and all(r.startswith("bytes=") for r in ranges)
+    assert len(img.layers) == 10
+
+
+def test_progress_timeout(tmp_path: Path, layouts) -> None:
+    with mini_registry(layouts, Faults(delay_per_chunk=3)) as reg:
+        store = ImageStore(tmp_path, RegistryConfig(progress_timeout=0.5, retries=0))
+        t0 = time.monotonic()
+        with pytest.raises(PullError, match=r"no (byte|response) for 0.5s"):
+            pull(store, f"127.0.0.1:{reg.port}/e2e/busybox:1.0")
+        assert time.monotonic() - t0 < 10
+    _nothing_visible(store)
+
+
+def test_kill9_mid_pull_then_pull_again(tmp_path: Path, layouts) -> None:
+    faults = Faults(delay_per_chunk=0.02)
+    with mini_registry(layouts, faults) as reg:
+        ref = f"127.0.0.1:{reg.port}/e2e/big:1.0"
+        code = ("import asyncio,sys; from runtime.images.store import ImageStore;"
+                "asyncio.run(ImageStore(sys.argv[1]).pull(sys.argv[2]))")
+        proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), ref],
+                                cwd=Path(__file__).parents[2])
+        try:
+            ingest = tmp_path / "images" / "ingest"
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                snaps = list((tmp_path / "images" / "snapshots").glob("*"))
+                if ingest.is_dir() and any(p.stat().st_size > 1 << 20 for p in ingest.iterdir()) \
+                        and snaps:
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("pull did not get going")
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        store = ImageStore(tmp_path)  # start-up cleanup runs here
+        assert store.list() == []
+        assert not [p for p in store.snapshots.root.iterdir() if p.name.startswith(".tmp-")]
+        faults.delay_per_chunk = 0
+        faults.requests.clear()
+        img = pull(store, ref)
+        assert [i.id for i in store.list()] == [img.id]
+        assert any(r for _p, r in faults.requests), "the partial download was resumed"
