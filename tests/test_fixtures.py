@@ -13,8 +13,8 @@ import pytest
 
 from tests.fixtures import hostclean
 from tests.fixtures.berthd import Berthd
-from tests.fixtures.containerd import Containerd
-from tests.fixtures.cri_client import CriClient
+from tests.fixtures.containerd import Containerd, run_containerd
+from tests.fixtures.cri_client import CriClient, run_container, sandbox_config
 from tests.fixtures.images import PushedImage, layers_expected, push_one
 from tests.fixtures.oci import MT_INDEX, MT_MANIFEST
 from tests.fixtures.registry import Registry
@@ -152,3 +152,26 @@ def test_berthd_fixture_restart_and_crash(berthd_fn: Berthd) -> None:
     assert berthd_fn.socket.exists()  # a crash leaves the socket; the next start must cope
     berthd_fn.start()
     assert berthd_fn.client().version().runtime_name == "berth"
+
+
+@pytest.mark.timeout(180)
+def test_containerd_teardown_reaps_running_pod(
+    tmp_path: Path, registry: Registry, e2e_images: dict[str, PushedImage]
+) -> None:
+    """A pod with a running container left behind must vanish with the fixture, leaks checked."""
+    workdir = tmp_path / "ctrd"
+    with run_containerd(workdir, [registry.host], e2e_images["pause"].ref) as c:
+        with CriClient(c.endpoint) as cli:
+            config = sandbox_config(cli, "left-running", str(tmp_path / "logs"))
+            req = cli.pb.RunPodSandboxRequest(config=config)
+            pod_id = cli.runtime.RunPodSandbox(req, timeout=60).pod_sandbox_id
+            image = e2e_images["busybox"].ref
+            run_container(cli, pod_id, config, image, ["sleep", "600"], "sleeper")
+            ctrs = cli.runtime.ListContainers(cli.pb.ListContainersRequest(), timeout=10)
+            assert [x.state for x in ctrs.containers] == [cli.pb.CONTAINER_RUNNING]
+        shims = hostclean.pids_with_arg(str(c.socket))
+        assert shims
+        bridge = c.bridge
+    assert not hostclean.pids_with_arg(str(workdir))
+    assert not hostclean.mounts_under(tmp_path)
+    assert not hostclean.link_exists(bridge)
