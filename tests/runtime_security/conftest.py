@@ -1,4 +1,4 @@
-"""Fixtures for the runtime security/resource tests: real cgroups with random names, always removed."""
+"""Fixtures for tests/runtime_security: real cgroups with random names, always removed."""
 
 from __future__ import annotations
 

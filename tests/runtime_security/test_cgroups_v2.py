@@ -55,9 +55,9 @@ def test_tmp_dir_is_not_detected_as_v2(root: Path) -> None:
 
 def test_create_delegates_controllers_and_writes_limits(root: Path) -> None:
     drv = V2Driver(str(root))
-    for cg in ("kubepods", "kubepods/burstable", "kubepods/burstable/podx",
-               "kubepods/burstable/podx/ctr"):
-        fake_cgroup(root / cg)
+    for rel in ("kubepods", "kubepods/burstable", "kubepods/burstable/podx",
+                "kubepods/burstable/podx/ctr"):
+        fake_cgroup(root / rel)
     res = Resources(cpu_shares=1024, cpu_quota=50000, cpu_period=100000, cpuset_cpus="0-1",
                     cpuset_mems="0", memory_limit=64 * MiB, memory_swap_limit=96 * MiB,
                     pids_limit=50, hugepage_limits={"2MB": 4 * MiB},
