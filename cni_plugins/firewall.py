@@ -70,7 +70,11 @@ def add(rules: list[Rule], owner: str) -> None:
             )
         for r in rules:
             lines.append(f'add rule ip {TABLE} {r.chain} {r.expr} comment "{owner}"')
-        _check(_run(["nft", "-f", "-"], "\n".join(lines) + "\n"), "nft add")
+        fd = _lock()  # serialised with prune(), which may drop the table when it empties
+        try:
+            _check(_run(["nft", "-f", "-"], "\n".join(lines) + "\n"), "nft add")
+        finally:
+            os.close(fd)
         return
     fd = _lock()
     try:
@@ -132,6 +136,31 @@ def _remove_nft(owner: str) -> int:
     if cmds:
         _check(_run(["nft", "-f", "-"], "\n".join(cmds) + "\n"), "nft delete")
     return len(cmds)
+
+
+def prune() -> None:
+    """Drop berth's table/chains once no tagged rule is left (tests and daemon shutdown)."""
+    fd = _lock()
+    try:
+        if lean.which("nft"):
+            proc = _run(["nft", "-j", "list", "table", "ip", TABLE])
+            if proc.returncode == 0:
+                items = lean.loads(proc.stdout).get("nftables", [])
+                if not any("rule" in item for item in items):
+                    _run(["nft", "delete", "table", "ip", TABLE])
+        if lean.which("iptables"):
+            for base in _BASE:
+                chain = _ipt_chain(base)
+                listing = _run(["iptables", "-w", "-t", "nat", "-S", chain])
+                if listing.returncode != 0 or len(listing.stdout.splitlines()) > 1:
+                    continue
+                jump = ["-j", chain]
+                if base in ("prerouting", "output"):
+                    jump = ["-m", "addrtype", "--dst-type", "LOCAL", *jump]
+                _run(["iptables", "-w", "-t", "nat", "-D", base.upper(), *jump])
+                _run(["iptables", "-w", "-t", "nat", "-X", chain])
+    finally:
+        os.close(fd)
 
 
 # iptables backend: one BERTH-<CHAIN> chain per base chain, jumped to from the built-in chain.
