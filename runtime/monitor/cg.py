@@ -1,12 +1,13 @@
-"""The monitor's narrow use of runtime.cgroups, tolerant of that package being incomplete."""
+"""The monitor's narrow use of runtime.cgroups: JSON in and out, errors of stragglers ignored."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 from dataclasses import asdict
 from typing import Any
+
+from runtime import cgroups
 
 KILL_TIMEOUT = 1.0  # kill_all polls synchronously: keep the monitor loop's stall short
 
@@ -14,20 +15,15 @@ KILL_TIMEOUT = 1.0  # kill_all polls synchronously: keep the monitor loop's stal
 @functools.cache
 def _driver() -> Any | None:
     try:
-        mod = importlib.import_module("runtime.cgroups")
-        if hasattr(mod, "driver"):
-            return mod.driver()
-        # Until runtime.cgroups exports driver(): the v1 driver matches this host.
-        return importlib.import_module("runtime.cgroups.v1").V1Driver()
-    except (ImportError, OSError):
+        return cgroups.driver()
+    except OSError:  # no cgroup mount at all: run without limits or OOM detection
         return None
 
 
 def _resources(oci: dict[str, Any]) -> Any:
     """OCI linux.resources to the drivers' Resources."""
-    model = importlib.import_module("runtime.cgroups.model")
     cpu, mem, pids = oci.get("cpu") or {}, oci.get("memory") or {}, oci.get("pids") or {}
-    return model.Resources(
+    return cgroups.Resources(
         cpu_shares=cpu.get("shares"), cpu_quota=cpu.get("quota"), cpu_period=cpu.get("period"),
         cpuset_cpus=cpu.get("cpus") or None, cpuset_mems=cpu.get("mems") or None,
         memory_limit=mem.get("limit"), memory_swap_limit=mem.get("swap"),
@@ -46,13 +42,6 @@ def create(path: str, spec: dict[str, Any]) -> None:
     drv = _driver()
     if drv is not None and path:
         drv.create(path, _resources((spec.get("linux") or {}).get("resources") or {}))
-
-
-def add_pid(path: str, pid: int) -> None:
-    """Move pid into the cgroup (for spawners that do not do it themselves)."""
-    drv = _driver()
-    if drv is not None and path:
-        drv.add_pid(path, pid)
 
 
 def update(path: str, resources: dict[str, Any]) -> None:

@@ -247,6 +247,9 @@ class Lifecycle:
         if not st.started_ns:
             st.message = st.message or "the process exited before it was started"
         st.status = S.STOPPED
+        live.spawned.close()  # sync pipes of a container that was never started
+        live.spawned.close_pidfd()
+        self.spawner.forget(st.pid)
         self._close_io(live)
         S.save(self.state_dir, st)
         live.exited.set()

@@ -14,18 +14,15 @@ from typing import Any
 
 import pytest
 
+from runtime import spec as oci
 from runtime.containers import SyncMonitorClient, ensure_monitor_sync
 
 BUSYBOX = "/bin/busybox"
 
 
 def spawner() -> str:
-    """The real init helper once it is in the tree, else our fork/exec stand-in."""
-    if os.environ.get("BERTH_MONITOR_SPAWNER"):
-        return os.environ["BERTH_MONITOR_SPAWNER"]
-    real = Path(__file__).resolve().parents[2] / "runtime" / "init.py"
-    return "runtime.init" if real.exists() and os.environ.get("BERTH_REAL_INIT") else (
-        "tests.runtime_monitor.standin")
+    """runtime.init unless the environment names another spawner module."""
+    return os.environ.get("BERTH_MONITOR_SPAWNER", "runtime.init")
 
 
 @pytest.fixture(scope="session")
@@ -48,14 +45,9 @@ def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def spec(*args: str, terminal: bool = False) -> dict[str, Any]:
-    """Minimal OCI config for the spawner."""
-    return {
-        "ociVersion": "1.0.2",
-        "process": {"args": list(args), "env": ["PATH=/bin", "HOME=/"], "cwd": "/",
-                    "terminal": terminal, "user": {"uid": 0, "gid": 0}},
-        "root": {"path": "rootfs"},
-        "linux": {},
-    }
+    """The OCI config runtime.spec writes for runc, minus the network namespace (not needed)."""
+    return oci.default_spec("rootfs", list(args), terminal=terminal,
+                            namespaces=("pid", "ipc", "uts", "mount"))
 
 
 def proc(*args: str) -> dict[str, Any]:

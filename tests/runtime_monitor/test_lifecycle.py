@@ -25,7 +25,7 @@ def run(mon, rootfs, cid, *args, **kw):
 @pytest.mark.parametrize(("script", "code", "reason"), [
     ("exit 0", 0, "Completed"),
     ("exit 3", 3, "Error"),
-    ("kill -KILL $$", 137, "Error"),
+    ("exec cat /no/such/file", 1, "Error"),
 ])
 def test_exit_status(mon, rootfs, script, code, reason):
     st = run(mon, rootfs, "c1", "sh", "-c", script)
@@ -35,16 +35,18 @@ def test_exit_status(mon, rootfs, script, code, reason):
 
 def test_state_is_durable_and_lifecycle_complete(mon, rootfs, tmp_path):
     c = mon.client
-    st = c.create("c1", spec("sleep", "30"), str(rootfs), log_path=str(tmp_path / "c1.log"))
+    script = "trap 'exit 7' TERM; while :; do usleep 20000; done"
+    st = c.create("c1", spec("sh", "-c", script), str(rootfs), log_path=str(tmp_path / "c1.log"))
     assert st.status == "created" and st.pid > 0
     record = Path(mon.state_dir, "containers", "c1", "state.json")
     assert json.loads(record.read_text())["status"] == "created"
     assert c.start("c1").status == "running"
+    time.sleep(0.2)  # let the shell install its trap (pid 1 ignores signals it has no handler for)
     assert json.loads(record.read_text())["status"] == "running"
     assert [s.id for s in c.list()] == ["c1"]
     st = c.stop("c1", 5)
-    assert st.status == "stopped" and st.exit_code == 143
-    assert json.loads(record.read_text())["exit_code"] == 143
+    assert st.status == "stopped" and st.exit_code == 7
+    assert json.loads(record.read_text())["exit_code"] == 7
     assert not pid_alive(st.pid)
     c.delete("c1")
     assert not record.parent.exists()
@@ -64,10 +66,21 @@ def test_stop_escalates_to_sigkill(mon, rootfs):
 
 def test_kill_with_custom_signal(mon, rootfs):
     c = mon.client
+    c.create("c1", spec("sh", "-c", "trap 'exit 42' USR1; while :; do usleep 20000; done"),
+             str(rootfs))
+    c.start("c1")
+    time.sleep(0.2)
+    c.kill("c1", 10)  # SIGUSR1, e.g. an image's STOPSIGNAL
+    assert c.wait("c1", timeout=10).exit_code == 42
+
+
+def test_sigkill_gives_137(mon, rootfs):
+    c = mon.client
     c.create("c1", spec("sleep", "30"), str(rootfs))
     c.start("c1")
-    c.kill("c1", 10)  # SIGUSR1, e.g. an image's STOPSIGNAL
-    assert c.wait("c1", timeout=10).exit_code == 128 + 10
+    c.kill("c1", 9)
+    st = c.wait("c1", timeout=10)
+    assert (st.exit_code, st.reason) == (137, "Error")
 
 
 def test_typed_errors(mon, rootfs):
