@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
-from tests.fixtures.cri_client import CriClient
+from tests.fixtures.cri_client import CriClient, run_container, sandbox_config
 
 BUILTIN = ("berth", "containerd")
 
@@ -125,3 +126,38 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         rep = outcome.get_result()  # type: ignore[attr-defined]
         rep.outcome = "skipped"
         rep.wasxfail = mark.args[0] if mark.args else "not implemented in Berth yet"
+
+
+@dataclass
+class Pod:
+    """A running sandbox created for one test, with the config containers must be given."""
+
+    cri: CriClient
+    id: str
+    config: Any
+
+    def run(self, image: str, command: list[str], name: str = "c") -> str:
+        """Start a container in this pod; it goes away with the pod."""
+        return run_container(self.cri, self.id, self.config, image, command, name)
+
+    def exec(self, container_id: str, cmd: list[str], timeout: int = 30) -> Any:
+        """ExecSync; returns the response (stdout, stderr, exit_code)."""
+        req = self.cri.pb.ExecSyncRequest(container_id=container_id, cmd=cmd, timeout=timeout)
+        return self.cri.runtime.ExecSync(req, timeout=timeout + 10)
+
+
+@pytest.fixture
+def pod(cri: CriClient, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pod]:
+    """A fresh pod sandbox, stopped and removed (with its containers) after the test."""
+    config = sandbox_config(
+        cri, request.node.name[:40].replace("[", "-").rstrip("]"), str(tmp_path / "pod-logs")
+    )
+    req = cri.pb.RunPodSandboxRequest(config=config)
+    pod_id = cri.runtime.RunPodSandbox(req, timeout=120).pod_sandbox_id
+    try:
+        yield Pod(cri, pod_id, config)
+    finally:
+        cri.runtime.StopPodSandbox(cri.pb.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=60)
+        cri.runtime.RemovePodSandbox(
+            cri.pb.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=60
+        )
