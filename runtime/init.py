@@ -228,11 +228,19 @@ def _child_guard(status_w: int, body: Any) -> None:
     try:
         body()
     except BaseException as e:  # noqa: BLE001 - every failure must reach the parent
-        msg = str(e) if isinstance(e, OSError | InitError) else f"{type(e).__name__}: {e}"
+        msg = error_text(e)
         with contextlib.suppress(OSError):
             os.write(_status_fd[0], msg.encode(errors="replace") or b"init failed")
     finally:
         os._exit(127)
+
+
+def error_text(e: BaseException) -> str:
+    """An exception as one clear line: 'mount /proc: Operation not permitted', no '[Errno 1]'."""
+    if isinstance(e, OSError) and e.strerror:
+        name = e.filename if isinstance(e.filename, str) else ""
+        return e.strerror if not name or name in e.strerror else f"{e.strerror}: {name}"
+    return str(e) if isinstance(e, InitError) else f"{type(e).__name__}: {e}"
 
 
 def _early_child(stdio: tuple[int, int, int], keep: list[int], terminal: bool) -> list[int]:

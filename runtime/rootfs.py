@@ -139,7 +139,7 @@ def _mount_one(rootfd: int, m: oci.Mount) -> None:
         if opts.propagation:
             set_propagation(rootfd, m.destination, opts.propagation)
     except OSError as e:
-        if str(e).startswith("mount "):
+        if (e.strerror or "").startswith("mount "):
             raise
         raise OSError(e.errno, f"mount {m.destination}: {os.strerror(e.errno or 0)}") from None
 
@@ -214,13 +214,11 @@ def _create_devices(rootfd: int, devices: list[dict[str, Any]]) -> None:
 def _mask(rootfd: int, path: str, devnull: HostDevNull) -> None:
     """Hide a path: host /dev/null over files, an empty read-only tmpfs over directories."""
     try:
-        fd = open_in_root(rootfd, path, os.O_PATH | os.O_NOFOLLOW)
+        fd = open_in_root(rootfd, path)  # a symlink is followed, but only inside the rootfs
     except FileNotFoundError:
         return
     try:
         st = os.fstat(fd)
-        if stat.S_ISLNK(st.st_mode):
-            return  # a symlink: masking it would mask whatever it points to
         target = libc.proc_fd(fd)
         if stat.S_ISDIR(st.st_mode):
             libc.mount("tmpfs", target, "tmpfs", libc.MS_RDONLY, "size=0,mode=755")
@@ -235,12 +233,10 @@ def _mask(rootfd: int, path: str, devnull: HostDevNull) -> None:
 def _readonly(rootfd: int, path: str) -> None:
     """Make a subtree read-only by binding it onto itself and remounting the bind ro."""
     try:
-        fd = open_in_root(rootfd, path, os.O_PATH | os.O_NOFOLLOW)
+        fd = open_in_root(rootfd, path)
     except FileNotFoundError:
         return
     try:
-        if stat.S_ISLNK(os.fstat(fd).st_mode):
-            return
         libc.mount(libc.proc_fd(fd), libc.proc_fd(fd), None, libc.MS_BIND | libc.MS_REC)
         remount_at(rootfd, path, libc.MS_RDONLY)
     except OSError as e:

@@ -36,6 +36,8 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
     """One request: create (+start), optional execs, wait or kill."""
     ov = Overlay(**req["overlay"]) if req.get("overlay") else None
     res: dict[str, Any] = {}
+    if req.get("leak_fd"):  # an inheritable host directory fd, as a careless caller might hold
+        os.set_inheritable(os.open("/", os.O_RDONLY | os.O_DIRECTORY), True)
     try:
         sp = init.spawn(req["spec"], req["rootfs"], stdio=STDIO,
                         cgroup_path=req.get("cgroup_path"), overlay=ov)

@@ -1,0 +1,280 @@
+"""Real containers from runtime.init, effects checked from inside the container."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from runtime import caps, seccomp
+from runtime.spec import default_spec
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def sh(rootfs: Path, script: str, **kw) -> dict:
+    return default_spec(str(rootfs), ["sh", "-c", script], **kw)
+
+
+def go(run_container, rootfs: Path, spec: dict, **req):
+    return run_container({"spec": spec, "rootfs": str(rootfs), **req})
+
+
+def test_pid1_hostname_and_clean_exit(busybox_rootfs, run_container):
+    spec = sh(busybox_rootfs, "echo $$; hostname; exit 3", hostname="box-a1")
+    r = go(run_container, busybox_rootfs, spec)
+    assert r.stdout.split() == ["1", "box-a1"]
+    assert r.exit == 3
+
+
+def test_joins_netns_by_path(busybox_rootfs, run_container):
+    name = f"berth-init-{secrets.token_hex(4)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        path = f"/run/netns/{name}"
+        spec = sh(busybox_rootfs, "readlink /proc/self/ns/net")
+        for ns in spec["linux"]["namespaces"]:
+            if ns["type"] == "network":
+                ns["path"] = path
+        r = go(run_container, busybox_rootfs, spec)
+        assert r.stdout.strip() == f"net:[{os.stat(path).st_ino}]"
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+def _status(stdout: str) -> dict[str, str]:
+    return dict(line.split(":\t", 1) for line in stdout.splitlines() if ":\t" in line)
+
+
+def test_default_caps_nnp_seccomp(busybox_rootfs, run_container):
+    spec = sh(busybox_rootfs, "cat /proc/self/status")
+    spec["linux"]["seccomp"] = seccomp.default_profile()
+    r = go(run_container, busybox_rootfs, spec)
+    st = _status(r.stdout)
+    want = f"{caps.mask(caps.default_caps()):016x}"
+    assert st["CapEff"] == want and st["CapBnd"] == want and st["CapPrm"] == want
+    assert st["CapAmb"] == "0" * 16
+    assert st["NoNewPrivs"] == "1"
+    assert st["Seccomp"] == "2"
+
+
+def test_seccomp_without_nnp_is_loaded_before_caps_drop(busybox_rootfs, run_container):
+    spec = sh(busybox_rootfs, "grep -E 'NoNewPrivs|Seccomp:' /proc/self/status")
+    spec["process"]["noNewPrivileges"] = False
+    spec["linux"]["seccomp"] = seccomp.default_profile()
+    r = go(run_container, busybox_rootfs, spec)
+    st = _status(r.stdout)
+    assert (st["NoNewPrivs"], st["Seccomp"]) == ("0", "2")
+
+
+def test_non_root_user_groups_and_ambient(busybox_rootfs, run_container):
+    spec = sh(busybox_rootfs, "id; grep Cap /proc/self/status")
+    keep = ["CAP_NET_BIND_SERVICE"]
+    spec["process"]["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [10, 29]}
+    spec["process"]["capabilities"] = {k: keep for k in
+                                       ("bounding", "effective", "permitted", "inheritable",
+                                        "ambient")}
+    r = go(run_container, busybox_rootfs, spec)
+    first = r.stdout.splitlines()[0]
+    assert first.startswith("uid=1000(alice) gid=1000(alice) groups=")
+    assert "10(wheel)" in first and "29(audio)" in first
+    st = _status(r.stdout)
+    want = f"{caps.mask(keep):016x}"
+    assert st["CapEff"] == want and st["CapAmb"] == want and st["CapBnd"] == want
+
+
+def test_readonly_rootfs(busybox_rootfs, run_container):
+    spec = sh(busybox_rootfs, "touch /newfile 2>&1; echo rc=$?; touch /dev/shm/ok && echo shm-ok",
+              readonly=True)
+    r = go(run_container, busybox_rootfs, spec)
+    assert "Read-only file system" in r.stdout and "rc=1" in r.stdout
+    assert "shm-ok" in r.stdout
+    assert not (busybox_rootfs / "newfile").exists()
+
+
+def test_masked_and_readonly_paths(busybox_rootfs, run_container):
+    spec = sh(busybox_rootfs, "echo [$(cat /etc/hostname)]; ls -A /home | wc -l; "
+                              "touch /var/x 2>&1; (echo 1 > /proc/sys/kernel/printk) 2>&1; "
+                              "wc -c < /proc/timer_list")
+    spec["linux"]["maskedPaths"] += ["/etc/hostname", "/home"]
+    spec["linux"]["readonlyPaths"] += ["/var"]
+    r = go(run_container, busybox_rootfs, spec)
+    lines = r.stdout.splitlines()
+    assert lines[0] == "[]"
+    assert lines[1].strip() == "0"
+    assert "Read-only file system" in lines[2]
+    assert "Read-only file system" in lines[3]
+    assert lines[4].strip() == "0"
+
+
+def test_mask_uses_host_dev_null_not_a_swapped_symlink(tmp_path, run_container):
+    """CVE-2025-31133: the rootfs's /dev/null is a symlink; the mask must still be a 1:3 node."""
+    from tests.runtime_init.conftest import build_busybox_rootfs
+
+    root = tmp_path / "rootfs"
+    build_busybox_rootfs(root)
+    os.symlink("/etc/passwd", root / "dev/null")
+    spec = sh(root, "wc -c < /etc/hostname; stat -c %t:%T /etc/hostname")
+    spec["mounts"] = [m for m in spec["mounts"] if not m["destination"].startswith("/dev")]
+    spec["linux"]["maskedPaths"] = ["/etc/hostname"]
+    r = go(run_container, root, spec)
+    assert r.stdout.split() == ["0", "1:3"]
+
+
+def test_dev_setup(busybox_rootfs, run_container):
+    spec = sh(busybox_rootfs, "readlink /dev/ptmx; ls /dev/pts/ptmx; "
+                              "head -c 4 /dev/zero | wc -c; grep -E ' /dev/(shm|pts) ' /proc/mounts")
+    r = go(run_container, busybox_rootfs, spec)
+    out = r.stdout.splitlines()
+    assert out[:3] == ["pts/ptmx", "/dev/pts/ptmx", "4"]
+    assert any("ptmxmode=666" in x for x in out)
+    assert any(x.startswith("shm /dev/shm tmpfs") and "size=65536k" in x for x in out)
+
+
+def test_bind_mounts_ro_and_rw(busybox_rootfs, run_container, tmp_path):
+    ro, rw = tmp_path / "ro", tmp_path / "rw"
+    ro.mkdir()
+    rw.mkdir()
+    (ro / "hello").write_text("hi\n")
+    spec = sh(busybox_rootfs, "cat /data/ro/hello; touch /data/ro/x 2>&1; echo out > /data/rw/f; "
+                              "grep ' /data/ro ' /proc/mounts")
+    spec["mounts"] += [
+        {"destination": "/data/ro", "type": "bind", "source": str(ro),
+         "options": ["rbind", "ro", "rprivate"]},
+        {"destination": "/data/rw", "type": "bind", "source": str(rw),
+         "options": ["rbind", "rslave"]},
+    ]
+    r = go(run_container, busybox_rootfs, spec)
+    lines = r.stdout.splitlines()
+    assert lines[0] == "hi"
+    assert "Read-only file system" in lines[1]
+    assert " ro," in lines[2]
+    assert (rw / "f").read_text() == "out\n"
+    assert not (ro / "x").exists()
+
+
+def test_symlinked_mount_targets_stay_inside_rootfs(tmp_path, run_container):
+    """CVE-2021-30465 class: targets that are symlinks climbing out land inside the rootfs."""
+    from tests.runtime_init.conftest import build_busybox_rootfs
+
+    root = tmp_path / "rootfs"
+    build_busybox_rootfs(root)
+    escape = f"/tmp/berth-escape-{secrets.token_hex(4)}"
+    host_abs = tmp_path / "host-abs"
+    host_abs.mkdir()
+    os.symlink("/etc/../../../../.." + escape, root / "mnt/target")
+    os.symlink(str(host_abs), root / "mnt/abs")
+    src = tmp_path / "vol"
+    src.mkdir()
+    (src / "marker").write_text("vol\n")
+    spec = sh(root, "cat /mnt/target/marker; cat /mnt/abs/marker")
+    spec["mounts"] += [
+        {"destination": "/mnt/target", "type": "bind", "source": str(src), "options": ["rbind"]},
+        {"destination": "/mnt/abs", "type": "bind", "source": str(src), "options": ["rbind"]},
+    ]
+    r = go(run_container, root, spec)
+    assert r.stdout.split() == ["vol", "vol"]
+    assert not os.path.lexists(escape)
+    assert (root / escape.lstrip("/")).is_dir()
+    assert list(host_abs.iterdir()) == []
+    assert (root / str(host_abs).lstrip("/")).is_dir()
+
+
+def test_no_leaked_fds_and_cwd(busybox_rootfs, run_container):
+    """CVE-2024-21626: the driver holds an inheritable host dir fd; the container sees only 0-2."""
+    spec = sh(busybox_rootfs, "ls /proc/$$/fd; readlink /proc/$$/cwd")
+    spec["process"]["cwd"] = "/tmp"
+    r = go(run_container, busybox_rootfs, spec, leak_fd=True)
+    assert r.stdout.split() == ["0", "1", "2", "/tmp"]
+
+
+def test_rlimits_and_oom_score_adj(busybox_rootfs, run_container):
+    spec = sh(busybox_rootfs, "ulimit -n; cat /proc/self/oom_score_adj")
+    spec["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 512, "hard": 768}]
+    spec["process"]["oomScoreAdj"] = 500
+    r = go(run_container, busybox_rootfs, spec)
+    assert r.stdout.split() == ["512", "500"]
+    spec["process"]["oomScoreAdj"] = -998  # clamped: we lack CAP_SYS_RESOURCE
+    r = go(run_container, busybox_rootfs, spec)
+    assert int(r.stdout.split()[1]) >= int(Path("/proc/self/oom_score_adj").read_text())
+
+
+def test_missing_binary_errors(busybox_rootfs, run_container):
+    r = go(run_container, busybox_rootfs, default_spec(str(busybox_rootfs), ["/bin/nope"]))
+    assert r.data == {"error": "exec: /bin/nope: no such file or directory", "stage": "start"}
+    r = go(run_container, busybox_rootfs, default_spec(str(busybox_rootfs), ["nope"]))
+    assert r.error == 'exec: "nope": executable file not found in $PATH'
+
+
+def test_mount_error_is_reported(busybox_rootfs, run_container, tmp_path):
+    spec = sh(busybox_rootfs, "true")
+    spec["mounts"].append({"destination": "/x", "type": "bind", "source": str(tmp_path / "none"),
+                           "options": ["rbind"]})
+    r = go(run_container, busybox_rootfs, spec)
+    assert r.data["stage"] == "create"
+    assert r.error.startswith("mount /x: source ") and "No such file" in r.error
+
+
+def test_exec_into_running_container(busybox_rootfs, run_container):
+    spec = sh(busybox_rootfs, "exec sleep 30", hostname="exec-box")
+    spec["linux"]["seccomp"] = seccomp.default_profile()
+    script = "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc/$$/fd; " \
+             "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; id -u"
+    proc = dict(spec["process"], args=["sh", "-c", script],
+                user={"uid": 1001, "gid": 1001})
+    missing = dict(spec["process"], args=["/no/such"])
+    r = go(run_container, busybox_rootfs, spec, exec=[proc, missing], kill=True)
+    assert r.data["exec"][0] == 0
+    assert r.data["exec"][1] == "exec: /no/such: no such file or directory"
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["exec-box", "sleep 30 "]
+    assert lines[2:5] == ["0", "1", "2"]
+    assert _status("\n".join(lines[5:7])) == {"Seccomp": "2", "NoNewPrivs": "1"}
+    assert lines[7] == "1001"
+
+
+def test_host_interpreter_unreachable_before_exec(busybox_rootfs, run_container):
+    """CVE-2019-5736: while pid 1 still runs our Python (created, not started), a process in the
+    container can neither resolve nor open its /proc/1/exe; its own exe is the container's."""
+    spec = sh(busybox_rootfs, "true")
+    probe = "readlink /proc/1/exe || echo noreadlink; (echo x >> /proc/1/exe) 2>&1; " \
+            "head -c1 /proc/1/exe >/dev/null 2>&1 || echo noread; " \
+            "readlink /proc/1/fd/3 || echo nofd; readlink /proc/self/exe"
+    proc = dict(spec["process"], args=["sh", "-c", probe])
+    r = go(run_container, busybox_rootfs, spec, start=False, exec=[proc], kill=True)
+    lines = r.stdout.splitlines()
+    assert "python" not in r.stdout
+    assert lines[0] == "noreadlink"
+    assert "Permission denied" in lines[1]
+    assert lines[2:] == ["noread", "nofd", "/bin/sh"]
+
+
+def test_overlay_rootfs(busybox_rootfs, run_container, tmp_path):
+    upper, work, merged = tmp_path / "upper", tmp_path / "work", tmp_path / "merged"
+    for d in (upper, work, merged):
+        d.mkdir()
+    spec = sh(merged, "echo new > /newfile; cat /etc/hostname")
+    ov = {"lowerdirs": [str(busybox_rootfs)], "upperdir": str(upper), "workdir": str(work)}
+    r = go(run_container, merged, spec, overlay=ov)
+    assert r.stdout.strip() == "busybox"
+    assert (upper / "newfile").read_text() == "new\n"
+    assert not (busybox_rootfs / "newfile").exists()
+    assert list(merged.iterdir()) == []  # the overlay lived only in the container's mount ns
+
+
+def test_sysctls_apply_in_container_namespaces(busybox_rootfs, run_container):
+    spec = sh(busybox_rootfs, "cat /proc/sys/net/ipv4/ip_unprivileged_port_start "
+                              "/proc/sys/kernel/shmmni")
+    spec["linux"]["sysctl"] = {"net.ipv4.ip_unprivileged_port_start": "80",
+                               "kernel.shmmni": "1234"}
+    r = go(run_container, busybox_rootfs, spec)
+    assert r.stdout.split() == ["80", "1234"]
+    assert Path("/proc/sys/kernel/shmmni").read_text().strip() != "1234"
+
+
+def test_no_mounts_left_on_host(busybox_rootfs, run_container):
+    go(run_container, busybox_rootfs, sh(busybox_rootfs, "true"))
+    assert str(busybox_rootfs) not in Path("/proc/self/mountinfo").read_text()
