@@ -130,6 +130,25 @@ class ContentStore:
             os.rename(tmp, dst)
         return dst
 
+    def put_stream(self, src: Any, expect: str | None = None) -> tuple[str, int]:
+        """Copy a local stream in, hashing as it goes; publish under the digest it has."""
+        tmp = self.ingest_dir / f".tmp-{uuid.uuid4().hex}"
+        h, size = hashlib.sha256(), 0
+        try:
+            with open(tmp, "wb") as f:
+                while chunk := src.read(1 << 20):
+                    h.update(chunk)
+                    f.write(chunk)
+                    size += len(chunk)
+            digest = "sha256:" + h.hexdigest()
+            if expect is not None and expect != digest:
+                raise DigestMismatch(f"content {digest} does not match expected {expect}")
+            os.rename(tmp, self.path(digest))
+            return digest, size
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
     def list(self) -> set[str]:
         """Digests of all verified blobs."""
         return {"sha256:" + p.name for p in self.blobs.iterdir()}

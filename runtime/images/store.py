@@ -98,21 +98,10 @@ class ImageStore:
             chains = chain_ids(diff_ids)
             pin(chains)
             await self._fetch_and_unpack(r, layers, diff_ids, chains, auth)
-            img = Image(
-                id=cfg_digest,
-                repo_tags=[],
-                repo_digests=[],
-                size=sum(int(x.get("size", 0)) for x in [m["config"], *layers])
-                + len(res.manifest_raw),
-                config=ImageConfig.from_oci(cfg),
-                manifest_digest=res.manifest_digest,
-                platform=str(res.platform),
-                layers=[ly["digest"] for ly in layers],
-                diff_ids=diff_ids,
-                chain_ids=chains,
-                blobs=list(dict.fromkeys(keep)),
-            )
-            return self._record(img, r, res.top_digest)
+            img = self.make_image(m, len(res.manifest_raw), cfg, res.manifest_digest,
+                                  str(res.platform), keep)
+            tag = r.tagged()
+            return self.record(img, [tag] if tag else [], [r.with_digest(res.top_digest)])
 
     async def _fetch_and_unpack(self, r: Reference, layers: list[dict[str, Any]],
                                 diff_ids: list[str], chains: list[str],
@@ -170,24 +159,67 @@ class ImageStore:
             if reader is not None:
                 reader.close()
 
-    def _record(self, img: Image, r: Reference, top_digest: str) -> Image:
+    def make_image(self, manifest: dict[str, Any], manifest_size: int, cfg: dict[str, Any],
+                   manifest_digest: str, platform: str, blobs: list[str]) -> Image:
+        """An Image for a manifest whose blobs and snapshots are all in place."""
+        layers = manifest.get("layers", [])
+        diff_ids = list(cfg["rootfs"]["diff_ids"])
+        return Image(
+            id=manifest["config"]["digest"],
+            repo_tags=[],
+            repo_digests=[],
+            size=sum(int(x.get("size", 0)) for x in [manifest["config"], *layers]) + manifest_size,
+            config=ImageConfig.from_oci(cfg),
+            manifest_digest=manifest_digest,
+            platform=platform,
+            layers=[ly["digest"] for ly in layers],
+            diff_ids=diff_ids,
+            chain_ids=chain_ids(diff_ids),
+            blobs=list(dict.fromkeys(blobs)),
+        )
+
+    def record(self, img: Image, tags: builtins.list[str],
+               digests: builtins.list[str]) -> Image:
         """Insert or merge; a tag moves to the new image like `docker pull` does."""
-        tag = r.tagged()
         existing = self.index.images.get(img.id)
         if existing is not None:
             img.repo_tags, img.repo_digests = existing.repo_tags, existing.repo_digests
-        if tag:
+        for tag in tags:
             for other in self.index.images.values():
                 if other.id != img.id and tag in other.repo_tags:
                     other.repo_tags.remove(tag)
             if tag not in img.repo_tags:
                 img.repo_tags.append(tag)
-        rd = r.with_digest(top_digest)
-        if rd not in img.repo_digests:
-            img.repo_digests.append(rd)
+        img.repo_digests += [d for d in digests if d not in img.repo_digests]
         self.index.images[img.id] = img
         self.index.save()
         return img
+
+    def unpack_blobs(self, layers: builtins.list[dict[str, Any]],
+                     diff_ids: builtins.list[str]) -> None:
+        """Unpack layers already in the content store (import path), skipping present ones."""
+        chains = chain_ids(diff_ids)
+        for i, ly in enumerate(layers):
+            if self.snapshots.has(chains[i]):
+                continue
+            tmp = self.snapshots.prepare()
+            try:
+                with open(self.content.path(ly["digest"]), "rb") as f:
+                    res = apply_layer(f, str(tmp / "fs"), self.snapshots.lowers(chains[:i]),
+                                      ly.get("mediaType", ""), self.max_layer_bytes)
+                if res.diff_id != diff_ids[i]:
+                    raise DigestMismatch(f"layer {ly['digest']}: diff id {res.diff_id} "
+                                         f"does not match config {diff_ids[i]}")
+                self.snapshots.commit(tmp, chains[i])
+            except BaseException:
+                self.snapshots.discard(tmp)
+                raise
+
+    def import_archive(self, path: str | Path) -> builtins.list[Image]:
+        """Air-gapped import of an OCI layout tar or a `docker save` tarball."""
+        from runtime.images.archive import import_archive
+
+        return import_archive(self, Path(path))
 
     @contextlib.contextmanager
     def _pin(self, keys: list[str]) -> Any:
