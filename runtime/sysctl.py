@@ -1,7 +1,8 @@
 """Pod sysctls: only namespaced keys, only when the pod owns that namespace, no key injection.
 
 CVE-2022-0811 (cr8escape) smuggled a second `key=value` through a sysctl value; both names and
-values are therefore checked against a strict alphabet before anything is written.
+values are therefore checked against a strict alphabet before anything is written. Interface
+names containing '.' (slash form net/ipv4/conf/eth0.100/...) are refused rather than guessed at.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import os
 import re
 
 _IPC_EXACT = {"kernel.sem", "kernel.shmall", "kernel.shmmax", "kernel.shmmni",
-              "kernel.shm_rmid_forced", "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni"}
+              "kernel.shm_rmid_forced", "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni",
+              "kernel.msg_next_id", "kernel.sem_next_id", "kernel.shm_next_id"}
 _UTS_EXACT = {"kernel.hostname", "kernel.domainname"}
 _NAME = re.compile(r"[a-z0-9_][a-z0-9_\-]*(?:\.[a-zA-Z0-9_][a-zA-Z0-9_\-]*)*")
 _VALUE = re.compile(r"[A-Za-z0-9 \t._:\-]*")

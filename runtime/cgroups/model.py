@@ -19,7 +19,7 @@ class Resources:
     """Limits for one cgroup; None leaves a knob at the kernel default (or as it is on update)."""
 
     cpu_shares: int | None = None
-    cpu_quota: int | None = None  # µs per period; -1 or None means unlimited
+    cpu_quota: int | None = None  # µs per period; -1 unlimited; None with a period too
     cpu_period: int | None = None
     cpuset_cpus: str | None = None
     cpuset_mems: str | None = None

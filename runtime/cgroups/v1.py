@@ -8,6 +8,7 @@ every host (hugetlb is absent here): missing ones are skipped, and limits for th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -76,8 +77,9 @@ class V1Driver:
                 write(self._file("cpu", rel, "cpu.shares"), res.cpu_shares)
             if res.cpu_period is not None:
                 write(self._file("cpu", rel, "cpu.cfs_period_us"), res.cpu_period)
-            quota = res.cpu_quota if res.cpu_quota is not None and res.cpu_quota > 0 else -1
-            write(self._file("cpu", rel, "cpu.cfs_quota_us"), quota)
+            if res.cpu_quota is not None or res.cpu_period is not None:
+                quota = res.cpu_quota if res.cpu_quota is not None and res.cpu_quota > 0 else -1
+                write(self._file("cpu", rel, "cpu.cfs_quota_us"), quota)
         if "cpuset" in self.mounts:
             if res.cpuset_cpus:
                 write(self._file("cpuset", rel, "cpuset.cpus"), res.cpuset_cpus)
@@ -176,7 +178,9 @@ class V1Driver:
             return
         frozen = "freezer" in self.mounts
         if frozen:
-            self.freeze(path, timeout)
+            # A task stuck in D state can keep the cgroup FREEZING: kill anyway, it dies on thaw.
+            with contextlib.suppress(TimeoutError):
+                self.freeze(path, timeout / 2)
         try:
             sigkill_all(self.pids(path))
         finally:

@@ -44,6 +44,10 @@ def test_create_writes_limits_in_every_hierarchy(v1: V1Driver, cg_root: str) -> 
     assert knob(v1, "memory", path, "memory.memsw.limit_in_bytes") == str(128 * MiB)
     assert knob(v1, "pids", path, "pids.max") == "20"
     assert v1.exists(path)
+    v1.update(path, Resources(pids_limit=30))  # a partial update leaves the rest alone
+    assert knob(v1, "pids", path, "pids.max") == "30"
+    assert knob(v1, "cpu", path, "cpu.cfs_quota_us") == "50000"
+    assert knob(v1, "memory", path, "memory.limit_in_bytes") == str(64 * MiB)
 
 
 def test_update_raises_and_lowers_memory_with_swap(v1: V1Driver, cg_root: str) -> None:
