@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import signal
 import subprocess
+import tarfile
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -175,3 +178,25 @@ def test_containerd_teardown_reaps_running_pod(
     assert not hostclean.pids_with_arg(str(workdir))
     assert not hostclean.mounts_under(tmp_path)
     assert not hostclean.link_exists(bridge)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_pause_binary_exits_cleanly(
+    e2e_images: dict[str, PushedImage], tmp_path: Path, sig: int
+) -> None:
+    layout = e2e_images["pause"].layout
+    blobs = layout / "blobs" / "sha256"
+    index = json.loads((layout / "index.json").read_text())["manifests"][0]
+    manifest = json.loads((blobs / index["digest"].split(":")[1]).read_text())
+    layer = blobs / manifest["layers"][0]["digest"].split(":")[1]
+    with tarfile.open(layer) as tar:
+        tar.extractall(tmp_path, filter="tar")
+    proc = subprocess.Popen([str(tmp_path / "pause")])
+    try:
+        time.sleep(0.2)
+        assert proc.poll() is None  # it blocks
+        proc.send_signal(sig)
+        assert proc.wait(5) == 0
+    finally:
+        proc.kill()
+        proc.wait()
