@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,9 +21,9 @@ from runtime.monitor import proto
 from runtime.monitor.proto import AlreadyExists, InvalidState, MonitorError, NotFound
 from runtime.monitor.state import ContainerState
 
-__all__ = ["AlreadyExists", "ContainerState", "ExecResult", "InvalidState", "MonitorClient",
-           "MonitorError", "NotFound", "StreamSession", "SyncMonitorClient", "ensure_monitor",
-           "ensure_monitor_sync"]
+__all__ = ["AlreadyExists", "ContainerEvent", "ContainerState", "ExecResult", "InvalidState",
+           "MonitorClient", "MonitorError", "NotFound", "StreamSession", "SyncMonitorClient",
+           "ensure_monitor", "ensure_monitor_sync"]
 MAX_OUTPUT = 16 << 20
 T = TypeVar("T")
 
@@ -36,6 +36,14 @@ class ExecResult:
     stdout: bytes
     stderr: bytes
     timed_out: bool
+
+
+@dataclass(frozen=True)
+class ContainerEvent:
+    """A state change: kind is created, started, stopped or deleted."""
+
+    kind: str
+    state: ContainerState
 
 
 class StreamSession:
@@ -215,6 +223,17 @@ class MonitorClient:
             writer.close()
             raise
         return StreamSession(reader, writer, info or {})
+
+    async def events(self) -> AsyncIterator[ContainerEvent]:
+        """State changes from now on; ends if the monitor goes (or drops a slow reader): then
+        resync with list()."""
+        session = await self._session("events")
+        try:
+            while line := await session.reader.readline():
+                msg = json.loads(line)
+                yield ContainerEvent(msg["event"], ContainerState.from_dict(msg["state"]))
+        finally:
+            session.close()
 
     async def attach(self, id: str, stdin: bool = False, stdout: bool = True,
                      stderr: bool = True) -> StreamSession:

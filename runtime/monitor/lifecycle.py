@@ -67,6 +67,19 @@ class Lifecycle:
         self.containers: dict[str, Live] = {}
         self.reapers: dict[int, Callable[[int], None]] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.subscribers: set[asyncio.StreamWriter] = set()
+
+    def _save(self, st: S.ContainerState, event: str) -> None:
+        """Persist, then tell event subscribers (a subscriber 1 MiB behind is cut off)."""
+        if event != "deleted":
+            S.save(self.state_dir, st)
+        line = proto.encode({"event": event, "state": st.to_dict()})
+        for w in list(self.subscribers):
+            if w.is_closing() or w.transport.get_write_buffer_size() > 1 << 20:
+                w.close()
+                self.subscribers.discard(w)
+            else:
+                w.write(line)
 
     # -- reaping ------------------------------------------------------------------------------
     def reap(self) -> None:
@@ -180,7 +193,7 @@ class Lifecycle:
                       for name, fd in streams]
         self.reapers[st.pid] = lambda status: self.spawn_task(self._finish(live, status))
         self.containers[cid] = live
-        S.save(self.state_dir, st)
+        self._save(st, "created")
         return st
 
     def start(self, cid: str) -> S.ContainerState:
@@ -196,7 +209,7 @@ class Lifecycle:
                 os.kill(live.st.pid, signal.SIGKILL)
             raise proto.MonitorError(f"container {cid!r}: {e}") from e
         live.st.status, live.st.started_ns = S.RUNNING, time.time_ns()
-        S.save(self.state_dir, live.st)
+        self._save(live.st, "started")
         return live.st
 
     # -- output -------------------------------------------------------------------------------
@@ -215,7 +228,10 @@ class Lifecycle:
 
     def _deliver(self, live: Live, stream: str, kind: int, data: bytes) -> None:
         if live.log:
-            live.log.write(stream, data)
+            try:
+                live.log.write(stream, data)
+            except OSError as e:  # full disk or a removed log dir must not stop the pump
+                log.warning("container %s: log write failed: %s", live.st.id, e)
         if live.attachments:
             payload = proto.frame(kind, data)
             for att in list(live.attachments):
@@ -251,7 +267,7 @@ class Lifecycle:
         live.spawned.close_pidfd()
         self.spawner.forget(st.pid)
         self._close_io(live)
-        S.save(self.state_dir, st)
+        self._save(st, "stopped")
         live.exited.set()
 
     def _close_io(self, live: Live) -> None:
@@ -306,6 +322,7 @@ class Lifecycle:
         del self.containers[cid]
         cg.remove(live.st.cgroup_path)
         S.remove(self.state_dir, cid)
+        self._save(live.st, "deleted")
 
     def reopen_log(self, cid: str) -> None:
         """ReopenContainerLog: start a fresh file at the log path; never waits on the process."""

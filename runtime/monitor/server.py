@@ -16,7 +16,8 @@ from runtime.monitor.lifecycle import Lifecycle
 
 log = logging.getLogger("berth.monitor")
 REQUEST_LIMIT = 16 << 20
-STREAM_OPS = {"attach": sessions.attach, "exec_stream": sessions.exec_stream}
+STREAM_OPS = {"attach": sessions.attach, "exec_stream": sessions.exec_stream,
+              "events": sessions.events}
 
 
 class Server:

@@ -230,3 +230,17 @@ async def exec_stream(lc: Lifecycle, cid: str, args: dict[str, Any], rid: int,
         with contextlib.suppress(ConnectionError):
             await writer.drain()
     writer.close()
+
+
+async def events(lc: Lifecycle, _cid: str, _args: dict[str, Any], rid: int,
+                 reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Stream container state changes as JSON lines until the client hangs up."""
+    writer.write(proto.encode({"rid": rid, "ok": True, "result": None}))
+    lc.subscribers.add(writer)
+    try:
+        while await reader.read(4096):
+            pass
+    except ConnectionError:
+        pass
+    finally:
+        lc.subscribers.discard(writer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -131,3 +132,24 @@ def test_ensure_monitor_reuses_running_one(mon):
     mon.connect()
     assert mon.pid == first
     assert os.path.exists(Path(mon.run_dir, "monitor.lock"))
+
+
+def test_events_stream(mon, rootfs):
+    c = mon.client
+
+    async def watch():
+        seen = []
+        async for ev in c.aio.events():
+            seen.append((ev.kind, ev.state.id, ev.state.status))
+            if ev.kind == "deleted":
+                return seen
+        return seen
+
+    fut = asyncio.run_coroutine_threadsafe(watch(), c._loop)
+    time.sleep(0.2)  # let the subscription land before the first change
+    c.create("c1", spec("true"), str(rootfs))
+    c.start("c1")
+    c.wait("c1", timeout=10)
+    c.delete("c1")
+    assert fut.result(10) == [("created", "c1", "created"), ("started", "c1", "running"),
+                              ("stopped", "c1", "stopped"), ("deleted", "c1", "stopped")]
