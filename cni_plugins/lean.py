@@ -41,8 +41,9 @@ def loads(data: str | bytes) -> Any:
     text = text.strip()
     try:
         obj, end = _scan(text, 0)
-    except StopIteration as exc:
-        raise ValueError("no JSON value") from exc
+    except (StopIteration, SystemError, ValueError) as exc:
+        # the C scanner's own error path needs the json package; we report it ourselves
+        raise ValueError(f"invalid JSON: {exc!r}") from None
     if end != len(text):
         raise ValueError(f"extra data at offset {end}")
     return obj

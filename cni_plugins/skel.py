@@ -162,3 +162,6 @@ def run(handlers: dict[str, Handler], about: str = "") -> int:  # noqa: F821
     except OSError as exc:
         _emit({"cniVersion": version, "code": E_IO, "msg": str(exc), "details": about})
         return 1
+    except Exception as exc:  # still answer in the spec's error format, never a bare traceback
+        _emit({"cniVersion": version, "code": 999, "msg": f"{about}: {exc!r}", "details": ""})
+        return 1
