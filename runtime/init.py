@@ -165,6 +165,19 @@ def spawn(spec: dict[str, Any], rootfs_path: str, *, stdio: tuple[int, int, int]
     return Spawned(pid, libc.pidfd_open(pid), start_w, status_r)
 
 
+def run(spec: dict[str, Any], rootfs_path: str, *, stdio: tuple[int, int, int],
+        cgroup_path: str | None = None) -> int:
+    """create + start + wait (like `runc run`); the exit code, -N for a signal."""
+    sp = spawn(spec, rootfs_path, stdio=stdio, cgroup_path=cgroup_path)
+    try:
+        sp.start()
+    finally:
+        _, status = os.waitpid(sp.pid, 0)
+        sp.close_pidfd()
+        forget(sp.pid)
+    return os.waitstatus_to_exitcode(status)
+
+
 def forget(pid: int) -> None:
     """Drop what exec remembered about a container once it is gone."""
     _security.pop(pid, None)

@@ -85,7 +85,7 @@ def prepare(spec: dict[str, Any], rootfs: str, *, overlay: Overlay | None = None
             _populate_dev(rootfd)
         _create_devices(rootfd, lin.get("devices") or [])
         if console_fd is not None:
-            _bind_file(rootfd, "/dev/console", libc.proc_fd(console_fd))
+            _bind_file(rootfd, "/dev/console", _console_source(console_fd))
         for path in lin.get("maskedPaths") or []:
             _mask(rootfd, path, devnull)
         for path in lin.get("readonlyPaths") or []:
@@ -172,6 +172,20 @@ def _bind_file(rootfd: int, dest: str, source: str) -> None:
         libc.mount(source, libc.proc_fd(fd), None, libc.MS_BIND)
     finally:
         os.close(fd)
+
+
+def _console_source(fd: int) -> str:
+    """Path of our pty slave in this mount namespace; the fd's own mount is the old ns's.
+
+    bind mounts only take sources from the caller's namespace, so /proc/self/fd/N fails with
+    EINVAL; the copied /dev/pts path works and is checked to be the very same device.
+    """
+    path = os.readlink(libc.proc_fd(fd))
+    want = os.fstat(fd).st_rdev
+    st = os.stat(path)
+    if not path.startswith("/dev/pts/") or not stat.S_ISCHR(st.st_mode) or st.st_rdev != want:
+        raise OSError(errno.ENOTTY, f"console: stdin {path} is not a pty slave")
+    return path
 
 
 def _populate_dev(rootfd: int) -> None:

@@ -38,19 +38,26 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
     res: dict[str, Any] = {}
     if req.get("leak_fd"):  # an inheritable host directory fd, as a careless caller might hold
         os.set_inheritable(os.open("/", os.O_RDONLY | os.O_DIRECTORY), True)
+    stdio = STDIO
+    master = -1
+    if req.get("tty"):
+        master, slave = os.openpty()
+        stdio = (slave, slave, slave)
     try:
-        sp = init.spawn(req["spec"], req["rootfs"], stdio=STDIO,
+        sp = init.spawn(req["spec"], req["rootfs"], stdio=stdio,
                         cgroup_path=req.get("cgroup_path"), overlay=ov)
     except Exception as e:  # noqa: BLE001
         return {"error": str(e), "stage": "create"}
     res["pid"] = sp.pid
+    if master >= 0:
+        os.close(slave)
     try:
         if req.get("start", True):
             sp.start()
     except init.InitError as e:
         _wait(sp.pid)
         return {"error": str(e), "stage": "start"}
-    exits = []
+    exits: list[int | str] = []
     for proc in req.get("exec", []):
         try:
             pid = init.spawn_exec(sp.pid, proc, stdio=STDIO, cgroup_path=req.get("cgroup_path"))
@@ -64,7 +71,24 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
         res["exit"] = _wait(sp.pid)
         sp.close_pidfd()
     init.forget(sp.pid)
+    if master >= 0:
+        res["tty"] = _drain(master)
     return res
+
+
+def _drain(master: int) -> str:
+    """Everything the container wrote to its terminal (EIO once the last slave closed)."""
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return out.decode(errors="replace")
 
 
 def bench(req: dict[str, Any]) -> dict[str, Any]:

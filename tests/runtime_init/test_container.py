@@ -125,8 +125,8 @@ def test_mask_uses_host_dev_null_not_a_swapped_symlink(tmp_path, run_container):
 
 
 def test_dev_setup(busybox_rootfs, run_container):
-    spec = sh(busybox_rootfs, "readlink /dev/ptmx; ls /dev/pts/ptmx; "
-                              "head -c 4 /dev/zero | wc -c; grep -E ' /dev/(shm|pts) ' /proc/mounts")
+    spec = sh(busybox_rootfs, "readlink /dev/ptmx; ls /dev/pts/ptmx; head -c 4 /dev/zero | wc -c; "
+                              "grep -E ' /dev/(shm|pts) ' /proc/mounts")
     r = go(run_container, busybox_rootfs, spec)
     out = r.stdout.splitlines()
     assert out[:3] == ["pts/ptmx", "/dev/pts/ptmx", "4"]
@@ -278,3 +278,28 @@ def test_sysctls_apply_in_container_namespaces(busybox_rootfs, run_container):
 def test_no_mounts_left_on_host(busybox_rootfs, run_container):
     go(run_container, busybox_rootfs, sh(busybox_rootfs, "true"))
     assert str(busybox_rootfs) not in Path("/proc/self/mountinfo").read_text()
+
+
+def test_joins_cgroup(busybox_rootfs, run_container):
+    from runtime import cgroups
+
+    path = f"berth-init-test-{secrets.token_hex(4)}"
+    drv = cgroups.driver()
+    drv.create(path, cgroups.Resources(pids_limit=50))
+    try:
+        spec = sh(busybox_rootfs, "cat /proc/self/cgroup")
+        r = go(run_container, busybox_rootfs, spec, cgroup_path=path)
+        lines = [ln for ln in r.stdout.splitlines() if ":pids:" in ln]
+        assert lines and lines[0].endswith("/" + path)
+    finally:
+        drv.remove(path)
+
+
+def test_terminal_and_console(busybox_rootfs, run_container):
+    spec = sh(busybox_rootfs, "tty; stat -c %t:%T /dev/console; test -t 0 && echo isatty")
+    spec["process"]["terminal"] = True
+    r = go(run_container, busybox_rootfs, spec, tty=True)
+    out = r.data["tty"].replace("\r", "").splitlines()
+    assert out[0].startswith("/dev/")
+    assert out[1].startswith("88:")  # the pty slave (unix98 pty major 136 = 0x88)
+    assert out[2] == "isatty"
