@@ -10,7 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from cri.config import Config
+from cri.events import EventHub
 from cri.store import Store
+from proto import api_pb2 as pb
+from runtime.containers import MonitorClient
+from runtime.images.store import ImageStore
+from runtime.network.cni import CNIManager, PodNetworkRequest, PortMapping
 
 Condition = tuple[bool, str, str]
 
@@ -24,11 +29,38 @@ def cgroup_version(root: str) -> str:
 class Context:
     config: Config
     store: Store
+    images: ImageStore
+    network: CNIManager
+    monitor: MonitorClient
+    hub: EventHub = field(default_factory=EventHub)
     started_at: float = field(default_factory=time.time)
 
     @property
     def cgroup_version(self) -> str:
         return cgroup_version(self.config.runtime.cgroup_root)
+
+    def pod_dir(self, pod_id: str) -> Path:
+        """Per-pod files (hosts, resolv.conf, hostname) that containers bind-mount."""
+        return Path(self.config.state_dir) / "pods" / pod_id
+
+    def ns_dir(self, pod_id: str) -> Path:
+        """Pinned namespaces live in the run dir: they die with the machine anyway."""
+        return Path(self.config.run_dir) / "pods" / pod_id
+
+    def bundle_dir(self, container_id: str) -> Path:
+        return Path(self.config.state_dir) / "bundles" / container_id
+
+    def network_request(self, pod_id: str, cfg: pb.PodSandboxConfig,
+                        netns: str) -> PodNetworkRequest:
+        """The same request for ADD and DEL, rebuilt from the stored config after a restart."""
+        from cri.podconfig import PROTOCOLS
+
+        ports = [PortMapping(host_port=p.host_port, container_port=p.container_port,
+                             protocol=PROTOCOLS[p.protocol], host_ip=p.host_ip)
+                 for p in cfg.port_mappings if p.host_port]
+        return PodNetworkRequest(id=pod_id, name=cfg.metadata.name,
+                                 namespace=cfg.metadata.namespace, uid=cfg.metadata.uid,
+                                 netns=netns, port_mappings=ports)
 
     def runtime_ready(self) -> Condition:
         """The runtime is ready when its state dir is usable."""
@@ -37,12 +69,9 @@ class Context:
         return True, "", ""
 
     def network_ready(self) -> Condition:
-        """Ready when a CNI config exists; kubelet keeps pods off the node until then."""
-        conf_dir = Path(self.config.cni.conf_dir)
-        confs = sorted(p for p in conf_dir.glob("*") if p.suffix in (".conf", ".conflist", ".json"))
-        if not confs:
-            return False, "NoCNIConfig", f"no network config found in {conf_dir}"
-        return True, "", ""
+        """Ready when a usable CNI config and its plugins exist; kubelet waits until then."""
+        st = self.network.status()
+        return st.ready, st.reason, st.message
 
     def describe_config(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self.config)))

@@ -22,6 +22,10 @@ from cri import logsetup
 from cri.context import Context
 from cri.interceptor import RpcInterceptor
 from cri.store import Store
+from runtime.containers import ensure_monitor
+from runtime.images.registry import RegistryConfig
+from runtime.images.store import ImageStore
+from runtime.network.cni import CNIConfig, CNIManager
 
 log = structlog.get_logger("berthd")
 
@@ -95,6 +99,26 @@ def _claim_socket(path: str) -> None:
     raise StartupError(f"socket {path} is already in use by another process")
 
 
+async def _context(cfg: configmod.Config, store: Store) -> Context:
+    """Open the runtime handles; the monitor is started if no earlier one is still running."""
+    images = ImageStore(cfg.state_dir, RegistryConfig(
+        insecure=set(cfg.registry.insecure), mirrors=dict(cfg.registry.mirrors),
+        progress_timeout=cfg.registry.progress_timeout,
+        max_concurrent_downloads=cfg.registry.max_concurrent_downloads))
+    network = CNIManager(CNIConfig(
+        conf_dir=cfg.cni.conf_dir, bin_dirs=list(cfg.cni.bin_dirs), state_dir=cfg.state_dir,
+        install_default=cfg.cni.install_default_conflist, default_subnet=cfg.cni.default_subnet))
+    try:
+        network.load()
+    except Exception as exc:  # reported through Status as NetworkReady=false, not fatal
+        log.warning("no usable network config", error=str(exc))
+    try:
+        monitor = await ensure_monitor(cfg.state_dir, cfg.run_dir)
+    except Exception as exc:
+        raise StartupError(f"cannot start the container monitor: {exc}") from None
+    return Context(config=cfg, store=store, images=images, network=network, monitor=monitor)
+
+
 async def serve(cfg: configmod.Config) -> None:
     from cri import server as servermod  # grpc import is slow; only pay it when serving
 
@@ -107,7 +131,7 @@ async def serve(cfg: configmod.Config) -> None:
         store = Store(Path(cfg.state_dir) / "metadata.db")
     except Exception as exc:  # sqlite raises several types; all mean the same to the operator
         raise StartupError(f"cannot open metadata store in {cfg.state_dir}: {exc}") from None
-    ctx = Context(config=cfg, store=store)
+    ctx = await _context(cfg, store)
     server = servermod.build(ctx, RpcInterceptor())
     if server.add_insecure_port(f"unix://{sock}") == 0:
         raise StartupError(f"cannot listen on {sock}")
@@ -122,6 +146,8 @@ async def serve(cfg: configmod.Config) -> None:
     await stop.wait()
     log.info("stopping")
     await server.stop(grace=5)
+    await ctx.monitor.close()
+    await ctx.images.aclose()
     store.close()
     Path(sock).unlink(missing_ok=True)
     lock.close()

@@ -35,6 +35,14 @@ class DeadlineExceeded(CriError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class Unauthenticated(CriError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(CriError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class Internal(CriError):
     code = grpc.StatusCode.INTERNAL
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from importlib.metadata import version
 
 import grpc
 
 from cri.context import Context
-from proto import api_pb2
+from cri.errors import InvalidArgument
+from proto import api_pb2 as pb
 
 RUNTIME_NAME = "berth"
 CRI_API_VERSION = "v1"
@@ -19,23 +21,23 @@ class RuntimeInfoRPCs:
 
     ctx: Context
 
-    async def Version(self, request: api_pb2.VersionRequest,
-                      context: grpc.aio.ServicerContext) -> api_pb2.VersionResponse:
-        return api_pb2.VersionResponse(
+    async def Version(self, request: pb.VersionRequest,
+                      context: grpc.aio.ServicerContext) -> pb.VersionResponse:
+        return pb.VersionResponse(
             version="0.1.0",
             runtime_name=RUNTIME_NAME,
             runtime_version=version("berth"),
             runtime_api_version=CRI_API_VERSION,
         )
 
-    async def Status(self, request: api_pb2.StatusRequest,
-                     context: grpc.aio.ServicerContext) -> api_pb2.StatusResponse:
+    async def Status(self, request: pb.StatusRequest,
+                     context: grpc.aio.ServicerContext) -> pb.StatusResponse:
         runtime_ok, runtime_reason, runtime_msg = self.ctx.runtime_ready()
         net_ok, net_reason, net_msg = self.ctx.network_ready()
-        status = api_pb2.RuntimeStatus(conditions=[
-            api_pb2.RuntimeCondition(type="RuntimeReady", status=runtime_ok,
+        status = pb.RuntimeStatus(conditions=[
+            pb.RuntimeCondition(type="RuntimeReady", status=runtime_ok,
                                      reason=runtime_reason, message=runtime_msg),
-            api_pb2.RuntimeCondition(type="NetworkReady", status=net_ok,
+            pb.RuntimeCondition(type="NetworkReady", status=net_ok,
                                      reason=net_reason, message=net_msg),
         ])
         info: dict[str, str] = {}
@@ -43,11 +45,23 @@ class RuntimeInfoRPCs:
             info["config"] = json.dumps(self.ctx.describe_config())
             info["cgroup"] = json.dumps({"version": self.ctx.cgroup_version,
                                          "driver": self.ctx.config.runtime.cgroup_driver})
-        return api_pb2.StatusResponse(status=status, info=info)
+        return pb.StatusResponse(status=status, info=info)
 
-    async def RuntimeConfig(self, request: api_pb2.RuntimeConfigRequest,
-                            context: grpc.aio.ServicerContext) -> api_pb2.RuntimeConfigResponse:
-        driver = (api_pb2.CgroupDriver.SYSTEMD if self.ctx.config.runtime.cgroup_driver == "systemd"
-                  else api_pb2.CgroupDriver.CGROUPFS)
-        return api_pb2.RuntimeConfigResponse(
-            linux=api_pb2.LinuxRuntimeConfiguration(cgroup_driver=driver))
+    async def UpdateRuntimeConfig(self, request: pb.UpdateRuntimeConfigRequest,
+                                  context: grpc.aio.ServicerContext
+                                  ) -> pb.UpdateRuntimeConfigResponse:
+        cidr = request.runtime_config.network_config.pod_cidr
+        if cidr:
+            try:
+                ipaddress.ip_network(cidr)
+            except ValueError:
+                raise InvalidArgument(f"pod_cidr '{cidr}' is not a network") from None
+            self.ctx.network.update_pod_cidr(cidr)
+        return pb.UpdateRuntimeConfigResponse()
+
+    async def RuntimeConfig(self, request: pb.RuntimeConfigRequest,
+                            context: grpc.aio.ServicerContext) -> pb.RuntimeConfigResponse:
+        driver = (pb.CgroupDriver.SYSTEMD if self.ctx.config.runtime.cgroup_driver == "systemd"
+                  else pb.CgroupDriver.CGROUPFS)
+        return pb.RuntimeConfigResponse(
+            linux=pb.LinuxRuntimeConfiguration(cgroup_driver=driver))

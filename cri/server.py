@@ -4,23 +4,31 @@ from __future__ import annotations
 
 import grpc
 
+from cri.container import ContainerRPCs
+from cri.container_status import ContainerStatusRPCs
 from cri.context import Context
+from cri.events import EventRPCs
+from cri.exec import ExecRPCs
+from cri.images import ImageRPCs
 from cri.interceptor import RpcInterceptor
 from cri.runtime_info import RuntimeInfoRPCs
+from cri.sandbox import SandboxRPCs
 from cri.servicer import CriServicer
 from proto import api_pb2_grpc
 
 MAX_MESSAGE = 16 * 1024 * 1024
 
 
-class RuntimeService(RuntimeInfoRPCs, CriServicer):
+class RuntimeService(RuntimeInfoRPCs, SandboxRPCs, ContainerRPCs, ContainerStatusRPCs, ExecRPCs,
+                     EventRPCs, CriServicer):
     service = "RuntimeService"
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self.hub = ctx.hub
 
 
-class ImageService(CriServicer):
+class ImageService(ImageRPCs, CriServicer):
     service = "ImageService"
 
     def __init__(self, ctx: Context) -> None:

@@ -20,12 +20,14 @@ BERTHD = [sys.executable, "-m", "cri.daemon"]
 ROOT = Path(__file__).parents[2]
 
 
-def config(tmp_path: Path, **extra: str) -> Path:
+def config(tmp_path: Path, install_conflist: bool = False, **extra: str) -> Path:
     lines = {"state_dir": f'"{tmp_path}/state"', "run_dir": f'"{tmp_path}/run"',
              "log_level": '"info"'}
     lines.update(extra)
     body = "".join(f"{k} = {v}\n" for k, v in lines.items())
-    body += f'[cni]\nconf_dir = "{tmp_path}/net.d"\n[metrics]\naddress = ""\n'
+    body += (f'[cni]\nconf_dir = "{tmp_path}/net.d"\n'
+             f'install_default_conflist = {str(install_conflist).lower()}\n'
+             '[metrics]\naddress = ""\n')
     path = tmp_path / "berth.toml"
     path.write_text(body)
     return path
@@ -63,7 +65,23 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         _, err = self.proc.communicate(timeout=20)
+        stop_monitor(self.socket.parent)
         return self.proc.returncode, err
+
+
+def stop_monitor(run_dir: Path) -> None:
+    """The monitor outlives berthd by design; a test that started one stops it."""
+    lock = run_dir / "monitor.lock"
+    if not lock.exists() or not lock.read_text().strip():
+        return
+    pid = int(lock.read_text())
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -81,6 +99,7 @@ def test_serves_version_status_and_runtime_config(daemon: Daemon):
     conds = {c.type: c for c in st.status.conditions}
     assert conds["RuntimeReady"].status is True
     assert conds["NetworkReady"].status is False and conds["NetworkReady"].reason
+    assert str(daemon.cfg.parent / "net.d") in conds["NetworkReady"].message
     assert json.loads(st.info["config"])["state_dir"].endswith("/state")
     rc = daemon.runtime.RuntimeConfig(api_pb2.RuntimeConfigRequest(), timeout=10)
     assert rc.linux.cgroup_driver == api_pb2.CgroupDriver.CGROUPFS
@@ -118,6 +137,17 @@ def test_socket_in_use_refused(daemon: Daemon, tmp_path: Path):
     other.mkdir()
     cfg = config(other, socket=f'"{daemon.socket}"')
     assert "already in use" in run_fail(["--config", str(cfg)])
+
+
+def test_default_conflist_makes_network_ready(tmp_path: Path):
+    d = Daemon(config(tmp_path, install_conflist=True))
+    try:
+        st = d.runtime.Status(api_pb2.StatusRequest(), timeout=10)
+        conds = {c.type: c for c in st.status.conditions}
+        assert conds["NetworkReady"].status is True, conds["NetworkReady"]
+        assert list((tmp_path / "net.d").glob("*.conflist"))
+    finally:
+        assert d.stop()[0] == 0
 
 
 def test_stale_socket_is_replaced(tmp_path: Path):

@@ -1,0 +1,134 @@
+"""Container status, lists, resource updates and log reopening."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import grpc
+
+from cri.context import Context
+from cri.errors import FailedPrecondition, InvalidArgument, NotFound
+from cri.filters import id_match, labels_match
+from cri.ocispec import resources as oci_resources
+from cri.store import ContainerRecord
+from proto import api_pb2 as pb
+from runtime import containers as monitor
+from runtime.monitor.state import ContainerState
+
+STATES = {"created": "CONTAINER_CREATED", "running": "CONTAINER_RUNNING",
+          "stopped": "CONTAINER_EXITED"}
+STREAM_BATCH = 500
+
+
+def cri_state(st: ContainerState | None) -> str:
+    return STATES.get(st.status, "CONTAINER_UNKNOWN") if st else "CONTAINER_UNKNOWN"
+
+
+class ContainerStatusRPCs:
+    """Read paths: one monitor round trip per call, never one per container."""
+
+    ctx: Context
+    if TYPE_CHECKING:
+        def container(self, given: str) -> ContainerRecord: ...
+
+    async def states(self) -> dict[str, ContainerState]:
+        return {s.id: s for s in await self.ctx.monitor.list()}
+
+    def status_of(self, rec: ContainerRecord, st: ContainerState | None) -> pb.ContainerStatus:
+        cfg = pb.ContainerConfig.FromString(rec.config)
+        mounts = [pb.Mount(container_path=m.container_path, host_path=m.host_path,
+                           readonly=m.readonly, propagation=m.propagation)
+                  for m in cfg.mounts]
+        status = pb.ContainerStatus(
+            id=rec.id, metadata=cfg.metadata, state=cri_state(st), created_at=rec.created_ns,
+            image=pb.ImageSpec(image=rec.image), image_ref=rec.extra.get("image_ref", ""),
+            image_id=rec.image_id, labels=rec.labels, annotations=rec.annotations,
+            mounts=mounts, log_path=rec.extra.get("log_path", ""),
+            resources=pb.ContainerResources(linux=cfg.linux.resources))
+        if st is not None:
+            status.started_at = st.started_ns
+            status.finished_at = st.finished_ns
+            if st.status == "stopped":
+                status.exit_code = st.exit_code
+                status.reason = st.reason or ("Completed" if st.exit_code == 0 else "Error")
+                status.message = st.message
+        else:
+            status.reason, status.message = "Unknown", "the monitor has no record of it"
+        return status
+
+    async def ContainerStatus(self, request: pb.ContainerStatusRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ContainerStatusResponse:
+        rec = self.container(request.container_id)
+        try:
+            st: ContainerState | None = await self.ctx.monitor.state(rec.id)
+        except monitor.NotFound:
+            st = None
+        info = {}
+        if request.verbose:
+            info["info"] = json.dumps({"sandboxID": rec.pod_id, "pid": st.pid if st else 0,
+                                       "bundle": str(self.ctx.bundle_dir(rec.id)),
+                                       "runtimeState": st.status if st else "unknown"})
+        return pb.ContainerStatusResponse(status=self.status_of(rec, st), info=info)
+
+    async def list_containers(self, f: pb.ContainerFilter) -> list[pb.Container]:
+        states = await self.states()
+        out = []
+        for rec in self.ctx.store.containers.find():
+            st = states.get(rec.id)
+            state = cri_state(st)
+            if not id_match(f.id, rec.id) or not id_match(f.pod_sandbox_id, rec.pod_id):
+                continue
+            if f.HasField("state") and f.state.state != pb.ContainerState.Value(state):
+                continue
+            if not labels_match(f.label_selector, rec.labels):
+                continue
+            cfg = pb.ContainerConfig.FromString(rec.config)
+            out.append(pb.Container(
+                id=rec.id, pod_sandbox_id=rec.pod_id, metadata=cfg.metadata,
+                image=pb.ImageSpec(image=rec.image), image_ref=rec.extra.get("image_ref", ""),
+                image_id=rec.image_id, state=state, created_at=rec.created_ns,
+                labels=rec.labels, annotations=rec.annotations))
+        return out
+
+    async def ListContainers(self, request: pb.ListContainersRequest,
+                             context: grpc.aio.ServicerContext) -> pb.ListContainersResponse:
+        return pb.ListContainersResponse(containers=await self.list_containers(request.filter))
+
+    async def StreamContainers(self, request: pb.StreamContainersRequest,
+                               context: grpc.aio.ServicerContext
+                               ) -> AsyncIterator[pb.StreamContainersResponse]:
+        items = await self.list_containers(request.filter)
+        for i in range(0, len(items), STREAM_BATCH):
+            yield pb.StreamContainersResponse(containers=items[i:i + STREAM_BATCH])
+
+    async def UpdateContainerResources(
+            self, request: pb.UpdateContainerResourcesRequest,
+            context: grpc.aio.ServicerContext) -> pb.UpdateContainerResourcesResponse:
+        rec = self.container(request.container_id)
+        if not request.HasField("linux"):
+            raise InvalidArgument("linux resources are required")
+        res = oci_resources(request.linux)
+        res.pop("devices", None)  # device rules are fixed at create time
+        try:
+            await self.ctx.monitor.update(rec.id, res)
+        except monitor.InvalidState as exc:
+            raise FailedPrecondition(f"container {rec.id}: {exc}") from None
+        except monitor.NotFound:
+            raise NotFound(f"container {rec.id} has no process") from None
+        cfg = pb.ContainerConfig.FromString(rec.config)
+        cfg.linux.resources.CopyFrom(request.linux)
+        rec.config = cfg.SerializeToString()
+        self.ctx.store.containers.put(rec)
+        return pb.UpdateContainerResourcesResponse()
+
+    async def ReopenContainerLog(self, request: pb.ReopenContainerLogRequest,
+                                 context: grpc.aio.ServicerContext
+                                 ) -> pb.ReopenContainerLogResponse:
+        rec = self.container(request.container_id)
+        try:
+            await self.ctx.monitor.reopen_log(rec.id)
+        except (monitor.InvalidState, monitor.NotFound) as exc:
+            raise FailedPrecondition(f"container {rec.id} is not running: {exc}") from None
+        return pb.ReopenContainerLogResponse()

@@ -1,0 +1,123 @@
+"""ImageService RPCs over runtime.images: pull, status, list, remove, filesystem usage."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from pathlib import Path
+
+import grpc
+
+from cri import errors
+from cri.context import Context
+from cri.errors import FailedPrecondition, InvalidArgument, require
+from proto import api_pb2 as pb
+from runtime.bundle import Bundle
+from runtime.images.records import Image
+from runtime.images.registry import Auth, RegistryError
+from runtime.images.store import InUse, PullError
+
+STREAM_BATCH = 500
+_BY_HTTP_STATUS: dict[int, type[errors.CriError]] = {
+    401: errors.Unauthenticated, 403: errors.PermissionDenied, 404: errors.NotFound,
+    0: errors.Unavailable}
+
+
+def to_cri(img: Image) -> pb.Image:
+    """containerd's rule for the image user: a number is a uid, anything else a user name."""
+    out = pb.Image(id=img.id, repo_tags=img.repo_tags, repo_digests=img.repo_digests,
+                   size=img.size, spec=pb.ImageSpec(image=img.id))
+    user = img.config.user.split(":")[0]
+    if user.isdigit():
+        out.uid.value = int(user)
+    elif user:
+        out.username = user
+    return out
+
+
+def _auth(a: pb.AuthConfig) -> Auth | None:
+    if not a.ByteSize():
+        return None
+    return Auth(username=a.username, password=a.password, auth=a.auth,
+                server_address=a.server_address, identity_token=a.identity_token,
+                registry_token=a.registry_token)
+
+
+class ImageRPCs:
+    ctx: Context
+
+    async def PullImage(self, request: pb.PullImageRequest,
+                        context: grpc.aio.ServicerContext) -> pb.PullImageResponse:
+        ref = request.image.image
+        require(ref, "image.image")
+        try:
+            img = await self.ctx.images.pull(ref, _auth(request.auth))
+        except ValueError as exc:
+            raise InvalidArgument(f"image reference '{ref}' is invalid: {exc}") from None
+        except RegistryError as exc:
+            raise _BY_HTTP_STATUS.get(exc.status, errors.CriError)(str(exc)) from None
+        except PullError as exc:
+            raise errors.Internal(str(exc)) from None
+        return pb.PullImageResponse(image_ref=img.id)
+
+    async def ImageStatus(self, request: pb.ImageStatusRequest,
+                          context: grpc.aio.ServicerContext) -> pb.ImageStatusResponse:
+        require(request.image.image, "image.image")
+        img = self.ctx.images.get(request.image.image)
+        if img is None:
+            return pb.ImageStatusResponse()  # CRI: an absent image is not an error
+        info = {}
+        if request.verbose:
+            info["info"] = json.dumps({"id": img.id, "manifestDigest": img.manifest_digest,
+                                       "platform": img.platform, "chainIDs": img.chain_ids,
+                                       "config": asdict(img.config)})
+        return pb.ImageStatusResponse(image=to_cri(img), info=info)
+
+    def list_images(self, f: pb.ImageFilter) -> list[pb.Image]:
+        if f.image.image:
+            img = self.ctx.images.get(f.image.image)
+            return [to_cri(img)] if img else []
+        return [to_cri(i) for i in self.ctx.images.list()]
+
+    async def ListImages(self, request: pb.ListImagesRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ListImagesResponse:
+        return pb.ListImagesResponse(images=self.list_images(request.filter))
+
+    async def StreamImages(self, request: pb.StreamImagesRequest,
+                           context: grpc.aio.ServicerContext
+                           ) -> AsyncIterator[pb.StreamImagesResponse]:
+        items = self.list_images(request.filter)
+        for i in range(0, len(items), STREAM_BATCH):
+            yield pb.StreamImagesResponse(images=items[i:i + STREAM_BATCH])
+
+    async def RemoveImage(self, request: pb.RemoveImageRequest,
+                          context: grpc.aio.ServicerContext) -> pb.RemoveImageResponse:
+        require(request.image.image, "image.image")
+        used = {c.image_id for c in self.ctx.store.containers.find()}
+        try:
+            self.ctx.images.remove(request.image.image, in_use=used.__contains__)
+        except InUse as exc:
+            raise FailedPrecondition(str(exc)) from None
+        return pb.RemoveImageResponse()
+
+    async def ImageFsInfo(self, request: pb.ImageFsInfoRequest,
+                          context: grpc.aio.ServicerContext) -> pb.ImageFsInfoResponse:
+        now = time.time_ns()
+        state = Path(self.ctx.config.state_dir)
+        used, inodes = self.ctx.images.fs_usage()
+        c_used = c_inodes = 0
+        for rec in self.ctx.store.containers.find():
+            b, i = Bundle(self.ctx.bundle_dir(rec.id)).usage()
+            c_used, c_inodes = c_used + b, c_inodes + i
+
+        def usage(mount: Path, nbytes: int, ninodes: int) -> pb.FilesystemUsage:
+            return pb.FilesystemUsage(timestamp=now,
+                                      fs_id=pb.FilesystemIdentifier(mountpoint=str(mount)),
+                                      used_bytes=pb.UInt64Value(value=nbytes),
+                                      inodes_used=pb.UInt64Value(value=ninodes))
+
+        return pb.ImageFsInfoResponse(
+            image_filesystems=[usage(state / "images", used, inodes)],
+            container_filesystems=[usage(state / "bundles", c_used, c_inodes)])

@@ -1,0 +1,225 @@
+"""CRI ContainerConfig + image config → OCI runtime spec: process, mounts and namespaces."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from typing import Any
+
+from cri.errors import InvalidArgument, NotFound
+from cri.ocisecurity import apply_security
+from proto import api_pb2
+from runtime.images.records import ImageConfig
+
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# The device cgroup allows what the default /dev holds, like runc's default rules.
+DEFAULT_DEVICES: list[dict[str, Any]] = [
+    {k: v for k, v in (("allow", True), ("type", t), ("major", ma), ("minor", mi),
+                       ("access", acc)) if v is not None}
+    for t, ma, mi, acc in (("c", None, None, "m"), ("b", None, None, "m"), ("c", 1, 3, "rwm"),
+                           ("c", 1, 5, "rwm"), ("c", 1, 7, "rwm"), ("c", 1, 8, "rwm"),
+                           ("c", 1, 9, "rwm"), ("c", 5, 0, "rwm"), ("c", 5, 1, "rwm"),
+                           ("c", 5, 2, "rwm"), ("c", 136, None, "rwm"))
+]
+PROPAGATION = {
+    api_pb2.MountPropagation.PROPAGATION_PRIVATE: "rprivate",
+    api_pb2.MountPropagation.PROPAGATION_HOST_TO_CONTAINER: "rslave",
+    api_pb2.MountPropagation.PROPAGATION_BIDIRECTIONAL: "rshared",
+}
+
+
+@dataclass
+class PodContext:
+    """What a container inherits from its pod: pinned namespaces, files and cgroup parent."""
+
+    id: str
+    ns_paths: dict[str, str]  # "network"/"ipc"/"uts"/"pid" → pinned path; absent = host/own
+    files: dict[str, str]  # "/etc/hosts" etc. → host file
+    cgroup_parent: str
+    host_pid: bool = False
+    pod_pid: bool = False
+
+
+def process_args(cfg: api_pb2.ContainerConfig, image: ImageConfig) -> list[str]:
+    """Docker's rules: CRI command replaces the entrypoint, CRI args replace the cmd."""
+    command, args = list(cfg.command), list(cfg.args)
+    if not command:
+        if not args:
+            args = list(image.cmd)
+        if image.entrypoint != [""]:
+            command = list(image.entrypoint)
+    argv = command + args
+    if not argv:
+        raise InvalidArgument("no command specified: the image has no entrypoint or cmd "
+                              "and the container config gives none")
+    return argv
+
+
+def merge_env(image_env: list[str], cri_env: list[api_pb2.KeyValue]) -> list[str]:
+    """Image env first, CRI env overrides by key; PATH defaults like containerd's."""
+    env: dict[str, str] = {}
+    for item in image_env:
+        key, _, value = item.partition("=")
+        env[key] = value
+    for kv in cri_env:
+        if not kv.key:
+            raise InvalidArgument("envs: an environment variable has an empty key")
+        env[kv.key] = kv.value
+    env.setdefault("PATH", DEFAULT_PATH.partition("=")[2])
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def default_mounts(pod: PodContext, readonly_rootfs: bool) -> list[dict[str, Any]]:
+    """The kernel filesystems every container gets, as containerd's default spec has them."""
+    mounts: list[dict[str, Any]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+    ]
+    for dest, src in sorted(pod.files.items()):
+        opts = ["rbind", "rprivate"] + (["ro"] if readonly_rootfs else [])
+        mounts.append({"destination": dest, "type": "bind", "source": src, "options": opts})
+    return mounts
+
+
+def cri_mounts(cfg: api_pb2.ContainerConfig) -> list[dict[str, Any]]:
+    """Volume mounts: host paths must be absolute and exist (kubelet creates hostPath dirs)."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for m in cfg.mounts:
+        if not m.container_path or not os.path.isabs(m.container_path):
+            raise InvalidArgument(f"mount container_path '{m.container_path}' must be absolute")
+        if m.image.image:
+            raise InvalidArgument(f"mount {m.container_path}: image volumes are not supported")
+        if not m.host_path or not os.path.isabs(m.host_path):
+            raise InvalidArgument(f"mount {m.container_path}: host_path '{m.host_path}' "
+                                  "must be an absolute path")
+        if not os.path.exists(m.host_path):
+            raise NotFound(f"mount {m.container_path}: host path {m.host_path} does not exist")
+        dest = os.path.normpath(m.container_path)
+        if dest in seen:
+            raise InvalidArgument(f"mount {dest} is given twice")
+        seen.add(dest)
+        opts = ["rbind", PROPAGATION.get(m.propagation, "rprivate")]
+        if m.readonly:
+            opts.append("ro")
+        out.append({"destination": dest, "type": "bind", "source": m.host_path,
+                    "options": opts})
+    return out
+
+
+def namespaces(pod: PodContext, cfg: api_pb2.ContainerConfig) -> list[dict[str, str]]:
+    """Join the pod's pinned namespaces; own mount and pid (unless the pod shares pid)."""
+    ns: list[dict[str, str]] = [{"type": "mount"}]
+    for kind in ("network", "ipc", "uts"):
+        if kind in pod.ns_paths:
+            ns.append({"type": kind, "path": pod.ns_paths[kind]})
+    pid_mode = cfg.linux.security_context.namespace_options.pid
+    if pid_mode == api_pb2.NamespaceMode.POD and "pid" in pod.ns_paths:
+        ns.append({"type": "pid", "path": pod.ns_paths["pid"]})
+    elif pid_mode != api_pb2.NamespaceMode.NODE:
+        ns.append({"type": "pid"})
+    ns.append({"type": "cgroup"})
+    return ns
+
+
+def build_spec(*, container_id: str, cfg: api_pb2.ContainerConfig, image: ImageConfig,
+               pod: PodContext, user: tuple[int, int, list[int]], tty: bool) -> dict[str, Any]:
+    """A complete config.json for runtime/init; everything kubelet asked for lands here."""
+    sec = cfg.linux.security_context
+    uid, gid, groups = user
+    spec: dict[str, Any] = {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": tty,
+            "user": {"uid": uid, "gid": gid, "additionalGids": groups},
+            "args": process_args(cfg, image),
+            "env": merge_env(image.env, list(cfg.envs)),
+            "cwd": cfg.working_dir or image.workdir or "/",
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}],
+            "noNewPrivileges": False,
+            "oomScoreAdj": cfg.linux.resources.oom_score_adj,
+        },
+        "root": {"path": "rootfs", "readonly": sec.readonly_rootfs},
+        "hostname": "",
+        "mounts": default_mounts(pod, sec.readonly_rootfs) + cri_mounts(cfg),
+        "annotations": {
+            "io.kubernetes.cri.container-type": "container",
+            "io.kubernetes.cri.container-name": cfg.metadata.name,
+            "io.kubernetes.cri.sandbox-id": pod.id,
+            **dict(cfg.annotations),
+        },
+        "linux": {
+            "namespaces": namespaces(pod, cfg),
+            "cgroupsPath": f"{pod.cgroup_parent.strip('/')}/{container_id}".lstrip("/"),
+            "resources": resources(cfg.linux.resources),
+            "devices": [],
+            "sysctl": {},
+        },
+    }
+    if not os.path.isabs(spec["process"]["cwd"]):
+        raise InvalidArgument(f"working_dir '{spec['process']['cwd']}' must be absolute")
+    devices(cfg, spec)
+    apply_security(spec, sec, cfg)
+    return spec
+
+
+def resources(r: api_pb2.LinuxContainerResources) -> dict[str, Any]:
+    """CRI resources in OCI form; negative values are refused rather than guessed at."""
+    for name in ("cpu_period", "cpu_quota", "cpu_shares", "memory_limit_in_bytes",
+                 "memory_swap_limit_in_bytes"):
+        value = getattr(r, name)
+        if value < 0 and not (name == "cpu_quota" and value == -1):
+            raise InvalidArgument(f"resources.{name} must not be negative, got {value}")
+    if not -1000 <= r.oom_score_adj <= 1000:
+        raise InvalidArgument(f"resources.oom_score_adj {r.oom_score_adj} is outside -1000..1000")
+    out: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}, *DEFAULT_DEVICES]}
+    cpu = {k: v for k, v in (("shares", r.cpu_shares), ("quota", r.cpu_quota),
+                             ("period", r.cpu_period), ("cpus", r.cpuset_cpus),
+                             ("mems", r.cpuset_mems)) if v}
+    if cpu:
+        out["cpu"] = cpu
+    if r.memory_limit_in_bytes:
+        out["memory"] = {"limit": r.memory_limit_in_bytes}
+        if r.memory_swap_limit_in_bytes:
+            out["memory"]["swap"] = r.memory_swap_limit_in_bytes
+    if r.hugepage_limits:
+        out["hugepageLimits"] = [{"pageSize": h.page_size, "limit": h.limit}
+                                 for h in r.hugepage_limits]
+    if r.unified:
+        out["unified"] = dict(r.unified)
+    return out
+
+
+def devices(cfg: api_pb2.ContainerConfig, spec: dict[str, Any]) -> None:
+    """Host devices by path: the node must have them, and the cgroup must allow them."""
+    for d in cfg.devices:
+        if not os.path.isabs(d.host_path) or not os.path.isabs(d.container_path):
+            raise InvalidArgument(f"device {d.host_path} → {d.container_path}: "
+                                  "paths must be absolute")
+        perms = d.permissions or "rwm"
+        if set(perms) - set("rwm"):
+            raise InvalidArgument(f"device {d.host_path}: permissions '{perms}' not in rwm")
+        try:
+            st = os.stat(d.host_path)
+        except FileNotFoundError:
+            raise NotFound(f"device {d.host_path} does not exist on this node") from None
+        if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+            raise InvalidArgument(f"device {d.host_path} is not a device node")
+        kind = "c" if stat.S_ISCHR(st.st_mode) else "b"
+        major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        spec["linux"]["devices"].append({
+            "path": d.container_path, "type": kind, "major": major, "minor": minor,
+            "fileMode": st.st_mode & 0o777, "uid": 0, "gid": 0})
+        spec["linux"]["resources"]["devices"].append(
+            {"allow": True, "type": kind, "major": major, "minor": minor, "access": perms})

@@ -1,0 +1,110 @@
+"""PodSandboxConfig checks and the pod's own files (/etc/hosts, resolv.conf, hostname)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import socket
+from pathlib import Path
+
+from cri.errors import InvalidArgument, require
+from proto import api_pb2 as pb
+from runtime import sysctl
+
+_HOSTNAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+                       re.IGNORECASE)
+PROTOCOLS = {pb.Protocol.TCP: "tcp", pb.Protocol.UDP: "udp", pb.Protocol.SCTP: "sctp"}
+
+
+def validate(cfg: pb.PodSandboxConfig) -> None:
+    """Reject what would fail half-way through RunPodSandbox, before anything is created."""
+    if not cfg.HasField("metadata"):
+        raise InvalidArgument("config.metadata is required")
+    require(cfg.metadata.name, "config.metadata.name")
+    require(cfg.metadata.namespace, "config.metadata.namespace")
+    require(cfg.metadata.uid, "config.metadata.uid")
+    if cfg.metadata.attempt < 0:
+        raise InvalidArgument("config.metadata.attempt must not be negative")
+    if cfg.hostname and (len(cfg.hostname) > 64 or not _HOSTNAME.match(cfg.hostname)):
+        raise InvalidArgument(f"config.hostname '{cfg.hostname}' is not a valid hostname")
+    if cfg.log_directory and not os.path.isabs(cfg.log_directory):
+        raise InvalidArgument(f"config.log_directory '{cfg.log_directory}' must be absolute")
+    parent = cfg.linux.cgroup_parent
+    if ".." in parent.split("/"):
+        raise InvalidArgument(f"config.linux.cgroup_parent '{parent}' must not contain '..'")
+    for i, pm in enumerate(cfg.port_mappings):
+        where = f"config.port_mappings[{i}]"
+        if not 0 < pm.container_port < 65536:
+            raise InvalidArgument(f"{where}.container_port {pm.container_port} is not a port")
+        if not 0 <= pm.host_port < 65536:
+            raise InvalidArgument(f"{where}.host_port {pm.host_port} is not a port")
+        if pm.protocol not in PROTOCOLS:
+            raise InvalidArgument(f"{where}.protocol {pm.protocol} is unknown")
+        if pm.host_ip:
+            _ip(pm.host_ip, f"{where}.host_ip")
+    for server in cfg.dns_config.servers:
+        _ip(server, "config.dns_config.servers")
+    opts = cfg.linux.security_context.namespace_options
+    host_net = opts.network == pb.NamespaceMode.NODE
+    try:
+        sysctl.validate(dict(cfg.linux.sysctls), host_net=host_net,
+                        host_ipc=opts.ipc == pb.NamespaceMode.NODE, host_uts=host_net)
+    except ValueError as exc:
+        raise InvalidArgument(f"config.linux.sysctls: {exc}") from None
+
+
+def _ip(value: str, where: str) -> None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise InvalidArgument(f"{where}: '{value}' is not an IP address") from None
+
+
+def hostname(cfg: pb.PodSandboxConfig) -> str:
+    """An unnamed pod takes the node's hostname, as containerd does."""
+    return cfg.hostname or socket.gethostname()
+
+
+def resolv_conf(dns: pb.DNSConfig) -> str:
+    """resolv.conf from the CRI DNS config; the caller decides when the host's is used."""
+    lines = [f"nameserver {s}" for s in dns.servers]
+    if dns.searches:
+        lines.append("search " + " ".join(dns.searches))
+    if dns.options:
+        lines.append("options " + " ".join(dns.options))
+    return "\n".join(lines) + "\n"
+
+
+def hosts_file(name: str, ips: list[str]) -> str:
+    """The localhost lines kubelet-managed pods expect, plus this pod's own names."""
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+             "fe00::0\tip6-localnet", "fe00::0\tip6-mcastprefix", "fe00::1\tip6-allnodes",
+             "fe00::2\tip6-allrouters"]
+    lines += [f"{ip}\t{name}" for ip in ips]
+    return "\n".join(lines) + "\n"
+
+
+def write_pod_files(pod_dir: Path, cfg: pb.PodSandboxConfig, ips: list[str],
+                    host_net: bool) -> dict[str, str]:
+    """Write the files every container of the pod bind-mounts; returns container → host path."""
+    name = hostname(cfg)
+    files = {"/etc/hostname": name + "\n"}
+    has_dns = bool(cfg.dns_config.servers or cfg.dns_config.searches or cfg.dns_config.options)
+    files["/etc/resolv.conf"] = (resolv_conf(cfg.dns_config) if has_dns
+                                 else _host_file("/etc/resolv.conf"))
+    files["/etc/hosts"] = _host_file("/etc/hosts") if host_net else hosts_file(name, ips)
+    out = {}
+    for dest, text in files.items():
+        path = pod_dir / Path(dest).name
+        path.write_text(text)
+        path.chmod(0o644)
+        out[dest] = str(path)
+    return out
+
+
+def _host_file(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""

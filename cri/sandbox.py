@@ -1,0 +1,197 @@
+"""Pod sandbox RPCs: pinned namespaces and a network, no pause container."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from cri import podconfig
+from cri.context import Context
+from cri.errors import AlreadyExists, Internal, InvalidArgument, NotFound
+from cri.filters import id_match, labels_match
+from cri.ids import new_id, resolve
+from cri.rollback import Rollback
+from cri.store import ContainerRecord, NameTaken, PodRecord
+from proto import api_pb2 as pb
+from runtime import podns
+
+READY = "SANDBOX_READY"
+NOTREADY = "SANDBOX_NOTREADY"
+RUNTIME_HANDLERS = ("", "berth", "runc")
+STREAM_BATCH = 500
+
+
+def _full_name(m: pb.PodSandboxMetadata) -> str:
+    return f"{m.name}_{m.namespace}_{m.uid}_{m.attempt}"
+
+
+class SandboxRPCs:
+    """RunPodSandbox and friends; containers are reached through ContainerRPCs' helpers."""
+
+    ctx: Context
+    if TYPE_CHECKING:  # provided by ContainerRPCs in the composed servicer
+        async def kill_container(self, container_id: str) -> None: ...
+        async def remove_container(self, rec: ContainerRecord) -> None: ...
+
+    def pod(self, given: str) -> PodRecord:
+        """A pod by full id or unique prefix, or NOT_FOUND naming what was asked for."""
+        pod_id = resolve(given, "pod sandbox", self.ctx.store.pods.ids_with_prefix)
+        rec = self.ctx.store.pods.get(pod_id)
+        if rec is None:
+            raise NotFound(f"pod sandbox {given} not found")
+        return rec
+
+    async def RunPodSandbox(self, request: pb.RunPodSandboxRequest,
+                            context: grpc.aio.ServicerContext) -> pb.RunPodSandboxResponse:
+        cfg = request.config
+        podconfig.validate(cfg)
+        if request.runtime_handler not in RUNTIME_HANDLERS:
+            raise NotFound(f"runtime handler '{request.runtime_handler}' is not configured "
+                           "(berth serves the default handler, 'berth' and 'runc')")
+        pod_id = new_id()
+        rec = PodRecord(id=pod_id, name=cfg.metadata.name, namespace=cfg.metadata.namespace,
+                        uid=cfg.metadata.uid, attempt=cfg.metadata.attempt, state=NOTREADY,
+                        created_ns=time.time_ns(), config=cfg.SerializeToString(),
+                        labels=dict(cfg.labels), annotations=dict(cfg.annotations))
+        try:
+            self.ctx.store.pods.add(rec)
+        except NameTaken as exc:
+            raise AlreadyExists(f"pod sandbox name {_full_name(cfg.metadata)} is already "
+                                f"reserved by {exc}") from None
+        undo = Rollback()
+        undo.push("forget pod", lambda: self.ctx.store.pods.delete(pod_id))
+        try:
+            rec.extra = await self._bring_up(pod_id, cfg, undo)
+            rec.state = READY
+            self.ctx.store.pods.put(rec)
+        except BaseException as exc:
+            await undo.run()
+            if isinstance(exc, (InvalidArgument, NotFound, AlreadyExists)):
+                raise
+            if isinstance(exc, Exception):
+                raise Internal(f"pod sandbox {_full_name(cfg.metadata)}: {exc}") from exc
+            raise
+        self.pod_event(rec, "CONTAINER_STARTED_EVENT")
+        return pb.RunPodSandboxResponse(pod_sandbox_id=pod_id)
+
+    async def _bring_up(self, pod_id: str, cfg: pb.PodSandboxConfig,
+                        undo: Rollback) -> dict[str, Any]:
+        """Each step registers its undo before the next starts."""
+        opts = cfg.linux.security_context.namespace_options
+        host_net = opts.network == pb.NamespaceMode.NODE
+        pod_dir = self.ctx.pod_dir(pod_id)
+        pod_dir.mkdir(parents=True)
+        undo.push("pod dir", lambda: shutil.rmtree(pod_dir, ignore_errors=True))
+        if cfg.log_directory:
+            Path(cfg.log_directory).mkdir(parents=True, exist_ok=True)
+        kinds = [k for k, host in (("network", host_net), ("uts", host_net),
+                                   ("ipc", opts.ipc == pb.NamespaceMode.NODE)) if not host]
+        pins = self.ctx.ns_dir(pod_id)
+        undo.push("namespaces", lambda: podns.unpin(pins))
+        ns_paths = await podns.pin(pins, kinds, hostname=podconfig.hostname(cfg),
+                                   sysctls=dict(cfg.linux.sysctls))
+        ips: list[str] = []
+        if not host_net:
+            net_req = self.ctx.network_request(pod_id, cfg, ns_paths["network"])
+            undo.push("network", lambda: self.ctx.network.teardown(net_req))
+            result = await self.ctx.network.setup(net_req)
+            ips = [str(ip) for ip in result.ips]
+        files = podconfig.write_pod_files(pod_dir, cfg, ips, host_net)
+        return {"ns": ns_paths, "ips": ips, "host_network": host_net, "files": files,
+                "cgroup_parent": cfg.linux.cgroup_parent,
+                "runtime_handler": ""}
+
+    async def StopPodSandbox(self, request: pb.StopPodSandboxRequest,
+                             context: grpc.aio.ServicerContext) -> pb.StopPodSandboxResponse:
+        rec = self.pod(request.pod_sandbox_id)
+        await self.stop_pod(rec)
+        return pb.StopPodSandboxResponse()
+
+    async def stop_pod(self, rec: PodRecord) -> None:
+        """Kill every container, then tear the network down; repeating it is harmless."""
+        for c in self.ctx.store.containers.find(pod_id=rec.id):
+            await self.kill_container(c.id)
+        if not rec.extra.get("host_network") and rec.extra.get("ns"):
+            cfg = pb.PodSandboxConfig.FromString(rec.config)
+            await self.ctx.network.teardown(
+                self.ctx.network_request(rec.id, cfg, rec.extra["ns"]["network"]))
+        podns.unpin(self.ctx.ns_dir(rec.id))
+        if rec.state != NOTREADY:
+            rec.state = NOTREADY
+            self.ctx.store.pods.put(rec)
+            self.pod_event(rec, "CONTAINER_STOPPED_EVENT")
+
+    async def RemovePodSandbox(self, request: pb.RemovePodSandboxRequest,
+                               context: grpc.aio.ServicerContext) -> pb.RemovePodSandboxResponse:
+        if not request.pod_sandbox_id:
+            raise InvalidArgument("pod_sandbox_id is required")
+        try:
+            rec = self.pod(request.pod_sandbox_id)
+        except NotFound:
+            return pb.RemovePodSandboxResponse()  # idempotent, as kubelet expects
+        await self.stop_pod(rec)
+        for c in self.ctx.store.containers.find(pod_id=rec.id):
+            await self.remove_container(c)
+        shutil.rmtree(self.ctx.pod_dir(rec.id), ignore_errors=True)
+        self.ctx.store.pods.delete(rec.id)
+        self.pod_event(rec, "CONTAINER_DELETED_EVENT")
+        return pb.RemovePodSandboxResponse()
+
+    def _to_status(self, rec: PodRecord) -> pb.PodSandboxStatus:
+        cfg = pb.PodSandboxConfig.FromString(rec.config)
+        ips = rec.extra.get("ips", []) if rec.state == READY else []
+        opts = cfg.linux.security_context.namespace_options
+        return pb.PodSandboxStatus(
+            id=rec.id, metadata=cfg.metadata,
+            state=rec.state, created_at=rec.created_ns,
+            network=pb.PodSandboxNetworkStatus(
+                ip=ips[0] if ips else "",
+                additional_ips=[pb.PodIP(ip=ip) for ip in ips[1:]]),
+            linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(options=opts)),
+            labels=rec.labels, annotations=rec.annotations,
+            runtime_handler=rec.extra.get("runtime_handler", ""))
+
+    def pod_event(self, rec: PodRecord, kind: str) -> None:
+        """Sandbox changes go out as container events carrying the pod id, as containerd does."""
+        self.ctx.hub.publish(pb.ContainerEventResponse(
+            container_id=rec.id, container_event_type=kind, created_at=time.time_ns(),
+            pod_sandbox_status=self._to_status(rec)))
+
+    async def PodSandboxStatus(self, request: pb.PodSandboxStatusRequest,
+                               context: grpc.aio.ServicerContext) -> pb.PodSandboxStatusResponse:
+        rec = self.pod(request.pod_sandbox_id)
+        info = {}
+        if request.verbose:
+            info["info"] = json.dumps({"pid": 0, "namespaces": rec.extra.get("ns", {}),
+                                       "cgroupParent": rec.extra.get("cgroup_parent", ""),
+                                       "podDir": str(self.ctx.pod_dir(rec.id))})
+        return pb.PodSandboxStatusResponse(status=self._to_status(rec), info=info)
+
+    async def ListPodSandbox(self, request: pb.ListPodSandboxRequest,
+                             context: grpc.aio.ServicerContext) -> pb.ListPodSandboxResponse:
+        return pb.ListPodSandboxResponse(items=self.list_pods(request.filter))
+
+    def list_pods(self, f: pb.PodSandboxFilter) -> list[pb.PodSandbox]:
+        items = []
+        for rec in self.ctx.store.pods.find():
+            if not id_match(f.id, rec.id) or not labels_match(f.label_selector, rec.labels):
+                continue
+            if f.HasField("state") and pb.PodSandboxState.Value(rec.state) != f.state.state:
+                continue
+            cfg = pb.PodSandboxConfig.FromString(rec.config)
+            items.append(pb.PodSandbox(
+                id=rec.id, metadata=cfg.metadata, state=rec.state,
+                created_at=rec.created_ns, labels=rec.labels, annotations=rec.annotations,
+                runtime_handler=rec.extra.get("runtime_handler", "")))
+        return items
+
+    async def StreamPodSandboxes(self, request: pb.StreamPodSandboxesRequest,
+                                 context: grpc.aio.ServicerContext) -> Any:
+        items = self.list_pods(request.filter)
+        for i in range(0, len(items), STREAM_BATCH):
+            yield pb.StreamPodSandboxesResponse(pod_sandboxes=items[i:i + STREAM_BATCH])
