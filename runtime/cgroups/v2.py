@@ -1,9 +1,11 @@
 """cgroup v2 (unified) driver.
 
-This machine runs cgroup v1 and a real v2 hierarchy cannot be had here, so this driver takes its
-root as a parameter and is tested against a directory of fake interface files (cpu.max,
-memory.max, memory.events, cgroup.procs, ...). Writes that a real cgroupfs would reject cannot
-be caught that way; keep the file formats in step with the kernel's cgroup-v2.rst.
+This machine runs cgroup v1 and a v2 hierarchy with cpu/memory/pids cannot be had here, so this
+driver takes its root as a parameter and its limits and stats are tested against a directory of
+fake interface files (cpu.max, memory.max, memory.events, ...); writes a real cgroupfs would
+reject cannot be caught that way, so keep the formats in step with the kernel's cgroup-v2.rst.
+The core files (procs, freeze, kill, events, cpu.stat, PSI) are also tested for real under the
+hybrid host's controller-less /sys/fs/cgroup/unified mount.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 This machine runs cgroup v1 and a real v2 hierarchy cannot be had here (the unified mount has
 no controllers), so the v2 driver is exercised on a tmp dir laid out like cgroupfs: the files
 it writes are read back, and the files it parses are written in the kernel's formats.
+The core files are also exercised on the real kernel in test_cgroups_v2_real.py.
 """
 
 from __future__ import annotations
