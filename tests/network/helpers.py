@@ -116,13 +116,24 @@ def bridge_conf(
 
 
 class PodServer:
-    """`busybox nc -lk` inside a pod netns answering with a fixed word."""
+    """A tiny python server inside a pod netns: TCP says `word`, UDP echoes `word-<data>`."""
 
     def __init__(self, netns: str, port: int, word: str, udp: bool = False) -> None:
-        flags = "-lku" if udp else "-lk"
+        if udp:
+            body = (
+                "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+                f"s.bind(('0.0.0.0',{port}))\n"
+                "while True:\n"
+                f"    d,a=s.recvfrom(100); s.sendto({word!r}.encode()+b'-'+d,a)\n"
+            )
+        else:
+            body = (
+                f"s=socket.create_server(('0.0.0.0',{port}))\n"
+                "while True:\n"
+                f"    c,a=s.accept(); c.sendall({word!r}.encode()+b'\\n'); c.close()\n"
+            )
         self.proc = subprocess.Popen(
-            ["nsenter", f"--net={netns}", "busybox", "nc", flags, "-p", str(port),
-             "-e", "echo", word],
+            ["nsenter", f"--net={netns}", "python3", "-c", "import socket\n" + body],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -136,13 +147,14 @@ def tcp_fetch(addr: str, port: int, netns: str | None = None, tries: int = 30) -
     """Connect (from the host or a pod) and return what the server said."""
     script = (
         "import socket,sys,time\n"
-        "for i in range(%d):\n"
+        f"for i in range({tries}):\n"
         "    try:\n"
-        "        s=socket.create_connection((%r,%d),timeout=2); d=s.recv(100); s.close()\n"
+        f"        s=socket.create_connection(({addr!r},{port}),timeout=2)\n"
+        "        d=s.recv(100); s.close()\n"
         "        if d: print(d.decode().strip()); sys.exit(0)\n"
         "    except OSError: pass\n"
         "    time.sleep(0.1)\n"
-        "sys.exit(1)\n" % (tries, addr, port)
+        "sys.exit(1)\n"
     )
     cmd = ["python3", "-c", script]
     if netns:
