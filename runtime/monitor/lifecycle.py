@@ -72,7 +72,7 @@ class Lifecycle:
     def _save(self, st: S.ContainerState, event: str) -> None:
         """Persist, then tell event subscribers (a subscriber 1 MiB behind is cut off)."""
         if event != "deleted":
-            S.save(self.state_dir, st)
+            S.save(self.state_dir, st, sync=event == "stopped")
         line = proto.encode({"event": event, "state": st.to_dict()})
         for w in list(self.subscribers):
             if w.is_closing() or w.transport.get_write_buffer_size() > 1 << 20:
@@ -116,7 +116,7 @@ class Lifecycle:
                     "the berth monitor exited while this container was "
                     f"{'running' if st.started_ns else 'created'}; its processes were killed"
                 )
-                S.save(self.state_dir, st)
+                S.save(self.state_dir, st, sync=True)
                 log.warning("container %s lost with the previous monitor", st.id)
             live = Live(st)
             live.exited.set()

@@ -57,15 +57,22 @@ def container_dir(state_dir: str, cid: str) -> Path:
     return Path(state_dir) / "containers" / cid
 
 
-def save(state_dir: str, st: ContainerState) -> None:
-    """Write atomically (tmp, fsync, rename) so a crash leaves the old or the new record."""
+def save(state_dir: str, st: ContainerState, sync: bool = False) -> None:
+    """Write atomically (tmp, rename) so a crash leaves the old or the new record.
+
+    The rename alone survives a monitor crash (the page cache does). Only the exit record is
+    fsynced (sync=True): it cannot be recomputed, while a created/running record lost to power
+    loss describes a container that died with the node and is reported MonitorLost either way.
+    fsync costs ~5 ms here and blocks the monitor's loop, so it is not spent on every change.
+    """
     d = container_dir(state_dir, st.id)
     d.mkdir(parents=True, exist_ok=True)
     tmp = d / "state.json.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, json.dumps(st.to_dict()).encode())
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.rename(tmp, d / "state.json")

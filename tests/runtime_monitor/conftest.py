@@ -25,14 +25,10 @@ def spawner() -> str:
     return os.environ.get("BERTH_MONITOR_SPAWNER", "runtime.init")
 
 
-@pytest.fixture(scope="session")
-def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build_rootfs(root: Path) -> Path:
     """A static busybox with hard-linked applets (symlinks could be masked with the binary)."""
-    if not os.path.exists(BUSYBOX):
-        pytest.skip("busybox-static is not installed")
-    root = tmp_path_factory.mktemp("busybox-rootfs")
     for d in ("bin", "dev", "proc", "sys", "tmp", "etc"):
-        (root / d).mkdir()
+        (root / d).mkdir(parents=True)
     for name, minor in (("null", 3), ("zero", 5)):
         os.mknod(root / "dev" / name, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
     shutil.copy2(BUSYBOX, root / "bin" / "busybox")
@@ -42,6 +38,14 @@ def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if name != "busybox":
             os.link(root / "bin" / "busybox", root / "bin" / name)
     return root
+
+
+@pytest.fixture(scope="session")
+def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built once per session."""
+    if not os.path.exists(BUSYBOX):
+        pytest.skip("busybox-static is not installed")
+    return build_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
 
 
 def spec(*args: str, terminal: bool = False) -> dict[str, Any]:

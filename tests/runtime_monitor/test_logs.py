@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from runtime.containers import MonitorError
 from runtime.logs import MAX_LINE, CriLogWriter, join_lines, parse_log, parse_timestamp
 from tests.runtime_monitor.conftest import spec
 
@@ -79,12 +78,7 @@ def test_tty_output_and_resize(mon, rootfs, tmp_path, terminal):
     """The monitor's pty is the container's stdio; terminal=True also makes it the console."""
     c, log = mon.client, tmp_path / "c1.log"
     s = spec("sh", "-c", "sleep 0.5; stty size; echo done", terminal=terminal)
-    try:
-        c.create("c1", s, str(rootfs), log_path=str(log), tty=True)
-    except MonitorError as e:
-        if terminal and "/proc/self/fd" in str(e):
-            pytest.skip(f"runtime.init cannot bind the console yet: {e}")
-        raise
+    c.create("c1", s, str(rootfs), log_path=str(log), tty=True)
     c.start("c1")
     c.resize("c1", 123, 45)
     assert c.wait("c1", timeout=10).exit_code == 0
