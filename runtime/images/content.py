@@ -46,6 +46,7 @@ class Ingest:
     cond: threading.Condition = field(default_factory=threading.Condition)
     task: asyncio.Task[Path] | None = None
     hasher: Any = None
+    users: int = 1
 
     def _advance(self, written: int, finished: bool = False,
                  error: BaseException | None = None) -> None:
@@ -169,17 +170,20 @@ class ContentStore:
         return size, inodes
 
     def cleanup(self) -> None:
-        """At start: drop temp files and partial ingests too old to be worth resuming."""
+        """At start: drop partial files too old to resume, unless another process is writing."""
         now = time.time()
         for p in self.ingest_dir.iterdir():
             with contextlib.suppress(FileNotFoundError):
-                if p.name.startswith(".tmp-") or now - p.stat().st_mtime > self.stale_after:
+                age = now - p.stat().st_mtime
+                old = age > self.stale_after or (p.name.startswith(".tmp-") and age > 3600)
+                if old and _unlocked(p):
                     p.unlink()
 
     def fetch(self, digest: str, size: int, opener: Opener, progress_timeout: float = 300,
               retries: int = 5, limit: asyncio.Semaphore | None = None) -> Ingest:
         """Start (or join) the one download of digest in this process."""
         if digest in self._active:
+            self._active[digest].users += 1
             return self._active[digest]
         final = self.path(digest)
         if final.is_file():
@@ -194,6 +198,14 @@ class ContentStore:
             self._limited(ing, opener, progress_timeout, retries, limit))
         ing.task.add_done_callback(lambda _t: self._active.pop(digest, None))
         return ing
+
+    async def release(self, ing: Ingest) -> None:
+        """A puller is done with ing; the last one to give up cancels an unfinished download."""
+        ing.users -= 1
+        if ing.users <= 0 and ing.task is not None and not ing.task.done():
+            ing.task.cancel()
+            with contextlib.suppress(BaseException):
+                await ing.task
 
     async def _limited(self, ing: Ingest, opener: Opener, timeout: float, retries: int,
                        limit: asyncio.Semaphore | None) -> Path:
@@ -277,6 +289,18 @@ class ContentStore:
             written += len(chunk)
             ing.hasher.update(chunk)
             ing._advance(written)
+
+
+def _unlocked(p: Path) -> bool:
+    """Whether no live process holds the download lock on p."""
+    fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _hash_prefix(fd: int) -> hashlib._Hash:

@@ -253,11 +253,6 @@ class RegistryClient:
             return Resolved(digest, d2, _check(ref, mt2, raw2), raw2, mt2, plat, raw)
         return Resolved(digest, digest, _check(ref, mt, raw), raw, mt, want)
 
-    async def blob_bytes(self, ref: Reference, digest: str, auth: Auth | None) -> bytes:
-        """A small blob (the config) in memory; the caller verifies it."""
-        start, it = await self.open_blob(ref, digest, 0, auth)
-        return b"".join([c async for c in it])
-
     async def open_blob(self, ref: Reference, digest: str, offset: int, auth: Auth | None
                         ) -> tuple[int, AsyncIterator[bytes]]:
         """Stream a blob from offset (Range); returns where the server actually started."""

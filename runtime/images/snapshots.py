@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -34,6 +35,7 @@ class Snapshots:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self._locks: dict[Path, int] = {}
 
     def fs(self, chain_id: str) -> Path:
         """Directory of the committed diff for chain_id."""
@@ -52,11 +54,21 @@ class Snapshots:
         tmp = self.root / f"{_TMP}{uuid.uuid4().hex}"
         (tmp / "fs").mkdir(parents=True)
         os.chmod(tmp / "fs", 0o755)
+        # held until commit/discard so another process's start-up cleanup leaves it alone
+        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._locks[tmp] = fd
         return tmp
+
+    def _unlock(self, tmp: Path) -> None:
+        fd = self._locks.pop(tmp, None)
+        if fd is not None:
+            os.close(fd)
 
     def commit(self, tmp: Path, chain_id: str) -> Path:
         """Publish tmp as chain_id; if another pull won the race, keep theirs."""
         dst = self.root / _hex(chain_id)
+        self._unlock(tmp)
         try:
             os.rename(tmp, dst)
         except OSError:
@@ -67,6 +79,7 @@ class Snapshots:
 
     def discard(self, tmp: Path) -> None:
         """Drop an unfinished unpack."""
+        self._unlock(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
 
     def remove(self, chain_id: str) -> None:
@@ -85,5 +98,20 @@ class Snapshots:
     def cleanup(self) -> None:
         """Remove leftovers of interrupted unpacks; run at start, before any pull."""
         for p in self.root.iterdir():
-            if p.name.startswith(_TMP):
+            if p.name.startswith(_TMP) and _unlocked(p):
                 shutil.rmtree(p, ignore_errors=True)
+
+
+def _unlocked(p: Path) -> bool:
+    """Whether no live unpack (in any process) holds p."""
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)

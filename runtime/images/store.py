@@ -51,6 +51,7 @@ class ImageStore:
         self.max_layer_bytes = max_layer_bytes
         self._client: RegistryClient | None = None
         self._pinned: dict[str, int] = {}
+        self._unpacking: dict[str, asyncio.Lock] = {}
         self.content.cleanup()
         self.snapshots.cleanup()
 
@@ -89,8 +90,11 @@ class ImageStore:
                 self.content.put_bytes(res.top_digest, res.index_raw)
             self.content.put_bytes(res.manifest_digest, res.manifest_raw)
             if not self.content.has(cfg_digest):
-                raw = await self.client.blob_bytes(r, cfg_digest, auth)
-                self.content.put_bytes(cfg_digest, raw)
+                ing = self._fetch(r, m["config"], auth, None)
+                try:
+                    await ing.wait()
+                finally:
+                    await self.content.release(ing)
             cfg = json.loads(self.content.read_bytes(cfg_digest))
             diff_ids = list(cfg.get("rootfs", {}).get("diff_ids", []))
             if len(diff_ids) != len(layers):
@@ -113,27 +117,38 @@ class ImageStore:
             if self.snapshots.has(chain):
                 ingests.append(None)
                 continue
-            digest = ly["digest"]
-
-            async def opener(offset: int, d: str = digest) -> Any:
-                return await self.client.open_blob(r, d, offset, auth)
-
-            ingests.append(self.content.fetch(
-                digest, int(ly.get("size", -1)), opener, self.registry_config.progress_timeout,
-                self.registry_config.retries, sem))
+            ingests.append(self._fetch(r, ly, auth, sem))
         try:
             for i, ing in enumerate(ingests):
                 if ing is not None:
                     await self._unpack_one(ing, layers[i], diff_ids[i], chains[: i + 1])
         finally:
             for ing in ingests:
-                if ing is not None and ing.task is not None and not ing.task.done():
-                    ing.task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await ing.task
+                if ing is not None:
+                    await self.content.release(ing)
+
+    def _fetch(self, r: Reference, desc: dict[str, Any], auth: Auth | None,
+               sem: asyncio.Semaphore | None) -> Ingest:
+        digest = desc["digest"]
+
+        async def opener(offset: int) -> Any:
+            return await self.client.open_blob(r, digest, offset, auth)
+
+        cfg = self.registry_config
+        return self.content.fetch(digest, int(desc.get("size", -1)), opener,
+                                  cfg.progress_timeout, cfg.retries, sem)
 
     async def _unpack_one(self, ing: Ingest, layer: dict[str, Any], diff_id: str,
                           chains: list[str]) -> None:
+        lock = self._unpacking.setdefault(chains[-1], asyncio.Lock())
+        async with lock:  # a concurrent pull of the same layer waits, then finds it done
+            if not self.snapshots.has(chains[-1]):
+                await self._unpack_locked(ing, layer, diff_id, chains)
+        if not lock.locked():
+            self._unpacking.pop(chains[-1], None)
+
+    async def _unpack_locked(self, ing: Ingest, layer: dict[str, Any], diff_id: str,
+                             chains: list[str]) -> None:
         tmp = self.snapshots.prepare()
         reader = None
         try:

@@ -202,7 +202,8 @@ class _Applier:
                     return  # other AUFS metadata (.wh..wh.plnk etc.): meaningless for overlay
                 if target in ("", ".", ".."):
                     raise UnpackError(f"whiteout {m.name!r} names no entry")
-                self.clear(pfd, target, keep_dir=False)
+                if _exists(pfd, target):
+                    return  # a whiteout only hides lower layers, never its own layer's entry
                 os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
             else:
                 self._entry(pfd, base, parts, m, tf)

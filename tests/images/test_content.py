@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import os
 import time
@@ -138,5 +139,15 @@ def test_cleanup_removes_stale_partials(tmp_path: Path) -> None:
     fresh.write_bytes(b"y")
     os.utime(old, (time.time() - 120, time.time() - 120))
     (store.ingest_dir / ".tmp-x").write_bytes(b"z")
-    store.cleanup()
-    assert sorted(os.listdir(store.ingest_dir)) == ["b" * 64]
+    (store.ingest_dir / ".tmp-fresh").write_bytes(b"z")
+    os.utime(store.ingest_dir / ".tmp-x", (time.time() - 7200, time.time() - 7200))
+    locked = store.ingest_dir / ("c" * 64)
+    locked.write_bytes(b"busy")
+    os.utime(locked, (time.time() - 120, time.time() - 120))
+    fd = os.open(locked, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another process still downloading it
+    try:
+        store.cleanup()
+    finally:
+        os.close(fd)
+    assert sorted(os.listdir(store.ingest_dir)) == [".tmp-fresh", "b" * 64, "c" * 64]

@@ -127,3 +127,24 @@ def test_kill9_mid_pull_then_pull_again(tmp_path: Path, layouts) -> None:
         img = pull(store, ref)
         assert [i.id for i in store.list()] == [img.id]
         assert any(r for _p, r in faults.requests), "the partial download was resumed"
+
+
+def test_concurrent_pulls_share_downloads(tmp_path: Path, layouts) -> None:
+    import asyncio
+
+    faults = Faults(delay_per_chunk=0.005)
+    with mini_registry(layouts, faults) as reg:
+        store = ImageStore(tmp_path)
+        ref = f"127.0.0.1:{reg.port}/e2e/big:1.0"
+
+        async def main():
+            try:
+                return await asyncio.gather(store.pull(ref), store.pull(ref), store.pull(ref))
+            finally:
+                await store.aclose()
+
+        a, b, c = asyncio.run(main())
+    assert a.id == b.id == c.id and len(store.list()) == 1
+    blob_gets = [p for p, _r in faults.requests]
+    assert len(blob_gets) == len(set(blob_gets)) == 11  # config + 10 layers, each fetched once
+    assert not [p for p in store.snapshots.root.iterdir() if p.name.startswith(".tmp-")]

@@ -50,10 +50,12 @@ def test_whiteouts_and_opaque_in_merged_view(tmp_path: Path) -> None:
             .dir("opq").file("opq/old", b"old").dir("gone").file("gone/x", b"x")
             .file("keep", b"keep").bytes())
     top = (Layer().file("etc/.wh.a", b"").file(".wh.gone", b"")
+           .file("etc/b", b"B2").file("etc/.wh.b", b"")  # same-layer entry survives its whiteout
            .dir("opq").file("opq/.wh..wh..opq", b"").file("opq/new", b"new").bytes())
     lowers = _stack(tmp_path, [base, gzip.compress(top)])
     with overlay(lowers, tmp_path / "merged") as m:
         assert sorted(os.listdir(m / "etc")) == ["b"]
+        assert (m / "etc" / "b").read_bytes() == b"B2"
         assert not (m / "gone").exists()
         assert sorted(os.listdir(m / "opq")) == ["new"]
         assert (m / "keep").read_bytes() == b"keep"

@@ -1,0 +1,83 @@
+"""Measure cold pull+unpack of the 10-layer ~50 MB fixture image and raw unpack throughput.
+
+Run: .venv/bin/python -m tests.images.bench_pull   (not collected by pytest)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from runtime.images.store import ImageStore
+from runtime.images.unpack import apply_layer
+from tests.fixtures.images import build_layouts, push_images
+from tests.fixtures.registry import run_registry
+
+
+def _pull(state: Path, ref: str) -> float:
+    async def main() -> float:
+        store = ImageStore(state)
+        t0 = time.perf_counter()
+        await store.pull(ref)
+        dt = time.perf_counter() - t0
+        await store.aclose()
+        return dt
+
+    return asyncio.run(main())
+
+
+def _unpack_rate(layout: Path, work: Path) -> tuple[float, float, int]:
+    """MB/s of uncompressed tar applied, from gzip blobs and from already-decompressed tars."""
+    index = json.loads((layout / "index.json").read_text())
+    blobs = layout / "blobs" / "sha256"
+    man = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_bytes())
+    total, dt_gz, dt_raw = 0, 0.0, 0.0
+    for i, ly in enumerate(man["layers"]):
+        path = blobs / ly["digest"][7:]
+        for kind in ("gz", "raw"):
+            root = work / f"{kind}{i}"
+            root.mkdir(parents=True)
+            if kind == "gz":
+                with open(path, "rb") as f:
+                    t0 = time.perf_counter()
+                    res = apply_layer(f, str(root), [])
+                    dt_gz += time.perf_counter() - t0
+                    total += res.tar_bytes
+                    (work / f"raw{i}.tar").write_bytes(_gunzip(path))
+            else:
+                with open(work / f"raw{i}.tar", "rb") as f:
+                    t0 = time.perf_counter()
+                    apply_layer(f, str(root), [])
+                    dt_raw += time.perf_counter() - t0
+    return total / dt_gz / 1e6, total / dt_raw / 1e6, total
+
+
+def _gunzip(path: Path) -> bytes:
+    import gzip
+
+    return gzip.decompress(path.read_bytes())
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        with run_registry(t / "reg") as reg:
+            pushed = push_images(reg.host, ["big"])["big"]
+            runs = []
+            for i in range(3):
+                runs.append(_pull(t / f"state{i}", pushed.ref))
+                shutil.rmtree(t / f"state{i}")
+        gz, raw, total = _unpack_rate(build_layouts(["big"])["big"], t / "unpack")
+        print(f"cold pull+unpack {pushed.ref}: runs {[round(r, 3) for r in runs]} s, "
+              f"p50 {statistics.median(runs):.3f} s")
+        print(f"unpack {total / 1e6:.1f} MB of tar: {gz:.0f} MB/s from gzip, "
+              f"{raw:.0f} MB/s from tar")
+
+
+if __name__ == "__main__":
+    main()
