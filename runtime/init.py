@@ -22,7 +22,6 @@ the working directory is set after pivot_root from inside the new root.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import gc
 import os
@@ -35,6 +34,10 @@ from typing import Any
 from runtime import caps, cgroups, libc, namespaces, rootfs, seccomp, sysctl
 from runtime import spec as oci
 from runtime.namespaces import NsPlan
+from runtime.spec import UserNotFound, resolve_user
+
+__all__ = ["InitError", "Spawned", "UserNotFound", "forget", "resolve_user", "run", "spawn",
+           "spawn_exec"]
 
 _RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD,
@@ -119,43 +122,69 @@ def _reap_failed(pid: int) -> None:
         os.waitpid(pid, 0)
 
 
+@dataclass
+class _Job:
+    """Everything the init child needs, computed in the parent before the fork."""
+
+    spec: dict[str, Any]
+    rootfs_path: str
+    proc: oci.Process
+    plan: NsPlan
+    stdio: tuple[int, int, int]
+    cg: Any
+    cgroup_path: str | None
+    sysctls: dict[str, str]
+    overlay: rootfs.Overlay | None
+    bpf: bytes | None
+    userns: bool
+
+
 def spawn(spec: dict[str, Any], rootfs_path: str, *, stdio: tuple[int, int, int],
           cgroup_path: str | None = None, overlay: rootfs.Overlay | None = None) -> Spawned:
     """Create the container (OCI create): returns once pid 1 is set up and parked before exec.
 
-    Namespaces with a path in spec.linux.namespaces are joined, the others created.
+    Namespaces with a path in spec.linux.namespaces are joined, the others created. With a new
+    user namespace, clone3 creates it together with the pid namespace (so the pid ns is owned by
+    it and /proc can be mounted) and we write the id maps, cgroup and oom_score_adj from here.
     """
     process = oci.parse_process(spec["process"])
     bpf = _compile_seccomp(spec)
-    if cgroup_path:
-        cg: Any = cgroups.driver()
-    else:
-        cg = None
+    cg: Any = cgroups.driver() if cgroup_path else None
     plan = namespaces.plan_from_spec(spec)
-    if "user" in plan.new_types:
+    userns = "user" in plan.new_types
+    try:
+        _check_plan(spec, plan)
+        sysctls = dict(oci.linux(spec).get("sysctl") or {})
+        if sysctls:
+            sysctl.validate(sysctls, host_net=_shared(spec, "network"),
+                            host_ipc=_shared(spec, "ipc"), host_uts=_shared(spec, "uts"))
+    except BaseException:
         plan.close()
-        raise InitError("user namespaces are not supported yet")
-    if "mount" not in plan.new_types:
-        plan.close()
-        raise InitError("the container needs a new mount namespace")
-    sysctls = dict(oci.linux(spec).get("sysctl") or {})
-    if sysctls:
-        sysctl.validate(sysctls, host_net=_shared(spec, "network"),
-                        host_ipc=_shared(spec, "ipc"), host_uts=_shared(spec, "uts"))
+        raise
+    job = _Job(spec, rootfs_path, process, plan, stdio, cg, cgroup_path, sysctls, overlay, bpf,
+               userns)
     start_r, start_w = os.pipe()
     status_r, status_w = os.pipe()
     try:
-        with namespaces.pid_ns_for_fork(plan):
-            pid = os.fork()
-            if pid == 0:
-                _child_guard(status_w, lambda: _init_child(
-                    spec, rootfs_path, process, plan, stdio, cg, cgroup_path, sysctls, overlay,
-                    bpf, start_r, status_w))
+        if userns:
+            pid = libc.fork_with_flags(libc.CLONE_NEWUSER | (
+                libc.CLONE_NEWPID if "pid" in plan.new_types else 0))
+        else:
+            with namespaces.pid_ns_for_fork(plan):
+                pid = os.fork()
+        if pid == 0:
+            _child_guard(status_w, lambda: _init_child(job, start_r, status_w))
     finally:
         plan.close()
         os.close(start_r)
         os.close(status_w)
-    status = _read_all_until_ready(status_r)
+    try:
+        if userns:
+            _setup_userns_child(spec, pid, job, start_w)
+        status = _read_all_until_ready(status_r)
+    except BaseException as e:
+        os.kill(pid, signal.SIGKILL)
+        status = error_text(e)
     if status != "R":
         os.close(start_w)
         os.close(status_r)
@@ -163,6 +192,27 @@ def spawn(spec: dict[str, Any], rootfs_path: str, *, stdio: tuple[int, int, int]
         raise InitError(status or "container init died before it was ready")
     _security[pid] = _Security(bpf)
     return Spawned(pid, libc.pidfd_open(pid), start_w, status_r)
+
+
+def _check_plan(spec: dict[str, Any], plan: NsPlan) -> None:
+    if "mount" not in plan.new_types:
+        raise InitError("the container needs a new mount namespace")
+    if "user" in plan.new_types:
+        if not oci.id_mappings(spec, "uidMappings") or not oci.id_mappings(spec, "gidMappings"):
+            raise InitError("a new user namespace needs uidMappings and gidMappings")
+        if "pid" in plan.join:
+            raise InitError("a new user namespace cannot join an existing pid namespace")
+
+
+def _setup_userns_child(spec: dict[str, Any], pid: int, job: _Job, start_w: int) -> None:
+    """Host-side steps the child cannot do from inside its user namespace, then release it."""
+    namespaces.write_id_maps(pid, oci.id_mappings(spec, "uidMappings"),
+                             oci.id_mappings(spec, "gidMappings"))
+    if job.cg is not None:
+        job.cg.add_pid(job.cgroup_path, pid)
+    if job.proc.oom_score_adj is not None:
+        _write_oom(f"/proc/{pid}/oom_score_adj", job.proc.oom_score_adj)
+    os.write(start_w, b"M")
 
 
 def run(spec: dict[str, Any], rootfs_path: str, *, stdio: tuple[int, int, int],
@@ -281,34 +331,40 @@ def _early_child(stdio: tuple[int, int, int], keep: list[int], terminal: bool) -
     return moved
 
 
-def _init_child(spec: dict[str, Any], rootfs_path: str, proc: oci.Process, plan: NsPlan,
-                stdio: tuple[int, int, int], cg: Any, cgroup_path: str | None,
-                sysctls: dict[str, str], overlay: rootfs.Overlay | None, bpf: bytes | None,
-                start_r: int, status_w: int) -> None:
+def _init_child(job: _Job, start_r: int, status_w: int) -> None:
     """Pid 1 of the new container: cgroup, namespaces, mounts, limits; park; then exec."""
+    plan, proc = job.plan, job.proc
     keep = [start_r, status_w] + list(plan.join.values())
-    fds = _early_child(stdio, keep, proc.terminal)
+    fds = _early_child(job.stdio, keep, proc.terminal)
     start_r, status_w = fds[0], fds[1]
     _status_fd[0] = status_w
     plan.join = dict(zip(plan.join.keys(), fds[2:], strict=True))
-    if cg is not None:
-        cg.add_pid(cgroup_path, os.getpid())
+    if job.userns:
+        if os.read(start_r, 1) != b"M":
+            os._exit(1)
+        try:
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        except OSError as e:
+            raise InitError(f"user namespace: root is not mapped: {e.strerror}") from None
+        libc.set_pdeathsig(signal.SIGKILL)
+    elif job.cg is not None:
+        job.cg.add_pid(job.cgroup_path, os.getpid())
     namespaces.join_all(plan)
-    libc.unshare(plan.new_flags & ~libc.CLONE_NEWPID)
-    if sysctls:
-        sysctl.apply(sysctls)
-    hostname = spec.get("hostname")
-    if hostname:
-        libc.sethostname(hostname)
-    domain = spec.get("domainname")
-    if domain:
-        libc.setdomainname(domain)
-    rootfs.prepare(spec, rootfs_path, overlay=overlay, console_fd=0 if proc.terminal else None)
-    _limits(proc)
+    libc.unshare(plan.new_flags & ~(libc.CLONE_NEWPID | libc.CLONE_NEWUSER))
+    if job.sysctls:
+        sysctl.apply(job.sysctls)
+    if job.spec.get("hostname"):
+        libc.sethostname(job.spec["hostname"])
+    if job.spec.get("domainname"):
+        libc.setdomainname(job.spec["domainname"])
+    rootfs.prepare(job.spec, job.rootfs_path, overlay=job.overlay,
+                   console_fd=0 if proc.terminal else None)
+    _limits(proc, oom=not job.userns)
     os.write(status_w, b"R")
     if os.read(start_r, 1) != b"S":
         os._exit(1)  # the monitor went away without starting us
-    _finalize(proc, bpf, status_w)
+    _finalize(proc, job.bpf, status_w)
 
 
 def _exec_child(proc: oci.Process, plan: NsPlan, stdio: tuple[int, int, int], cg: Any,
@@ -325,7 +381,15 @@ def _exec_child(proc: oci.Process, plan: NsPlan, stdio: tuple[int, int, int], cg
     _finalize(proc, bpf, status_w)
 
 
-def _limits(proc: oci.Process) -> None:
+def _write_oom(path: str, value: int) -> None:
+    """Never below the current value: lowering needs CAP_SYS_RESOURCE, which we lack."""
+    with open(path, "r+") as f:
+        current = int(f.read().strip() or 0)
+        f.seek(0)
+        f.write(str(max(value, current)))
+
+
+def _limits(proc: oci.Process, *, oom: bool = True) -> None:
     """rlimits and oom_score_adj; the latter never below the current value (no SYS_RESOURCE)."""
     for rl in proc.rlimits:
         if rl.type not in _RLIMITS:
@@ -334,11 +398,8 @@ def _limits(proc: oci.Process) -> None:
             resource.setrlimit(_RLIMITS[rl.type], (rl.soft, rl.hard))
         except (OSError, ValueError) as e:
             raise InitError(f"setrlimit {rl.type}: {e}") from None
-    if proc.oom_score_adj is not None:
-        with open("/proc/self/oom_score_adj", "r+") as f:
-            current = int(f.read().strip() or 0)
-            f.seek(0)
-            f.write(str(max(proc.oom_score_adj, current)))
+    if oom and proc.oom_score_adj is not None:
+        _write_oom("/proc/self/oom_score_adj", proc.oom_score_adj)
     if proc.user.umask is not None:
         os.umask(proc.user.umask)
 
@@ -396,59 +457,3 @@ def _lookup(arg0: str, path_var: str) -> str:
         if os.path.isfile(cand) and os.access(cand, os.X_OK):
             return cand
     raise InitError(f'exec: "{arg0}": executable file not found in $PATH')
-
-
-def resolve_user(rootfs_path: str, user: str | int) -> tuple[int, int, list[int]]:
-    """uid, gid and groups from the ROOTFS's /etc/passwd and /etc/group (never the host's).
-
-    Files are opened with RESOLVE_IN_ROOT so a symlinked /etc/passwd cannot point at the host.
-    Numeric users missing from passwd get gid 0, like other runtimes. Groups start with gid.
-    """
-    name, _, group = str(user).partition(":")
-    rootfd = os.open(rootfs_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        passwd = _read_in_root(rootfd, "/etc/passwd")
-        groups = _read_in_root(rootfd, "/etc/group")
-    finally:
-        os.close(rootfd)
-    uid: int | None = int(name) if name.isdigit() else None
-    gid = 0
-    username = None if uid is not None else name
-    for line in passwd:
-        f = line.split(":")
-        if len(f) < 4:
-            continue
-        if (uid is None and f[0] == name) or (uid is not None and f[2] == str(uid)):
-            uid, gid, username = int(f[2]), int(f[3]), f[0]
-            break
-    if uid is None:
-        raise InitError(f"unable to find user {name}: no matching entries in passwd file")
-    if group:
-        gid = _group_id(groups, group)
-    extra = [gid]
-    for line in groups:
-        f = line.split(":")
-        if len(f) >= 4 and username and username in f[3].split(",") and int(f[2]) not in extra:
-            extra.append(int(f[2]))
-    return uid, gid, extra
-
-
-def _group_id(lines: list[str], group: str) -> int:
-    if group.isdigit():
-        return int(group)
-    for line in lines:
-        f = line.split(":")
-        if len(f) >= 3 and f[0] == group:
-            return int(f[2])
-    raise InitError(f"unable to find group {group}: no matching entries in group file")
-
-
-def _read_in_root(rootfd: int, path: str) -> list[str]:
-    try:
-        fd = libc.openat2(rootfd, path, os.O_RDONLY)
-    except OSError as e:
-        if e.errno == errno.ENOENT:
-            return []
-        raise
-    with os.fdopen(fd, encoding="utf-8", errors="replace") as f:
-        return [ln.rstrip("\n") for ln in f if ln.strip() and not ln.startswith("#")]

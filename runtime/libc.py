@@ -74,6 +74,7 @@ _NR = {
 _SYS_PIDFD_SEND_SIGNAL = 424
 _SYS_PIDFD_OPEN = 434
 _SYS_CLOSE_RANGE = 436
+_SYS_CLONE3 = 435
 _SYS_OPENAT2 = 437
 
 _arch = platform.machine()
@@ -95,6 +96,17 @@ _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.setdomainname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
                         ctypes.c_ulong]
+
+
+# PyDLL keeps the GIL across the call, which PyOS_AfterFork_Child expects to hold in the child
+_pyapi = ctypes.PyDLL(None, use_errno=True)
+_pyapi.syscall.restype = ctypes.c_long
+
+
+class _CloneArgs(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size", "tls",
+        "set_tid", "set_tid_size", "cgroup")]
 
 
 class _OpenHow(ctypes.Structure):
@@ -154,6 +166,25 @@ def pidfd_send_signal(pidfd: int, sig: int) -> None:
     ret = _libc.syscall(_SYS_PIDFD_SEND_SIGNAL, ctypes.c_int(pidfd), ctypes.c_int(sig),
                         None, ctypes.c_uint(0))
     _check(int(ret), "pidfd_send_signal")
+
+
+def fork_with_flags(flags: int) -> int:
+    """fork() that creates namespaces in the same step (clone3), as os.fork() cannot.
+
+    Needed when the child must own a new pid namespace *inside* a new user namespace. Python's
+    own before/after-fork hooks run as for os.fork(). Single-threaded callers only.
+    """
+    args = _CloneArgs(flags=flags, exit_signal=17)  # SIGCHLD: an ordinary waitable child
+    _pyapi.PyOS_BeforeFork()
+    pid = int(_pyapi.syscall(_SYS_CLONE3, ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args))))
+    if pid == 0:
+        _pyapi.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    _pyapi.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(err, f"clone3: {os.strerror(err)}")
+    return pid
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +43,10 @@ DEFAULT_MASKED = [
 DEFAULT_READONLY = [
     "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 ]
+
+
+class UserNotFound(LookupError):
+    """A user or group name that the rootfs's /etc/passwd or /etc/group does not know."""
 
 
 @dataclass
@@ -218,3 +224,59 @@ def default_spec(rootfs: str, args: list[str], *, hostname: str = "berth",
     if seccomp is not None:
         spec["linux"]["seccomp"] = seccomp
     return spec
+
+
+def resolve_user(rootfs_path: str, user: str | int) -> tuple[int, int, list[int]]:
+    """uid, gid and groups from the ROOTFS's /etc/passwd and /etc/group (never the host's).
+
+    Files are opened with RESOLVE_IN_ROOT so a symlinked /etc/passwd cannot point at the host.
+    Numeric users missing from passwd get gid 0, like other runtimes. Groups start with gid.
+    """
+    name, _, group = str(user).partition(":")
+    rootfd = os.open(rootfs_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        passwd = _read_in_root(rootfd, "/etc/passwd")
+        groups = _read_in_root(rootfd, "/etc/group")
+    finally:
+        os.close(rootfd)
+    uid: int | None = int(name) if name.isdigit() else None
+    gid = 0
+    username = None if uid is not None else name
+    for line in passwd:
+        f = line.split(":")
+        if len(f) < 4:
+            continue
+        if (uid is None and f[0] == name) or (uid is not None and f[2] == str(uid)):
+            uid, gid, username = int(f[2]), int(f[3]), f[0]
+            break
+    if uid is None:
+        raise UserNotFound(f"unable to find user {name}: no matching entries in passwd file")
+    if group:
+        gid = _group_id(groups, group)
+    extra = [gid]
+    for line in groups:
+        f = line.split(":")
+        if len(f) >= 4 and username and username in f[3].split(",") and int(f[2]) not in extra:
+            extra.append(int(f[2]))
+    return uid, gid, extra
+
+
+def _group_id(lines: list[str], group: str) -> int:
+    if group.isdigit():
+        return int(group)
+    for line in lines:
+        f = line.split(":")
+        if len(f) >= 3 and f[0] == group:
+            return int(f[2])
+    raise UserNotFound(f"unable to find group {group}: no matching entries in group file")
+
+
+def _read_in_root(rootfd: int, path: str) -> list[str]:
+    try:
+        fd = libc.openat2(rootfd, path, os.O_RDONLY)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return []
+        raise
+    with os.fdopen(fd, encoding="utf-8", errors="replace") as f:
+        return [ln.rstrip("\n") for ln in f if ln.strip() and not ln.startswith("#")]

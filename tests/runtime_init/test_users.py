@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from runtime.init import InitError, resolve_user
+from runtime.init import UserNotFound, resolve_user
 from tests.runtime_init.conftest import GROUP, PASSWD
 
 
@@ -34,7 +34,7 @@ def test_explicit_group(root):
 
 
 def test_unknown_name(root):
-    with pytest.raises(InitError, match="unable to find user carol"):
+    with pytest.raises(UserNotFound, match="unable to find user carol"):
         resolve_user(str(root), "carol")
 
 
