@@ -161,3 +161,17 @@ def pod(cri: CriClient, tmp_path: Path, request: pytest.FixtureRequest) -> Itera
         cri.runtime.RemovePodSandbox(
             cri.pb.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=60
         )
+
+
+@pytest.fixture
+def pulled(cri: CriClient) -> Iterator[list[str]]:
+    """Refs a test pulled, removed afterwards; request it before `pod` so the pod goes first."""
+    refs: list[str] = []
+    yield refs
+    for ref in refs:
+        req = cri.pb.RemoveImageRequest(image=cri.pb.ImageSpec(image=ref))
+        try:
+            cri.image.RemoveImage(req, timeout=30)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise

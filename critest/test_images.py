@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import grpc
 import pytest
 
@@ -11,23 +9,7 @@ from tests.fixtures.cri_client import CriClient
 from tests.fixtures.images import PushedImage
 from tests.fixtures.registry import Registry
 
-pytestmark = [
-    pytest.mark.timeout(120),
-    pytest.mark.berth_pending("ImageService not implemented yet"),
-]
-
-
-@pytest.fixture
-def pulled(cri: CriClient) -> Iterator[list[str]]:
-    """Refs a test pulled; removed afterwards so tests do not see each other's images."""
-    refs: list[str] = []
-    yield refs
-    for ref in refs:
-        try:
-            cri.image.RemoveImage(cri.pb.RemoveImageRequest(image=cri.pb.ImageSpec(image=ref)))
-        except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.UNIMPLEMENTED:
-                raise
+pytestmark = pytest.mark.timeout(120)
 
 
 def pull(cri: CriClient, ref: str, pulled: list[str], auth: object = None) -> str:
