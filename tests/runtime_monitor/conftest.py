@@ -9,6 +9,7 @@ import signal
 import stat
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 
 from runtime import spec as oci
 from runtime.containers import SyncMonitorClient, ensure_monitor_sync
+from runtime.monitor import cg
 
 BUSYBOX = "/bin/busybox"
 
@@ -116,3 +118,18 @@ def mon(tmp_path: Path) -> Any:
         yield handle
     finally:
         handle.cleanup()
+
+
+@pytest.fixture
+def cgroup_parent() -> Any:
+    """A uniquely named parent cgroup in every hierarchy, removed with its children."""
+    if not cg.available():
+        pytest.skip("runtime.cgroups is not available")
+    name = f"berth-test-mon-{uuid.uuid4().hex[:8]}"
+    yield name
+    for base in Path("/sys/fs/cgroup").iterdir():
+        if (base / name).is_dir():
+            for child in (base / name).iterdir():
+                if child.is_dir():
+                    child.rmdir()
+            (base / name).rmdir()

@@ -153,3 +153,15 @@ def test_events_stream(mon, rootfs):
     c.delete("c1")
     assert fut.result(10) == [("created", "c1", "created"), ("started", "c1", "running"),
                               ("stopped", "c1", "stopped"), ("deleted", "c1", "stopped")]
+
+
+def test_update_and_stats(mon, rootfs, cgroup_parent):
+    c = mon.client
+    c.create("c1", spec("sleep", "30"), str(rootfs), cgroup_path=f"{cgroup_parent}/c1")
+    c.start("c1")
+    c.update("c1", {"memory": {"limit": 64 << 20}, "pids": {"limit": 50}})
+    stats = c.stats("c1")
+    assert stats["memory_limit"] == 64 << 20 and stats["pids_limit"] == 50
+    assert stats["pids_current"] >= 1 and stats["memory_usage"] > 0
+    c.stop("c1", 0)
+    c.delete("c1")

@@ -139,3 +139,23 @@ def test_slow_attach_client_is_dropped(mon, rootfs, tmp_path):
         received += len(chunk)
     raw.close()
     assert received < 5_000_000  # cut off after ~1 MiB of backlog, not queued without bound
+
+
+def test_attach_sessions_do_not_accumulate(mon, rootfs):
+    """CVE-2025-64329: 100 attach/detach cycles leave the monitor's fd count unchanged."""
+    c = mon.client
+    c.create("c1", spec("sh", "-c", "while :; do echo tick; usleep 10000; done"), str(rootfs),
+             stdin=True)
+    c.start("c1")
+    fds = len(os.listdir(f"/proc/{mon.pid}/fd"))
+
+    async def cycles():
+        for _ in range(100):
+            s = await c.aio.attach("c1", stdin=True)
+            await s.send_stdin(b"x\n")
+            s.close()
+        await asyncio.sleep(0.3)
+
+    c._run(cycles())
+    assert len(os.listdir(f"/proc/{mon.pid}/fd")) == fds
+    assert c.state("c1").status == "running"

@@ -8,13 +8,11 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from runtime.logs import join_lines, parse_log
-from runtime.monitor import cg
 from tests.runtime_monitor.conftest import pid_alive, spawner, spec, wait_gone
 
 pytestmark = pytest.mark.timeout(120)
@@ -75,20 +73,6 @@ def test_monitor_sigkill_kills_containers_and_reports_monitor_lost(mon, rootfs, 
         assert "monitor exited" in st.message
     for k in range(3):
         c.delete(f"c{k}")
-
-
-@pytest.fixture
-def cgroup_parent():
-    if not cg.available():
-        pytest.skip("runtime.cgroups is not available")
-    name = f"berth-test-mon-{uuid.uuid4().hex[:8]}"
-    yield name
-    for base in Path("/sys/fs/cgroup").iterdir():
-        if (base / name).is_dir():
-            for child in (base / name).iterdir():
-                if child.is_dir():
-                    child.rmdir()
-            (base / name).rmdir()
 
 
 def test_oom_kill_is_reported(mon, rootfs, cgroup_parent):
