@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,8 @@ class ImageStore:
         self.max_layer_bytes = max_layer_bytes
         self._client: RegistryClient | None = None
         self._pinned: dict[str, int] = {}
+        # pull runs on one event loop; get/list/remove may come from other (gRPC) threads
+        self._lock = threading.RLock()
         self._unpacking: dict[str, asyncio.Lock] = {}
         self.content.cleanup()
         self.snapshots.cleanup()
@@ -196,19 +199,20 @@ class ImageStore:
     def record(self, img: Image, tags: builtins.list[str],
                digests: builtins.list[str]) -> Image:
         """Insert or merge; a tag moves to the new image like `docker pull` does."""
-        existing = self.index.images.get(img.id)
-        if existing is not None:
-            img.repo_tags, img.repo_digests = existing.repo_tags, existing.repo_digests
-        for tag in tags:
-            for other in self.index.images.values():
-                if other.id != img.id and tag in other.repo_tags:
-                    other.repo_tags.remove(tag)
-            if tag not in img.repo_tags:
-                img.repo_tags.append(tag)
-        img.repo_digests += [d for d in digests if d not in img.repo_digests]
-        self.index.images[img.id] = img
-        self.index.save()
-        return img
+        with self._lock:
+            existing = self.index.images.get(img.id)
+            if existing is not None:
+                img.repo_tags, img.repo_digests = existing.repo_tags, existing.repo_digests
+            for tag in tags:
+                for other in self.index.images.values():
+                    if other.id != img.id and tag in other.repo_tags:
+                        other.repo_tags.remove(tag)
+                if tag not in img.repo_tags:
+                    img.repo_tags.append(tag)
+            img.repo_digests += [d for d in digests if d not in img.repo_digests]
+            self.index.images[img.id] = img
+            self.index.save()
+            return img
 
     def unpack_blobs(self, layers: builtins.list[dict[str, Any]],
                      diff_ids: builtins.list[str]) -> None:
@@ -234,7 +238,8 @@ class ImageStore:
         """Air-gapped import of an OCI layout tar or a `docker save` tarball."""
         from runtime.images.archive import import_archive
 
-        return import_archive(self, Path(path))
+        with self._lock:  # its blobs are unreferenced until recorded: keep GC out meanwhile
+            return import_archive(self, Path(path))
 
     @contextlib.contextmanager
     def _pin(self, keys: list[str]) -> Any:
@@ -242,22 +247,25 @@ class ImageStore:
         held: list[str] = []
 
         def add(more: list[str]) -> None:
-            for k in more:
-                self._pinned[k] = self._pinned.get(k, 0) + 1
-                held.append(k)
+            with self._lock:
+                for k in more:
+                    self._pinned[k] = self._pinned.get(k, 0) + 1
+                    held.append(k)
 
         add(keys)
         try:
             yield add
         finally:
-            for k in held:
-                self._pinned[k] -= 1
-                if not self._pinned[k]:
-                    del self._pinned[k]
+            with self._lock:
+                for k in held:
+                    self._pinned[k] -= 1
+                    if not self._pinned[k]:
+                        del self._pinned[k]
 
     def get(self, ref_or_id: str) -> Image | None:
         """By id, unique id prefix, tag or digest reference."""
-        images = self.index.images
+        with self._lock:
+            images = dict(self.index.images)
         if ref_or_id in images:
             return images[ref_or_id]
         if f"sha256:{ref_or_id}" in images:
@@ -281,38 +289,41 @@ class ImageStore:
 
     def list(self) -> list[Image]:
         """Every complete image."""
-        return list(self.index.images.values())
+        with self._lock:
+            return list(self.index.images.values())
 
     def remove(self, ref_or_id: str, in_use: Callable[[str], bool] = lambda _i: False) -> None:
         """Untag one of several tags, or delete the image (refused while a container uses it)."""
-        img = self.get(ref_or_id)
-        if img is None:
-            return
-        tag = None
-        with contextlib.suppress(ValueError):
-            r = parse(ref_or_id)
-            tag = normalize(ref_or_id).tagged() if not r.digest else None
-        if tag in img.repo_tags and len(img.repo_tags) > 1:
-            img.repo_tags.remove(tag)
+        with self._lock:
+            img = self.get(ref_or_id)
+            if img is None:
+                return
+            tag = None
+            with contextlib.suppress(ValueError):
+                r = parse(ref_or_id)
+                tag = normalize(ref_or_id).tagged() if not r.digest else None
+            if tag in img.repo_tags and len(img.repo_tags) > 1:
+                img.repo_tags.remove(tag)
+                self.index.save()
+                return
+            if in_use(img.id):
+                raise InUse(f"image {img.id} ({', '.join(img.repo_tags) or 'untagged'}) "
+                            "is in use by a container")
+            del self.index.images[img.id]
             self.index.save()
-            return
-        if in_use(img.id):
-            raise InUse(f"image {img.id} ({', '.join(img.repo_tags) or 'untagged'}) "
-                        "is in use by a container")
-        del self.index.images[img.id]
-        self.index.save()
-        self.gc()
+            self.gc()
 
     def gc(self) -> None:
         """Delete blobs and snapshots that no image (and no running pull) references."""
-        want = set(self._pinned)
-        for img in self.index.images.values():
-            want.update(img.blobs)
-            want.update(img.chain_ids)
-        for d in self.content.list() - want:
-            self.content.delete(d)
-        for c in self.snapshots.list() - want:
-            self.snapshots.remove(c)
+        with self._lock:
+            want = set(self._pinned)
+            for img in self.index.images.values():
+                want.update(img.blobs)
+                want.update(img.chain_ids)
+            for d in self.content.list() - want:
+                self.content.delete(d)
+            for c in self.snapshots.list() - want:
+                self.snapshots.remove(c)
 
     def fs_usage(self) -> tuple[int, int]:
         """(bytes, inodes) used by the image filesystem, counting hard links once."""

@@ -88,10 +88,10 @@ def test_resume_after_interrupted_download(tmp_path: Path, layouts) -> None:
 
 
 def test_progress_timeout(tmp_path: Path, layouts) -> None:
-    with mini_registry(layouts, Faults(delay_per_chunk=3)) as reg:
-        store = ImageStore(tmp_path, RegistryConfig(progress_timeout=0.5, retries=0))
+    with mini_registry(layouts, Faults(delay_per_chunk=1.0)) as reg:
+        store = ImageStore(tmp_path, RegistryConfig(progress_timeout=0.3, retries=0))
         t0 = time.monotonic()
-        with pytest.raises(PullError, match=r"no (byte|response) for 0.5s"):
+        with pytest.raises(PullError, match=r"no (byte|response) for 0.3s"):
             pull(store, f"127.0.0.1:{reg.port}/e2e/busybox:1.0")
         assert time.monotonic() - t0 < 10
     _nothing_visible(store)
