@@ -27,6 +27,16 @@ SOURCES: dict[str, tuple[str, list[str]]] = {
         ],
     ),
 }
+# Since 424 (pidfd_send_signal) every arch shares one numbering, so syscalls newer than the
+# installed uapi headers (Debian 12 ships 6.1's) are added here, up to Linux 6.18.
+NEWER_COMMON = {
+    "cachestat": 451, "fchmodat2": 452, "map_shadow_stack": 453, "futex_wake": 454,
+    "futex_wait": 455, "futex_requeue": 456, "statmount": 457, "listmount": 458,
+    "lsm_get_self_attr": 459, "lsm_set_self_attr": 460, "lsm_list_modules": 461, "mseal": 462,
+    "setxattrat": 463, "getxattrat": 464, "listxattrat": 465, "removexattrat": 466,
+    "open_tree_attr": 467, "file_getattr": 468, "file_setattr": 469, "listns": 470,
+}
+X32_BIT = 0x40000000
 DEFINE = re.compile(r"^#define (__NR3264_\w+|__NR_\w+|__X32_SYSCALL_BIT) (.+)$")
 SKIP = {"syscalls", "arch_specific_syscall"}
 
@@ -55,6 +65,9 @@ def _table(header: str, defs: list[str]) -> dict[str, int]:
     for name in macros:
         if name.startswith("__NR_") and name[5:] not in SKIP:
             table[name[5:]] = value(macros[name])
+    offset = X32_BIT if "__X32_SYSCALL_BIT" in macros else 0
+    for name, nr in NEWER_COMMON.items():
+        table.setdefault(name, nr + offset)
     return dict(sorted(table.items(), key=lambda kv: kv[1]))
 
 

@@ -175,8 +175,13 @@ def _cmp(p: Program, arg: _Arg, wide: bool, fail: Label) -> None:
     p.place(ok)
 
 
-def _section(p: Program, rules: dict[int, list[_Rule]], default: int, wide: bool) -> None:
-    """Emits the per-syscall dispatch; every block ends in a return, so nothing falls through."""
+def _section(p: Program, rules: dict[int, list[_Rule]], default: int, wide: bool,
+             newest: int) -> None:
+    """Emits the per-syscall dispatch; every block ends in a return, so nothing falls through.
+
+    As runc does, a syscall newer than any we know gets ENOSYS rather than a refusing default,
+    so libc falls back to an older call instead of failing outright.
+    """
     for nr, nr_rules in rules.items():
         block = Program()
         for rule in nr_rules:
@@ -195,6 +200,9 @@ def _section(p: Program, rules: dict[int, list[_Rule]], default: int, wide: bool
             p.goto(after)
         p.extend(block)
         p.place(after)
+    if default not in (RET_ALLOW, RET_LOG):
+        p.jump(JMP_JGT_K, newest, 0, 1)
+        p.ret(RET_ERRNO | errno.ENOSYS)
     p.ret(default)
 
 
@@ -230,12 +238,15 @@ def compile_profile(profile: dict, arch: str | None = None) -> bytes:
                 p.goto(x32)
             else:
                 p.ret(RET_KILL_PROCESS)
-            _section(p, _rules(profile, TABLES[sub], default), default, True)
+            _section(p, _rules(profile, TABLES[sub], default), default, True,
+                     max(TABLES[sub].values()))
             if "x32" in wanted:
                 p.place(x32)
-                _section(p, _rules(profile, TABLES["x32"], default), default, False)
+                _section(p, _rules(profile, TABLES["x32"], default), default, False,
+                         max(TABLES["x32"].values()))
         else:
-            _section(p, _rules(profile, TABLES[sub], default), default, sub in WIDE)
+            _section(p, _rules(profile, TABLES[sub], default), default, sub in WIDE,
+                     max(TABLES[sub].values()))
     if len(p) > BPF_MAXINSNS:
         raise ValueError(f"seccomp: program has {len(p)} instructions (max {BPF_MAXINSNS})")
     return p.assemble()

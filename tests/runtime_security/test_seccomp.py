@@ -50,11 +50,12 @@ def test_default_profile_allows_common_and_blocks_dangerous(tmp_path: Any) -> No
         ["personality", 0xFFFFFFFF],  # query: allowed
         ["personality", 0x0040000],  # ADDR_NO_RANDOMIZE: refused
         ["keyctl", 0, 0, 0, 0, 0],
+        ["fchmodat2", 2**64 - 100, 0, 0, 0],  # newer than Debian's headers: allowed, EFAULT
+        ["raw", 1000],  # newer than any syscall we know: ENOSYS, so libc can fall back
     )
     assert res["signal"] == 0
-    status, mkdir, exe, inet, vsock, unshare, mount, clone3, clone, query, persona, keyctl = (
-        res["results"]
-    )
+    (status, mkdir, exe, inet, vsock, unshare, mount, clone3, clone, query, persona, keyctl,
+     fchmodat2, future) = res["results"]
     assert status == ["2"]
     assert mkdir == [0, 0] and exe == [0, 0]
     assert inet[0] >= 0
@@ -64,6 +65,7 @@ def test_default_profile_allows_common_and_blocks_dangerous(tmp_path: Any) -> No
     assert clone == [-1, errno.EPERM]
     assert query[0] >= 0 and persona == [-1, errno.EPERM]
     assert keyctl == [-1, errno.EPERM]
+    assert fchmodat2 == [-1, errno.EFAULT] and future == [-1, errno.ENOSYS]
 
 
 def test_custom_profile_errno_for_mkdir(tmp_path: Any) -> None:
