@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import ipaddress
@@ -215,26 +216,40 @@ class RegistryClient:
         """(media type, raw bytes, digest) of a manifest or index, verified when asked by digest."""
         accept = ", ".join([*MANIFEST_TYPES, *INDEX_TYPES])
         last: RegistryError | None = None
-        for ep in self.endpoints(ref.domain):
-            url = f"{ep}/v2/{ref.path}/manifests/{obj}"
-            resp = await self._send(ref, url, {"Accept": accept}, auth)
-            if resp.status_code != 200:
+        eps = self.endpoints(ref.domain)
+        for attempt in range(self.config.retries + 1):
+            transient = False
+            for ep in eps:
+                try:
+                    resp = await self._send(ref, f"{ep}/v2/{ref.path}/manifests/{obj}",
+                                            {"Accept": accept}, auth)
+                except Retryable as e:
+                    last, transient = RegistryError(str(ref), ref.domain, 0, str(e)), True
+                    continue
+                if resp.status_code == 200:
+                    return self._verify_manifest(ref, obj, resp)
                 last = self._error(ref, resp, f"manifest {obj}")
-                if resp.status_code in (401, 403) and ep == self.endpoints(ref.domain)[-1]:
+                transient = transient or resp.status_code == 429 or resp.status_code >= 500
+                if resp.status_code in (401, 403) and ep == eps[-1]:
                     raise last
-                continue
-            raw = resp.content
-            if len(raw) > MANIFEST_MAX:
-                raise RegistryError(str(ref), ref.domain, 0, f"manifest over {MANIFEST_MAX} bytes")
-            digest = "sha256:" + hashlib.sha256(raw).hexdigest()
-            want = obj if obj.startswith("sha256:") else resp.headers.get("docker-content-digest")
-            if want and want != digest:
-                raise RegistryError(str(ref), ref.domain, 0,
-                                    f"manifest digest mismatch: got {digest}, expected {want}")
-            mt = json.loads(raw).get("mediaType") or resp.headers.get("content-type", "")
-            return mt.split(";")[0].strip(), raw, digest
+            if not transient:
+                break
+            await asyncio.sleep(min(0.2 * 2**attempt, 5))
         assert last is not None
         raise last
+
+    def _verify_manifest(self, ref: Reference, obj: str, resp: httpx.Response
+                         ) -> tuple[str, bytes, str]:
+        raw = resp.content
+        if len(raw) > MANIFEST_MAX:
+            raise RegistryError(str(ref), ref.domain, 0, f"manifest over {MANIFEST_MAX} bytes")
+        digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+        want = obj if obj.startswith("sha256:") else resp.headers.get("docker-content-digest")
+        if want and want != digest:
+            raise RegistryError(str(ref), ref.domain, 0,
+                                f"manifest digest mismatch: got {digest}, expected {want}")
+        mt = json.loads(raw).get("mediaType") or resp.headers.get("content-type", "")
+        return mt.split(";")[0].strip(), raw, digest
 
     async def resolve(self, ref: Reference, auth: Auth | None,
                       want: Platform | None = None) -> Resolved:
@@ -256,18 +271,24 @@ class RegistryClient:
     async def open_blob(self, ref: Reference, digest: str, offset: int, auth: Auth | None
                         ) -> tuple[int, AsyncIterator[bytes]]:
         """Stream a blob from offset (Range); returns where the server actually started."""
-        last: RegistryError | None = None
+        last: Exception | None = None
+        transient = False
         for ep in self.endpoints(ref.domain):
             headers = {"Range": f"bytes={offset}-"} if offset else {}
-            resp = await self._send(ref, f"{ep}/v2/{ref.path}/blobs/{digest}", headers, auth,
-                                    stream=True)
+            try:
+                resp = await self._send(ref, f"{ep}/v2/{ref.path}/blobs/{digest}", headers,
+                                        auth, stream=True)
+            except Retryable as e:  # this mirror is down: try the next endpoint
+                last, transient = e, True
+                continue
             if resp.status_code in (200, 206):
                 start = offset if resp.status_code == 206 else 0
                 return start, _chunks(resp, ref)
             await resp.aclose()
             last = self._error(ref, resp, f"blob {digest}")
-            if resp.status_code >= 500:
-                raise Retryable(str(last))
+            transient = transient or resp.status_code == 429 or resp.status_code >= 500
+        if transient:
+            raise Retryable(str(last))
         assert last is not None
         raise last
 

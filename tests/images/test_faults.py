@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.images.registry import Auth, RegistryConfig, Unauthorized
+from runtime.images.registry import Auth, RegistryConfig, RegistryError, Unauthorized
 from runtime.images.store import ImageStore, PullError
 from tests.fixtures.images import build_layouts
 from tests.images.miniregistry import Faults, mini_registry
@@ -65,6 +65,12 @@ def test_mirror_is_tried_first(tmp_path: Path, layouts) -> None:
         cfg = RegistryConfig(mirrors={"127.0.0.1:1": [f"http://127.0.0.1:{reg.port}"]})
         img = pull(ImageStore(tmp_path, cfg), "127.0.0.1:1/e2e/busybox:1.0")
         assert img.repo_tags == ["127.0.0.1:1/e2e/busybox:1.0"]
+        # a dead mirror falls through to the registry itself
+        dead = RegistryConfig(mirrors={f"127.0.0.1:{reg.port}": ["http://127.0.0.1:1"]})
+        ref = f"127.0.0.1:{reg.port}/e2e/busybox:1.0"
+        assert pull(ImageStore(tmp_path / "b", dead), ref).id == img.id
+    with pytest.raises(RegistryError, match="ConnectError"):
+        pull(ImageStore(tmp_path / "c", RegistryConfig(retries=1)), ref)
 
 
 def test_digest_mismatch_rejected(tmp_path: Path, layouts) -> None:
