@@ -47,6 +47,8 @@ WIDE = {"x86_64", "aarch64"}
 FLAGS = {"SECCOMP_FILTER_FLAG_TSYNC": 1, "SECCOMP_FILTER_FLAG_LOG": 2,
          "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4}
 BPF_MAXINSNS = 4096
+_OPS = {"SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT",
+        "SCMP_CMP_MASKED_EQ"}
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,3 @@ def compile_profile(profile: dict, arch: str | None = None) -> bytes:
         raise ValueError(f"seccomp: program has {len(p)} instructions (max {BPF_MAXINSNS})")
     return p.assemble()
 
-
-_OPS = {"SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT",
-        "SCMP_CMP_MASKED_EQ"}
