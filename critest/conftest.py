@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 
-from tests.fixtures.cri_client import CriClient, run_container, sandbox_config
+from critest.harness import Pod, Target
+from tests.fixtures.cri_client import CriClient, sandbox_config
 
 BUILTIN = ("berth", "containerd")
-
-
-@dataclass(frozen=True)
-class Target:
-    """One runtime under test: a test-id name and its endpoint (None: start it ourselves)."""
-
-    name: str
-    endpoint: str | None = None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -126,24 +117,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         rep = outcome.get_result()  # type: ignore[attr-defined]
         rep.outcome = "skipped"
         rep.wasxfail = mark.args[0] if mark.args else "not implemented in Berth yet"
-
-
-@dataclass
-class Pod:
-    """A running sandbox created for one test, with the config containers must be given."""
-
-    cri: CriClient
-    id: str
-    config: Any
-
-    def run(self, image: str, command: list[str], name: str = "c") -> str:
-        """Start a container in this pod; it goes away with the pod."""
-        return run_container(self.cri, self.id, self.config, image, command, name)
-
-    def exec(self, container_id: str, cmd: list[str], timeout: int = 30) -> Any:
-        """ExecSync; returns the response (stdout, stderr, exit_code)."""
-        req = self.cri.pb.ExecSyncRequest(container_id=container_id, cmd=cmd, timeout=timeout)
-        return self.cri.runtime.ExecSync(req, timeout=timeout + 10)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from critest.conftest import Pod
+from critest.harness import Pod
 from tests.fixtures.images import PushedImage
 from tests.fixtures.tree import LISTING_CMD, parse_listing, tree_problems
 
