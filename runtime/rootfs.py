@@ -133,7 +133,7 @@ def _mount_one(rootfd: int, m: oci.Mount) -> None:
         else:
             fd = ensure(rootfd, m.destination, directory=True)
             try:
-                _typed_mount(fd, m, opts.flags & ~libc.MS_REMOUNT, opts.data)
+                _typed_mount(rootfd, fd, m, opts.flags & ~libc.MS_REMOUNT, opts.data)
             finally:
                 os.close(fd)
         if opts.propagation:
@@ -144,23 +144,53 @@ def _mount_one(rootfd: int, m: oci.Mount) -> None:
         raise OSError(e.errno, f"mount {m.destination}: {os.strerror(e.errno or 0)}") from None
 
 
-def _typed_mount(fd: int, m: oci.Mount, flags: int, data: str) -> None:
-    """A filesystem mount; sysfs/cgroup may need a read-only retry in some namespace setups."""
-    target = libc.proc_fd(fd)
+def _typed_mount(rootfd: int, fd: int, m: oci.Mount, flags: int, data: str) -> None:
+    """A filesystem mount onto a verified target fd."""
     if m.type in ("cgroup", "cgroup2"):
-        _mount_cgroup(target, flags)
+        _mount_cgroup(rootfd, m.destination, fd, flags)
         return
-    libc.mount(m.source or m.type, target, m.type, flags, data or None)
+    libc.mount(m.source or m.type, libc.proc_fd(fd), m.type, flags, data or None)
 
 
-def _mount_cgroup(target: str, flags: int) -> None:
-    """cgroup mounts show the host's hierarchy read-only: v2 directly, v1 as a ro bind."""
-    try:
-        libc.mount("cgroup", target, "cgroup2", flags | libc.MS_RDONLY)
-    except OSError:
-        libc.mount("/sys/fs/cgroup", target, None, libc.MS_BIND | libc.MS_REC)
-        libc.mount(None, target, None, libc.MS_REMOUNT | libc.MS_BIND | libc.MS_RDONLY
-                   | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
+def _host_cgroup_mounts() -> list[tuple[str, str, str]]:
+    """(mountpoint, fstype, super options) of the hierarchies under /sys/fs/cgroup."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            mnt = left.split()[4]
+            fstype, _src, sopts = right.split()[:3]
+            if fstype in ("cgroup", "cgroup2") and mnt.startswith("/sys/fs/cgroup"):
+                out.append((mnt, fstype, sopts))
+    return out
+
+
+def _mount_cgroup(rootfd: int, dest: str, fd: int, flags: int) -> None:
+    """Fresh read-only cgroup mounts (never a bind of the host tree, whose submounts stay rw).
+
+    v2 host: one cgroup2 mount. v1 host: a tmpfs holding one mount per hierarchy, each
+    made by mounting the same hierarchy again with its controllers, read-only.
+    """
+    ro = flags | libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
+    hier = _host_cgroup_mounts()
+    if any(mnt == "/sys/fs/cgroup" and t == "cgroup2" for mnt, t, _ in hier):
+        libc.mount("cgroup", libc.proc_fd(fd), "cgroup2", ro)
+        return
+    libc.mount("tmpfs", libc.proc_fd(fd), "tmpfs", (flags & ~libc.MS_RDONLY) | libc.MS_NOSUID
+               | libc.MS_NODEV | libc.MS_NOEXEC, "mode=755")
+    for mnt, fstype, sopts in hier:
+        name = mnt[len("/sys/fs/cgroup/"):]
+        if not name or "/" in name:
+            continue
+        opts = ",".join(o for o in sopts.split(",") if o not in ("rw", "ro"))
+        sub = ensure(rootfd, f"{dest}/{name}", directory=True)
+        try:
+            libc.mount("cgroup", libc.proc_fd(sub), fstype, ro, opts or None)
+        except PermissionError:
+            pass  # a user namespace without its own cgroup namespace may not mount v1
+        finally:
+            os.close(sub)
+    remount_at(rootfd, dest, libc.MS_RDONLY, bind=False)
 
 
 def _bind_file(rootfd: int, dest: str, source: str) -> None:

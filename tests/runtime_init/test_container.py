@@ -303,3 +303,17 @@ def test_terminal_and_console(busybox_rootfs, run_container):
     assert out[0].startswith("/dev/")
     assert out[1].startswith("88:")  # the pty slave (unix98 pty major 136 = 0x88)
     assert out[2] == "isatty"
+
+
+def test_cgroup_mount_is_read_only_everywhere(busybox_rootfs, run_container):
+    spec = sh(busybox_rootfs, "ls /sys/fs/cgroup | tr '\\n' ' '; echo; "
+                              "mkdir /sys/fs/cgroup/memory/berth-x 2>&1; mkdir /sys/fs/cgroup/y 2>&1")
+    spec["mounts"].append({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                           "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]})
+    r = go(run_container, busybox_rootfs, spec)
+    lines = r.stdout.splitlines()
+    present = set(lines[0].split())
+    want = {p.name for p in Path("/sys/fs/cgroup").iterdir() if p.name in ("memory", "pids")}
+    assert want <= present
+    assert all("Read-only file system" in ln for ln in lines[1:3]), r.stdout
+    assert not Path("/sys/fs/cgroup/memory/berth-x").exists()
