@@ -307,7 +307,8 @@ def test_terminal_and_console(busybox_rootfs, run_container):
 
 def test_cgroup_mount_is_read_only_everywhere(busybox_rootfs, run_container):
     spec = sh(busybox_rootfs, "ls /sys/fs/cgroup | tr '\\n' ' '; echo; "
-                              "mkdir /sys/fs/cgroup/memory/berth-x 2>&1; mkdir /sys/fs/cgroup/y 2>&1")
+                              "mkdir /sys/fs/cgroup/memory/berth-x 2>&1; "
+                              "mkdir /sys/fs/cgroup/y 2>&1")
     spec["mounts"].append({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
                            "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]})
     r = go(run_container, busybox_rootfs, spec)
