@@ -12,19 +12,27 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from runtime.monitor import proto
-from runtime.monitor.proto import AlreadyExists, InvalidState, MonitorError, NotFound
+from runtime.monitor.proto import (
+    AlreadyExists,
+    InvalidArgument,
+    InvalidState,
+    MonitorError,
+    NotFound,
+)
 from runtime.monitor.state import ContainerState
 
-__all__ = ["AlreadyExists", "ContainerEvent", "ContainerState", "ExecResult", "InvalidState",
+__all__ = ["AlreadyExists", "ContainerEvent", "ContainerState", "ExecResult", "InvalidArgument",
+           "InvalidState",
            "MonitorClient", "MonitorError", "NotFound", "StreamSession", "SyncMonitorClient",
            "ensure_monitor", "ensure_monitor_sync"]
 MAX_OUTPUT = 16 << 20
+PING_TIMEOUT = 30.0
 T = TypeVar("T")
 
 
@@ -90,8 +98,10 @@ class StreamSession:
 class MonitorClient:
     """asyncio client; requests are multiplexed on one connection, re-dialled after a failure."""
 
-    def __init__(self, socket_path: str) -> None:
+    def __init__(self, socket_path: str,
+                 relaunch: Callable[[], Awaitable[object]] | None = None) -> None:
         self.socket_path = socket_path
+        self._relaunch = relaunch
         self._rids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._writer: asyncio.StreamWriter | None = None
@@ -100,6 +110,13 @@ class MonitorClient:
 
     async def _dial(self, limit: int = proto.MAX_LINE
                     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Connect; a dead monitor (refused or missing socket) is started again if we may."""
+        try:
+            return await asyncio.open_unix_connection(self.socket_path, limit=limit)
+        except (FileNotFoundError, ConnectionRefusedError):
+            if self._relaunch is None:
+                raise
+        await self._relaunch()
         return await asyncio.open_unix_connection(self.socket_path, limit=limit)
 
     async def _connection(self) -> asyncio.StreamWriter:
@@ -127,7 +144,10 @@ class MonitorClient:
             self._pending.clear()
 
     async def call(self, op: str, **args: Any) -> Any:
-        """One request; raises the typed MonitorError subclass the monitor named."""
+        """One request; raises the typed MonitorError subclass the monitor named.
+
+        ConnectionError means the outcome is unknown (the monitor went away): check state().
+        """
         writer = await self._connection()
         rid = next(self._rids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -252,7 +272,7 @@ def _unwrap(msg: dict[str, Any]) -> Any:
     raise proto.ERRORS.get(msg.get("error", ""), MonitorError)(msg.get("message", "failed"))
 
 
-def _launch(state_dir: str, run_dir: str, spawner: str | None) -> str:
+def _launch(state_dir: str, run_dir: str, spawner: str | None) -> None:
     """Start the monitor (the launcher forks the daemon and exits once it serves)."""
     root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -261,7 +281,7 @@ def _launch(state_dir: str, run_dir: str, spawner: str | None) -> str:
            "--run-dir", run_dir]
     if spawner:
         cmd += ["--spawner", spawner]
-    os.makedirs(run_dir, exist_ok=True)
+    os.makedirs(run_dir, mode=0o700, exist_ok=True)
     with open(os.path.join(run_dir, "monitor.log"), "ab") as logf:
         res = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=logf, start_new_session=True, env=env, cwd="/",
@@ -269,23 +289,20 @@ def _launch(state_dir: str, run_dir: str, spawner: str | None) -> str:
     if res.returncode != 0:
         tail = Path(run_dir, "monitor.log").read_bytes()[-2000:].decode(errors="replace")
         raise MonitorError(f"monitor failed to start (exit {res.returncode}): {tail}")
-    return os.path.join(run_dir, "monitor.sock")
 
 
 async def ensure_monitor(state_dir: str, run_dir: str,
                          spawner: str | None = None) -> MonitorClient:
-    """Connect to the state dir's monitor, starting it first if none answers.
+    """Connect to the state dir's monitor, starting it if none answers (now or later on).
 
     `spawner` names the module providing spawn/spawn_exec (default runtime.init)."""
-    client = MonitorClient(os.path.join(run_dir, "monitor.sock"))
+    client = MonitorClient(os.path.join(run_dir, "monitor.sock"), lambda: asyncio.to_thread(
+        _launch, state_dir, run_dir, spawner))
     try:
-        await client.ping()
-        return client
-    except (OSError, MonitorError):
+        await asyncio.wait_for(client.ping(), PING_TIMEOUT)
+    except TimeoutError:
         await client.close()
-    path = await asyncio.to_thread(_launch, state_dir, run_dir, spawner)
-    client = MonitorClient(path)
-    await client.ping()
+        raise MonitorError(f"the monitor on {client.socket_path} does not answer") from None
     return client
 
 

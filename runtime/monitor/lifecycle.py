@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from runtime.monitor import state as S
 from runtime.monitor.fdio import FdWriter, drain_now, exit_code, read_fd, set_nonblocking
 
 log = logging.getLogger("berth.monitor")
+VALID_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # it names a directory
 IO_GRACE = 1.0  # how long output may trail the exit of the process that wrote it
 
 
@@ -133,6 +135,8 @@ class Lifecycle:
     def create(self, cid: str, spec: dict[str, Any], rootfs: str, cgroup_path: str,
                log_path: str, tty: bool, stdin: bool, stdin_once: bool) -> S.ContainerState:
         """Set up stdio and logging, then spawn the process stopped before its exec."""
+        if not VALID_ID.fullmatch(cid):
+            raise proto.InvalidArgument(f"container id {cid!r} is not [A-Za-z0-9_.-], 1-128 chars")
         if cid in self.containers:
             raise proto.AlreadyExists(f"container {cid!r} already exists")
         st = S.ContainerState(cid, created_ns=time.time_ns(), log_path=log_path,
@@ -183,7 +187,8 @@ class Lifecycle:
                 live.stdin.abort()
             if live.log:
                 live.log.close()
-            cg.remove(cgroup_path)
+            with contextlib.suppress(Exception):  # keep the original error, not the cleanup's
+                cg.remove(cgroup_path)
             raise
         for fd in theirs:
             os.close(fd)

@@ -1,9 +1,10 @@
 """Wire format shared by the monitor and its clients: JSON lines, then optional frames.
 
 Request: `{"rid": n, "op": "...", ...args}`. Reply: `{"rid": n, "ok": true, "result": ...}` or
-`{"rid": n, "ok": false, "error": "NotFound|AlreadyExists|InvalidState|Error", "message": ...}`.
-The `attach` and `exec_stream` ops turn their connection into a stream of frames after the
-reply: a 5-byte header (kind, big-endian length) and the payload.
+`{"rid": n, "ok": false, "error": kind, "message": ...}`, kind being the `kind` of one of the
+error classes below. The `attach`, `exec_stream` and `events` ops turn their connection into a
+stream after the reply: frames with a 5-byte header (kind, big-endian length) for the first
+two, JSON lines for events.
 """
 
 from __future__ import annotations
@@ -43,8 +44,14 @@ class InvalidState(MonitorError):
     kind = "InvalidState"
 
 
+class InvalidArgument(MonitorError):
+    """The request itself is wrong (e.g. an id that is not a safe file name)."""
+
+    kind = "InvalidArgument"
+
+
 ERRORS: dict[str, type[MonitorError]] = {
-    c.kind: c for c in (MonitorError, NotFound, AlreadyExists, InvalidState)
+    c.kind: c for c in (MonitorError, NotFound, AlreadyExists, InvalidState, InvalidArgument)
 }
 
 

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from runtime.containers import AlreadyExists, InvalidState, MonitorError, NotFound
+from runtime.containers import (
+    AlreadyExists,
+    InvalidArgument,
+    InvalidState,
+    MonitorError,
+    NotFound,
+)
 from tests.runtime_monitor.conftest import pid_alive, spec
 
 pytestmark = pytest.mark.timeout(60)
@@ -88,6 +94,9 @@ def test_typed_errors(mon, rootfs):
     c = mon.client
     with pytest.raises(NotFound, match="nope"):
         c.state("nope")
+    for bad in ("../escape", "", "a/b", ".hidden"):
+        with pytest.raises(InvalidArgument):
+            c.create(bad, spec("true"), str(rootfs))
     c.create("c1", spec("sleep", "30"), str(rootfs))
     with pytest.raises(AlreadyExists):
         c.create("c1", spec("true"), str(rootfs))

@@ -64,9 +64,9 @@ def test_monitor_sigkill_kills_containers_and_reports_monitor_lost(mon, rootfs, 
     wait_gone(old)
     for pid in pids:
         wait_gone(pid)
-    c = mon.connect()
+    states = {s.id: s for s in c.list()}  # the same client starts a new monitor
+    mon.pid = int(c.ping()["pid"])
     assert mon.pid != old
-    states = {s.id: s for s in c.list()}
     assert set(states) == {"c0", "c1", "c2"}
     for st in states.values():
         assert (st.status, st.exit_code, st.reason) == ("stopped", 255, "MonitorLost")
