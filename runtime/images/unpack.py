@@ -5,31 +5,23 @@ from __future__ import annotations
 import contextlib
 import errno
 import gzip
-import hashlib
 import os
 import stat
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Protocol
+from typing import IO
 
 import zstandard
 
 from runtime.images._sys import openat2, proc_fd_path
+from runtime.images.compression import Counted, MislabelledLayer, OverCap, Readable, decompressed
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
 DEFAULT_MAX_LAYER_BYTES = 16 << 30
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _CHUNK = 1 << 20
 _DIR = os.O_PATH | os.O_DIRECTORY
-
-
-class Readable(Protocol):
-    """Any forward-only byte source: a file, an HTTP stream, a download being followed."""
-
-    def read(self, n: int = -1, /) -> bytes: ...
 
 
 class UnpackError(Exception):
@@ -44,56 +36,6 @@ class UnpackResult:
     tar_bytes: int
     file_bytes: int
     entries: int
-
-
-class _Counted:
-    """Hashes and counts the uncompressed tar stream and enforces the per-layer cap."""
-
-    def __init__(self, raw: Readable, cap: int) -> None:
-        self.raw, self.cap, self.n = raw, cap, 0
-        self.h = hashlib.sha256()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n if n >= 0 else _CHUNK)
-        self.n += len(data)
-        if self.n > self.cap:
-            raise UnpackError(f"layer exceeds the size cap of {self.cap} bytes uncompressed")
-        self.h.update(data)
-        return data
-
-    def drain(self) -> None:
-        while self.read(_CHUNK):
-            pass
-
-
-class _Peek:
-    """Lets us sniff the compression magic from a forward-only stream."""
-
-    def __init__(self, raw: Readable) -> None:
-        self.raw = raw
-        self.head = raw.read(4)
-
-    def read(self, n: int = -1) -> bytes:
-        if not self.head:
-            return self.raw.read(n)
-        if 0 <= n < len(self.head):
-            out, self.head = self.head[:n], self.head[n:]
-            return out
-        out, self.head = self.head, b""
-        return out + self.raw.read(n - len(out) if n >= 0 else -1)
-
-
-def decompressed(raw: Readable, media_type: str = "") -> Readable:
-    """Pick the decompressor from the magic bytes; the media type is only a hint."""
-    peek = _Peek(raw)
-    src: IO[bytes] = peek  # type: ignore[assignment]
-    if peek.head.startswith(_GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=src, mode="rb")
-    if peek.head.startswith(_ZSTD_MAGIC):
-        return zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
-    if media_type.endswith(("gzip", "zstd")) and peek.head:
-        raise UnpackError(f"layer declared {media_type} but has no matching magic")
-    return src
 
 
 def clean_parts(name: str) -> list[str]:
@@ -397,16 +339,18 @@ def apply_layer(
     """Unpack a (possibly compressed) layer stream into root; lowers are parents, top-first."""
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     lower_fds = [os.open(p, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for p in lowers]
-    counted = _Counted(decompressed(stream, media_type), max_bytes)
     ap = _Applier(root_fd, lower_fds, max_bytes)
     entries = 0
     try:
+        counted = Counted(decompressed(stream, media_type), max_bytes)
         with tarfile.open(fileobj=counted, mode="r|") as tf:  # type: ignore[call-overload]
             for m in tf:
                 ap.apply(m, tf)
                 entries += 1
         counted.drain()
         ap.finish()
+    except (OverCap, MislabelledLayer) as e:
+        raise UnpackError(str(e)) from e
     except (tarfile.TarError, EOFError, zstandard.ZstdError, gzip.BadGzipFile) as e:
         raise UnpackError(f"corrupt layer: {e}") from e
     finally:
