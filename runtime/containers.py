@@ -170,11 +170,15 @@ class MonitorClient:
 
     async def create(self, id: str, spec: dict[str, Any], rootfs: str, cgroup_path: str = "",
                      log_path: str = "", tty: bool = False, stdin: bool = False,
-                     stdin_once: bool = False) -> ContainerState:
-        """Create the container's process, stopped before it execs the entrypoint."""
+                     stdin_once: bool = False,
+                     overlay: dict[str, Any] | None = None) -> ContainerState:
+        """Create the container's process, stopped before it execs the entrypoint.
+
+        `overlay` ({"lowerdirs": [...], "upperdir": ..., "workdir": ...}) is mounted on rootfs
+        inside the container's mount namespace: nothing to unmount on the host afterwards."""
         return ContainerState.from_dict(await self.call(
             "create", id=id, spec=spec, rootfs=rootfs, cgroup_path=cgroup_path,
-            log_path=log_path, tty=tty, stdin=stdin, stdin_once=stdin_once))
+            log_path=log_path, tty=tty, stdin=stdin, stdin_once=stdin_once, overlay=overlay))
 
     async def start(self, id: str) -> ContainerState:
         """Let it exec its entrypoint."""
@@ -318,10 +322,11 @@ class SyncMonitorClient:
 
     def create(self, id: str, spec: dict[str, Any], rootfs: str, cgroup_path: str = "",
                log_path: str = "", tty: bool = False, stdin: bool = False,
-               stdin_once: bool = False) -> ContainerState:
+               stdin_once: bool = False,
+               overlay: dict[str, Any] | None = None) -> ContainerState:
         """See MonitorClient.create."""
         return self._run(self.aio.create(id, spec, rootfs, cgroup_path, log_path, tty, stdin,
-                                         stdin_once))
+                                         stdin_once, overlay))
 
     def start(self, id: str) -> ContainerState:
         """See MonitorClient.start."""

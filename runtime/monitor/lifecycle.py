@@ -19,6 +19,7 @@ from runtime.logs import CriLogWriter
 from runtime.monitor import cg, proto
 from runtime.monitor import state as S
 from runtime.monitor.fdio import FdWriter, drain_now, exit_code, read_fd, set_nonblocking
+from runtime.rootfs import Overlay
 
 log = logging.getLogger("berth.monitor")
 VALID_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # it names a directory
@@ -133,8 +134,12 @@ class Lifecycle:
             raise proto.NotFound(f"container {cid!r} not found") from None
 
     def create(self, cid: str, spec: dict[str, Any], rootfs: str, cgroup_path: str,
-               log_path: str, tty: bool, stdin: bool, stdin_once: bool) -> S.ContainerState:
-        """Set up stdio and logging, then spawn the process stopped before its exec."""
+               log_path: str, tty: bool, stdin: bool, stdin_once: bool,
+               overlay: dict[str, Any] | None = None) -> S.ContainerState:
+        """Set up stdio and logging, then spawn the process stopped before its exec.
+
+        With `overlay` (runtime.rootfs.Overlay fields) the overlay is mounted on rootfs inside
+        the container's own mount namespace, so it vanishes with the container."""
         if not VALID_ID.fullmatch(cid):
             raise proto.InvalidArgument(f"container id {cid!r} is not [A-Za-z0-9_.-], 1-128 chars")
         if cid in self.containers:
@@ -178,8 +183,9 @@ class Lifecycle:
                 set_nonblocking(fd)
             cg.create(cgroup_path, spec)
             live.oom_base = cg.oom_kills(cgroup_path)
+            extra = {"overlay": Overlay(**overlay)} if overlay else {}
             live.spawned = self.spawner.spawn(spec, rootfs, stdio=stdio,
-                                              cgroup_path=cgroup_path or None)
+                                              cgroup_path=cgroup_path or None, **extra)
         except BaseException:
             for fd in ours + theirs:
                 os.close(fd)

@@ -99,7 +99,8 @@ class Server:
         if op == "create":
             return lc.create(cid, req["spec"], req["rootfs"], req.get("cgroup_path", ""),
                              req.get("log_path", ""), bool(req.get("tty")),
-                             bool(req.get("stdin")), bool(req.get("stdin_once"))).to_dict()
+                             bool(req.get("stdin")), bool(req.get("stdin_once")),
+                             req.get("overlay")).to_dict()
         if op == "start":
             return lc.start(cid).to_dict()
         if op == "state":

@@ -174,3 +174,18 @@ def test_update_and_stats(mon, rootfs, cgroup_parent):
     assert stats["pids_current"] >= 1 and stats["memory_usage"] > 0
     c.stop("c1", 0)
     c.delete("c1")
+
+
+def test_overlay_rootfs_lives_in_the_container_mount_ns(mon, rootfs, tmp_path):
+    c = mon.client
+    upper, work, merged = tmp_path / "upper", tmp_path / "work", tmp_path / "merged"
+    for d in (upper, work, merged):
+        d.mkdir()
+    overlay = {"lowerdirs": [str(rootfs)], "upperdir": str(upper), "workdir": str(work)}
+    c.create("c1", spec("sh", "-c", "echo hi > /tmp/made"), str(merged), overlay=overlay)
+    c.start("c1")
+    assert c.wait("c1", timeout=10).exit_code == 0
+    assert (upper / "tmp" / "made").read_text() == "hi\n"
+    assert not (rootfs / "tmp" / "made").exists()
+    assert str(merged) not in Path("/proc/self/mountinfo").read_text()
+    c.delete("c1")
