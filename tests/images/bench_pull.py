@@ -12,7 +12,11 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+from runtime.images.content import ContentStore
+from runtime.images.reference import normalize
+from runtime.images.registry import RegistryClient, RegistryConfig
 from runtime.images.store import ImageStore
 from runtime.images.unpack import apply_layer
 from tests.fixtures.images import build_layouts, push_images
@@ -26,6 +30,31 @@ def _pull(state: Path, ref: str) -> float:
         await store.pull(ref)
         dt = time.perf_counter() - t0
         await store.aclose()
+        return dt
+
+    return asyncio.run(main())
+
+
+def _download_only(state: Path, ref: str) -> float:
+    """Same blobs through the content store with no unpack, to see how much unpack overlaps."""
+
+    async def main() -> float:
+        r = normalize(ref)
+        client = RegistryClient(RegistryConfig())
+        store = ContentStore(state)
+        sem = asyncio.Semaphore(3)
+        t0 = time.perf_counter()
+        res = await client.resolve(r, None)
+        descs = [res.manifest["config"], *res.manifest["layers"]]
+
+        def opener(d: str) -> Any:
+            return lambda off: client.open_blob(r, d, off, None)
+
+        ings = [store.fetch(x["digest"], x["size"], opener(x["digest"]), limit=sem)
+                for x in descs]
+        await asyncio.gather(*(i.wait() for i in ings))
+        dt = time.perf_counter() - t0
+        await client.aclose()
         return dt
 
     return asyncio.run(main())
@@ -68,13 +97,17 @@ def main() -> None:
         t = Path(tmp)
         with run_registry(t / "reg") as reg:
             pushed = push_images(reg.host, ["big"])["big"]
-            runs = []
+            runs, dl = [], []
             for i in range(3):
                 runs.append(_pull(t / f"state{i}", pushed.ref))
                 shutil.rmtree(t / f"state{i}")
+                dl.append(_download_only(t / f"dl{i}", pushed.ref))
+                shutil.rmtree(t / f"dl{i}")
         gz, raw, total = _unpack_rate(build_layouts(["big"])["big"], t / "unpack")
         print(f"cold pull+unpack {pushed.ref}: runs {[round(r, 3) for r in runs]} s, "
               f"p50 {statistics.median(runs):.3f} s")
+        print(f"download only (no unpack): runs {[round(r, 3) for r in dl]} s, "
+              f"p50 {statistics.median(dl):.3f} s")
         print(f"unpack {total / 1e6:.1f} MB of tar: {gz:.0f} MB/s from gzip, "
               f"{raw:.0f} MB/s from tar")
 
