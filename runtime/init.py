@@ -49,13 +49,6 @@ class InitError(RuntimeError):
 
 
 @dataclass
-class _Security:
-    """What create computed that exec re-applies: compiled seccomp and the container's caps."""
-
-    seccomp: bytes | None = None
-
-
-@dataclass
 class Spawned:
     """A created container: pid 1 parked before exec until start()."""
 
@@ -94,20 +87,15 @@ class Spawned:
             self.pidfd = -1
 
 
-_security: dict[int, _Security] = {}
+_seccomp_of: dict[int, bytes | None] = {}  # container pid -> its filter, re-applied by exec
 _status_fd = [-1]  # child side: where _child_guard reports, updated when fds are renumbered
 
 
 def _read_all(fd: int) -> str:
     out = bytearray()
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except InterruptedError:
-            continue
-        if not chunk:
-            return out.decode(errors="replace")
+    while chunk := os.read(fd, 65536):
         out += chunk
+    return out.decode(errors="replace")
 
 
 def _compile_seccomp(spec: dict[str, Any]) -> bytes | None:
@@ -190,13 +178,16 @@ def spawn(spec: dict[str, Any], rootfs_path: str, *, stdio: tuple[int, int, int]
         os.close(status_r)
         _reap_failed(pid)
         raise InitError(status or "container init died before it was ready")
-    _security[pid] = _Security(bpf)
+    _seccomp_of[pid] = bpf
     return Spawned(pid, libc.pidfd_open(pid), start_w, status_r)
 
 
 def _check_plan(spec: dict[str, Any], plan: NsPlan) -> None:
     if "mount" not in plan.new_types:
         raise InitError("the container needs a new mount namespace")
+    has_uts = "uts" in plan.new_types or "uts" in plan.join
+    if (spec.get("hostname") or spec.get("domainname")) and not has_uts:
+        raise InitError("a hostname needs a private UTS namespace")
     if "user" in plan.new_types:
         if not oci.id_mappings(spec, "uidMappings") or not oci.id_mappings(spec, "gidMappings"):
             raise InitError("a new user namespace needs uidMappings and gidMappings")
@@ -230,7 +221,7 @@ def run(spec: dict[str, Any], rootfs_path: str, *, stdio: tuple[int, int, int],
 
 def forget(pid: int) -> None:
     """Drop what exec remembered about a container once it is gone."""
-    _security.pop(pid, None)
+    _seccomp_of.pop(pid, None)
 
 
 def _shared(spec: dict[str, Any], typ: str) -> bool:
@@ -239,16 +230,8 @@ def _shared(spec: dict[str, Any], typ: str) -> bool:
 
 def _read_all_until_ready(fd: int) -> str:
     """'R' once the child parked; otherwise its error message (or '' if it died silently)."""
-    first = b""
-    while True:
-        try:
-            first = os.read(fd, 1)
-            break
-        except InterruptedError:
-            continue
-    if first == b"R":
-        return "R"
-    return (first.decode(errors="replace") + _read_all(fd)) if first else ""
+    first = os.read(fd, 1)
+    return "R" if first == b"R" else (first + _read_all(fd).encode()).decode(errors="replace")
 
 
 def spawn_exec(container_pid: int, process: dict[str, Any], *, stdio: tuple[int, int, int],
@@ -259,8 +242,7 @@ def spawn_exec(container_pid: int, process: dict[str, Any], *, stdio: tuple[int,
     The container's seccomp filter (remembered from spawn) is applied unless a profile is given.
     """
     proc = oci.parse_process(process)
-    sec = _security.get(container_pid)
-    bpf = sec.seccomp if sec else None
+    bpf = _seccomp_of.get(container_pid)
     if seccomp_profile is not None:
         bpf = _compile_seccomp({"linux": {"seccomp": seccomp_profile}})
     cg: Any = None
@@ -351,6 +333,7 @@ def _init_child(job: _Job, start_r: int, status_w: int) -> None:
     elif job.cg is not None:
         job.cg.add_pid(job.cgroup_path, os.getpid())
     namespaces.join_all(plan)
+    plan.close()
     libc.unshare(plan.new_flags & ~(libc.CLONE_NEWPID | libc.CLONE_NEWUSER))
     if job.sysctls:
         sysctl.apply(job.sysctls)
@@ -376,6 +359,7 @@ def _exec_child(proc: oci.Process, plan: NsPlan, stdio: tuple[int, int, int], cg
     if cg is not None:
         cg.add_pid(cgroup_path, os.getpid())
     namespaces.join_all(plan)
+    plan.close()
     os.chdir("/")  # setns(mnt) left cwd undefined; "/" is now the container's root
     _limits(proc)
     _finalize(proc, bpf, status_w)
@@ -400,8 +384,7 @@ def _limits(proc: oci.Process, *, oom: bool = True) -> None:
             raise InitError(f"setrlimit {rl.type}: {e}") from None
     if oom and proc.oom_score_adj is not None:
         _write_oom("/proc/self/oom_score_adj", proc.oom_score_adj)
-    if proc.user.umask is not None:
-        os.umask(proc.user.umask)
+    os.umask(0o022 if proc.user.umask is None else proc.user.umask)
 
 
 def _finalize(proc: oci.Process, bpf: bytes | None, status_w: int) -> None:
@@ -427,6 +410,7 @@ def _finalize(proc: oci.Process, bpf: bytes | None, status_w: int) -> None:
     env = dict(e.partition("=")[::2] for e in proc.env)
     try:
         os.chdir(proc.cwd)
+        os.getcwd()  # ENOENT when the cwd is not below our root (a leaked host fd): refuse it
     except OSError as e:
         raise InitError(f"chdir {proc.cwd}: {os.strerror(e.errno or 0)}") from None
     path = _lookup(proc.args[0], env.get("PATH", oci.DEFAULT_PATH))

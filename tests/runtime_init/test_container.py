@@ -189,6 +189,16 @@ def test_no_leaked_fds_and_cwd(busybox_rootfs, run_container):
     spec["process"]["cwd"] = "/tmp"
     r = go(run_container, busybox_rootfs, spec, leak_fd=True)
     assert r.stdout.split() == ["0", "1", "2", "/tmp"]
+    for n in range(3, 12):  # no fd of ours can serve as a working directory
+        spec["process"]["cwd"] = f"/proc/self/fd/{n}"
+        r = go(run_container, busybox_rootfs, spec, leak_fd=True)
+        assert r.error and r.error.startswith(f"chdir /proc/self/fd/{n}: "), r
+
+
+def test_hostname_needs_private_uts(busybox_rootfs, run_container):
+    spec = sh(busybox_rootfs, "true", namespaces=("pid", "mount"))
+    r = go(run_container, busybox_rootfs, spec)
+    assert r.error == "a hostname needs a private UTS namespace"
 
 
 def test_rlimits_and_oom_score_adj(busybox_rootfs, run_container):
