@@ -9,15 +9,13 @@ import itertools
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from runtime.monitor import proto
+from runtime.monitor.launch import launch
 from runtime.monitor.proto import (
     AlreadyExists,
     InvalidArgument,
@@ -276,32 +274,13 @@ def _unwrap(msg: dict[str, Any]) -> Any:
     raise proto.ERRORS.get(msg.get("error", ""), MonitorError)(msg.get("message", "failed"))
 
 
-def _launch(state_dir: str, run_dir: str, spawner: str | None) -> None:
-    """Start the monitor (the launcher forks the daemon and exits once it serves)."""
-    root = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (root, os.environ.get("PYTHONPATH", "")) if p))
-    cmd = [sys.executable, "-m", "runtime.monitor", "--state-dir", state_dir,
-           "--run-dir", run_dir]
-    if spawner:
-        cmd += ["--spawner", spawner]
-    os.makedirs(run_dir, mode=0o700, exist_ok=True)
-    with open(os.path.join(run_dir, "monitor.log"), "ab") as logf:
-        res = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=logf, start_new_session=True, env=env, cwd="/",
-                             timeout=60, check=False)
-    if res.returncode != 0:
-        tail = Path(run_dir, "monitor.log").read_bytes()[-2000:].decode(errors="replace")
-        raise MonitorError(f"monitor failed to start (exit {res.returncode}): {tail}")
-
-
 async def ensure_monitor(state_dir: str, run_dir: str,
                          spawner: str | None = None) -> MonitorClient:
     """Connect to the state dir's monitor, starting it if none answers (now or later on).
 
     `spawner` names the module providing spawn/spawn_exec (default runtime.init)."""
     client = MonitorClient(os.path.join(run_dir, "monitor.sock"), lambda: asyncio.to_thread(
-        _launch, state_dir, run_dir, spawner))
+        launch, state_dir, run_dir, spawner))
     try:
         await asyncio.wait_for(client.ping(), PING_TIMEOUT)
     except TimeoutError:
