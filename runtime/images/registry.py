@@ -155,7 +155,7 @@ class RegistryClient:
                     stream: bool = False) -> httpx.Response:
         """GET with the auth dance: a 401 challenge yields a token or basic header, then retry."""
         scope = f"repository:{ref.path}:pull"
-        key = (ref.domain, scope)
+        key = (httpx.URL(url).netloc.decode(), scope)  # a mirror's token never goes to origin
         for attempt in range(2):
             h = dict(headers)
             if key in self._tokens:

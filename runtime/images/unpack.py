@@ -20,6 +20,7 @@ from runtime.images.compression import Counted, MislabelledLayer, OverCap, Reada
 WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
 DEFAULT_MAX_LAYER_BYTES = 16 << 30
+DEFAULT_MAX_ENTRIES = 1_000_000  # an inode bomb of empty files passes any byte cap
 _CHUNK = 1 << 20
 _DIR = os.O_PATH | os.O_DIRECTORY
 
@@ -335,6 +336,7 @@ def apply_layer(
     lowers: list[str],
     media_type: str = "",
     max_bytes: int = DEFAULT_MAX_LAYER_BYTES,
+    max_entries: int = DEFAULT_MAX_ENTRIES,
 ) -> UnpackResult:
     """Unpack a (possibly compressed) layer stream into root; lowers are parents, top-first."""
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -345,8 +347,10 @@ def apply_layer(
         counted = Counted(decompressed(stream, media_type), max_bytes)
         with tarfile.open(fileobj=counted, mode="r|") as tf:  # type: ignore[call-overload]
             for m in tf:
-                ap.apply(m, tf)
                 entries += 1
+                if entries > max_entries:
+                    raise UnpackError(f"layer has more than the cap of {max_entries} entries")
+                ap.apply(m, tf)
         counted.drain()
         ap.finish()
     except (OverCap, MislabelledLayer) as e:

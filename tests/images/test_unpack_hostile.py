@@ -176,6 +176,15 @@ def test_giant_file_over_cap(sb: Sandbox) -> None:
     sb.assert_host_untouched()
 
 
+def test_inode_bomb_over_entry_cap(sb: Sandbox) -> None:
+    layer = Layer()
+    for i in range(50):
+        layer.file(f"f{i}", b"")
+    with pytest.raises(UnpackError, match="cap of 20 entries"):
+        sb.apply(layer, max_entries=20)
+    sb.assert_host_untouched()
+
+
 def test_zero_bomb_compressed(sb: Sandbox) -> None:
     import gzip
     import io
