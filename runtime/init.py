@@ -86,6 +86,12 @@ class Spawned:
             os.close(self.pidfd)
             self.pidfd = -1
 
+    def __del__(self) -> None:
+        """A dropped handle must not leak its fds in a long-lived monitor."""
+        with contextlib.suppress(OSError):
+            self.close()
+            self.close_pidfd()
+
 
 _seccomp_of: dict[int, bytes | None] = {}  # container pid -> its filter, re-applied by exec
 _status_fd = [-1]  # child side: where _child_guard reports, updated when fds are renumbered
@@ -309,7 +315,10 @@ def _early_child(stdio: tuple[int, int, int], keep: list[int], terminal: bool) -
         base += 1
     libc.close_range(base)
     if terminal:
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        try:
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        except OSError as e:
+            raise InitError(f"terminal: stdin cannot be our tty: {e.strerror}") from None
     return moved
 
 
