@@ -171,7 +171,11 @@ def _masq_add(args: Args, ips: list[dict[str, Any]]) -> None:
         addr = ip["address"].split("/")[0]
         net = lean.cidr_network(ip["address"])
         rules.append(firewall.Rule("postrouting", f"ip saddr {addr} ip daddr != {net} masquerade"))
-    firewall.add(rules, firewall.tag("bridge", f"{args.container_id}/{args.ifname}"))
+    firewall.add(rules, _masq_tag(args))
+
+
+def _masq_tag(args: Args) -> str:
+    return firewall.tag("bridge", str(args.conf.get("name")), f"{args.container_id}/{args.ifname}")
 
 
 def cmd_del(args: Args) -> None:
@@ -180,7 +184,7 @@ def cmd_del(args: Args) -> None:
     delegate.call(conf["ipam"]["type"], "DEL", args)
     _del_pod_link(args)
     if conf.get("ipMasq"):
-        firewall.remove(firewall.tag("bridge", f"{args.container_id}/{args.ifname}"))
+        firewall.remove(_masq_tag(args))
 
 
 def _del_pod_link(args: Args) -> None:

@@ -58,6 +58,10 @@ def rules_for(pod_ip: str, mappings: list[dict[str, Any]]) -> list[firewall.Rule
     return rules
 
 
+def _tag(args: Args) -> str:
+    return firewall.tag("portmap", str(args.conf.get("name")), args.container_id)
+
+
 def cmd_add(args: Args) -> dict[str, Any]:
     prev = skel.prev_result(args)
     if prev is None:
@@ -71,24 +75,25 @@ def cmd_add(args: Args) -> dict[str, Any]:
             nl.write_sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
         except OSError:
             continue  # the veth end is not the routing interface; the bridge is
-    firewall.add(rules, firewall.tag("portmap", args.container_id))
+    firewall.add(rules, _tag(args))
     return prev
 
 
 def cmd_del(args: Args) -> None:
-    firewall.remove(firewall.tag("portmap", args.container_id))
+    firewall.remove(_tag(args))
 
 
 def cmd_check(args: Args) -> None:
-    if _mappings(args) and not firewall.list_owned(firewall.tag("portmap", args.container_id)):
+    if _mappings(args) and not firewall.list_owned(_tag(args)):
         raise CNIError(skel.E_UNKNOWN_CONTAINER, "no hostport rules for container")
 
 
 def cmd_gc(args: Args) -> None:
     """Drop rules of containers no longer in cni.dev/valid-attachments (CNI 1.1 GC)."""
     valid = {a.get("containerID") for a in args.conf.get("cni.dev/valid-attachments", [])}
-    for owner in firewall.owners("berth-portmap:"):
-        if owner.split(":", 1)[1] not in valid:
+    prefix = firewall.tag("portmap", str(args.conf.get("name")), "")
+    for owner in firewall.owners(prefix):
+        if owner[len(prefix) :] not in valid:
             firewall.remove(owner)
 
 

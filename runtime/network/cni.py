@@ -163,7 +163,10 @@ class CNIManager:
             net = netconf.parse(cached["config"].encode(), "cache")
             prev = cached.get("result")
         else:
-            net = self.load()
+            try:
+                net = self.load()
+            except ConfigError:
+                return  # never networked by us and nothing to run DEL with
             prev = None
         await self._del_chain(net, pod, prev)
         if self.cfg.loopback:

@@ -66,8 +66,8 @@ def net(tmp_path):
     }
     yield env
     for cid in env["cids"]:
-        firewall.remove(firewall.tag("portmap", cid))
-        firewall.remove(firewall.tag("bridge", f"{cid}/eth0"))
+        firewall.remove(firewall.tag("portmap", env["name"], cid))
+        firewall.remove(firewall.tag("bridge", env["name"], f"{cid}/eth0"))
     with contextlib.suppress(subprocess.CalledProcessError):
         subprocess.run(["ip", "link", "del", bridge], check=True, capture_output=True)
     firewall.prune()

@@ -88,9 +88,9 @@ def in_netns(netns: str, *cmd: str, timeout: float = 10, **kw) -> subprocess.Com
     )
 
 
-def tagged_rules(container_id: str) -> list[str]:
-    tags = [firewall.tag("portmap", container_id)]
-    tags += [firewall.tag("bridge", f"{container_id}/{i}") for i in ("eth0", "net1")]
+def tagged_rules(network: str, container_id: str) -> list[str]:
+    tags = [firewall.tag("portmap", network, container_id)]
+    tags += [firewall.tag("bridge", network, f"{container_id}/{i}") for i in ("eth0", "net1")]
     return [r for t in tags for r in firewall.list_owned(t)]
 
 

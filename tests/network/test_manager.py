@@ -125,7 +125,7 @@ def test_two_pods_talk(tmp_path, net, impl, make_netns):
     asyncio.run(mgr.teardown(b))
     assert links_on(net["bridge"]) == [] and leases(net) == []
     assert os.listdir(mgr.cache_dir) == []
-    assert tagged_rules(a.id) == []
+    assert tagged_rules(net["name"], a.id) == []
     asyncio.run(mgr.teardown(a))  # a repeated teardown is fine
 
 
@@ -133,13 +133,17 @@ def test_teardown_after_restart_uses_cache(tmp_path, net, our_bin, make_netns):
     mgr = make_manager(tmp_path, net, [our_bin])
     p = pod(net, make_netns(), [PortMapping(random.randint(20000, 29999), 80)])
     asyncio.run(mgr.setup(p))
-    assert tagged_rules(p.id) and links_on(net["bridge"])
+    assert tagged_rules(net["name"], p.id) and links_on(net["bridge"])
     # config edited away, daemon restarted: the cached config and result still drive DEL
     os.unlink(os.path.join(mgr.cfg.conf_dir, "10-berth.conflist"))
     mgr2 = CNIManager(CNIConfig(**{**mgr.cfg.__dict__, "install_default": False}))
     asyncio.run(mgr2.check(p))
     asyncio.run(mgr2.teardown(p))
-    assert links_on(net["bridge"]) == [] and leases(net) == [] and tagged_rules(p.id) == []
+    assert (
+        links_on(net["bridge"]) == []
+        and leases(net) == []
+        and tagged_rules(net["name"], p.id) == []
+    )
 
 
 def test_status_default_conf_and_pod_cidr(tmp_path, net, our_bin):
@@ -207,5 +211,5 @@ def test_churn_leaves_nothing(tmp_path, net, our_bin, run_dir):
         assert run_dir not in f.read()
     existing = set(os.listdir("/sys/class/net"))
     assert not existing & set(host_veths)
-    assert not [c for c in net["cids"] if tagged_rules(c)]
-    assert not firewall.list_owned(firewall.tag("portmap", net["cids"][-1]))
+    assert not [c for c in net["cids"] if tagged_rules(net["name"], c)]
+    assert not firewall.list_owned(firewall.tag("portmap", net["name"], net["cids"][-1]))

@@ -60,7 +60,9 @@ def test_undecodable_config(our_bin):
 
 def test_bridge_add_check_del(our_bin, make_netns, net):
     ns, cid = make_netns(), new_cid(net)
-    conf = bridge_conf(net["name"], net["bridge"], net["subnet"], net["data_dir"], mtu=1400)
+    conf = bridge_conf(
+        net["name"], net["bridge"], net["subnet"], net["data_dir"], mtu=1400, promiscMode=True
+    )
     res = ok(cni(our_bin, "bridge", "ADD", conf, cid, ns))
     check_result_schema(res)
     br, veth, pod = res["interfaces"]
@@ -72,6 +74,7 @@ def test_bridge_add_check_del(our_bin, make_netns, net):
     # host side: bridge with the gateway, veth enslaved with hairpin, forwarding only on the bridge
     br_addrs = {a["local"] for a in ip_json("addr", "show", "dev", net["bridge"])[0]["addr_info"]}
     assert gw in br_addrs
+    assert "PROMISC" in ip_json("link", "show", "dev", net["bridge"])[0]["flags"]
     assert links_on(net["bridge"]) == [veth["name"]]
     with open(f"/sys/class/net/{veth['name']}/brport/hairpin_mode") as f:
         assert f.read().strip() == "1"
@@ -84,14 +87,14 @@ def test_bridge_add_check_del(our_bin, make_netns, net):
     routes = ip_json("route", "show", "default", netns=ns)
     assert routes[0]["gateway"] == gw
     # ipMasq rule tagged with this container
-    assert len(tagged_rules(cid)) == 1
+    assert len(tagged_rules(net["name"], cid)) == 1
     # CHECK passes with the result as prevResult
     ok(cni(our_bin, "bridge", "CHECK", {**conf, "prevResult": res}, cid, ns))
     # DEL removes veth, lease and rule; a second DEL and a DEL without netns also succeed
     ok(cni(our_bin, "bridge", "DEL", conf, cid, ns))
     assert links_on(net["bridge"]) == []
     assert [link["ifname"] for link in ip_json("link", "show", netns=ns)] == ["lo"]
-    assert tagged_rules(cid) == []
+    assert tagged_rules(net["name"], cid) == []
     leases = os.listdir(os.path.join(net["data_dir"], net["name"]))
     assert sorted(leases) == ["last_reserved_ip.0", "lock"]
     ok(cni(our_bin, "bridge", "DEL", conf, cid, ns))
@@ -241,12 +244,22 @@ def test_portmap_rules_tagged_and_removed(our_bin, net, backend):
     env = {"BERTH_CNI_FIREWALL": backend}
     res = ok(cni(our_bin, "portmap", "ADD", conf, cid, "/x", extra_env=env))
     assert res["ips"] == prev["ips"]  # prevResult passes through
-    rules = firewall.list_owned(firewall.tag("portmap", cid))
+    rules = firewall.list_owned(firewall.tag("portmap", net["name"], cid))
     assert len(rules) == 8  # per mapping: dnat in prerouting+output, 2 masquerades
     text = "\n".join(rules)
     assert "10.88.250.7" in text and ("18080" in text) and ("18053" in text)
     ok(cni(our_bin, "portmap", "CHECK", conf, cid, "/x", extra_env=env))
     ok(cni(our_bin, "portmap", "DEL", conf, cid, "/x", extra_env=env))
-    assert firewall.list_owned(firewall.tag("portmap", cid)) == []
+    assert firewall.list_owned(firewall.tag("portmap", net["name"], cid)) == []
     ok(cni(our_bin, "portmap", "DEL", conf, cid, "/x", extra_env=env))
+    # GC (CNI 1.1) drops the rules of containers the runtime no longer lists
+    ok(cni(our_bin, "portmap", "ADD", conf, cid, "/x", extra_env=env))
+    gc = {
+        "cniVersion": "1.1.0",
+        "name": net["name"],
+        "type": "portmap",
+        "cni.dev/valid-attachments": [{"containerID": "other", "ifname": "eth0"}],
+    }
+    ok(cni(our_bin, "portmap", "GC", gc, extra_env=env))
+    assert firewall.list_owned(firewall.tag("portmap", net["name"], cid)) == []
     firewall.prune()
