@@ -8,12 +8,14 @@ the caller, which can waitpid() it and read its real exit status.
 
 CVE-2019-5736 (overwriting the runtime through /proc/<pid>/exe): until its execve the child runs
 our Python interpreter, so /proc/<child>/exe points at the host's python binary. The child makes
-itself non-dumpable (PR_SET_DUMPABLE=0) before it joins any container namespace; the kernel
-then refuses /proc/<pid>/exe and /proc/<pid>/fd (ptrace access mode checks) to every process
-without CAP_SYS_PTRACE over the host user namespace, which containers do not get. execve()
-resets dumpability only once the container binary has replaced the interpreter, so at no time
-can a container process open our interpreter; and nothing ever re-execs python inside the
-container, so its own /proc/self/exe is always a container file.
+itself non-dumpable (PR_SET_DUMPABLE=0) first thing, before it joins any container namespace;
+the kernel then refuses /proc/<pid>/exe and /proc/<pid>/fd/* (ptrace access checks) to any
+process lacking CAP_SYS_PTRACE in the host user namespace. A second barrier holds while the
+child keeps more capabilities than the container (commoncap refuses access to a task whose
+permitted set is not a subset of the caller's); dumpable=0 is what still covers the last steps,
+after the caps drop and before execve. execve resets dumpability only once the container's
+binary has replaced the interpreter, and nothing ever re-execs python inside the container, so
+no container process can open our interpreter and its own /proc/self/exe is a container file.
 
 CVE-2024-21626: every fd above 2 is marked close-on-exec (close_range) just before execve, and
 the working directory is set after pivot_root from inside the new root.

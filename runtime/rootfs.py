@@ -67,7 +67,11 @@ class HostDevNull:
 
 def prepare(spec: dict[str, Any], rootfs: str, *, overlay: Overlay | None = None,
             console_fd: int | None = None) -> None:
-    """Set up the mount namespace we are already in, ending chrooted (pivoted) into rootfs."""
+    """Set up the mount namespace we are already in, ending pivoted into rootfs.
+
+    "/" becomes rslave unless linux.rootfsPropagation says otherwise (runc's default): nothing
+    we mount propagates to the host, yet rslave volumes still see host mounts appear.
+    """
     lin = oci.linux(spec)
     prop = _ROOT_PROPAGATION[lin.get("rootfsPropagation") or "rslave"]
     libc.mount(None, "/", None, prop)
