@@ -142,6 +142,8 @@ class Lifecycle:
         the container's own mount namespace, so it vanishes with the container."""
         if not VALID_ID.fullmatch(cid):
             raise proto.InvalidArgument(f"container id {cid!r} is not [A-Za-z0-9_.-], 1-128 chars")
+        if bool((spec.get("process") or {}).get("terminal")) != tty:
+            raise proto.InvalidArgument("tty must match the spec's process.terminal")
         if cid in self.containers:
             raise proto.AlreadyExists(f"container {cid!r} already exists")
         st = S.ContainerState(cid, created_ns=time.time_ns(), log_path=log_path,

@@ -97,6 +97,8 @@ def test_typed_errors(mon, rootfs):
     for bad in ("../escape", "", "a/b", ".hidden"):
         with pytest.raises(InvalidArgument):
             c.create(bad, spec("true"), str(rootfs))
+    with pytest.raises(InvalidArgument, match="terminal"):
+        c.create("c1", spec("true"), str(rootfs), tty=True)
     c.create("c1", spec("sleep", "30"), str(rootfs))
     with pytest.raises(AlreadyExists):
         c.create("c1", spec("true"), str(rootfs))

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from runtime.containers import MonitorError
 from runtime.logs import join_lines, parse_log
-from tests.runtime_monitor.conftest import pid_alive, spawner, spec, wait_gone
+from tests.runtime_monitor.conftest import pid_alive, proc, spawner, spec, wait_gone
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = str(Path(__file__).resolve().parents[2])
@@ -103,6 +104,23 @@ def test_churn_leaks_nothing(mon, rootfs, tmp_path, cgroup_parent):
         c.start(cid)
         assert c.wait(cid, timeout=10).exit_code == 0
         c.delete(cid)
+    bad = spec("true")
+    bad["linux"]["namespaces"].append({"type": "user"})  # refused by runtime.init at create
+    c.create("runner", spec("sleep", "60"), str(rootfs))
+    c.start("runner")
+    for i in range(20):
+        with pytest.raises(MonitorError):
+            c.create(f"bad{i}", bad, str(rootfs), cgroup_path=f"{cgroup_parent}/bad{i}",
+                     log_path=str(tmp_path / "bad.log"))
+        c.create(f"noexec{i}", spec("/missing"), str(rootfs), log_path=str(tmp_path / "n.log"))
+        with pytest.raises(MonitorError):
+            c.start(f"noexec{i}")
+        c.wait(f"noexec{i}", timeout=10)
+        c.delete(f"noexec{i}")
+        with pytest.raises(MonitorError):
+            c.exec_sync("runner", proc("/missing"), 5)
+    c.stop("runner", 0)
+    c.delete("runner")
     assert len(os.listdir(f"/proc/{mon.pid}/fd")) == fds_before
     assert c.list() == []
     assert os.listdir(Path(mon.state_dir, "containers")) == []
