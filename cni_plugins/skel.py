@@ -113,6 +113,8 @@ def load_args(env: dict[str, str], stdin: bytes) -> Args:
     )
     if command != "VERSION" and args.version not in SUPPORTED_VERSIONS:
         raise CNIError(E_INCOMPATIBLE_VERSION, f"incompatible CNI version {args.version}")
+    if command == "CHECK" and args.version.startswith("0.3."):
+        raise CNIError(E_INCOMPATIBLE_VERSION, "CHECK needs cniVersion 0.4.0 or later")
     return args
 
 
