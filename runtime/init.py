@@ -250,6 +250,10 @@ def spawn_exec(container_pid: int, process: dict[str, Any], *, stdio: tuple[int,
     The container's seccomp filter (remembered from spawn) is applied unless a profile is given.
     """
     proc = oci.parse_process(process)
+    if proc.oom_score_adj is None:  # like the container's other processes, not like us
+        with contextlib.suppress(OSError, ValueError), \
+                open(f"/proc/{container_pid}/oom_score_adj") as f:
+            proc.oom_score_adj = int(f.read())
     bpf = _seccomp_of.get(container_pid)
     if seccomp_profile is not None:
         bpf = _compile_seccomp({"linux": {"seccomp": seccomp_profile}})
@@ -369,10 +373,12 @@ def _exec_child(proc: oci.Process, plan: NsPlan, stdio: tuple[int, int, int], cg
     plan.join = dict(zip(plan.join.keys(), fds[1:], strict=True))
     if cg is not None:
         cg.add_pid(cgroup_path, os.getpid())
+    if proc.oom_score_adj is not None:  # before a user ns join hides our /proc/self from us
+        _write_oom("/proc/self/oom_score_adj", proc.oom_score_adj)
     namespaces.join_all(plan)
     plan.close()
     os.chdir("/")  # setns(mnt) left cwd undefined; "/" is now the container's root
-    _limits(proc)
+    _limits(proc, oom=False)
     _finalize(proc, bpf, status_w)
 
 

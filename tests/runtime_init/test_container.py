@@ -231,8 +231,10 @@ def test_mount_error_is_reported(busybox_rootfs, run_container, tmp_path):
 def test_exec_into_running_container(busybox_rootfs, run_container):
     spec = sh(busybox_rootfs, "exec sleep 30", hostname="exec-box")
     spec["linux"]["seccomp"] = seccomp.default_profile()
+    spec["process"]["oomScoreAdj"] = 321
     script = "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc/$$/fd; " \
-             "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; id -u"
+             "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; id -u; " \
+             "cat /proc/self/oom_score_adj"
     proc = dict(spec["process"], args=["sh", "-c", script],
                 user={"uid": 1001, "gid": 1001})
     missing = dict(spec["process"], args=["/no/such"])
@@ -243,7 +245,7 @@ def test_exec_into_running_container(busybox_rootfs, run_container):
     assert lines[:2] == ["exec-box", "sleep 30 "]
     assert lines[2:5] == ["0", "1", "2"]
     assert _status("\n".join(lines[5:7])) == {"Seccomp": "2", "NoNewPrivs": "1"}
-    assert lines[7] == "1001"
+    assert lines[7:9] == ["1001", "321"]
 
 
 def test_host_interpreter_unreachable_before_exec(busybox_rootfs, run_container):
