@@ -29,6 +29,10 @@ class Retryable(Exception):
     """A transient transfer failure: the fetch loop resumes with a Range request."""
 
 
+class DownloadFailed(Exception):
+    """What a follower of a failed or abandoned download sees."""
+
+
 class ProgressTimeout(Retryable):
     """No byte arrived for the progress timeout."""
 
@@ -70,20 +74,29 @@ class FollowReader:
 
     def __init__(self, ing: Ingest, fd: int) -> None:
         self.ing, self.fd, self.pos = ing, fd, 0
+        self.aborted = False
 
     def read(self, n: int = -1) -> bytes:
         ing = self.ing
         with ing.cond:
-            while self.pos >= ing.written and not ing.finished:
+            while self.pos >= ing.written and not ing.finished and not self.aborted:
                 ing.cond.wait(1.0)
+            if self.aborted:
+                raise DownloadFailed(f"reading {ing.digest}: aborted")
             if ing.error is not None:
-                raise ing.error
+                raise DownloadFailed(f"download of {ing.digest} failed: {ing.error}")
             avail = ing.written - self.pos
         if avail <= 0:
             return b""
         data = os.pread(self.fd, avail if n < 0 else min(n, avail), self.pos)
         self.pos += len(data)
         return data
+
+    def abort(self) -> None:
+        """Make the reading thread give up at its next read."""
+        with self.ing.cond:
+            self.aborted = True
+            self.ing.cond.notify_all()
 
     def close(self) -> None:
         os.close(self.fd)
@@ -209,10 +222,14 @@ class ContentStore:
 
     async def _limited(self, ing: Ingest, opener: Opener, timeout: float, retries: int,
                        limit: asyncio.Semaphore | None) -> Path:
-        if limit is None:
-            return await self._run(ing, opener, timeout, retries)
-        async with limit:
-            return await self._run(ing, opener, timeout, retries)
+        try:
+            if limit is None:
+                return await self._run(ing, opener, timeout, retries)
+            async with limit:
+                return await self._run(ing, opener, timeout, retries)
+        except BaseException as e:  # also a cancel while queued: followers must not wait forever
+            ing._advance(ing.written, finished=True, error=e)
+            raise
 
     async def _run(self, ing: Ingest, opener: Opener, timeout: float, retries: int) -> Path:
         fd = os.open(ing.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -249,9 +266,6 @@ class ContentStore:
                 ing.path = self.path(ing.digest)
             ing._advance(written, finished=True)
             return ing.path
-        except BaseException as e:
-            ing._advance(ing.written, finished=True, error=e)
-            raise
         finally:
             os.close(fd)
 

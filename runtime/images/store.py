@@ -13,7 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from runtime.images.content import ContentStore, DigestMismatch, Ingest, Retryable
+from runtime.images.content import (
+    ContentStore,
+    DigestMismatch,
+    DownloadFailed,
+    Ingest,
+    Retryable,
+)
 from runtime.images.records import Image, ImageConfig, ImageIndex
 from runtime.images.reference import Reference, normalize, parse
 from runtime.images.registry import (
@@ -80,7 +86,8 @@ class ImageStore:
             return await self._pull_resolved(r, res, auth)
         except (RegistryError, InUse):
             raise
-        except (Retryable, DigestMismatch, UnpackError, OSError, ValueError, KeyError) as e:
+        except (Retryable, DigestMismatch, DownloadFailed, UnpackError, OSError, ValueError,
+                KeyError) as e:
             raise PullError(f"pull {r}: {e} (registry {r.domain})") from e
 
     async def _pull_resolved(self, r: Reference, res: Resolved, auth: Auth | None) -> Image:
@@ -154,24 +161,33 @@ class ImageStore:
                              chains: list[str]) -> None:
         tmp = self.snapshots.prepare()
         reader = None
+        work: asyncio.Future[Any] | None = None
         try:
             try:
                 reader = ing.reader()
             except FileNotFoundError:
                 await ing.wait()  # the download failed and removed its file: raise its error
                 raise
-            result = await asyncio.to_thread(
+            work = asyncio.ensure_future(asyncio.to_thread(
                 apply_layer, reader, str(tmp / "fs"), self.snapshots.lowers(chains[:-1]),
-                layer.get("mediaType", ""), self.max_layer_bytes)
+                layer.get("mediaType", ""), self.max_layer_bytes))
+            result = await asyncio.shield(work)
             await ing.wait()  # the digest check; a mismatch discards the snapshot
             if result.diff_id != diff_id:
                 raise DigestMismatch(f"layer {ing.digest}: diff id {result.diff_id} "
                                      f"does not match config {diff_id}")
             self.snapshots.commit(tmp, chains[-1])
-        except BaseException:
+        except BaseException as e:
+            if reader is not None:
+                reader.abort()
+            if work is not None:  # the thread must stop writing before its dir goes
+                with contextlib.suppress(BaseException):
+                    await work
             self.snapshots.discard(tmp)
-            with contextlib.suppress(BaseException):
-                await ing.wait()
+            t = ing.task
+            cause = t.exception() if t is not None and t.done() and not t.cancelled() else None
+            if cause is not None and not isinstance(e, asyncio.CancelledError):
+                raise cause from e  # the download's failure is the real cause
             raise
         finally:
             if reader is not None:

@@ -154,3 +154,30 @@ def test_concurrent_pulls_share_downloads(tmp_path: Path, layouts) -> None:
     blob_gets = [p for p, _r in faults.requests]
     assert len(blob_gets) == len(set(blob_gets)) == 11  # config + 10 layers, each fetched once
     assert not [p for p in store.snapshots.root.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_cancelled_pull_leaves_nothing(tmp_path: Path, layouts) -> None:
+    import asyncio
+
+    with mini_registry(layouts, Faults(delay_per_chunk=0.01)) as reg:
+        store = ImageStore(tmp_path)
+        ingest = store.content.ingest_dir
+
+        async def main() -> None:
+            task = asyncio.create_task(store.pull(f"127.0.0.1:{reg.port}/e2e/big:1.0"))
+            for _ in range(600):
+                if [p for p in store.snapshots.root.iterdir() if p.name.startswith(".tmp-")] \
+                        and any(p.stat().st_size > 1 << 20 for p in ingest.iterdir()):
+                    break
+                await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await store.aclose()
+
+        asyncio.run(asyncio.wait_for(main(), 60))
+    assert store.list() == []
+    assert not [p for p in store.snapshots.root.iterdir() if p.name.startswith(".tmp-")]
+    store.gc()  # finished layers of the abandoned pull stay (for a retry) until a GC
+    _nothing_visible(store)
+    assert store.content.list() == set()
