@@ -19,6 +19,7 @@ from runtime import init, libc  # noqa: E402
 from runtime.rootfs import Overlay  # noqa: E402
 
 STDIO = (0, 1, 2)
+NS_NAMES = {"pid": "pid", "network": "net", "ipc": "ipc", "uts": "uts"}
 
 
 def _wait(pid: int) -> int:
@@ -65,6 +66,12 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
         except Exception as e:  # noqa: BLE001
             exits.append(str(e))
     res["exec"] = exits
+    if req.get("joiner"):  # a second container sharing namespaces of the first, by path
+        spec = req["joiner"]
+        for ns in spec["linux"]["namespaces"]:
+            if ns.get("path") == "FIRST":
+                ns["path"] = f"/proc/{sp.pid}/ns/{NS_NAMES[ns['type']]}"
+        res["joiner_exit"] = init.run(spec, req["rootfs"], stdio=STDIO)
     if req.get("kill"):
         _kill(sp)
     else:

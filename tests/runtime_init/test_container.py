@@ -330,3 +330,17 @@ def test_cgroup_mount_is_read_only_everywhere(busybox_rootfs, run_container):
     assert want <= present
     assert all("Read-only file system" in ln for ln in lines[1:3]), r.stdout
     assert not Path("/sys/fs/cgroup/memory/berth-x").exists()
+
+
+def test_second_container_joins_pid_net_ipc_uts_of_first(busybox_rootfs, run_container):
+    """A pod: the app container shares the sandbox's namespaces through /proc/<pid>/ns paths."""
+    first = sh(busybox_rootfs, "exec sleep 30", hostname="pod-ns")
+    second = sh(busybox_rootfs, "echo $$; hostname; ps -o comm | grep -c sleep; "
+                                "(readlink /proc/1/ns/net; readlink /proc/self/ns/net) | uniq | wc -l")
+    second.pop("hostname")
+    second["linux"]["namespaces"] = [{"type": "mount"}] + [
+        {"type": t, "path": "FIRST"} for t in ("pid", "network", "ipc", "uts")]
+    r = go(run_container, busybox_rootfs, first, joiner=second, kill=True)
+    assert r.data["joiner_exit"] == 0
+    pid, host, sleeps, nets = r.stdout.split()
+    assert pid != "1" and host == "pod-ns" and sleeps == "1" and nets == "1"
