@@ -336,7 +336,8 @@ def test_second_container_joins_pid_net_ipc_uts_of_first(busybox_rootfs, run_con
     """A pod: the app container shares the sandbox's namespaces through /proc/<pid>/ns paths."""
     first = sh(busybox_rootfs, "exec sleep 30", hostname="pod-ns")
     second = sh(busybox_rootfs, "echo $$; hostname; ps -o comm | grep -c sleep; "
-                                "(readlink /proc/1/ns/net; readlink /proc/self/ns/net) | uniq | wc -l")
+                                "(readlink /proc/1/ns/net; readlink /proc/self/ns/net) | "
+                                "uniq | wc -l")
     second.pop("hostname")
     second["linux"]["namespaces"] = [{"type": "mount"}] + [
         {"type": t, "path": "FIRST"} for t in ("pid", "network", "ipc", "uts")]
