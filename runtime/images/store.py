@@ -9,6 +9,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ class ImageStore:
         self._unpacking: dict[str, asyncio.Lock] = {}
         self.content.cleanup()
         self.snapshots.cleanup()
+        # layers of pulls abandoned long ago; recent ones stay so a retry resumes cheaply
+        self.gc(min_age=self.content.stale_after)
 
     async def aclose(self) -> None:
         """Release the registry client's connections."""
@@ -329,17 +332,20 @@ class ImageStore:
             self.index.save()
             self.gc()
 
-    def gc(self) -> None:
-        """Delete blobs and snapshots that no image (and no running pull) references."""
+    def gc(self, min_age: float = 0) -> None:
+        """Delete blobs and snapshots no image or running pull references (if min_age old)."""
+        cutoff = time.time() - min_age
         with self._lock:
             want = set(self._pinned)
             for img in self.index.images.values():
                 want.update(img.blobs)
                 want.update(img.chain_ids)
             for d in self.content.list() - want:
-                self.content.delete(d)
+                if not min_age or _mtime(self.content.path(d)) < cutoff:
+                    self.content.delete(d)
             for c in self.snapshots.list() - want:
-                self.snapshots.remove(c)
+                if not min_age or _mtime(self.snapshots.fs(c).parent) < cutoff:
+                    self.snapshots.remove(c)
 
     def fs_usage(self) -> tuple[int, int]:
         """(bytes, inodes) used by the image filesystem, counting hard links once."""
@@ -363,3 +369,10 @@ class ImageStore:
         """The full image config blob as JSON."""
         doc: dict[str, Any] = json.loads(self.content.read_bytes(image_id))
         return doc
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0

@@ -151,3 +151,22 @@ def test_cleanup_removes_stale_partials(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert sorted(os.listdir(store.ingest_dir)) == [".tmp-fresh", "b" * 64, "c" * 64]
+
+
+def test_startup_gc_drops_only_old_orphans(tmp_path: Path) -> None:
+    from runtime.images.store import ImageStore
+
+    store = ImageStore(tmp_path)
+    old_blob, new_blob = b"old", b"new"
+    d_old = "sha256:" + hashlib.sha256(old_blob).hexdigest()
+    d_new = "sha256:" + hashlib.sha256(new_blob).hexdigest()
+    store.content.put_bytes(d_old, old_blob)
+    store.content.put_bytes(d_new, new_blob)
+    c_old, c_new = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    store.snapshots.commit(store.snapshots.prepare(), c_old)
+    store.snapshots.commit(store.snapshots.prepare(), c_new)
+    past = time.time() - 2 * 24 * 3600
+    os.utime(store.content.path(d_old), (past, past))
+    os.utime(store.snapshots.fs(c_old).parent, (past, past))
+    again = ImageStore(tmp_path)
+    assert again.content.list() == {d_new} and again.snapshots.list() == {c_new}
