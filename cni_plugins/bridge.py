@@ -55,13 +55,16 @@ def cmd_add(args: Args) -> dict[str, Any]:
         raise CNIError(skel.E_INVALID_ENV, f"netns {args.netns} does not exist")
     host = nl.Netlink()
     try:
+        # checked before IPAM: a rejected second ADD must not release the live pod's lease
+        with nl.in_netns(args.netns), nl.Netlink() as pod:
+            if pod.get_link(args.ifname) is not None:
+                raise CNIError(skel.E_INVALID_ENV, f"{args.ifname} already exists in {args.netns}")
         br = _ensure_bridge(host, br_name, mtu, bool(conf.get("promiscMode")))
         ipam = delegate.call(conf["ipam"]["type"], "ADD", args) or {}
         try:
             result = _plumb(args, conf, host, br, ipam, is_gw or is_default_gw, is_default_gw, mtu)
-        except BaseException as exc:
-            if not (isinstance(exc, CNIError) and exc.code == skel.E_INVALID_ENV):
-                _del_pod_link(args)
+        except BaseException:
+            _del_pod_link(args)
             delegate.call(conf["ipam"]["type"], "DEL", args)
             raise
     finally:
@@ -128,8 +131,6 @@ def _plumb_pod(
     with nl.in_netns(args.netns):
         pod = nl.Netlink()
         try:
-            if pod.get_link(args.ifname) is not None:
-                raise CNIError(skel.E_INVALID_ENV, f"{args.ifname} already exists in {args.netns}")
             # created from inside the pod netns, the host end is sent home by fd
             pod.add_veth(args.ifname, veth, home_fd, mtu)
             link = pod.get_link(args.ifname)

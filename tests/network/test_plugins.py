@@ -88,6 +88,10 @@ def test_bridge_add_check_del(our_bin, make_netns, net):
     assert routes[0]["gateway"] == gw
     # ipMasq rule tagged with this container
     assert len(tagged_rules(net["name"], cid)) == 1
+    # a second ADD is refused and leaves the live pod (and its lease) alone
+    again = cni(our_bin, "bridge", "ADD", conf, cid, ns)
+    assert again.rc != 0 and again.out["code"] == 4
+    assert os.path.exists(os.path.join(net["data_dir"], net["name"], addr[:-3]))
     # CHECK passes with the result as prevResult
     ok(cni(our_bin, "bridge", "CHECK", {**conf, "prevResult": res}, cid, ns))
     # DEL removes veth, lease and rule; a second DEL and a DEL without netns also succeed
