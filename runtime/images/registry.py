@@ -295,7 +295,7 @@ class RegistryClient:
 
 async def _chunks(resp: httpx.Response, ref: Reference) -> AsyncIterator[bytes]:
     try:
-        async for chunk in resp.aiter_raw(1 << 20):
+        async for chunk in resp.aiter_raw():
             yield chunk
     except (httpx.TransportError, httpx.StreamError) as e:
         raise Retryable(f"{type(e).__name__} from {ref.domain}: {e}") from e

@@ -181,3 +181,27 @@ def test_cancelled_pull_leaves_nothing(tmp_path: Path, layouts) -> None:
     store.gc()  # finished layers of the abandoned pull stay (for a retry) until a GC
     _nothing_visible(store)
     assert store.content.list() == set()
+
+
+def test_layer_unpacks_while_downloading(tmp_path: Path, layouts) -> None:
+    import asyncio
+
+    layer = _layers(layouts["e2e/busybox"])[0]
+    with mini_registry(layouts, Faults(delay_per_chunk=0.02, chunk=16384)) as reg:
+        store = ImageStore(tmp_path)
+        seen: list[int] = []
+
+        async def main() -> None:
+            task = asyncio.create_task(store.pull(f"127.0.0.1:{reg.port}/e2e/busybox:1.0"))
+            partial = store.content.ingest_dir / layer["digest"][7:]
+            while not task.done():
+                if list(store.snapshots.root.glob(".tmp-*/fs/etc/passwd")) and partial.exists():
+                    seen.append(partial.stat().st_size)
+                    break
+                await asyncio.sleep(0.01)
+            await task
+            await store.aclose()
+
+        asyncio.run(asyncio.wait_for(main(), 60))
+    assert seen and seen[0] < layer["size"], "files appeared before the layer finished"
+    assert len(store.list()) == 1
