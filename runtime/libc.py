@@ -65,6 +65,14 @@ RESOLVE_IN_ROOT = 0x10
 
 CLOSE_RANGE_CLOEXEC = 1 << 2
 
+# new mount API
+FSOPEN_CLOEXEC = 1
+FSCONFIG_SET_FLAG = 0
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+FSMOUNT_CLOEXEC = 1
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+
 _NR = {
     "x86_64": {"pivot_root": 155},
     "aarch64": {"pivot_root": 41},
@@ -72,6 +80,10 @@ _NR = {
 }
 # Numbers >= 424 are shared by every architecture since the unified syscall table.
 _SYS_PIDFD_SEND_SIGNAL = 424
+_SYS_MOVE_MOUNT = 429
+_SYS_FSOPEN = 430
+_SYS_FSCONFIG = 431
+_SYS_FSMOUNT = 432
 _SYS_PIDFD_OPEN = 434
 _SYS_CLOSE_RANGE = 436
 _SYS_CLONE3 = 435
@@ -185,6 +197,32 @@ def fork_with_flags(flags: int) -> int:
     if pid < 0:
         raise OSError(err, f"clone3: {os.strerror(err)}")
     return pid
+
+
+def fsopen(fstype: str) -> int:
+    """Open a filesystem context (new mount API): no 4 KiB cap on the options."""
+    return _check(int(_libc.syscall(_SYS_FSOPEN, ctypes.c_char_p(fstype.encode()),
+                                    ctypes.c_uint(FSOPEN_CLOEXEC))), f"fsopen {fstype}")
+
+
+def fsconfig(fd: int, cmd: int, key: str | None = None, value: str | None = None) -> None:
+    """Set one option of a filesystem context, or run a command such as CMD_CREATE."""
+    ret = _libc.syscall(_SYS_FSCONFIG, ctypes.c_int(fd), ctypes.c_uint(cmd), _b(key), _b(value),
+                        ctypes.c_int(0))
+    _check(int(ret), f"fsconfig {key or cmd}")
+
+
+def fsmount(fd: int) -> int:
+    """Turn a created filesystem context into a detached mount fd."""
+    return _check(int(_libc.syscall(_SYS_FSMOUNT, ctypes.c_int(fd), ctypes.c_uint(FSMOUNT_CLOEXEC),
+                                    ctypes.c_uint(0))), "fsmount")
+
+
+def move_mount_fd(mount_fd: int, target: str) -> None:
+    """Attach a detached mount fd at target."""
+    ret = _libc.syscall(_SYS_MOVE_MOUNT, ctypes.c_int(mount_fd), ctypes.c_char_p(b""),
+                        ctypes.c_int(-100), _b(target), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
+    _check(int(ret), "move_mount", target)
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import stat
 from dataclasses import dataclass, field
@@ -31,6 +32,10 @@ _ROOT_PROPAGATION = {"private": libc.MS_PRIVATE, "rprivate": libc.MS_PRIVATE | l
                      "shared": libc.MS_SHARED, "rshared": libc.MS_SHARED | libc.MS_REC}
 
 
+OVERLAY_ANNOTATION = "io.berth.rootfs.overlay"
+_MAX_MOUNT_DATA = 4000  # the kernel copies at most one page of mount options
+
+
 @dataclass
 class Overlay:
     """An overlay rootfs: lowerdirs top-first, plus upper and work dirs on a non-overlay fs."""
@@ -41,10 +46,49 @@ class Overlay:
     options: list[str] = field(default_factory=list)
 
     def data(self) -> str:
+        """mount(2) data for the classic call."""
         opts = ["lowerdir=" + ":".join(self.lowerdirs)]
         if self.upperdir and self.workdir:
             opts += [f"upperdir={self.upperdir}", f"workdir={self.workdir}"]
         return ",".join(opts + self.options)
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Overlay | None:
+        """The overlay a caller asked for through the OVERLAY_ANNOTATION (a JSON object)."""
+        raw = (spec.get("annotations") or {}).get(OVERLAY_ANNOTATION)
+        if not raw:
+            return None
+        d = json.loads(raw)
+        return cls(list(d["lowerdirs"]), d.get("upperdir"), d.get("workdir"),
+                   list(d.get("options") or []))
+
+    def mount(self, target: str) -> None:
+        """Mount at target; past mount(2)'s one-page option cap, add lowers one by one."""
+        data = self.data()
+        if len(data) < _MAX_MOUNT_DATA:
+            libc.mount("overlay", target, "overlay", 0, data)
+            return
+        fs = libc.fsopen("overlay")
+        try:
+            for d in self.lowerdirs:
+                libc.fsconfig(fs, libc.FSCONFIG_SET_STRING, "lowerdir+", d)
+            if self.upperdir and self.workdir:
+                libc.fsconfig(fs, libc.FSCONFIG_SET_STRING, "upperdir", self.upperdir)
+                libc.fsconfig(fs, libc.FSCONFIG_SET_STRING, "workdir", self.workdir)
+            for opt in self.options:
+                key, eq, value = opt.partition("=")
+                if eq:
+                    libc.fsconfig(fs, libc.FSCONFIG_SET_STRING, key, value)
+                else:
+                    libc.fsconfig(fs, libc.FSCONFIG_SET_FLAG, key)
+            libc.fsconfig(fs, libc.FSCONFIG_CMD_CREATE)
+            mfd = libc.fsmount(fs)
+        finally:
+            os.close(fs)
+        try:
+            libc.move_mount_fd(mfd, target)
+        finally:
+            os.close(mfd)
 
 
 class HostDevNull:
@@ -75,8 +119,9 @@ def prepare(spec: dict[str, Any], rootfs: str, *, overlay: Overlay | None = None
     lin = oci.linux(spec)
     prop = _ROOT_PROPAGATION[lin.get("rootfsPropagation") or "rslave"]
     libc.mount(None, "/", None, prop)
+    overlay = overlay or Overlay.from_spec(spec)
     if overlay is not None:
-        libc.mount("overlay", rootfs, "overlay", 0, overlay.data())
+        overlay.mount(rootfs)
     libc.mount(rootfs, rootfs, None, libc.MS_BIND | libc.MS_REC)
     devnull = HostDevNull()
     rootfd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -345,3 +346,28 @@ def test_second_container_joins_pid_net_ipc_uts_of_first(busybox_rootfs, run_con
     assert r.data["joiner_exit"] == 0
     pid, host, sleeps, nets = r.stdout.split()
     assert pid != "1" and host == "pod-ns" and sleeps == "1" and nets == "1"
+
+
+def test_overlay_from_annotation_with_many_lowers(busybox_rootfs, run_container, tmp_path):
+    """250 long lowerdir paths overflow mount(2)'s 4 KiB options: fsconfig adds them one by one."""
+    from runtime.rootfs import OVERLAY_ANNOTATION
+
+    layers = tmp_path / ("layers-" + "x" * 40)
+    lowers = []
+    for i in range(250):
+        d = layers / f"layer-{i:03d}-{'y' * 20}"
+        d.mkdir(parents=True)
+        lowers.append(str(d))
+    (Path(lowers[7]) / "top.txt").write_text("from layer 7\n")
+    upper, work, merged = tmp_path / "upper", tmp_path / "work", tmp_path / "merged"
+    for d in (upper, work, merged):
+        d.mkdir()
+    spec = sh(merged, "cat /top.txt; echo hi > /w")
+    ov = {"lowerdirs": lowers + [str(busybox_rootfs)], "upperdir": str(upper),
+          "workdir": str(work), "options": ["volatile"]}
+    assert len(":".join(ov["lowerdirs"])) > 4096
+    spec["annotations"] = {OVERLAY_ANNOTATION: json.dumps(ov)}
+    r = go(run_container, merged, spec)
+    assert r.exit == 0, r
+    assert r.stdout == "from layer 7\n"
+    assert (upper / "w").read_text() == "hi\n"
