@@ -37,10 +37,15 @@ async def wait_readable(fd: int) -> None:
 
 
 async def read_fd(fd: int, size: int = CHUNK) -> bytes:
-    """Next chunk, or b"" at end of stream (EIO is how a pty master reports a hung-up slave)."""
+    """Next chunk, or b"" at end of stream (EIO is how a pty master reports a hung-up slave).
+
+    Always yields to the loop once: a stream that never runs dry would otherwise monopolise
+    the one thread that serves every container."""
     while True:
         try:
-            return os.read(fd, size)
+            data = os.read(fd, size)
+            await asyncio.sleep(0)
+            return data
         except BlockingIOError:
             await wait_readable(fd)
         except OSError as e:

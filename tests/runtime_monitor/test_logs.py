@@ -158,3 +158,18 @@ def test_attach_sessions_do_not_accumulate(mon, rootfs):
     c._run(cycles())
     assert len(os.listdir(f"/proc/{mon.pid}/fd")) == fds
     assert c.state("c1").status == "running"
+
+
+def test_chatty_container_does_not_starve_the_monitor(mon, rootfs, tmp_path):
+    """A container writing faster than the log keeps up must not monopolise the event loop."""
+    c = mon.client
+    c.create("c1", spec("yes"), str(rootfs), log_path=str(tmp_path / "c1.log"))
+    c.start("c1")
+    time.sleep(0.2)
+    worst = 0.0
+    for _ in range(10):
+        t0 = time.monotonic()
+        assert c.state("c1").status == "running"
+        worst = max(worst, time.monotonic() - t0)
+    c.stop("c1", 0)
+    assert worst < 0.5, f"state() took {worst:.2f}s while a container spammed stdout"
