@@ -58,6 +58,7 @@ class ImageStore:
         self.registry_config = registry or RegistryConfig()
         self.max_layer_bytes = max_layer_bytes
         self._client: RegistryClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
         self._pinned: dict[str, int] = {}
         # pull runs on one event loop; get/list/remove may come from other (gRPC) threads
         self._lock = threading.RLock()
@@ -68,16 +69,18 @@ class ImageStore:
         self.gc(min_age=self.content.stale_after)
 
     async def aclose(self) -> None:
-        """Release the registry client's connections."""
-        if self._client is not None:
+        """Release the registry client's connections (a dead loop's client is just dropped)."""
+        if self._client is not None and self._client_loop is asyncio.get_running_loop():
             await self._client.aclose()
-            self._client = None
+        self._client = None
 
     @property
     def client(self) -> RegistryClient:
-        """Created lazily so the store can be built outside an event loop."""
-        if self._client is None:
+        """Made lazily, and again if the caller moved to another event loop (asyncio.run)."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
             self._client = RegistryClient(self.registry_config)
+            self._client_loop = loop
         return self._client
 
     async def pull(self, ref: str, auth: Auth | None = None,

@@ -130,3 +130,12 @@ def test_remove_untag_in_use_and_gc(store: ImageStore, e2e_images) -> None:
     used, inodes = store.fs_usage()
     assert inodes == 0 and used == 0
     assert json.loads(store.index.path.read_text())["images"] == []
+
+
+def test_store_survives_event_loop_changes(store: ImageStore, e2e_images) -> None:
+    # no aclose between runs: a client bound to a dead loop must not be reused
+    ref = e2e_images["busybox"].ref
+    a = asyncio.run(store.pull(ref))
+    b = asyncio.run(store.pull(ref))
+    assert a.id == b.id
+    asyncio.run(store.aclose())
