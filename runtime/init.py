@@ -63,8 +63,11 @@ class Spawned:
 
     def start(self) -> None:
         """Release the init to exec; raise InitError with the child's message if exec failed."""
-        with contextlib.suppress(BrokenPipeError):
+        try:
             os.write(self._start_w, b"S")
+        except BrokenPipeError:
+            self.close()
+            raise InitError("container init exited before start") from None
         msg = _read_all(self._status_r)
         self.close()
         if msg:

@@ -52,11 +52,15 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
     res["pid"] = sp.pid
     if master >= 0:
         os.close(slave)
+    if req.get("kill_before_start"):
+        sp.kill(signal.SIGKILL)
+        res["exit"] = _wait(sp.pid)
     try:
         if req.get("start", True):
             sp.start()
     except init.InitError as e:
-        _wait(sp.pid)
+        if not req.get("kill_before_start"):
+            _wait(sp.pid)
         return {"error": str(e), "stage": "start"}
     exits: list[int | str] = []
     for proc in req.get("exec", []):

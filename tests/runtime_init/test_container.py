@@ -371,3 +371,8 @@ def test_overlay_from_annotation_with_many_lowers(busybox_rootfs, run_container,
     assert r.exit == 0, r
     assert r.stdout == "from layer 7\n"
     assert (upper / "w").read_text() == "hi\n"
+
+
+def test_start_after_init_died(busybox_rootfs, run_container):
+    r = go(run_container, busybox_rootfs, sh(busybox_rootfs, "true"), kill_before_start=True)
+    assert r.data == {"error": "container init exited before start", "stage": "start"}
