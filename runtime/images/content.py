@@ -232,9 +232,8 @@ class ContentStore:
             raise
 
     async def _run(self, ing: Ingest, opener: Opener, timeout: float, retries: int) -> Path:
-        fd = os.open(ing.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = await self._open_locked(ing.path)
         try:
-            await self._lock(fd, ing)
             if self.has(ing.digest):  # another process finished it while we waited
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(ing.path)
@@ -269,14 +268,22 @@ class ContentStore:
         finally:
             os.close(fd)
 
-    async def _lock(self, fd: int, ing: Ingest) -> None:
-        """Cross-process exclusion per digest; a kill -9 releases it with the fd."""
+    async def _open_locked(self, path: Path) -> int:
+        """Cross-process exclusion per digest (a kill -9 releases it with the fd)."""
         while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                await asyncio.sleep(0.1)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await asyncio.sleep(0.1)
+            try:  # the holder may have renamed or deleted the file meanwhile
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)
 
     async def _transfer(self, ing: Ingest, fd: int, opener: Opener, timeout: float) -> None:
         written = ing.written
@@ -288,6 +295,16 @@ class ContentStore:
             os.ftruncate(fd, 0)
             written, ing.hasher = 0, hashlib.sha256()
             ing._advance(0)
+        try:
+            await self._copy_chunks(ing, fd, chunks, written, timeout)
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:  # release the HTTP connection now, not at garbage collection
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    async def _copy_chunks(self, ing: Ingest, fd: int, chunks: AsyncIterator[bytes],
+                           written: int, timeout: float) -> None:
         it = chunks.__aiter__()
         while True:
             try:
