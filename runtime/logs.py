@@ -90,23 +90,30 @@ class CriLogWriter:
 
     def write(self, stream: str, data: bytes) -> None:
         """Emit every complete line now and keep the tail until its newline or the size cap."""
-        buf = self._pending.setdefault(stream, bytearray())
-        buf += data
+        pending = self._pending.pop(stream, None)
+        if pending:
+            data = bytes(pending) + data
+        lines = data.split(b"\n")
+        tail = lines.pop()
         prefix = f"{format_timestamp(time.time_ns())} {stream} ".encode()
-        out = bytearray()
-        start = 0
-        while True:
-            nl = buf.find(b"\n", start, start + self.max_line + 1)
-            if nl >= 0 and nl - start <= self.max_line:
-                out += prefix + TAG_FULL + b" " + buf[start:nl] + b"\n"
-                start = nl + 1
-            elif len(buf) - start >= self.max_line:
-                out += prefix + TAG_PARTIAL + b" " + buf[start : start + self.max_line] + b"\n"
-                start += self.max_line
-            else:
-                break
-        del buf[:start]
-        self._emit(out)
+        full, part = prefix + TAG_FULL + b" ", prefix + TAG_PARTIAL + b" "
+        if lines and max(map(len, lines)) <= self.max_line:  # the common case, at C speed
+            out = full + (b"\n" + full).join(lines) + b"\n"
+        else:
+            recs = []
+            for line in lines:
+                while len(line) > self.max_line:
+                    recs.append(part + line[: self.max_line])
+                    line = line[self.max_line :]
+                recs.append(full + line)
+            out = b"\n".join(recs) + b"\n" if recs else b""
+        while len(tail) >= self.max_line:
+            out += part + tail[: self.max_line] + b"\n"
+            tail = tail[self.max_line :]
+        if tail:
+            self._pending[stream] = bytearray(tail)
+        if out:
+            self._emit(out)
 
     def flush(self, stream: str) -> None:
         """End of stream: a trailing line without newline becomes a partial record."""

@@ -10,6 +10,8 @@ import socket
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runtime.logs import MAX_LINE, CriLogWriter, join_lines, parse_log, parse_timestamp
 from tests.runtime_monitor.conftest import spec
@@ -32,6 +34,23 @@ def test_writer_splits_lines_and_tags_partials(tmp_path):
     stamps = [parse_timestamp(r.timestamp) for r in recs]
     assert stamps == sorted(stamps) and abs(stamps[0] - time.time_ns()) < 10**10
     assert all(re.match(STAMP, r.timestamp) for r in recs)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=12))
+def test_writer_round_trips_any_chunking(tmp_path_factory, chunks):
+    path = tmp_path_factory.mktemp("prop") / "log"
+    w = CriLogWriter(str(path), max_line=8)
+    for chunk in chunks:
+        w.write("stdout", chunk)
+    w.close()
+    data = b"".join(chunks)
+    recs = parse_log(path.read_bytes())
+    assert all(len(r.content) <= 8 and b"\n" not in r.content for r in recs)
+    expected = data.split(b"\n")
+    if expected[-1] == b"":
+        expected.pop()
+    assert join_lines(recs) == expected
 
 
 def test_container_log_both_streams(mon, rootfs, tmp_path):
