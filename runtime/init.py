@@ -116,6 +116,14 @@ def _compile_seccomp(spec: dict[str, Any]) -> bytes | None:
     return seccomp.compile_profile(profile)
 
 
+def _single_threaded() -> None:
+    """fork() from a threaded process can deadlock the child on a lock another thread held."""
+    with open("/proc/self/stat", "rb") as f:
+        threads = int(f.read().rsplit(b")", 1)[1].split()[17])
+    if threads != 1:
+        raise InitError(f"spawn needs a single-threaded caller, this one has {threads} threads")
+
+
 def _reap_failed(pid: int) -> None:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
@@ -146,6 +154,7 @@ def spawn(spec: dict[str, Any], rootfs_path: str, *, stdio: tuple[int, int, int]
     user namespace, clone3 creates it together with the pid namespace (so the pid ns is owned by
     it and /proc can be mounted) and we write the id maps, cgroup and oom_score_adj from here.
     """
+    _single_threaded()
     process = oci.parse_process(spec["process"])
     bpf = _compile_seccomp(spec)
     cg: Any = cgroups.driver() if cgroup_path else None
@@ -252,6 +261,7 @@ def spawn_exec(container_pid: int, process: dict[str, Any], *, stdio: tuple[int,
 
     The container's seccomp filter (remembered from spawn) is applied unless a profile is given.
     """
+    _single_threaded()
     proc = oci.parse_process(process)
     if proc.oom_score_adj is None:  # like the container's other processes, not like us
         with contextlib.suppress(OSError, ValueError), \
