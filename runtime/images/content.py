@@ -51,6 +51,7 @@ class Ingest:
     task: asyncio.Task[Path] | None = None
     hasher: Any = None
     users: int = 1
+    final: Path = Path()
 
     def _advance(self, written: int, finished: bool = False,
                  error: BaseException | None = None) -> None:
@@ -66,7 +67,11 @@ class Ingest:
     def reader(self) -> FollowReader:
         """A blocking reader (for a worker thread) that tails the download as it grows."""
         with self.cond:
-            return FollowReader(self, os.open(self.path, os.O_RDONLY | os.O_CLOEXEC))
+            try:
+                return FollowReader(self, os.open(self.path, os.O_RDONLY | os.O_CLOEXEC))
+            except FileNotFoundError:
+                # another process finished this blob before we even took the ingest lock
+                return FollowReader(self, os.open(self.final, os.O_RDONLY | os.O_CLOEXEC))
 
 
 class FollowReader:
@@ -204,7 +209,7 @@ class ContentStore:
             ing.task = asyncio.get_running_loop().create_future()  # type: ignore[assignment]
             ing.task.set_result(final)  # type: ignore[union-attr]
             return ing
-        ing = Ingest(digest, size, self.ingest_dir / _hex(digest))
+        ing = Ingest(digest, size, self.ingest_dir / _hex(digest), final=final)
         ing.path.touch()
         self._active[digest] = ing
         ing.task = asyncio.create_task(

@@ -205,3 +205,21 @@ def test_layer_unpacks_while_downloading(tmp_path: Path, layouts) -> None:
         asyncio.run(asyncio.wait_for(main(), 60))
     assert seen and seen[0] < layer["size"], "files appeared before the layer finished"
     assert len(store.list()) == 1
+
+
+def test_two_processes_pull_the_same_image(tmp_path: Path, layouts) -> None:
+    with mini_registry(layouts, Faults(delay_per_chunk=0.002)) as reg:
+        ref = f"127.0.0.1:{reg.port}/e2e/big:1.0"
+        code = ("import asyncio,sys; from runtime.images.store import ImageStore;"
+                "asyncio.run(ImageStore(sys.argv[1]).pull(sys.argv[2]))")
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "shared"), ref],
+                                  cwd=Path(__file__).parents[2]) for _ in range(2)]
+        try:
+            assert [p.wait(60) for p in procs] == [0, 0]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+    store = ImageStore(tmp_path / "shared")
+    assert len(store.snapshots.list()) == 10 and os.listdir(store.content.ingest_dir) == []
