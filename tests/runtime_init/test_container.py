@@ -171,13 +171,17 @@ def test_symlinked_mount_targets_stay_inside_rootfs(tmp_path, run_container):
     src = tmp_path / "vol"
     src.mkdir()
     (src / "marker").write_text("vol\n")
-    spec = sh(root, "cat /mnt/target/marker; cat /mnt/abs/marker")
+    os.symlink("../run/resolve/stub.conf", root / "etc/resolv.conf")  # dangling, as in Ubuntu
+    spec = sh(root, "cat /mnt/target/marker; cat /mnt/abs/marker; cat /etc/resolv.conf")
     spec["mounts"] += [
         {"destination": "/mnt/target", "type": "bind", "source": str(src), "options": ["rbind"]},
         {"destination": "/mnt/abs", "type": "bind", "source": str(src), "options": ["rbind"]},
+        {"destination": "/etc/resolv.conf", "type": "bind", "source": str(src / "marker"),
+         "options": ["rbind", "ro"]},
     ]
     r = go(run_container, root, spec)
-    assert r.stdout.split() == ["vol", "vol"]
+    assert r.stdout.split() == ["vol", "vol", "vol"]
+    assert (root / "run/resolve/stub.conf").is_file()
     assert not os.path.lexists(escape)
     assert (root / escape.lstrip("/")).is_dir()
     assert list(host_abs.iterdir()) == []
