@@ -15,7 +15,16 @@ import time
 
 from cni_plugins import firewall
 from cni_plugins.install import install
-from tests.network.helpers import REFERENCE_BIN, bridge_conf, cni, free_subnet, ok, rand_name
+from tests.network.helpers import (
+    REFERENCE_BIN,
+    bridge_conf,
+    cni,
+    free_subnet,
+    ok,
+    rand_name,
+    restore_forwarding,
+    snapshot_forwarding,
+)
 
 
 class Chain:
@@ -77,8 +86,7 @@ def main() -> None:
         install(ours_bin)
         chains = {"ours": Chain(ours_bin, tmp), "reference": Chain(REFERENCE_BIN, tmp)}
         times: dict[str, list[float]] = {k: [] for k in chains}
-        with open("/proc/sys/net/ipv4/ip_forward") as f:
-            saved_fwd = f.read().strip()
+        saved_fwd = snapshot_forwarding()
         try:
             for i in range(opts.pods):
                 for kind, chain in chains.items():
@@ -95,8 +103,7 @@ def main() -> None:
         finally:
             for chain in chains.values():
                 chain.close()
-            with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
-                f.write(saved_fwd)
+            restore_forwarding(saved_fwd)
             firewall.prune()
     for kind, values in times.items():
         print(

@@ -51,6 +51,42 @@ def cni(
     return CNIRun(proc.returncode, out, proc.stderr.decode())
 
 
+_CONF = "/proc/sys/net/ipv4/conf"
+
+
+def _forwarding() -> dict[str, str]:
+    out = {}
+    for name in os.listdir(_CONF):
+        with open(f"{_CONF}/{name}/forwarding") as f:
+            out[name] = f.read().strip()
+    return out
+
+
+def snapshot_forwarding() -> dict[str, str]:
+    with open("/proc/sys/net/ipv4/ip_forward") as f:
+        return {**_forwarding(), "<ip_forward>": f.read().strip()}
+
+
+def restore_forwarding(snap: dict[str, str]) -> None:
+    """Undo the reference bridge's global ip_forward=1. The kernel copies a changed global value
+    onto every interface, so interfaces that appeared meanwhile (other live pod networks) get
+    their own value back, and the ones we saw before get their old one."""
+    now = _forwarding()
+    with open("/proc/sys/net/ipv4/ip_forward", "r+") as f:
+        if f.read().strip() == snap["<ip_forward>"]:
+            return
+        f.seek(0)
+        f.write(snap["<ip_forward>"])
+    for name, value in now.items():
+        if name in ("all", "default"):
+            continue
+        try:
+            with open(f"{_CONF}/{name}/forwarding", "w") as f:
+                f.write(snap.get(name, value))
+        except FileNotFoundError:
+            continue
+
+
 def ok(run: CNIRun) -> dict:
     assert run.rc == 0, (run.out, run.stderr)
     return run.out

@@ -18,6 +18,8 @@ from tests.network.helpers import (
     PodServer,
     in_netns,
     links_on,
+    restore_forwarding,
+    snapshot_forwarding,
     tagged_rules,
     tcp_fetch,
 )
@@ -31,11 +33,9 @@ def impl(request, our_bin):
         if not os.path.exists(f"{REFERENCE_BIN}/bridge"):
             pytest.skip("containernetworking-plugins not installed")
         # the reference bridge flips the global ip_forward on isGateway; put it back afterwards
-        with open("/proc/sys/net/ipv4/ip_forward") as f:
-            saved = f.read().strip()
+        saved = snapshot_forwarding()
         yield [REFERENCE_BIN]
-        with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
-            f.write(saved)
+        restore_forwarding(saved)
     else:
         yield [our_bin]
 
