@@ -42,8 +42,7 @@ __all__ = ["InitError", "Spawned", "UserNotFound", "forget", "resolve_user", "ru
            "spawn_exec"]
 
 _RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
-_RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD,
-                  signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+_UNCATCHABLE = {signal.SIGKILL, signal.SIGSTOP}
 
 
 class InitError(RuntimeError):
@@ -319,8 +318,9 @@ def _early_child(stdio: tuple[int, int, int], keep: list[int], terminal: bool) -
     libc.set_dumpable(False)
     libc.set_pdeathsig(signal.SIGKILL)
     signal.set_wakeup_fd(-1)
-    for sig in _RESET_SIGNALS:
-        signal.signal(sig, signal.SIG_DFL)
+    for sig in signal.valid_signals():  # SIG_IGN survives exec; our handlers must not run here
+        if sig not in _UNCATCHABLE and signal.getsignal(sig) != signal.SIG_DFL:
+            signal.signal(sig, signal.SIG_DFL)
     os.setsid()
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in stdio]
     kept = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in keep]

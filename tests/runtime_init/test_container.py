@@ -60,6 +60,7 @@ def test_default_caps_nnp_seccomp(busybox_rootfs, run_container):
     assert st["CapAmb"] == "0" * 16
     assert st["NoNewPrivs"] == "1"
     assert st["Seccomp"] == "2"
+    assert st["SigIgn"] == st["SigBlk"] == "0" * 16  # Python ignores SIGPIPE; containers must not
 
 
 def test_seccomp_without_nnp_is_loaded_before_caps_drop(busybox_rootfs, run_container):
