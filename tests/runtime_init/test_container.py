@@ -51,7 +51,7 @@ def _status(stdout: str) -> dict[str, str]:
 
 
 def test_default_caps_nnp_seccomp(busybox_rootfs, run_container):
-    spec = sh(busybox_rootfs, "cat /proc/self/status")
+    spec = default_spec(str(busybox_rootfs), ["cat", "/proc/self/status"])
     spec["linux"]["seccomp"] = seccomp.default_profile()
     r = go(run_container, busybox_rootfs, spec)
     st = _status(r.stdout)
