@@ -223,7 +223,16 @@ def cmd_check(args: Args) -> None:
 
 
 def cmd_gc(args: Args) -> None:
+    """CNI 1.1 GC: IPAM drops stale leases, we drop masquerade rules of stale attachments."""
     delegate.call(_conf(args)["ipam"]["type"], "GC", args)
+    valid = {
+        f"{a.get('containerID')}/{a.get('ifname')}"
+        for a in args.conf.get("cni.dev/valid-attachments", [])
+    }
+    prefix = firewall.tag("bridge", str(args.conf.get("name")), "")
+    for owner in firewall.owners(prefix):
+        if owner[len(prefix) :] not in valid:
+            firewall.remove(owner)
 
 
 def cmd_status(args: Args) -> None:

@@ -94,6 +94,15 @@ def test_bridge_add_check_del(our_bin, make_netns, net):
     assert os.path.exists(os.path.join(net["data_dir"], net["name"], addr[:-3]))
     # CHECK passes with the result as prevResult
     ok(cni(our_bin, "bridge", "CHECK", {**conf, "prevResult": res}, cid, ns))
+    # GC (CNI 1.1) keeps a valid attachment's lease and rule
+    gc = {
+        **conf,
+        "cniVersion": "1.1.0",
+        "cni.dev/valid-attachments": [{"containerID": cid, "ifname": "eth0"}],
+    }
+    ok(cni(our_bin, "bridge", "GC", gc))
+    assert len(tagged_rules(net["name"], cid)) == 1
+    assert os.path.exists(os.path.join(net["data_dir"], net["name"], addr[:-3]))
     # DEL removes veth, lease and rule; a second DEL and a DEL without netns also succeed
     ok(cni(our_bin, "bridge", "DEL", conf, cid, ns))
     assert links_on(net["bridge"]) == []
@@ -103,6 +112,7 @@ def test_bridge_add_check_del(our_bin, make_netns, net):
     assert sorted(leases) == ["last_reserved_ip.0", "lock"]
     ok(cni(our_bin, "bridge", "DEL", conf, cid, ns))
     ok(cni(our_bin, "bridge", "DEL", conf, cid, "/nonexistent/netns"))
+    ok(cni(our_bin, "bridge", "STATUS", {**conf, "cniVersion": "1.1.0"}))
     failed = cni(our_bin, "bridge", "CHECK", {**conf, "prevResult": res}, cid, ns)
     assert failed.rc != 0 and failed.out["code"] == 3
 
