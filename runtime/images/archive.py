@@ -137,15 +137,24 @@ def _docker(store: ImageStore, names: dict[str, str], entries: list[dict[str, An
 
 def import_archive(store: ImageStore, path: Path) -> list[Image]:
     """Import every image in the tarball; layers are verified against the configs' diff_ids."""
+    before = store.content.list()
+    images: list[Image] = []
     try:
         names, small = _scan(store, path)
         if "manifest.json" in small:
             for name, data in small.items():  # legacy docker save keeps configs at the top
                 if name != "manifest.json" and name.endswith(".json"):
                     names[name] = store.content.put_stream(io.BytesIO(data))[0]
-            return _docker(store, names, json.loads(small["manifest.json"]))
-        if "index.json" in small:
-            return _oci(store, json.loads(small["index.json"]))
+            images = _docker(store, names, json.loads(small["manifest.json"]))
+        elif "index.json" in small:
+            images = _oci(store, json.loads(small["index.json"]))
+        else:
+            raise ArchiveError(f"import {path}: neither index.json nor manifest.json found")
     except (tarfile.TarError, DigestMismatch, UnpackError, OSError, KeyError, ValueError) as e:
         raise ArchiveError(f"import {path}: {e}") from e
-    raise ArchiveError(f"import {path}: neither index.json nor manifest.json found")
+    finally:
+        # archive files no imported image uses (docker's per-layer json, VERSION...) go again
+        used = {d for img in images for d in img.blobs}
+        for d in store.content.list() - before - used - store.pinned():
+            store.content.delete(d)
+    return images

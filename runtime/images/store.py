@@ -284,6 +284,11 @@ class ImageStore:
                     if not self._pinned[k]:
                         del self._pinned[k]
 
+    def pinned(self) -> set[str]:
+        """Digests and chain IDs that in-flight pulls hold."""
+        with self._lock:
+            return set(self._pinned)
+
     def get(self, ref_or_id: str) -> Image | None:
         """By id, unique id prefix, tag or digest reference."""
         with self._lock:
@@ -339,7 +344,7 @@ class ImageStore:
         """Delete blobs and snapshots no image or running pull references (if min_age old)."""
         cutoff = time.time() - min_age
         with self._lock:
-            want = set(self._pinned)
+            want = self.pinned()
             for img in self.index.images.values():
                 want.update(img.blobs)
                 want.update(img.chain_ids)

@@ -52,6 +52,7 @@ def test_import_docker_save(tmp_path: Path, archives) -> None:
     assert os.path.isfile(os.path.join(store.rootfs_lowers(img.id)[0], "bin", "busybox"))
     assert store.import_archive(archives["docker"])[0].id == img.id  # idempotent
     assert len(store.list()) == 1
+    assert store.content.list() == set(img.blobs)  # no stray archive files left as blobs
 
 
 def test_import_multiarch_picks_host_platform(tmp_path: Path, archives) -> None:
@@ -65,7 +66,7 @@ def test_import_garbage(tmp_path: Path) -> None:
     store = ImageStore(tmp_path / "s")
     with pytest.raises(ArchiveError):
         store.import_archive(bad)
-    assert store.list() == []
+    assert store.list() == [] and store.content.list() == set()
 
 
 def test_cli_import(tmp_path: Path, archives) -> None:
