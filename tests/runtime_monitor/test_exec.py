@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime_monitor.conftest import proc, spec
+from tests.runtime_monitor.conftest import pid_alive, proc, spec
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -131,3 +131,27 @@ def test_exec_stream_tty(running):
 
     code, out = running._run(session())
     assert code == 0 and out.strip()
+
+
+def test_exec_stream_client_gone_kills_the_exec(mon, running):
+    """A streaming exec must not outlive its session."""
+    async def start():
+        s = await running.aio.exec_stream("c1", proc("sh", "-c", "echo up; sleep 100"))
+        frame = await s.recv()
+        assert frame == ("stdout", b"up\n")
+        return s, int(s.info["pid"])
+
+    s, pid = running._run(start())
+    assert pid_alive(pid)
+
+    async def hang_up():
+        s.close()
+
+    running._run(hang_up())  # the session belongs to the client's loop thread
+    deadline = time.monotonic() + 5
+    while pid_alive(pid):
+        assert time.monotonic() < deadline, "exec survived its client"
+        time.sleep(0.05)
+    fds = len(list(Path(f"/proc/{mon.pid}/fd").iterdir()))
+    r = running.exec_sync("c1", proc("true"), 5)
+    assert r.exit_code == 0 and len(list(Path(f"/proc/{mon.pid}/fd").iterdir())) == fds
