@@ -27,7 +27,6 @@ import contextlib
 import fcntl
 import gc
 import os
-import resource
 import signal
 import termios
 from dataclasses import dataclass, field
@@ -41,11 +40,10 @@ from runtime.spec import UserNotFound, resolve_user
 __all__ = ["InitError", "Spawned", "UserNotFound", "forget", "resolve_user", "run", "spawn",
            "spawn_exec"]
 
-_RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 _UNCATCHABLE = {signal.SIGKILL, signal.SIGSTOP}
 
 
-class InitError(RuntimeError):
+class InitError(oci.ProcessError):
     """The container could not be created/started; the message comes from the child."""
 
 
@@ -221,7 +219,7 @@ def _setup_userns_child(spec: dict[str, Any], pid: int, job: _Job, start_w: int)
     if job.cg is not None:
         job.cg.add_pid(job.cgroup_path, pid)
     if job.proc.oom_score_adj is not None:
-        _write_oom(f"/proc/{pid}/oom_score_adj", job.proc.oom_score_adj)
+        oci.write_oom_score_adj(f"/proc/{pid}/oom_score_adj", job.proc.oom_score_adj)
     os.write(start_w, b"M")
 
 
@@ -309,7 +307,7 @@ def error_text(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         name = e.filename if isinstance(e.filename, str) else ""
         return e.strerror if not name or name in e.strerror else f"{e.strerror}: {name}"
-    return str(e) if isinstance(e, InitError) else f"{type(e).__name__}: {e}"
+    return str(e) if isinstance(e, oci.ProcessError) else f"{type(e).__name__}: {e}"
 
 
 def _early_child(stdio: tuple[int, int, int], keep: list[int], terminal: bool) -> list[int]:
@@ -371,7 +369,7 @@ def _init_child(job: _Job, start_r: int, status_w: int) -> None:
         libc.setdomainname(job.spec["domainname"])
     rootfs.prepare(job.spec, job.rootfs_path, overlay=job.overlay,
                    console_fd=0 if proc.terminal else None)
-    _limits(proc, oom=not job.userns)
+    oci.apply_limits(proc, oom=not job.userns)
     os.write(status_w, b"R")
     if os.read(start_r, 1) != b"S":
         os._exit(1)  # the monitor went away without starting us
@@ -387,34 +385,12 @@ def _exec_child(proc: oci.Process, plan: NsPlan, stdio: tuple[int, int, int], cg
     if cg is not None:
         cg.add_pid(cgroup_path, os.getpid())
     if proc.oom_score_adj is not None:  # before a user ns join hides our /proc/self from us
-        _write_oom("/proc/self/oom_score_adj", proc.oom_score_adj)
+        oci.write_oom_score_adj("/proc/self/oom_score_adj", proc.oom_score_adj)
     namespaces.join_all(plan)
     plan.close()
     os.chdir("/")  # setns(mnt) left cwd undefined; "/" is now the container's root
-    _limits(proc, oom=False)
+    oci.apply_limits(proc, oom=False)
     _finalize(proc, bpf, status_w)
-
-
-def _write_oom(path: str, value: int) -> None:
-    """Never below the current value: lowering needs CAP_SYS_RESOURCE, which we lack."""
-    with open(path, "r+") as f:
-        current = int(f.read().strip() or 0)
-        f.seek(0)
-        f.write(str(max(value, current)))
-
-
-def _limits(proc: oci.Process, *, oom: bool = True) -> None:
-    """rlimits and oom_score_adj; the latter never below the current value (no SYS_RESOURCE)."""
-    for rl in proc.rlimits:
-        if rl.type not in _RLIMITS:
-            raise InitError(f"unknown rlimit {rl.type}")
-        try:
-            resource.setrlimit(_RLIMITS[rl.type], (rl.soft, rl.hard))
-        except (OSError, ValueError) as e:
-            raise InitError(f"setrlimit {rl.type}: {e}") from None
-    if oom and proc.oom_score_adj is not None:
-        _write_oom("/proc/self/oom_score_adj", proc.oom_score_adj)
-    os.umask(0o022 if proc.user.umask is None else proc.user.umask)
 
 
 def _finalize(proc: oci.Process, bpf: bytes | None, status_w: int) -> None:
@@ -443,7 +419,7 @@ def _finalize(proc: oci.Process, bpf: bytes | None, status_w: int) -> None:
         os.getcwd()  # ENOENT when the cwd is not below our root (a leaked host fd): refuse it
     except OSError as e:
         raise InitError(f"chdir {proc.cwd}: {os.strerror(e.errno or 0)}") from None
-    path = _lookup(proc.args[0], env.get("PATH", oci.DEFAULT_PATH))
+    path = oci.lookup_executable(proc.args[0], env.get("PATH", oci.DEFAULT_PATH))
     libc.close_range(3, flags=libc.CLOSE_RANGE_CLOEXEC)
     if proc.no_new_privileges and bpf is not None:
         _load_seccomp(bpf)
@@ -458,16 +434,3 @@ def _load_seccomp(bpf: bytes) -> None:
         seccomp.load(bpf)
     except OSError as e:
         raise InitError(f"seccomp: {os.strerror(e.errno or 0)}") from None
-
-
-def _lookup(arg0: str, path_var: str) -> str:
-    """PATH lookup inside the container (we are already pivoted), with a clear failure."""
-    if "/" in arg0:
-        if not os.path.exists(arg0):
-            raise InitError(f"exec: {arg0}: no such file or directory")
-        return arg0
-    for d in path_var.split(":"):
-        cand = os.path.join(d or ".", arg0)
-        if os.path.isfile(cand) and os.access(cand, os.X_OK):
-            return cand
-    raise InitError(f'exec: "{arg0}": executable file not found in $PATH')

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ NS_PROC_NAME: dict[str, str] = {
 # setns order: user first (it grants the caps for the rest), mount last (paths change after it)
 NS_JOIN_ORDER = ["user", "ipc", "uts", "network", "cgroup", "time", "pid", "mount"]
 
+_RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_CAPS = [
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
@@ -43,6 +45,10 @@ DEFAULT_MASKED = [
 DEFAULT_READONLY = [
     "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 ]
+
+
+class ProcessError(RuntimeError):
+    """The process section cannot be applied; the message is meant for the user as is."""
 
 
 class UserNotFound(LookupError):
@@ -224,6 +230,41 @@ def default_spec(rootfs: str, args: list[str], *, hostname: str = "berth",
     if seccomp is not None:
         spec["linux"]["seccomp"] = seccomp
     return spec
+
+
+def write_oom_score_adj(path: str, value: int) -> None:
+    """Never below the current value: lowering needs CAP_SYS_RESOURCE, which we lack."""
+    with open(path, "r+") as f:
+        current = int(f.read().strip() or 0)
+        f.seek(0)
+        f.write(str(max(value, current)))
+
+
+def apply_limits(proc: Process, *, oom: bool = True) -> None:
+    """rlimits and oom_score_adj; the latter never below the current value (no SYS_RESOURCE)."""
+    for rl in proc.rlimits:
+        if rl.type not in _RLIMITS:
+            raise ProcessError(f"unknown rlimit {rl.type}")
+        try:
+            resource.setrlimit(_RLIMITS[rl.type], (rl.soft, rl.hard))
+        except (OSError, ValueError) as e:
+            raise ProcessError(f"setrlimit {rl.type}: {e}") from None
+    if oom and proc.oom_score_adj is not None:
+        write_oom_score_adj("/proc/self/oom_score_adj", proc.oom_score_adj)
+    os.umask(0o022 if proc.user.umask is None else proc.user.umask)
+
+
+def lookup_executable(arg0: str, path_var: str) -> str:
+    """PATH lookup inside the container (we are already pivoted), with a clear failure."""
+    if "/" in arg0:
+        if not os.path.exists(arg0):
+            raise ProcessError(f"exec: {arg0}: no such file or directory")
+        return arg0
+    for d in path_var.split(":"):
+        cand = os.path.join(d or ".", arg0)
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    raise ProcessError(f'exec: "{arg0}": executable file not found in $PATH')
 
 
 def resolve_user(rootfs_path: str, user: str | int) -> tuple[int, int, list[int]]:
