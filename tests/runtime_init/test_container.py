@@ -309,6 +309,11 @@ def test_joins_cgroup(busybox_rootfs, run_container):
         r = go(run_container, busybox_rootfs, spec, cgroup_path=path)
         lines = [ln for ln in r.stdout.splitlines() if ":pids:" in ln]
         assert lines and lines[0].endswith("/" + path)
+        spec["linux"]["namespaces"].append({"type": "cgroup"})  # joined first, then unshared
+        r = go(run_container, busybox_rootfs, spec, cgroup_path=path)
+        lines = [ln for ln in r.stdout.splitlines() if ":pids:" in ln]
+        assert lines and lines[0].endswith(":pids:/")
+        assert drv.pids(path) == []
     finally:
         drv.remove(path)
 
