@@ -21,6 +21,7 @@ from cri import config as configmod
 from cri import logsetup
 from cri.context import Context
 from cri.interceptor import RpcInterceptor
+from cri.recovery import reconcile
 from cri.store import Store
 from runtime.containers import ensure_monitor
 from runtime.images.registry import RegistryConfig
@@ -132,6 +133,7 @@ async def serve(cfg: configmod.Config) -> None:
     except Exception as exc:  # sqlite raises several types; all mean the same to the operator
         raise StartupError(f"cannot open metadata store in {cfg.state_dir}: {exc}") from None
     ctx = await _context(cfg, store)
+    await reconcile(ctx)
     server = servermod.build(ctx, RpcInterceptor())
     if server.add_insecure_port(f"unix://{sock}") == 0:
         raise StartupError(f"cannot listen on {sock}")

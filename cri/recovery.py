@@ -1,0 +1,82 @@
+"""Start-up reconciliation: after a crash every object is either fully there or fully gone."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from pathlib import Path
+
+import structlog
+
+from cri.context import Context
+from proto import api_pb2 as pb
+from runtime import containers as monitor
+from runtime import podns
+from runtime.bundle import Bundle
+
+log = structlog.get_logger("recovery")
+
+
+def _pinned(path: str) -> bool:
+    """A pinned namespace is a bind mount of an nsfs file; a plain file means it was lost."""
+    if not path:
+        return False
+    with open("/proc/self/mountinfo") as fh:
+        return any(line.split()[4] == path for line in fh)
+
+
+async def reconcile(ctx: Context) -> None:
+    """Finish what a killed berthd left half-done, using the records as the source of truth.
+
+    - A pod or container whose create never completed (no `extra` recorded) is rolled back.
+    - A ready pod whose pinned network namespace is gone (a reboot) becomes NOTREADY, and its
+      IP is released through the CNI result cache.
+    - Monitor containers and bundle dirs that no record owns are removed.
+    """
+    store = ctx.store
+    for pod in store.pods.find():
+        if not pod.extra:
+            log.warning("rolling back interrupted pod creation", pod=pod.id)
+            await _release_network(ctx, pod.id, pb.PodSandboxConfig.FromString(pod.config))
+            shutil.rmtree(ctx.pod_dir(pod.id), ignore_errors=True)
+            store.pods.delete(pod.id)
+        elif pod.state == "SANDBOX_READY" and not pod.extra.get("host_network") and \
+                not _pinned(pod.extra.get("ns", {}).get("network", "")):
+            log.warning("pod lost its network namespace; marking it not ready", pod=pod.id)
+            await _release_network(ctx, pod.id, pb.PodSandboxConfig.FromString(pod.config))
+            pod.state = "SANDBOX_NOTREADY"
+            store.pods.put(pod)
+    known = {p.id for p in store.pods.find()}
+    for c in store.containers.find():
+        if not c.extra or c.pod_id not in known:
+            log.warning("rolling back interrupted container creation", container=c.id)
+            await _drop_container(ctx, c.id)
+            store.containers.delete(c.id)
+    owned = {c.id for c in store.containers.find()}
+    for st in await ctx.monitor.list():
+        if st.id not in owned:
+            log.warning("removing container no record owns", container=st.id)
+            await _drop_container(ctx, st.id)
+    bundles = Path(ctx.config.state_dir) / "bundles"
+    if bundles.exists():
+        for d in bundles.iterdir():
+            if d.name not in owned:
+                Bundle(d).remove()
+
+
+async def _release_network(ctx: Context, pod_id: str, cfg: pb.PodSandboxConfig) -> None:
+    """CNI DEL (from the result cache when there is one) frees the IP; then drop the pins."""
+    try:
+        await ctx.network.teardown(
+            ctx.network_request(pod_id, cfg, str(ctx.ns_dir(pod_id) / "network")))
+    except Exception as exc:  # logged, not fatal: RemovePodSandbox retries the DEL later
+        log.warning("network teardown failed during recovery", pod=pod_id, error=str(exc))
+    podns.unpin(ctx.ns_dir(pod_id))
+
+
+async def _drop_container(ctx: Context, cid: str) -> None:
+    with contextlib.suppress(monitor.NotFound, monitor.InvalidState):
+        await ctx.monitor.stop(cid, timeout=0)
+    with contextlib.suppress(monitor.NotFound):
+        await ctx.monitor.delete(cid)
+    Bundle(ctx.bundle_dir(cid)).remove()
