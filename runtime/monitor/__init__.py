@@ -5,7 +5,7 @@ containerd's ~11 MB Go shim, so all containers share one single-threaded monitor
 
 - Started by `runtime.containers.ensure_monitor` as `python -m runtime.monitor`; the launcher
   forks once and exits when the monitor serves, so the monitor is never a fork of berthd and
-  survives berthd's SIGKILL. `<run_dir>/monitor.lock` (flock) keeps it unique per run dir.
+  survives berthd's SIGKILL. `<state_dir>/monitor.lock` (flock) keeps it unique per state dir.
 - It is a child subreaper: it reaps container inits, execs and any orphan that reparents to it.
 - It listens on the path socket `<run_dir>/monitor.sock`, mode 0600, never an abstract socket
   (CVE-2020-15257). Protocol: `runtime.monitor.proto` (JSON lines; attach and exec_stream

@@ -31,7 +31,7 @@ def _run(args: argparse.Namespace, ready_fd: int) -> None:
 
     os.setsid()
     os.chdir("/")
-    lock = os.open(os.path.join(args.run_dir, "monitor.lock"),
+    lock = os.open(os.path.join(args.state_dir, "monitor.lock"),
                    os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

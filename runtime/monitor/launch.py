@@ -24,6 +24,9 @@ def launch(state_dir: str, run_dir: str, spawner: str | None) -> None:
         res = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=logf, start_new_session=True, env=env, cwd="/",
                              timeout=60, check=False)
+    if res.stdout.strip() == b"busy" and not os.path.exists(os.path.join(run_dir, "monitor.sock")):
+        holder = Path(state_dir, "monitor.lock").read_text().strip()
+        raise MonitorError(f"monitor pid {holder} holds {state_dir} with another run dir")
     if res.returncode != 0:
         tail = Path(run_dir, "monitor.log").read_bytes()[-2000:].decode(errors="replace")
         raise MonitorError(f"monitor failed to start (exit {res.returncode}): {tail}")

@@ -142,7 +142,7 @@ def test_ensure_monitor_reuses_running_one(mon):
     first = mon.pid
     mon.connect()
     assert mon.pid == first
-    assert os.path.exists(Path(mon.run_dir, "monitor.lock"))
+    assert os.path.exists(Path(mon.state_dir, "monitor.lock"))
 
 
 def test_events_stream(mon, rootfs):
