@@ -46,7 +46,7 @@ def plan_from_spec(spec: dict[str, object]) -> NsPlan:
         raise
     if "time" in plan.new_types:
         plan.close()
-        raise OSError(95, "a new time namespace is not supported")
+        raise oci.ProcessError("a new time namespace is not supported")
     return plan
 
 
