@@ -25,6 +25,13 @@ class ImageConfig:
     exposed_ports: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
 
+    def uid_username(self) -> tuple[int | None, str]:
+        """CRI ImageStatus reports a numeric user as uid and a name as username (group dropped)."""
+        user = self.user.split(":", 1)[0]
+        if user.isdigit():
+            return int(user), ""
+        return None, user
+
     @classmethod
     def from_oci(cls, doc: dict[str, Any]) -> ImageConfig:
         """Pick fields out of an OCI/Docker image config blob (absent keys are null there)."""

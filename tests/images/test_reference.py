@@ -76,3 +76,13 @@ def test_parts_and_forms() -> None:
     assert familiar(normalize("busybox")) == "busybox:latest"
     assert familiar(normalize("user/x:1")) == "user/x:1"
     assert parse("busybox").tag is None
+
+
+@pytest.mark.parametrize(("user", "want"), [
+    ("", (None, "")), ("0", (0, "")), ("1000:1000", (1000, "")), ("berth", (None, "berth")),
+    ("berth:wheel", (None, "berth")), ("65534:", (65534, "")),
+])
+def test_config_user_split(user: str, want: tuple) -> None:
+    from runtime.images.records import ImageConfig
+
+    assert ImageConfig.from_oci({"config": {"User": user}}).uid_username() == want
