@@ -85,16 +85,20 @@ def _prctl(option: int, arg2: int = 0, arg3: int = 0) -> int:
     return int(rc)
 
 
-def _last_cap() -> int:
+def _read_last_cap() -> int:
     """The running kernel's highest cap; our table may be older or newer than the kernel."""
     with open("/proc/sys/kernel/cap_last_cap") as f:
         return int(f.read())
 
 
+# Read at import: container inits drop caps after pivot_root, where /proc may not exist.
+_LAST_CAP = _read_last_cap()
+
+
 def drop_bounding(keep: set[str]) -> None:
     """Drops from the bounding set every cap the kernel knows that is not in `keep`."""
     wanted = numbers(keep)
-    for cap in range(_last_cap() + 1):
+    for cap in range(_LAST_CAP + 1):
         if cap not in wanted and _prctl(_PR_CAPBSET_READ, cap) == 1:
             _prctl(_PR_CAPBSET_DROP, cap)
 
