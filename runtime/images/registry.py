@@ -125,6 +125,13 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _fingerprint(auth: Auth | None) -> str:
+    if auth is None:
+        return ""
+    fields = (auth.username, auth.password, auth.auth, auth.identity_token, auth.registry_token)
+    return hashlib.sha256("\0".join(fields).encode()).hexdigest()
+
+
 def _challenge(header: str) -> tuple[str, dict[str, str]]:
     scheme, _, rest = header.partition(" ")
     return scheme.lower(), dict(re.findall(r'(\w+)="([^"]*)"', rest))
@@ -138,7 +145,7 @@ class RegistryClient:
         t = self.config.progress_timeout
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(t, connect=min(t, 30.0)),
                                       follow_redirects=True, trust_env=False)
-        self._tokens: dict[tuple[str, str], str] = {}
+        self._tokens: dict[tuple[str, str, str], str] = {}
 
     async def aclose(self) -> None:
         """Close pooled connections."""
@@ -155,7 +162,9 @@ class RegistryClient:
                     stream: bool = False) -> httpx.Response:
         """GET with the auth dance: a 401 challenge yields a token or basic header, then retry."""
         scope = f"repository:{ref.path}:pull"
-        key = (httpx.URL(url).netloc.decode(), scope)  # a mirror's token never goes to origin
+        # per endpoint (a mirror's token never goes to origin) and per credential, so a pull
+        # without a secret never rides on a token another pod's secret obtained
+        key = (httpx.URL(url).netloc.decode(), scope, _fingerprint(auth))
         for attempt in range(2):
             h = dict(headers)
             if key in self._tokens:

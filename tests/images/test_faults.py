@@ -55,6 +55,17 @@ def test_token_auth(tmp_path: Path, layouts) -> None:
         # one token per scope for the whole pull (manifest, config, layer)
         scope = "repository:e2e/busybox:pull"
         assert faults.token_requests == [{"service": "mini", "scope": scope}]
+        import asyncio
+
+        async def with_then_without() -> None:
+            try:
+                await store.pull(ref, auth=Auth(username="tok-user", password="tok-pw"))
+                with pytest.raises(Unauthorized):  # no riding on another credential's token
+                    await store.pull(ref)
+            finally:
+                await store.aclose()
+
+        asyncio.run(with_then_without())
         tok = next(iter(reg.tokens))
         store2 = ImageStore(tmp_path / "b")
         assert pull(store2, ref, auth=Auth(registry_token=tok)).id == img.id

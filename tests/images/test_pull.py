@@ -103,6 +103,15 @@ def test_basic_auth(store: ImageStore, auth_registry) -> None:
         "(check credentials)")
     with pytest.raises(Unauthorized, match="401 Unauthorized"):
         pull(store, pushed.ref, auth=Auth(username="berth", password="wrong"))
+    async def with_then_without() -> None:
+        try:
+            await store.pull(pushed.ref, auth=Auth(username="berth", password="s3cret-pw"))
+            with pytest.raises(Unauthorized):  # the same client must not reuse those creds
+                await store.pull(pushed.ref)
+        finally:
+            await store.aclose()
+
+    asyncio.run(with_then_without())
     img = pull(store, pushed.ref, auth=Auth(username="berth", password="s3cret-pw"))
     assert img.repo_tags == [pushed.ref]
     import base64
