@@ -118,11 +118,12 @@ def test_exec_stream_stdin_and_exit(running):
     assert code == 7 and got == {"stdout": b"hello\n", "stderr": b"e\n"}
 
 
-def test_exec_stream_tty(running):
+def test_exec_stream_tty_and_resize(running):
     async def session():
-        p = proc("sh", "-c", "stty size")
+        p = proc("sh", "-c", "sleep 0.3; stty size")
         p["terminal"] = True
         s = await running.aio.exec_stream("c1", p, tty=True)
+        await s.resize(77, 22)
         out = b""
         while (frame := await s.recv()) is not None:
             out += frame[1]
@@ -130,7 +131,7 @@ def test_exec_stream_tty(running):
         return s.exit_code, out
 
     code, out = running._run(session())
-    assert code == 0 and out.strip()
+    assert code == 0 and out.strip() == b"22 77"
 
 
 def test_exec_stream_client_gone_kills_the_exec(mon, running):
