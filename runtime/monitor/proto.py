@@ -14,6 +14,7 @@ import json
 import struct
 from typing import Any
 
+VERSION = 1  # bumped on incompatible changes; ping reports it so berthd can spot an old monitor
 FRAME = struct.Struct(">BI")
 STDIN, STDOUT, STDERR, RESIZE, CLOSE_STDIN, EXIT = range(6)
 MAX_FRAME = 1 << 20

@@ -95,7 +95,7 @@ class Server:
     async def _dispatch(self, req: dict[str, Any]) -> Any:
         lc, op, cid = self.lc, req.get("op"), str(req.get("id", ""))
         if op == "ping":
-            return {"pid": os.getpid(), "cgroups": cg.available()}
+            return {"pid": os.getpid(), "version": proto.VERSION, "cgroups": cg.available()}
         if op == "create":
             return lc.create(cid, req["spec"], req["rootfs"], req.get("cgroup_path", ""),
                              req.get("log_path", ""), bool(req.get("tty")),

@@ -142,6 +142,7 @@ def test_ensure_monitor_reuses_running_one(mon):
     first = mon.pid
     mon.connect()
     assert mon.pid == first
+    assert mon.client.ping()["version"] == 1
     assert os.path.exists(Path(mon.state_dir, "monitor.lock"))
 
 
