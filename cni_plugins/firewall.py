@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 
-from cni_plugins import lean
+from cni_plugins import lean, nftnl
 
 TABLE = "berth"
 LOCK_PATH = "/run/berth-cni-firewall.lock"
@@ -26,8 +26,9 @@ class Rule:
 
 
 def backend() -> str:
+    """nft = netlink with the nft CLI as fallback; nft-cli and iptables can be forced (tests)."""
     forced = os.environ.get("BERTH_CNI_FIREWALL")
-    if forced in ("nft", "iptables"):
+    if forced in ("nft", "nft-cli", "iptables"):
         return forced
     return "nft" if lean.which("nft") else "iptables"
 
@@ -63,10 +64,17 @@ def _check(proc: _Proc, what: str) -> None:
 
 def add(rules: list[Rule], owner: str) -> None:
     """Install rules atomically in one nft transaction (or sequential iptables calls)."""
-    if backend() == "nft":
+    kind = backend()
+    if kind != "iptables":
         body = [f'add rule ip {TABLE} {r.chain} {r.expr} comment "{owner}"' for r in rules]
         fd = _lock()  # serialised with prune(), which may drop the table when it empties
         try:
+            if kind == "nft":
+                try:
+                    nftnl.add_rules(TABLE, _BASE, [(r.chain, r.expr) for r in rules], owner)
+                    return
+                except (OSError, ValueError):
+                    pass  # the nft CLI below reports the real reason, if any
             # re-declaring hooked chains costs ~12 ms a transaction: only do it when missing
             if _run(["nft", "-f", "-"], "\n".join(body) + "\n").returncode == 0:
                 return
@@ -95,7 +103,8 @@ def remove(owner: str) -> int:
     """Delete exactly the rules carrying this owner tag; returns how many went (0 is fine)."""
     fd = _lock()
     try:
-        return _remove_nft(owner) if backend() == "nft" else _remove_ipt(owner)
+        kind = backend()
+        return _remove_ipt(owner) if kind == "iptables" else _remove_nft(owner, kind == "nft")
     finally:
         os.close(fd)
 
@@ -128,7 +137,12 @@ def owners(prefix: str) -> set[str]:
     return {tag_ for tag_, _text in _all_tagged() if tag_.startswith(prefix)}
 
 
-def _remove_nft(owner: str) -> int:
+def _remove_nft(owner: str, netlink: bool) -> int:
+    if netlink:
+        try:
+            return nftnl.remove_owned(TABLE, owner)
+        except (OSError, ValueError, KeyError):
+            pass  # fall back to the nft CLI
     proc = _run(["nft", "-j", "list", "table", "ip", TABLE])
     if proc.returncode != 0:
         return 0  # no table: nothing of ours is left

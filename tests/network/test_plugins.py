@@ -232,7 +232,7 @@ def test_loopback(our_bin, make_netns):
     ok(cni(our_bin, "loopback", "DEL", conf, "c", "/nonexistent", "lo"))
 
 
-@pytest.mark.parametrize("backend", ["nft", "iptables"])
+@pytest.mark.parametrize("backend", ["nft", "nft-cli", "iptables"])
 def test_portmap_rules_tagged_and_removed(our_bin, net, backend):
     cid = new_cid(net)
     prev = {
