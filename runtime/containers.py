@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import itertools
 import json
@@ -150,9 +151,12 @@ class MonitorClient:
         rid = next(self._rids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
-        writer.write(proto.encode({"rid": rid, "op": op, **args}))
-        await writer.drain()
-        return _unwrap(await fut)
+        try:
+            writer.write(proto.encode({"rid": rid, "op": op, **args}))
+            await writer.drain()
+            return _unwrap(await fut)
+        finally:
+            self._pending.pop(rid, None)  # a cancelled call leaves nothing behind
 
     async def close(self) -> None:
         """Drop the connection; the monitor and its containers keep running."""
@@ -297,7 +301,12 @@ class SyncMonitorClient:
         self.aio, self._loop, self._thread = client, loop, thread
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise
 
     def create(self, id: str, spec: dict[str, Any], rootfs: str, cgroup_path: str = "",
                log_path: str = "", tty: bool = False, stdin: bool = False,

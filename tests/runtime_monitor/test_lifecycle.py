@@ -192,3 +192,14 @@ def test_overlay_rootfs_lives_in_the_container_mount_ns(mon, rootfs, tmp_path):
     assert not (rootfs / "tmp" / "made").exists()
     assert str(merged) not in Path("/proc/self/mountinfo").read_text()
     c.delete("c1")
+
+
+def test_sync_wait_timeout_leaves_no_pending_call(mon, rootfs):
+    c = mon.client
+    c.create("c1", spec("sleep", "30"), str(rootfs))
+    c.start("c1")
+    with pytest.raises(TimeoutError):
+        c.wait("c1", timeout=0.2)
+    time.sleep(0.1)
+    assert c.aio._pending == {}
+    assert c.state("c1").status == "running"
