@@ -59,6 +59,7 @@ class Live:
     attachments: set[Attachment] = field(default_factory=set)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     oom_base: int = 0
+    log_failed: bool = False  # warn once, not once per chunk
 
 
 class Lifecycle:
@@ -244,7 +245,10 @@ class Lifecycle:
             try:
                 live.log.write(stream, data)
             except OSError as e:  # full disk or a removed log dir must not stop the pump
-                log.warning("container %s: log write failed: %s", live.st.id, e)
+                if not live.log_failed:
+                    log.warning("container %s: log write failed (output dropped): %s",
+                                live.st.id, e)
+                live.log_failed = True
         if live.attachments:
             payload = proto.frame(kind, data)
             for att in list(live.attachments):

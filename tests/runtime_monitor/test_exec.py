@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -156,3 +157,15 @@ def test_exec_stream_client_gone_kills_the_exec(mon, running):
     fds = len(list(Path(f"/proc/{mon.pid}/fd").iterdir()))
     r = running.exec_sync("c1", proc("true"), 5)
     assert r.exit_code == 0 and len(list(Path(f"/proc/{mon.pid}/fd").iterdir())) == fds
+
+
+def test_concurrent_exec_syncs(running):
+    """Many probes at once must neither deadlock nor mix up their outputs."""
+    async def many():
+        return await asyncio.gather(*(
+            running.aio.exec_sync("c1", proc("sh", "-c", f"usleep {k * 7000}; echo {k}"), 10)
+            for k in range(12)))
+
+    results = running._run(many())
+    assert [r.stdout for r in results] == [f"{k}\n".encode() for k in range(12)]
+    assert all(r.exit_code == 0 for r in results)
