@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -192,3 +193,14 @@ def test_chatty_container_does_not_starve_the_monitor(mon, rootfs, tmp_path):
         worst = max(worst, time.monotonic() - t0)
     c.stop("c1", 0)
     assert worst < 0.5, f"state() took {worst:.2f}s while a container spammed stdout"
+
+
+def test_log_write_failure_does_not_hurt_the_container(mon, rootfs):
+    """/dev/full fails every write with ENOSPC: output is dropped, the container runs on."""
+    c = mon.client
+    c.create("c1", spec("sh", "-c", "i=0; while [ $i -lt 2000 ]; do echo $i; i=$((i+1)); done"),
+             str(rootfs), log_path="/dev/full")
+    c.start("c1")
+    st = c.wait("c1", timeout=20)
+    assert (st.exit_code, st.reason) == (0, "Completed")
+    assert "log write failed" in Path(mon.run_dir, "monitor.log").read_text()
