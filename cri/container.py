@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from cri import ocispec
+from cri import failpoints, ocispec
 from cri.context import Context
 from cri.errors import (
     AlreadyExists,
@@ -131,6 +131,7 @@ class ContainerRPCs:
         bundle = Bundle(self.ctx.bundle_dir(rec.id))
         undo.push("rootfs", bundle.remove)
         bundle.create(self.ctx.images.rootfs_lowers(image.id))
+        failpoints.hit("container.after_rootfs")
         image_cfg = image.config
         extra = pod.extra
         pod_ctx = ocispec.PodContext(id=pod.id, ns_paths=extra.get("ns", {}),
@@ -151,6 +152,7 @@ class ContainerRPCs:
                                           stdin_once=cfg.stdin_once)
         except monitor.MonitorError as exc:
             raise InvalidArgument(str(exc)) from None
+        failpoints.hit("container.after_monitor")
         return {"log_path": log_path, "image_ref": image.id, "process": spec["process"],
                 "stop_signal": stop_signal(cfg, image_cfg),
                 "mounts": [m for m in spec["mounts"] if m["type"] == "bind"]}

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from cri import podconfig
+from cri import failpoints, podconfig
 from cri.context import Context
 from cri.errors import AlreadyExists, Internal, InvalidArgument, NotFound
 from cri.filters import id_match, labels_match
@@ -95,12 +95,14 @@ class SandboxRPCs:
         undo.push("namespaces", lambda: podns.unpin(pins))
         ns_paths = await podns.pin(pins, kinds, hostname=podconfig.hostname(cfg),
                                    sysctls=dict(cfg.linux.sysctls))
+        failpoints.hit("sandbox.after_namespaces")
         ips: list[str] = []
         if not host_net:
             net_req = self.ctx.network_request(pod_id, cfg, ns_paths["network"])
             undo.push("network", lambda: self.ctx.network.teardown(net_req))
             result = await self.ctx.network.setup(net_req)
             ips = [str(ip) for ip in result.ips]
+            failpoints.hit("sandbox.after_network")
         files = podconfig.write_pod_files(pod_dir, cfg, ips, host_net)
         return {"ns": ns_paths, "ips": ips, "host_network": host_net, "files": files,
                 "cgroup_parent": cfg.linux.cgroup_parent,
@@ -116,6 +118,7 @@ class SandboxRPCs:
         """Kill every container, then tear the network down; repeating it is harmless."""
         for c in self.ctx.store.containers.find(pod_id=rec.id):
             await self.kill_container(c.id)
+        failpoints.hit("stop_pod.after_containers")
         if not rec.extra.get("host_network") and rec.extra.get("ns"):
             cfg = pb.PodSandboxConfig.FromString(rec.config)
             await self.ctx.network.teardown(
@@ -137,6 +140,7 @@ class SandboxRPCs:
         await self.stop_pod(rec)
         for c in self.ctx.store.containers.find(pod_id=rec.id):
             await self.remove_container(c)
+        failpoints.hit("remove_pod.after_containers")
         shutil.rmtree(self.ctx.pod_dir(rec.id), ignore_errors=True)
         self.ctx.store.pods.delete(rec.id)
         self.pod_event(rec, "CONTAINER_DELETED_EVENT")
