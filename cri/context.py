@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ class Context:
     network: CNIManager
     monitor: MonitorClient
     hub: EventHub = field(default_factory=EventHub)
+    # called as (image ref, bytes newly stored, seconds, succeeded) after every PullImage
+    pull_observers: list[Callable[[str, int, float, bool], None]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
 
     @property

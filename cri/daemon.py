@@ -13,7 +13,7 @@ import stat
 import sys
 from importlib.metadata import version
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import structlog
 
@@ -27,6 +27,10 @@ from runtime.containers import ensure_monitor
 from runtime.images.registry import RegistryConfig
 from runtime.images.store import ImageStore
 from runtime.network.cni import CNIConfig, CNIManager
+
+if TYPE_CHECKING:
+    from cri.metrics import BerthMetrics
+    from cri.metrics_http import MetricsServer
 
 log = structlog.get_logger("berthd")
 
@@ -120,6 +124,25 @@ async def _context(cfg: configmod.Config, store: Store) -> Context:
     return Context(config=cfg, store=store, images=images, network=network, monitor=monitor)
 
 
+async def _start_metrics(ctx: Context) -> tuple[BerthMetrics | None, MetricsServer | None]:
+    """Prometheus metrics and /healthz; an empty metrics.address turns both off."""
+    if not ctx.config.metrics.address:
+        return None, None
+    from cri.metrics import BerthMetrics
+    from cri.metrics_http import MetricsServer
+
+    metrics = BerthMetrics(ctx)
+    metrics.watch_monitor_restarts()
+    ctx.pull_observers.append(metrics.observe_pull)
+    web = MetricsServer(ctx, metrics, ctx.config.metrics.address)
+    try:
+        await web.start()
+    except OSError as exc:
+        raise StartupError(f"cannot serve metrics on {ctx.config.metrics.address}: "
+                           f"{exc.strerror}") from None
+    return metrics, web
+
+
 async def serve(cfg: configmod.Config) -> None:
     from cri import server as servermod  # grpc import is slow; only pay it when serving
 
@@ -134,7 +157,8 @@ async def serve(cfg: configmod.Config) -> None:
         raise StartupError(f"cannot open metadata store in {cfg.state_dir}: {exc}") from None
     ctx = await _context(cfg, store)
     await reconcile(ctx)
-    server = servermod.build(ctx, RpcInterceptor())
+    metrics, metrics_server = await _start_metrics(ctx)
+    server = servermod.build(ctx, RpcInterceptor([metrics.observe_rpc] if metrics else []))
     if server.add_insecure_port(f"unix://{sock}") == 0:
         raise StartupError(f"cannot listen on {sock}")
     await server.start()
@@ -148,6 +172,8 @@ async def serve(cfg: configmod.Config) -> None:
     await stop.wait()
     log.info("stopping")
     await server.stop(grace=5)
+    if metrics_server is not None:
+        await metrics_server.stop()
     await ctx.monitor.close()
     await ctx.images.aclose()
     store.close()

@@ -52,14 +52,20 @@ class ImageRPCs:
                         context: grpc.aio.ServicerContext) -> pb.PullImageResponse:
         ref = request.image.image
         require(ref, "image.image")
+        started, ok, new_bytes = time.monotonic(), False, 0
         try:
+            had = self.ctx.images.get(ref) is not None
             img = await self.ctx.images.pull(ref, _auth(request.auth))
+            ok, new_bytes = True, 0 if had else img.size
         except ValueError as exc:
             raise InvalidArgument(f"image reference '{ref}' is invalid: {exc}") from None
         except RegistryError as exc:
             raise _BY_HTTP_STATUS.get(exc.status, errors.CriError)(str(exc)) from None
         except PullError as exc:
             raise errors.Internal(str(exc)) from None
+        finally:
+            for observe in self.ctx.pull_observers:
+                observe(ref, new_bytes, time.monotonic() - started, ok)
         return pb.PullImageResponse(image_ref=img.id)
 
     async def ImageStatus(self, request: pb.ImageStatusRequest,

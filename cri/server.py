@@ -14,13 +14,14 @@ from cri.interceptor import RpcInterceptor
 from cri.runtime_info import RuntimeInfoRPCs
 from cri.sandbox import SandboxRPCs
 from cri.servicer import CriServicer
+from cri.stats import StatsRPCs
 from proto import api_pb2_grpc
 
 MAX_MESSAGE = 16 * 1024 * 1024
 
 
 class RuntimeService(RuntimeInfoRPCs, SandboxRPCs, ContainerRPCs, ContainerStatusRPCs, ExecRPCs,
-                     EventRPCs, CriServicer):
+                     EventRPCs, StatsRPCs, CriServicer):
     service = "RuntimeService"
 
     def __init__(self, ctx: Context) -> None:

@@ -1,0 +1,199 @@
+"""CRI stats and metrics RPCs, from the same sampler and metric families as /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, TypeVar
+
+import grpc
+
+from cri.context import Context
+from cri.filters import id_match, labels_match
+from cri.metrics import FAMILIES, Point, container_points, pod_points
+from cri.samples import ContainerSample, PodSample, Sampler, pod_processes
+from cri.store import ContainerRecord, PodRecord
+from proto import api_pb2 as pb
+
+STREAM_BATCH = 500
+
+
+def _u64(value: int) -> pb.UInt64Value:
+    return pb.UInt64Value(value=max(int(value), 0))
+
+
+def container_stats(c: ContainerSample, fs_mount: str) -> pb.ContainerStats:
+    """cpu and memory only while the cgroup exists; the writable layer always."""
+    ts = c.taken_ns
+    out = pb.ContainerStats(
+        attributes=pb.ContainerAttributes(id=c.rec.id, metadata=c.cfg.metadata,
+                                          labels=c.rec.labels, annotations=c.rec.annotations),
+        writable_layer=pb.FilesystemUsage(
+            timestamp=ts, fs_id=pb.FilesystemIdentifier(mountpoint=fs_mount),
+            used_bytes=_u64(c.fs_bytes), inodes_used=_u64(c.fs_inodes)))
+    cg = c.cg
+    if cg is not None:
+        out.cpu.CopyFrom(pb.CpuUsage(timestamp=ts, usage_core_nano_seconds=_u64(cg.cpu_usage_ns)))
+        if c.nano_cores is not None:
+            out.cpu.usage_nano_cores.value = c.nano_cores
+        available = max(cg.memory_limit - cg.memory_working_set, 0) if cg.memory_limit else 0
+        out.memory.CopyFrom(pb.MemoryUsage(
+            timestamp=ts, working_set_bytes=_u64(cg.memory_working_set),
+            available_bytes=_u64(available), usage_bytes=_u64(cg.memory_usage),
+            rss_bytes=_u64(cg.memory_rss), page_faults=_u64(c.page_faults),
+            major_page_faults=_u64(c.major_page_faults)))
+    return out
+
+
+def pod_stats(pod: PodSample, fs_mount: str) -> pb.PodSandboxStats:
+    """Pod cpu/memory are the sums of its live containers (there is no pause container)."""
+    ts = pod.taken_ns
+    containers = [container_stats(c, fs_mount) for c in pod.containers]
+    live = [c for c in containers if c.HasField("cpu")]
+    linux = pb.LinuxPodSandboxStats(
+        cpu=pb.CpuUsage(
+            timestamp=ts,
+            usage_core_nano_seconds=_u64(sum(c.cpu.usage_core_nano_seconds.value for c in live)),
+            usage_nano_cores=_u64(sum(c.cpu.usage_nano_cores.value for c in live))),
+        memory=pb.MemoryUsage(
+            timestamp=ts,
+            working_set_bytes=_u64(sum(c.memory.working_set_bytes.value for c in live)),
+            available_bytes=_u64(sum(c.memory.available_bytes.value for c in live)),
+            usage_bytes=_u64(sum(c.memory.usage_bytes.value for c in live)),
+            rss_bytes=_u64(sum(c.memory.rss_bytes.value for c in live)),
+            page_faults=_u64(sum(c.memory.page_faults.value for c in live)),
+            major_page_faults=_u64(sum(c.memory.major_page_faults.value for c in live))),
+        process=pb.ProcessUsage(timestamp=ts, process_count=_u64(pod_processes(pod))),
+        containers=containers)
+    if pod.interfaces is not None:
+        ifaces = [pb.NetworkInterfaceUsage(name=i.name, rx_bytes=_u64(i.rx_bytes),
+                                           rx_errors=_u64(i.rx_errors), tx_bytes=_u64(i.tx_bytes),
+                                           tx_errors=_u64(i.tx_errors))
+                  for i in pod.interfaces]
+        default = next((i for i in ifaces if i.name == "eth0"), ifaces[0] if ifaces else None)
+        linux.network.CopyFrom(pb.NetworkUsage(timestamp=ts, default_interface=default,
+                                               interfaces=ifaces))
+    return pb.PodSandboxStats(
+        attributes=pb.PodSandboxAttributes(id=pod.rec.id, metadata=pod.cfg.metadata,
+                                           labels=pod.rec.labels,
+                                           annotations=pod.rec.annotations),
+        linux=linux)
+
+
+def to_metrics(points: list[Point], ts: int) -> list[pb.Metric]:
+    """CRI carries values as uint64: fractional seconds are truncated."""
+    return [pb.Metric(name=name, timestamp=ts, label_values=list(labels + extra),
+                      metric_type=pb.COUNTER if FAMILIES[name].kind == "counter" else pb.GAUGE,
+                      value=_u64(int(value)))
+            for name, labels, extra, value in points]
+
+
+def pod_metrics(pod: PodSample, fs_mount: str) -> pb.PodSandboxMetrics:
+    return pb.PodSandboxMetrics(
+        pod_sandbox_id=pod.rec.id, metrics=to_metrics(pod_points(pod), pod.taken_ns),
+        container_metrics=[pb.ContainerMetrics(
+            container_id=c.rec.id,
+            metrics=to_metrics(container_points(pod, c, fs_mount), c.taken_ns))
+            for c in pod.containers])
+
+
+T = TypeVar("T")
+
+
+def _batches(items: list[T]) -> list[list[T]]:
+    return [items[i:i + STREAM_BATCH] for i in range(0, len(items), STREAM_BATCH)]
+
+
+class StatsRPCs:
+    """Every call samples afresh: stats are read from cgroup files, never cached."""
+
+    ctx: Context
+    _stats_sampler: Sampler | None = None
+    if TYPE_CHECKING:  # provided by ContainerRPCs and SandboxRPCs in the composed servicer
+        def container(self, given: str) -> ContainerRecord: ...
+        def pod(self, given: str) -> PodRecord: ...
+
+    @property
+    def sampler(self) -> Sampler:
+        if self._stats_sampler is None:
+            self._stats_sampler = Sampler(self.ctx)
+        return self._stats_sampler
+
+    async def _container_samples(self, f: pb.ContainerStatsFilter) -> list[ContainerSample]:
+        ids = {r.id for r in self.ctx.store.containers.find()
+               if id_match(f.id, r.id) and id_match(f.pod_sandbox_id, r.pod_id)
+               and labels_match(f.label_selector, r.labels)}
+        pods = await self.sampler.pods(container_ids=ids) if ids else []
+        return [c for p in pods for c in p.containers]
+
+    async def _pod_samples(self, f: pb.PodSandboxStatsFilter | None) -> list[PodSample]:
+        if f is None:
+            return await self.sampler.pods()
+        ids = {r.id for r in self.ctx.store.pods.find()
+               if id_match(f.id, r.id) and labels_match(f.label_selector, r.labels)}
+        return await self.sampler.pods(pod_ids=ids) if ids else []
+
+    async def ContainerStats(self, request: pb.ContainerStatsRequest,
+                             context: grpc.aio.ServicerContext) -> pb.ContainerStatsResponse:
+        rec = self.container(request.container_id)
+        samples = await self._container_samples(pb.ContainerStatsFilter(id=rec.id))
+        stats = container_stats(samples[0], self.sampler.fs_mount) if samples else None
+        return pb.ContainerStatsResponse(stats=stats)
+
+    async def ListContainerStats(self, request: pb.ListContainerStatsRequest,
+                                 context: grpc.aio.ServicerContext
+                                 ) -> pb.ListContainerStatsResponse:
+        samples = await self._container_samples(request.filter)
+        return pb.ListContainerStatsResponse(
+            stats=[container_stats(c, self.sampler.fs_mount) for c in samples])
+
+    async def StreamContainerStats(self, request: pb.StreamContainerStatsRequest,
+                                   context: grpc.aio.ServicerContext
+                                   ) -> AsyncIterator[pb.StreamContainerStatsResponse]:
+        samples = await self._container_samples(request.filter)
+        items = [container_stats(c, self.sampler.fs_mount) for c in samples]
+        for batch in _batches(items):
+            yield pb.StreamContainerStatsResponse(container_stats=batch)
+
+    async def PodSandboxStats(self, request: pb.PodSandboxStatsRequest,
+                              context: grpc.aio.ServicerContext) -> pb.PodSandboxStatsResponse:
+        rec = self.pod(request.pod_sandbox_id)
+        pods = await self.sampler.pods(pod_ids={rec.id})
+        return pb.PodSandboxStatsResponse(
+            stats=pod_stats(pods[0], self.sampler.fs_mount) if pods else None)
+
+    async def ListPodSandboxStats(self, request: pb.ListPodSandboxStatsRequest,
+                                  context: grpc.aio.ServicerContext
+                                  ) -> pb.ListPodSandboxStatsResponse:
+        pods = await self._pod_samples(request.filter)
+        return pb.ListPodSandboxStatsResponse(
+            stats=[pod_stats(p, self.sampler.fs_mount) for p in pods])
+
+    async def StreamPodSandboxStats(self, request: pb.StreamPodSandboxStatsRequest,
+                                    context: grpc.aio.ServicerContext
+                                    ) -> AsyncIterator[pb.StreamPodSandboxStatsResponse]:
+        pods = await self._pod_samples(request.filter)
+        items = [pod_stats(p, self.sampler.fs_mount) for p in pods]
+        for batch in _batches(items):
+            yield pb.StreamPodSandboxStatsResponse(pod_sandbox_stats=batch)
+
+    async def ListMetricDescriptors(self, request: pb.ListMetricDescriptorsRequest,
+                                    context: grpc.aio.ServicerContext
+                                    ) -> pb.ListMetricDescriptorsResponse:
+        return pb.ListMetricDescriptorsResponse(descriptors=[
+            pb.MetricDescriptor(name=f.name, help=f.help, label_keys=list(f.label_keys))
+            for f in FAMILIES.values()])
+
+    async def ListPodSandboxMetrics(self, request: pb.ListPodSandboxMetricsRequest,
+                                    context: grpc.aio.ServicerContext
+                                    ) -> pb.ListPodSandboxMetricsResponse:
+        pods = await self.sampler.pods()
+        return pb.ListPodSandboxMetricsResponse(
+            pod_metrics=[pod_metrics(p, self.sampler.fs_mount) for p in pods])
+
+    async def StreamPodSandboxMetrics(self, request: pb.StreamPodSandboxMetricsRequest,
+                                      context: grpc.aio.ServicerContext
+                                      ) -> AsyncIterator[pb.StreamPodSandboxMetricsResponse]:
+        pods = await self.sampler.pods()
+        items = [pod_metrics(p, self.sampler.fs_mount) for p in pods]
+        for batch in _batches(items):
+            yield pb.StreamPodSandboxMetricsResponse(pod_sandbox_metrics=batch)
