@@ -135,9 +135,11 @@ class CriLogWriter:
         self.fd = new
 
     def close(self) -> None:
-        """Flush both streams' tails and release the file."""
-        for stream in list(self._pending):
-            self.flush(stream)
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        """Flush both streams' tails and release the file (even when the flush fails)."""
+        try:
+            for stream in list(self._pending):
+                self.flush(stream)
+        finally:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1

@@ -59,7 +59,7 @@ class Live:
     attachments: set[Attachment] = field(default_factory=set)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     oom_base: int = 0
-    log_failed: bool = False  # warn once, not once per chunk
+    log_failed: bool = False
 
 
 class Lifecycle:
@@ -236,19 +236,22 @@ class Lifecycle:
         finally:
             for data in drain_now(fd):
                 self._deliver(live, stream, kind, data)
-            if live.log:
-                live.log.flush(stream)
+            self._log_op(live, lambda w: w.flush(stream))
             os.close(fd)
 
+    def _log_op(self, live: Live, op: Callable[[CriLogWriter], None]) -> None:
+        """A full disk or a removed log dir drops output; it must never stop the pumps."""
+        if live.log is None:
+            return
+        try:
+            op(live.log)
+        except OSError as e:
+            if not live.log_failed:  # warn once, not once per chunk
+                log.warning("container %s: log write failed (output dropped): %s", live.st.id, e)
+            live.log_failed = True
+
     def _deliver(self, live: Live, stream: str, kind: int, data: bytes) -> None:
-        if live.log:
-            try:
-                live.log.write(stream, data)
-            except OSError as e:  # full disk or a removed log dir must not stop the pump
-                if not live.log_failed:
-                    log.warning("container %s: log write failed (output dropped): %s",
-                                live.st.id, e)
-                live.log_failed = True
+        self._log_op(live, lambda w: w.write(stream, data))
         if live.attachments:
             payload = proto.frame(kind, data)
             for att in list(live.attachments):
@@ -292,9 +295,8 @@ class Lifecycle:
             live.stdin.abort()
         if live.master >= 0:
             live.master = -1  # the stdout pump owns and closed the fd
-        if live.log:
-            live.log.close()
-            live.log = None
+        self._log_op(live, CriLogWriter.close)
+        live.log = None
         exit_frame = proto.frame(proto.EXIT, proto.encode({"exit_code": live.st.exit_code}))
         for att in live.attachments:
             if not att.writer.is_closing():

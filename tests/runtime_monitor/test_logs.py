@@ -198,9 +198,12 @@ def test_chatty_container_does_not_starve_the_monitor(mon, rootfs, tmp_path):
 def test_log_write_failure_does_not_hurt_the_container(mon, rootfs):
     """/dev/full fails every write with ENOSPC: output is dropped, the container runs on."""
     c = mon.client
-    c.create("c1", spec("sh", "-c", "i=0; while [ $i -lt 2000 ]; do echo $i; i=$((i+1)); done"),
-             str(rootfs), log_path="/dev/full")
+    script = "i=0; while [ $i -lt 2000 ]; do echo $i; i=$((i+1)); done; printf partial >&2"
+    fds = len(os.listdir(f"/proc/{mon.pid}/fd"))
+    c.create("c1", spec("sh", "-c", script), str(rootfs), log_path="/dev/full")
     c.start("c1")
     st = c.wait("c1", timeout=20)
     assert (st.exit_code, st.reason) == (0, "Completed")
-    assert "log write failed" in Path(mon.run_dir, "monitor.log").read_text()
+    assert Path(mon.run_dir, "monitor.log").read_text().count("log write failed") == 1
+    c.delete("c1")
+    assert len(os.listdir(f"/proc/{mon.pid}/fd")) == fds
