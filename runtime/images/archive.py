@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from runtime.images.content import DigestMismatch
 from runtime.images.records import Image
 from runtime.images.reference import normalize
-from runtime.images.registry import INDEX_TYPES, MT_DOCKER_MANIFEST, _choose, host_platform
+from runtime.images.registry import INDEX_TYPES, MT_DOCKER_MANIFEST, choose_platform, host_platform
 from runtime.images.unpack import UnpackError
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ def _oci(store: ImageStore, index: dict[str, Any]) -> list[Image]:
         doc = json.loads(raw)
         platform = host_platform()
         if desc.get("mediaType", doc.get("mediaType")) in INDEX_TYPES:
-            chosen = _choose(doc.get("manifests", []), platform)
+            chosen = choose_platform(doc.get("manifests", []), platform)
             if chosen is None:
                 raise ArchiveError(f"no manifest for platform {platform} in {desc['digest']}")
             raw = _blob(store, chosen["digest"])

@@ -266,7 +266,7 @@ class RegistryClient:
         want = want or host_platform()
         mt, raw, digest = await self.manifest(ref, ref.object, auth)
         if mt in INDEX_TYPES:
-            chosen = _choose(json.loads(raw).get("manifests", []), want)
+            chosen = choose_platform(json.loads(raw).get("manifests", []), want)
             if chosen is None:
                 raise NotFound(str(ref), ref.domain, 404, "Not Found",
                                f"no manifest for platform {want}")
@@ -321,7 +321,7 @@ def _check(ref: Reference, mt: str, raw: bytes) -> dict[str, Any]:
     return doc
 
 
-def _choose(entries: list[dict[str, Any]], want: Platform) -> dict[str, Any] | None:
+def choose_platform(entries: list[dict[str, Any]], want: Platform) -> dict[str, Any] | None:
     """Exact variant first, then any variant of the same os/arch (as containerd's matcher)."""
     same = [e for e in entries
             if e.get("platform", {}).get("os") == want.os
