@@ -84,7 +84,9 @@ class FollowReader:
     def read(self, n: int = -1) -> bytes:
         ing = self.ing
         with ing.cond:
-            while self.pos >= ing.written and not ing.finished and not self.aborted:
+            # all declared bytes are in: EOF without waiting for the digest check and fsync
+            while self.pos >= ing.written and not ing.finished and not self.aborted \
+                    and not 0 <= ing.size <= ing.written:
                 ing.cond.wait(1.0)
             if self.aborted:
                 raise DownloadFailed(f"reading {ing.digest}: aborted")
