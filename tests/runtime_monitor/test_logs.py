@@ -199,6 +199,10 @@ def test_log_write_failure_does_not_hurt_the_container(mon, rootfs):
     """/dev/full fails every write with ENOSPC: output is dropped, the container runs on."""
     c = mon.client
     script = "i=0; while [ $i -lt 2000 ]; do echo $i; i=$((i+1)); done; printf partial >&2"
+    c.create("warm", spec("true"), str(rootfs))  # runtime.init keeps the host pid ns fd open
+    c.start("warm")
+    c.wait("warm", timeout=10)
+    c.delete("warm")
     fds = len(os.listdir(f"/proc/{mon.pid}/fd"))
     c.create("c1", spec("sh", "-c", script), str(rootfs), log_path="/dev/full")
     c.start("c1")
