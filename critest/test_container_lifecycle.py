@@ -10,7 +10,15 @@ import grpc
 import pytest
 
 from critest.harness import Pod
-from critest.util import container_config, create, exec_sync, list_containers, sh, status, wait_exited
+from critest.util import (
+    container_config,
+    create,
+    exec_sync,
+    list_containers,
+    sh,
+    status,
+    wait_exited,
+)
 from tests.fixtures.images import PushedImage
 
 pytestmark = pytest.mark.timeout(180)

@@ -22,7 +22,8 @@ def unique(prefix: str) -> str:
 
 
 @contextlib.contextmanager
-def sandbox(cri: CriClient, log_dir: str, name: str = "pod", **extra: Any) -> Iterator[tuple[str, Any]]:
+def sandbox(cri: CriClient, log_dir: str, name: str = "pod",
+            **extra: Any) -> Iterator[tuple[str, Any]]:
     """A running pod sandbox with extra PodSandboxConfig fields; (id, config), removed after."""
     pb = cri.pb
     config = sandbox_config(cri, unique(name), log_dir, **extra)
@@ -51,8 +52,9 @@ def container_config(cri: CriClient, image: str, command: list[str], name: str,
     pb = cri.pb
     linux = pb.LinuxContainerConfig(
         security_context=fields.pop("security", None), resources=fields.pop("resources", None))
-    return pb.ContainerConfig(metadata=pb.ContainerMetadata(name=name), image=pb.ImageSpec(image=image),
-                              command=command, linux=linux, **fields)
+    return pb.ContainerConfig(metadata=pb.ContainerMetadata(name=name),
+                              image=pb.ImageSpec(image=image), command=command, linux=linux,
+                              **fields)
 
 
 def create(cri: CriClient, pod_id: str, pod_config: Any, config: Any, start: bool = True) -> str:
