@@ -185,7 +185,10 @@ class SampleCollector(Collector):
             fam = fams.get(name)
             if fam is None:
                 f = FAMILIES[name]
-                cls = CounterMetricFamily if f.kind == "counter" else GaugeMetricFamily
+                # prometheus-client writes every counter as NAME_total: cAdvisor's one counter
+                # without the suffix (container_memory_failcnt) keeps its name as a gauge
+                counter = f.kind == "counter" and name.endswith("_total")
+                cls = CounterMetricFamily if counter else GaugeMetricFamily
                 fam = fams[name] = cls(name, f.help, labels=list(f.label_keys))
             fam.add_metric(list(labels + extra), value)
         yield from fams.values()
