@@ -38,3 +38,25 @@ def interleave(berth: Sample, peer: Sample, n: int, warmup: int = 2) -> tuple[li
             if i >= warmup and value is not None:
                 out.append(value)
     return b, p
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many samples each benchmark takes; --quick shrinks everything."""
+
+    n: int = 30  # samples of per-pod metrics
+    warmup: int = 2
+    pulls: int = 3
+    small: int = 30  # pods for list and memory figures
+    large: int = 100
+    clients: int = 6
+    cni_pods: int = 50
+    starts: int = 30
+    rounds: int = 5  # exec round-trip: blocks per peer
+    block: int = 6  # round trips per block
+    scrapes: int = 20
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(n=3, warmup=1, pulls=1, small=6, large=12, cni_pods=5, starts=5, rounds=1,
+                   block=3, scrapes=3)

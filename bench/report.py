@@ -18,22 +18,32 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
 
 
+def _target(r: Row) -> str:
+    if r.target is None:
+        return "higher is better" if r.higher_is_better else "-"
+    return f"{'≥' if r.higher_is_better else '≤'} {r.target:g}×"
+
+
 def table(rows: list[Row]) -> str:
     """A Markdown table, so the same text goes to stdout and into docs/performance.md."""
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     for r in rows:
-        cells = [r.metric, r.unit, _fmt(percentile(r.berth, 50)), _fmt(percentile(r.berth, 90)),
+        name = r.metric if r.peer_name == "containerd" else f"{r.metric} (vs {r.peer_name})"
+        cells = [name, r.unit, _fmt(percentile(r.berth, 50)), _fmt(percentile(r.berth, 90)),
                  _fmt(percentile(r.peer, 50)), _fmt(percentile(r.peer, 90)), _fmt(r.ratio),
-                 f"≤ {r.target:g}×" if r.target is not None else "-", r.met]
+                 _target(r), r.met]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    notes = [f"- {r.metric}: {r.note}" for r in rows if r.note]
+    return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def write(rows: list[Row], out: Path, meta: dict[str, object]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = {"meta": meta, "rows": [
         {"metric": r.metric, "unit": r.unit, "target": r.target, "note": r.note,
-         "ratio": r.ratio, "met": r.met, "berth": r.berth, "containerd": r.peer} for r in rows]}
+         "ratio": None if math.isnan(r.ratio) else r.ratio, "met": r.met,
+         "higher_is_better": r.higher_is_better, "peer_name": r.peer_name,
+         "berth": r.berth, "peer": r.peer} for r in rows]}
     (out / "results.json").write_text(json.dumps(data, indent=1))
     (out / "table.md").write_text(table(rows) + "\n")
     plot(rows, out / "results.png")
@@ -49,11 +59,15 @@ def plot(rows: list[Row], path: Path) -> None:
     n = max(1, len(rows))
     cols = min(3, n)
     nrows = math.ceil(n / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.2 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.5 * nrows), squeeze=False)
     for ax, r in zip(axes.flat, rows, strict=False):
         ax.boxplot([r.berth or [math.nan], r.peer or [math.nan]], showfliers=True)
-        ax.set_xticks([1, 2], ["berth", "containerd"])
-        ax.set_title(r.metric, fontsize=9)
+        ax.set_xticks([1, 2], ["berth", r.peer_name])
+        title = r.metric if math.isnan(r.ratio) else f"{r.metric}\nratio {r.ratio:.2f}×"
+        ax.set_title(title, fontsize=9)
+        if not r.berth and not r.peer:
+            ax.text(0.5, 0.5, r.note or "no samples", ha="center", va="center", wrap=True,
+                    fontsize=8, transform=ax.transAxes)
         ax.set_ylabel(r.unit)
     for ax in list(axes.flat)[len(rows):]:
         ax.axis("off")

@@ -22,8 +22,10 @@ class Row:
     unit: str
     berth: list[float]
     peer: list[float]
-    target: float | None  # berth/peer ratio to meet (lower is better), None = report only
+    target: float | None  # berth/peer ratio to meet, None = report only
     note: str = ""
+    higher_is_better: bool = False  # throughput: the ratio must reach the target, not stay under
+    peer_name: str = "containerd"  # the reference when it is not containerd (runc, crun, plugins)
 
     @property
     def ratio(self) -> float:
@@ -34,4 +36,5 @@ class Row:
     def met(self) -> str:
         if self.target is None or math.isnan(self.ratio):
             return "-"
-        return "met" if self.ratio <= self.target else "not met"
+        ok = self.ratio >= self.target if self.higher_is_better else self.ratio <= self.target
+        return "met" if ok else "not met"

@@ -1,0 +1,86 @@
+"""python -m bench [--quick] [--out DIR] [--only a,b] [--profile]: berth vs containerd, one run."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import report
+from bench.env import environment
+from bench.harness import Plan
+from bench.metrics import Metric, cold_pull, exec_sync, lifecycle
+from bench.netbench import cni_add
+from bench.population import population
+from bench.startbench import container_start
+from bench.stats import Row
+
+# order matters: the pull runs while no container pins the busybox base layer
+METRICS: dict[str, Metric] = {
+    "pull": cold_pull,
+    "lifecycle": lifecycle,
+    "exec": exec_sync,
+    "population": population,
+    "cni": cni_add,
+    "start": container_start,
+}
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="few samples (CI: proves it runs)")
+    ap.add_argument("--out", type=Path, help="results dir (default bench/results/<date-time>)")
+    ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(METRICS)}")
+    ap.add_argument("--profile", action="store_true",
+                    help="afterwards, py-spy berthd (and its children) over extra pod cycles")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(sys.argv[1:] if argv is None else argv)
+    only = [m for m in args.only.split(",") if m]
+    unknown = set(only) - set(METRICS)
+    if unknown:
+        print(f"unknown metrics {sorted(unknown)}; known: {','.join(METRICS)}", file=sys.stderr)
+        return 2
+    plan = Plan.quick() if args.quick else Plan()
+    started = datetime.now(UTC)
+    out = args.out or RESULTS / started.strftime("%Y-%m-%d-%H%M")
+    rows: list[Row] = []
+    failed = False
+    t0 = time.monotonic()
+    with environment(Path(tempfile.mkdtemp(prefix="berth-bench-"))) as env:
+        print(f"bench: setup took {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
+        for name, metric in METRICS.items():
+            if only and name not in only:
+                continue
+            t1 = time.monotonic()
+            try:
+                rows += metric(env, plan)
+            except Exception as e:  # one broken benchmark must not hide the others
+                failed = True
+                traceback.print_exc()
+                rows.append(Row(name, "-", [], [], None, note=f"FAILED: {type(e).__name__}: {e}"))
+            print(f"bench: {name} took {time.monotonic() - t1:.1f} s", file=sys.stderr,
+                  flush=True)
+        if args.profile:
+            from bench.profile import profile_pod_cycles
+
+            profile_pod_cycles(env, plan, out)
+    meta = {"date": started.isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+            "quick": args.quick, "host": platform.node(), "kernel": platform.release(),
+            "wall_s": round(time.monotonic() - t0, 1), "plan": plan.__dict__}
+    report.write(rows, out, meta)
+    print(report.table(rows))
+    print(f"\nresults: {out}/results.json, {out}/results.png ({meta['wall_s']} s)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The bench world: one loopback registry, berthd and containerd side by side, torn down clean."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.harness import Peer
+from tests.fixtures import hostclean
+from tests.fixtures._proc import free_port
+from tests.fixtures.berthd import Berthd, run_berthd
+from tests.fixtures.containerd import Containerd, run_containerd
+from tests.fixtures.cri_client import CriClient
+from tests.fixtures.images import PushedImage, push_images
+from tests.fixtures.registry import Registry, run_registry
+
+IMAGES = ("busybox", "pause", "big")
+
+
+@dataclass
+class Env:
+    """Everything a metric may need: both peers, the registry, the pushed images, a scratch dir."""
+
+    workdir: Path
+    registry: Registry
+    images: dict[str, PushedImage]
+    berthd: Berthd
+    containerd: Containerd
+    berth: Peer
+    ctrd: Peer
+
+    def peers(self) -> tuple[Peer, Peer]:
+        return self.berth, self.ctrd
+
+
+def daemon_pids(peer: Peer) -> list[int]:
+    """The peer's own processes (daemon and per-pod/node helpers), never the containers."""
+    if peer.name == "berth":
+        d: Berthd = peer.extra["berthd"]
+        assert d.proc is not None
+        return sorted({d.proc.pid, *hostclean.pids_with_arg(str(d.workdir))})
+    c: Containerd = peer.extra["containerd"]
+    assert c.proc is not None
+    return sorted({c.proc.pid, *hostclean.pids_with_arg(str(c.socket))})
+
+
+def rss_kib(pids: list[int]) -> int:
+    """Sum of VmRSS over pids that are still there."""
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
+
+
+@contextmanager
+def environment(workdir: Path) -> Iterator[Env]:
+    """Start registry, berthd and containerd on private dirs; every teardown checks for leaks."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        stack.callback(shutil.rmtree, workdir, True)
+        reg = stack.enter_context(run_registry(workdir / "registry"))
+        images = push_images(reg.host, IMAGES)
+        metrics = {"address": f"127.0.0.1:{free_port()}"}
+        b = stack.enter_context(run_berthd(workdir / "berthd", log_level="info",
+                                           registry={"insecure": [reg.host]}, metrics=metrics))
+        c = stack.enter_context(run_containerd(workdir / "containerd", [reg.host],
+                                               images["pause"].ref))
+        bcli = stack.enter_context(CriClient(b.endpoint, "berth"))
+        ccli = stack.enter_context(CriClient(c.endpoint, "containerd"))
+        berth = Peer("berth", bcli, {"berthd": b, "images": images,
+                                     "metrics_url": f"http://{metrics['address']}/metrics"})
+        ctrd = Peer("containerd", ccli, {"containerd": c, "images": images})
+        logs = workdir / "logs"
+        logs.mkdir(exist_ok=True)
+        os.chmod(logs, 0o755)
+        yield Env(workdir, reg, images, b, c, berth, ctrd)

@@ -1,0 +1,63 @@
+"""Per-pod network setup: our CNI plugins vs Debian's reference plugins, driven per the spec."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import tempfile
+from collections.abc import Callable
+
+from bench.env import Env
+from bench.harness import Plan, interleave
+from bench.stats import Row
+from cni_plugins import firewall
+from cni_plugins.install import install
+from tests.fixtures import hostclean
+from tests.network.bench_add import Chain
+from tests.network.helpers import REFERENCE_BIN, rand_name, restore_forwarding, snapshot_forwarding
+
+PORTMAP_CHAINS = {"CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ"}
+
+
+def _sampler(chain: Chain, tmp: str, port: int) -> Callable[[], float]:
+    """One pod: a fresh netns, ADD loopback+bridge(host-local)+portmap timed, DEL untimed."""
+    def once() -> float:
+        ns = os.path.join(tmp, rand_name("bn"))
+        open(ns, "w").close()
+        subprocess.run(["unshare", f"--net={ns}", "true"], check=True)
+        cid = os.urandom(32).hex()
+        try:
+            took, res = chain.add(cid, ns, port)
+            chain.delete(cid, ns, res, port)
+        finally:
+            subprocess.run(["umount", ns], check=True)
+            os.unlink(ns)
+        return took * 1000
+    return once
+
+
+def cni_add(env: Env, plan: Plan) -> list[Row]:
+    """ADD latency per pod on bridges and subnets of our own; everything is DEL'd and pruned."""
+    nat_before = hostclean.chains("nat")
+    fwd = snapshot_forwarding()
+    port = random.randrange(30000, 32000)
+    with tempfile.TemporaryDirectory(prefix="berth-bench-cni-") as tmp:
+        ours_bin = os.path.join(tmp, "bin")
+        install(ours_bin)
+        ours, ref = Chain(ours_bin, tmp), Chain(REFERENCE_BIN, tmp)
+        try:
+            b, c = interleave(_sampler(ours, tmp, port), _sampler(ref, tmp, port + 1),
+                              plan.cni_pods, plan.warmup)
+        finally:
+            ours.close()
+            ref.close()
+            restore_forwarding(fwd)
+            firewall.prune()
+            # the reference portmap's shared chains: ours if new, and unused once no DNAT is left
+            new = hostclean.chains("nat") - nat_before
+            if not any(ch.startswith("CNI-DN-") for ch in hostclean.chains("nat")):
+                hostclean.remove_chains("nat", new & PORTMAP_CHAINS)
+    return [Row("CNI ADD per pod: loopback, bridge+host-local, portmap", "ms", b, c, 0.5,
+                peer_name="reference plugins", note=f"{plan.cni_pods} pods each, fresh netns, "
+                "own bridge and subnet, DEL after each")]

@@ -1,0 +1,109 @@
+"""Pod and container operations as kubelet issues them, the same requests for both peers."""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.harness import Peer
+
+# exits on SIGTERM at once, so a graceful stop costs no grace period on either peer
+SLEEPER = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+_seq = itertools.count()
+
+
+@dataclass
+class Pod:
+    """One running pod (and its containers) on one peer."""
+
+    peer: Peer
+    id: str
+    config: Any
+    containers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Timings:
+    """Milliseconds spent in each step of one pod's life."""
+
+    run: float = 0.0
+    create_start: float = 0.0
+    stop_remove: float = 0.0
+
+    @property
+    def cycle(self) -> float:
+        return self.run + self.create_start + self.stop_remove
+
+
+def image(peer: Peer, name: str) -> str:
+    return str(peer.extra["images"][name].ref)
+
+
+def pull(peer: Peer, ref: str) -> str:
+    pb = peer.client.pb
+    req = pb.PullImageRequest(image=pb.ImageSpec(image=ref))
+    return str(peer.client.image.PullImage(req, timeout=300).image_ref)
+
+
+def run_pod(peer: Peer, logs: Path, t: Timings | None = None) -> Pod:
+    """RunPodSandbox with a kubelet-like config (unique name and uid, a log directory)."""
+    pb = peer.client.pb
+    n = next(_seq)
+    log_dir = logs / peer.name / f"pod{n}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    meta = pb.PodSandboxMetadata(name=f"bench-{n}", uid=uuid.uuid4().hex, namespace="bench")
+    config = pb.PodSandboxConfig(metadata=meta, log_directory=str(log_dir),
+                                 hostname=f"bench-{n}", linux=pb.LinuxPodSandboxConfig())
+    t0 = time.perf_counter()
+    resp = peer.client.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=120)
+    if t is not None:
+        t.run = (time.perf_counter() - t0) * 1000
+    return Pod(peer, resp.pod_sandbox_id, config)
+
+
+def start_container(pod: Pod, t: Timings | None = None, command: list[str] | None = None) -> str:
+    """CreateContainer + StartContainer of a busybox sleeper in the pod."""
+    peer = pod.peer
+    pb = peer.client.pb
+    name = f"c{len(pod.containers)}"
+    spec = pb.ImageSpec(image=image(peer, "busybox"))
+    config = pb.ContainerConfig(metadata=pb.ContainerMetadata(name=name), image=spec,
+                                command=command or SLEEPER, log_path=f"{name}.log",
+                                linux=pb.LinuxContainerConfig())
+    req = pb.CreateContainerRequest(pod_sandbox_id=pod.id, config=config,
+                                    sandbox_config=pod.config)
+    t0 = time.perf_counter()
+    cid = str(peer.client.runtime.CreateContainer(req, timeout=120).container_id)
+    peer.client.runtime.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=120)
+    if t is not None:
+        t.create_start = (time.perf_counter() - t0) * 1000
+    pod.containers.append(cid)
+    return cid
+
+
+def remove_pod(pod: Pod, t: Timings | None = None) -> None:
+    """What kubelet does on pod deletion: stop and remove containers, then the sandbox."""
+    rt, pb = pod.peer.client.runtime, pod.peer.client.pb
+    t0 = time.perf_counter()
+    for cid in pod.containers:
+        rt.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=10), timeout=60)
+        rt.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=60)
+    rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod.id), timeout=60)
+    rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod.id), timeout=60)
+    if t is not None:
+        t.stop_remove = (time.perf_counter() - t0) * 1000
+
+
+def pod_cycle(peer: Peer, logs: Path) -> Timings:
+    """One full pod life with a container, timed per step."""
+    t = Timings()
+    pod = run_pod(peer, logs, t)
+    try:
+        start_container(pod, t)
+    finally:
+        remove_pod(pod, t)
+    return t
