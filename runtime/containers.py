@@ -166,6 +166,14 @@ class MonitorClient:
             with contextlib.suppress(Exception):
                 await self._reader_task
 
+    async def shutdown(self) -> None:
+        """End the monitor (tests, uninstall). Its containers are killed with it (PDEATHSIG)."""
+        pid = int((await self.call("shutdown"))["pid"])
+        with contextlib.suppress(Exception):
+            await self.close()
+        while os.path.exists(f"/proc/{pid}") and not _zombie(pid):
+            await asyncio.sleep(0.02)
+
     async def ping(self) -> dict[str, Any]:
         """Monitor pid and capabilities."""
         return dict(await self.call("ping"))
@@ -272,6 +280,15 @@ class MonitorClient:
         return await self._session("exec_stream", id=id, process=process, tty=tty, stdin=stdin)
 
 
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return True
+    return data[data.rindex(b")") + 2 : data.rindex(b")") + 3] == b"Z"
+
+
 def _unwrap(msg: dict[str, Any]) -> Any:
     if msg.get("ok"):
         return msg.get("result")
@@ -364,6 +381,11 @@ class SyncMonitorClient:
     def stats(self, id: str) -> dict[str, Any]:
         """See MonitorClient.stats."""
         return self._run(self.aio.stats(id))
+
+    def shutdown(self) -> None:
+        """See MonitorClient.shutdown; this client is closed afterwards."""
+        self._run(self.aio.shutdown())
+        self.close()
 
     def ping(self) -> dict[str, Any]:
         """See MonitorClient.ping."""

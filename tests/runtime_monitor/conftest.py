@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import stat
 import subprocess
 import time
@@ -96,17 +95,16 @@ class MonitorHandle:
         return self.client
 
     def cleanup(self) -> None:
-        """Stop and delete every container, then end the monitor we started."""
+        """Stop and delete every container, then shut down the monitor we started."""
         if self.client is not None:
             with contextlib.suppress(Exception):
                 for st in self.client.list():
                     self.client.stop(st.id, 0)
                     self.client.delete(st.id)
-            self.client.close()
+            self.pid = int(self.client.ping()["pid"])
+            self.client.shutdown()
             self.client = None
-        if self.pid and pid_alive(self.pid):
-            os.kill(self.pid, signal.SIGTERM)
-            wait_gone(self.pid)
+        assert not pid_alive(self.pid), "monitor still running after shutdown"
 
 
 @pytest.fixture
