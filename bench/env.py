@@ -73,13 +73,15 @@ def environment(workdir: Path) -> Iterator[Env]:
         metrics = {"address": f"127.0.0.1:{free_port()}"}
         b = stack.enter_context(run_berthd(workdir / "berthd", log_level="info",
                                            registry={"insecure": [reg.host]}, metrics=metrics))
+        ctrd_metrics = f"127.0.0.1:{free_port()}"
         c = stack.enter_context(run_containerd(workdir / "containerd", [reg.host],
-                                               images["pause"].ref))
+                                               images["pause"].ref, ctrd_metrics))
         bcli = stack.enter_context(CriClient(b.endpoint, "berth"))
         ccli = stack.enter_context(CriClient(c.endpoint, "containerd"))
         berth = Peer("berth", bcli, {"berthd": b, "images": images,
                                      "metrics_url": f"http://{metrics['address']}/metrics"})
-        ctrd = Peer("containerd", ccli, {"containerd": c, "images": images})
+        ctrd = Peer("containerd", ccli, {"containerd": c, "images": images,
+                                         "metrics_url": f"http://{ctrd_metrics}/v1/metrics"})
         logs = workdir / "logs"
         logs.mkdir(exist_ok=True)
         os.chmod(logs, 0o755)
