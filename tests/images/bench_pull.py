@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +21,7 @@ from runtime.images.reference import normalize
 from runtime.images.registry import RegistryClient, RegistryConfig
 from runtime.images.store import ImageStore
 from runtime.images.unpack import apply_layer
+from tests.fixtures._proc import stop, wait_until
 from tests.fixtures.images import build_layouts, push_images
 from tests.fixtures.registry import run_registry
 
@@ -60,6 +63,43 @@ def _download_only(state: Path, ref: str) -> float:
     return asyncio.run(main())
 
 
+CTR_CONFIG = """version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp"]
+[grpc]
+  address = "{d}/sock"
+[ttrpc]
+  address = "{d}/sock.ttrpc"
+[debug]
+  address = "{d}/sock.debug"
+"""
+
+
+def _containerd_pull(d: Path, ref: str) -> float:
+    """The peer: a private containerd 1.6, `ctr images pull` (fetch + overlayfs unpack)."""
+    d.mkdir()
+    (d / "config.toml").write_text(CTR_CONFIG.format(d=d))
+    with open(d / "log", "wb") as log:
+        proc = subprocess.Popen(["containerd", "--config", str(d / "config.toml")],
+                                stdout=log, stderr=log)
+    try:
+        wait_until(lambda: (d / "sock").exists(), 15, "containerd", proc, d / "log")
+        t0 = time.perf_counter()
+        subprocess.run(["ctr", "-a", str(d / "sock"), "-n", "bench", "images", "pull",
+                        "--plain-http", ref], check=True, capture_output=True)
+        return time.perf_counter() - t0
+    finally:
+        stop(proc)
+        mounts = [ln.split()[1] for ln in Path("/proc/mounts").read_text().splitlines()
+                  if str(d) in ln]
+        for m in reversed(mounts):
+            subprocess.run(["umount", m], check=False)
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def _unpack_rate(layout: Path, work: Path) -> tuple[float, float, int]:
     """MB/s of uncompressed tar applied, from gzip blobs and from already-decompressed tars."""
     index = json.loads((layout / "index.json").read_text())
@@ -97,8 +137,10 @@ def main() -> None:
         t = Path(tmp)
         with run_registry(t / "reg") as reg:
             pushed = push_images(reg.host, ["big"])["big"]
-            runs, dl = [], []
+            runs, dl, ctr = [], [], []
             for i in range(3):
+                if shutil.which("containerd"):
+                    ctr.append(_containerd_pull(t / f"ctrd{i}", pushed.ref))
                 runs.append(_pull(t / f"state{i}", pushed.ref))
                 shutil.rmtree(t / f"state{i}")
                 dl.append(_download_only(t / f"dl{i}", pushed.ref))
@@ -108,6 +150,10 @@ def main() -> None:
               f"p50 {statistics.median(runs):.3f} s")
         print(f"download only (no unpack): runs {[round(r, 3) for r in dl]} s, "
               f"p50 {statistics.median(dl):.3f} s")
+        if ctr:
+            print(f"containerd 1.6 ctr pull: runs {[round(r, 3) for r in ctr]} s, "
+                  f"p50 {statistics.median(ctr):.3f} s")
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
         print(f"unpack {total / 1e6:.1f} MB of tar: {gz:.0f} MB/s from gzip, "
               f"{raw:.0f} MB/s from tar")
 
