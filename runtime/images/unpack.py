@@ -169,9 +169,13 @@ class _Applier:
             self.file_bytes += m.size
             fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                          0o600, dir_fd=pfd)
-            src = tf.extractfile(m)
-            assert src is not None
-            _copy(src, fd)
+            try:
+                src = tf.extractfile(m)
+                assert src is not None
+                _copy(src, fd)
+            except BaseException:
+                os.close(fd)
+                raise
             self._meta_fd(fd, m, None)
         elif m.issym():
             os.symlink(m.linkname, base, dir_fd=pfd)

@@ -228,3 +228,15 @@ def test_hardlink_to_lower_fifo_or_device(sb: Sandbox) -> None:
         with pytest.raises(UnpackError, match="not a file"):
             sb.apply(Layer().link("h", target))
     sb.assert_host_untouched()
+
+
+def test_failed_unpack_leaks_no_fds(sb: Sandbox) -> None:
+    import gzip
+    import io
+
+    before = len(os.listdir("/proc/self/fd"))
+    data = gzip.compress(Layer().dir("d").file("d/f", os.urandom(1 << 20)).bytes())
+    for _ in range(20):
+        with pytest.raises(UnpackError):
+            apply_layer(io.BytesIO(data[: len(data) * 3 // 4]), str(sb.root), [str(sb.lower)])
+    assert len(os.listdir("/proc/self/fd")) <= before + 1
