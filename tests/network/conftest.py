@@ -57,7 +57,7 @@ def make_netns(run_dir):
 def net(tmp_path):
     """A bridge name and /24 nobody else uses; the bridge and our firewall rules go at the end."""
     bridge = rand_name("bt")
-    env = {
+    env: dict = {
         "bridge": bridge,
         "subnet": free_subnet(),
         "data_dir": str(tmp_path / "ipam"),
@@ -65,9 +65,10 @@ def net(tmp_path):
         "cids": [],
     }
     yield env
+    name = env["name"]
     for cid in env["cids"]:
-        firewall.remove(firewall.tag("portmap", env["name"], cid))
-        firewall.remove(firewall.tag("bridge", env["name"], f"{cid}/eth0"))
+        firewall.remove(firewall.tag("portmap", name, cid))
+        firewall.remove(firewall.tag("bridge", name, f"{cid}/eth0"))
     with contextlib.suppress(subprocess.CalledProcessError):
         subprocess.run(["ip", "link", "del", bridge], check=True, capture_output=True)
     firewall.prune()
