@@ -226,21 +226,28 @@ class _Applier:
             src = openat2(lfd, rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
             try:
                 tpfd = self.open_dir(tparts[:-1], create=True)
-                fd = os.open(tparts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                             0o600, dir_fd=tpfd)
                 try:
-                    _copy(os.fdopen(os.dup(src), "rb"), fd, close_src=True)
-                    os.fchown(fd, st.st_uid, st.st_gid)
-                    os.fchmod(fd, stat.S_IMODE(st.st_mode))
-                    for name in os.listxattr(src):
-                        os.setxattr(fd, name, os.getxattr(src, name))
-                    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
-                finally:
-                    os.close(fd)
+                    self._copy_file(src, st, tpfd, tparts[-1])
+                except BaseException:
+                    os.close(tpfd)
+                    raise
                 return tpfd
             finally:
                 os.close(src)
         raise UnpackError(f"hardlink target {rel!r} is not in the layer chain")
+
+    def _copy_file(self, src: int, st: os.stat_result, dfd: int, name: str) -> None:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=dfd)
+        try:
+            _copy(os.fdopen(os.dup(src), "rb"), fd, close_src=True)
+            os.fchown(fd, st.st_uid, st.st_gid)
+            os.fchmod(fd, stat.S_IMODE(st.st_mode))
+            for xname in os.listxattr(src):
+                os.setxattr(fd, xname, os.getxattr(src, xname))
+            os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(fd)
 
     def _meta_fd(self, fd: int, m: tarfile.TarInfo, dir_rel: str | None) -> None:
         """Owner, then mode and xattrs (chown clears setuid and capabilities), then mtime."""
