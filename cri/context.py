@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cri.config import Config
 from cri.events import EventHub
@@ -17,6 +17,9 @@ from proto import api_pb2 as pb
 from runtime.containers import MonitorClient
 from runtime.images.store import ImageStore
 from runtime.network.cni import CNIManager, PodNetworkRequest, PortMapping
+
+if TYPE_CHECKING:
+    from cri.streaming.server import StreamingServer
 
 Condition = tuple[bool, str, str]
 
@@ -37,6 +40,7 @@ class Context:
     # called as (image ref, bytes newly stored, seconds, succeeded) after every PullImage
     pull_observers: list[Callable[[str, int, float, bool], None]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
+    streaming: StreamingServer | None = None  # set by serve() once it listens
 
     @property
     def cgroup_version(self) -> str:

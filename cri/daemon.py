@@ -31,6 +31,7 @@ from runtime.network.cni import CNIConfig, CNIManager
 if TYPE_CHECKING:
     from cri.metrics import BerthMetrics
     from cri.metrics_http import MetricsServer
+    from cri.streaming.server import StreamingServer
 
 log = structlog.get_logger("berthd")
 
@@ -143,6 +144,19 @@ async def _start_metrics(ctx: Context) -> tuple[BerthMetrics | None, MetricsServ
     return metrics, web
 
 
+async def _start_streaming(cfg: configmod.Config, ctx: Context) -> StreamingServer:
+    """The Exec/Attach/PortForward HTTP server, listening before CRI answers any request."""
+    from cri.streaming.server import StreamingServer
+
+    srv = StreamingServer(ctx.monitor, cfg.streaming.address, cfg.streaming.token_ttl)
+    try:
+        await srv.start()
+    except OSError as exc:
+        raise StartupError(f"cannot serve streaming on {cfg.streaming.address}: {exc}") from None
+    log.info("streaming", url=srv.base_url)
+    return srv
+
+
 async def serve(cfg: configmod.Config) -> None:
     from cri import server as servermod  # grpc import is slow; only pay it when serving
 
@@ -158,6 +172,7 @@ async def serve(cfg: configmod.Config) -> None:
     ctx = await _context(cfg, store)
     await reconcile(ctx)
     metrics, metrics_server = await _start_metrics(ctx)
+    streaming = ctx.streaming = await _start_streaming(cfg, ctx)
     server = servermod.build(ctx, RpcInterceptor([metrics.observe_rpc] if metrics else []))
     if server.add_insecure_port(f"unix://{sock}") == 0:
         raise StartupError(f"cannot listen on {sock}")
@@ -172,6 +187,7 @@ async def serve(cfg: configmod.Config) -> None:
     await stop.wait()
     log.info("stopping")
     await server.stop(grace=5)
+    await streaming.stop()
     if metrics_server is not None:
         await metrics_server.stop()
     await ctx.monitor.close()

@@ -15,13 +15,14 @@ from cri.runtime_info import RuntimeInfoRPCs
 from cri.sandbox import SandboxRPCs
 from cri.servicer import CriServicer
 from cri.stats import StatsRPCs
+from cri.stream_rpcs import StreamRPCs
 from proto import api_pb2_grpc
 
 MAX_MESSAGE = 16 * 1024 * 1024
 
 
 class RuntimeService(RuntimeInfoRPCs, SandboxRPCs, ContainerRPCs, ContainerStatusRPCs, ExecRPCs,
-                     EventRPCs, StatsRPCs, CriServicer):
+                     EventRPCs, StatsRPCs, StreamRPCs, CriServicer):
     service = "RuntimeService"
 
     def __init__(self, ctx: Context) -> None:

@@ -1,0 +1,163 @@
+"""berthd's streaming HTTP server: the URLs Exec/Attach/PortForward return land here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, cast
+
+from aiohttp import hdrs, web
+
+from cri.streaming import portforward, remotecommand
+from cri.streaming.spdyconn import Connection
+from cri.streaming.tokens import AttachJob, ExecJob, Job, PortForwardJob, TokenCache
+from cri.streaming.wschannel import EXEC_PROTOCOLS, PORTFORWARD_PROTOCOLS, Channels, WsIO
+from runtime.containers import MonitorClient
+
+SHUTDOWN_GRACE = 2.0
+
+
+class _SpdyParser:
+    """aiohttp's hook for bytes after an accepted upgrade (the same one its WebSocket uses)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.conn.feed(data)
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self.conn.feed_eof()
+
+
+def _negotiate(offered: list[str], supported: tuple[str, ...]) -> str | None:
+    """The client's first choice we support; "" when it offered none (pre-versioning)."""
+    if not offered:
+        return ""
+    return next((p for p in offered if p in supported), None)
+
+
+class StreamingServer:
+    """Tokens in, sessions out; every session is tracked so stop() can end them all."""
+
+    def __init__(self, monitor: MonitorClient, address: str, token_ttl: float) -> None:
+        self.monitor = monitor
+        self.address = address
+        self.tokens = TokenCache(token_ttl)
+        self.base_url = ""
+        self._runner: web.AppRunner | None = None
+        self.sessions = 0  # live sessions, for tests and metrics
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 << 10)
+        for kind in ("exec", "attach", "portforward"):
+            app.router.add_route("*", f"/{kind}/{{token}}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
+        await self._runner.setup()
+        host, _, port = self.address.rpartition(":")
+        host = host.strip("[]") or "127.0.0.1"
+        site = web.TCPSite(self._runner, host, int(port or 0))
+        await site.start()
+        server = cast(asyncio.Server, site._server)  # the bound port is only known here
+        assert server is not None and server.sockets
+        bound = server.sockets[0].getsockname()
+        shown = f"[{host}]" if ":" in host else host
+        self.base_url = f"http://{shown}:{bound[1]}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def url(self, kind: str, job: Job) -> str:
+        return f"{self.base_url}/{kind}/{self.tokens.put(job)}"
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        kind = request.path.split("/")[1]
+        job = self.tokens.consume(request.match_info["token"])
+        expected = {"exec": ExecJob, "attach": AttachJob, "portforward": PortForwardJob}[kind]
+        if job is None or not isinstance(job, expected):
+            raise web.HTTPNotFound(text="unknown or expired streaming token\n")
+        upgrade = request.headers.get(hdrs.UPGRADE, "").lower()
+        self.sessions += 1
+        try:
+            if upgrade == "websocket":
+                return await self._websocket(request, job)
+            if upgrade.startswith("spdy/3.1"):
+                return await self._spdy(request, job)
+            raise web.HTTPBadRequest(text="expected an Upgrade to SPDY/3.1 or websocket\n")
+        finally:
+            self.sessions -= 1
+
+    async def _spdy(self, request: web.Request, job: Job) -> web.StreamResponse:
+        supported = ((portforward.PROTOCOL,) if isinstance(job, PortForwardJob)
+                     else remotecommand.SPDY_PROTOCOLS)
+        offered = [p.strip() for v in request.headers.getall("X-Stream-Protocol-Version", [])
+                   for p in v.split(",") if p.strip()]
+        protocol = _negotiate(offered, supported)
+        if protocol is None:
+            raise web.HTTPForbidden(text=f"none of {offered} is supported: {supported}\n")
+        resp = web.StreamResponse(status=101, headers={
+            hdrs.CONNECTION: "Upgrade", hdrs.UPGRADE: "SPDY/3.1",
+            "X-Stream-Protocol-Version": protocol})
+        resp.force_close()
+        writer = await resp.prepare(request)
+        transport, proto = request.transport, request.protocol
+        assert transport is not None and writer is not None
+
+        def pause(on: bool) -> None:
+            (transport.pause_reading if on else transport.resume_reading)()
+
+        conn = Connection(transport.write, writer.drain, pause, transport.close, server=True)
+        if isinstance(job, PortForwardJob):
+            fwd = portforward.SpdyForwarder(conn, job.pod_id, job.netns)
+            conn.on_stream = fwd.on_stream
+            proto.set_parser(_SpdyParser(conn))  # type: ignore[arg-type]
+            await fwd.serve()
+            return resp
+        await self._remote(conn, protocol, job, proto)
+        return resp
+
+    async def _remote(self, conn: Connection, protocol: str, job: ExecJob | AttachJob,
+                      proto: Any) -> None:
+        expected = {"error"} | {n for n, on in (("stdin", job.stdin), ("stdout", job.stdout),
+                                                ("stderr", job.stderr and not job.tty)) if on}
+        if job.tty and protocol in ("v3.channel.k8s.io", "v4.channel.k8s.io"):
+            expected.add("resize")
+        io = remotecommand.SpdyIO(conn, protocol, expected)
+        conn.on_stream = io.on_stream
+        proto.set_parser(_SpdyParser(conn))
+        try:
+            if not await io.wait_streams():
+                await io.finish(None, "timed out waiting for the client's streams")
+                return
+            await remotecommand.run_session(io, lambda: self._start(job), job.stdin)
+        finally:
+            conn.shutdown()
+
+    async def _start(self, job: ExecJob | AttachJob) -> Any:
+        if isinstance(job, ExecJob):
+            return await self.monitor.exec_stream(job.container_id, job.process, tty=job.tty,
+                                                  stdin=job.stdin)
+        return await self.monitor.attach(job.container_id, stdin=job.stdin, stdout=job.stdout,
+                                         stderr=job.stderr)
+
+    async def _websocket(self, request: web.Request, job: Job) -> web.StreamResponse:
+        pf = isinstance(job, PortForwardJob)
+        ws = web.WebSocketResponse(protocols=PORTFORWARD_PROTOCOLS if pf else EXEC_PROTOCOLS,
+                                   max_msg_size=1 << 20, heartbeat=None)
+        await ws.prepare(request)
+        try:
+            if isinstance(job, PortForwardJob):
+                ports = [int(p) for p in request.query.getall("port", []) if p.isdigit()]
+                await portforward.serve_ws(Channels(ws), job.pod_id, job.netns,
+                                           ports or job.ports)
+            else:
+                io = WsIO(ws, job.stdout, job.stderr and not job.tty)
+                await io.start()
+                await remotecommand.run_session(io, lambda: self._start(job), job.stdin)
+        finally:
+            with contextlib.suppress(ConnectionError, RuntimeError, asyncio.CancelledError):
+                await ws.close()
+        return ws

@@ -1,0 +1,1 @@
+"""Our own kubelet-style streaming client: SPDY/3.1 and WebSocket, exec/attach/port-forward."""
