@@ -136,6 +136,7 @@ def test_hardlink_through_symlink_then_write(sb: Sandbox) -> None:
     sb.assert_host_untouched()
 
 
+@pytest.mark.timeout(20)
 def test_device_node(sb: Sandbox) -> None:
     layer = Layer().node("dev/null", tarfile.CHRTYPE, 1, 3).node("dev/sda", tarfile.BLKTYPE, 8, 0)
     sb.apply(layer.node("fifo", tarfile.FIFOTYPE))
@@ -144,6 +145,10 @@ def test_device_node(sb: Sandbox) -> None:
     assert stat.S_ISFIFO(os.lstat(sb.root / "fifo").st_mode)
     with pytest.raises(UnpackError, match="not a directory"):
         sb.apply(Layer().file("dev/null/x", b"pwned"))
+    # a file over a node replaces it: never a write into the device (a fifo would block forever)
+    sb.apply(Layer().node("pipe", tarfile.FIFOTYPE).file("pipe", b"data")
+             .node("dev/zero", tarfile.CHRTYPE, 1, 5).file("dev/zero", b"z"))
+    assert (sb.root / "pipe").read_bytes() == b"data" and (sb.root / "dev/zero").is_file()
     sb.assert_host_untouched()
 
 
