@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any
@@ -25,10 +26,19 @@ def _cap_name(name: str) -> str:
     return name if name.startswith("CAP_") else f"CAP_{name}"
 
 
+@functools.cache
+def _grantable() -> frozenset[str]:
+    """ALL means what berthd itself holds: a cap outside its bounding set fails capset."""
+    with open("/proc/self/status") as fh:
+        line = next(ln for ln in fh if ln.startswith("CapBnd:"))
+    bits = int(line.split()[1], 16)
+    return frozenset(n for n, num in capsmod.CAPS.items() if bits >> num & 1)
+
+
 def capabilities(sec: api_pb2.LinuxContainerSecurityContext) -> list[str]:
     """Start from the defaults (or all when privileged); drop, then add, ALL included."""
     known = set(capsmod.CAPS)
-    current = set(known) if sec.privileged else set(capsmod.default_caps())
+    current = set(_grantable()) if sec.privileged else set(capsmod.default_caps())
     drops = [_cap_name(c) for c in sec.capabilities.drop_capabilities]
     adds = [_cap_name(c) for c in sec.capabilities.add_capabilities]
     for name in drops + adds:
@@ -37,7 +47,7 @@ def capabilities(sec: api_pb2.LinuxContainerSecurityContext) -> list[str]:
     if "CAP_ALL" in drops:
         current = set()
     current -= set(drops)
-    current |= known if "CAP_ALL" in adds else set(adds) - {"CAP_ALL"}
+    current |= set(_grantable()) if "CAP_ALL" in adds else set(adds) - {"CAP_ALL"}
     return sorted(current)
 
 
