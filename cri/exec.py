@@ -12,7 +12,9 @@ from cri.store import ContainerRecord
 from proto import api_pb2 as pb
 from runtime import containers as monitor
 
-MAX_OUTPUT = 16 << 20  # CRI-O's cap; CVE-2022-31030 was unbounded ExecSync output
+# CVE-2022-31030 was unbounded ExecSync output. Both streams together must fit kubelet's 16 MiB
+# gRPC message limit, so each gets half of it less room for the envelope.
+MAX_OUTPUT = (16 << 20) // 2 - (64 << 10)
 
 
 def exec_process(rec: ContainerRecord, cmd: list[str], tty: bool = False) -> dict[str, Any]:

@@ -65,13 +65,13 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         _, err = self.proc.communicate(timeout=20)
-        stop_monitor(self.socket.parent)
+        stop_monitor(self.cfg.parent / "state")
         return self.proc.returncode, err
 
 
-def stop_monitor(run_dir: Path) -> None:
+def stop_monitor(state_dir: Path) -> None:
     """The monitor outlives berthd by design; a test that started one stops it."""
-    lock = run_dir / "monitor.lock"
+    lock = state_dir / "monitor.lock"
     if not lock.exists() or not lock.read_text().strip():
         return
     pid = int(lock.read_text())
