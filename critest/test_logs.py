@@ -6,7 +6,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -46,7 +46,7 @@ def parse_ts(text: str) -> datetime:
     else:
         head, zone = text[:19], text[19:]
     stamp = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S")
-    tz = timezone.utc if zone == "Z" else datetime.strptime(zone, "%z").tzinfo
+    tz = UTC if zone == "Z" else datetime.strptime(zone, "%z").tzinfo
     return stamp.replace(microsecond=int((frac + "000000")[:6]), tzinfo=tz)
 
 
@@ -71,7 +71,7 @@ def test_log_path_and_cri_format(busybox: str, pod: Pod) -> None:
     cri = pod.cri
     script = "echo hello World; echo oops >&2; printf 'no newline'"
     cfg = container_config(cri, busybox, ["sh", "-c", script], "logger", log_path="logger/0.log")
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     cid = create(cri, pod.id, pod.config, cfg)
     assert wait_exited(cri, cid).exit_code == 0
     path = Path(pod.config.log_directory) / "logger" / "0.log"
