@@ -12,6 +12,7 @@ APT_PACKAGES=(
   iproute2 util-linux iptables nftables
   docker-registry skopeo umoci busybox-static apache2-utils socat
   containerd runc crun containernetworking-plugins
+  systemd
 )
 
 if [ "$(id -u)" != 0 ]; then
