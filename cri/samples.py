@@ -8,6 +8,7 @@ The /metrics collector and the CRI stats RPCs share this sampler (and its CPU-ra
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +19,10 @@ from proto import api_pb2 as pb
 from runtime import cgroups
 from runtime.bundle import Bundle
 from runtime.cgroups import CgroupStats, V1Driver
-from runtime.cgroups.model import keyed
+from runtime.cgroups.model import UNLIMITED_V1, check_path, keyed
 from runtime.monitor.state import ContainerState
 
+USER_HZ = os.sysconf("SC_CLK_TCK")
 RATE_WINDOW_NS = 1_000_000_000  # keep a CPU baseline at least this old, so rates are not noise
 
 
@@ -129,10 +131,9 @@ class Sampler:
         path = (st.cgroup_path if st and st.cgroup_path else f"{parent}/{rec.id}").strip("/")
         cg: CgroupStats | None = None
         faults: dict[str, int] = {}
-        if st is not None and self.driver.exists(path):
+        if st is not None:
             with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
-                cg = self.driver.stats(path)
-                faults = self._faults(path)
+                cg, faults = self._cgroup(path)
         fs_bytes, fs_inodes = Bundle(self.ctx.bundle_dir(rec.id)).usage()
         sample = ContainerSample(rec, pb.ContainerConfig.FromString(rec.config), st, path, cg,
                                  page_faults=faults.get("pgfault", 0),
@@ -143,15 +144,14 @@ class Sampler:
             sample.nano_cores = self._rate(rec.id, cg.timestamp_ns, cg.cpu_usage_ns)
         return sample
 
-    def _faults(self, path: str) -> dict[str, int]:
-        """Page-fault counters (the driver's stats leave them out); v1 keeps totals prefixed."""
+    def _cgroup(self, path: str) -> tuple[CgroupStats, dict[str, int]]:
+        """v1 through the lean reader below; v2 through the driver plus memory.stat."""
         if isinstance(self.driver, V1Driver):
-            base = self.driver.mounts.get("memory")
-            if base is None:
-                return {}
-            stat = keyed(Path(base, path, "memory.stat").read_text())
-            return {k: stat.get(f"total_{k}", 0) for k in ("pgfault", "pgmajfault")}
-        return keyed(Path(self.ctx.config.runtime.cgroup_root, path, "memory.stat").read_text())
+            return v1_stats(self.driver.mounts, check_path(path))
+        stats = self.driver.stats(path)
+        mem = keyed(_read(os.path.join(self.ctx.config.runtime.cgroup_root, path,
+                                       "memory.stat")))
+        return stats, mem
 
     def _rate(self, cid: str, ts: int, usage: int) -> int | None:
         """Cores in use against the older of two baselines, which advance a window apart."""
@@ -173,6 +173,50 @@ class Sampler:
                 with contextlib.suppress(OSError):
                     return parse_net_dev(Path(f"/proc/{c.state.pid}/net/dev").read_text())
         return None
+
+
+def _read(path: str) -> str:
+    """One open+read with no text-layer set-up: most of a cgroup file's cost is the open."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 65536).decode()
+    finally:
+        os.close(fd)
+
+
+def v1_stats(mounts: dict[str, str], rel: str) -> tuple[CgroupStats, dict[str, int]]:
+    """The driver's figures from 8 reads instead of 13 (memory.stat gives limit and faults).
+
+    The limit is memory.stat's hierarchical_memory_limit: the one in force, ancestors included.
+    """
+    s = CgroupStats(timestamp_ns=time.time_ns())
+    if "cpuacct" in mounts:
+        acct = os.path.join(mounts["cpuacct"], rel)
+        s.cpu_usage_ns = int(_read(os.path.join(acct, "cpuacct.usage")))
+        ticks = keyed(_read(os.path.join(acct, "cpuacct.stat")))
+        s.cpu_user_ns = ticks.get("user", 0) * 10**9 // USER_HZ
+        s.cpu_system_ns = ticks.get("system", 0) * 10**9 // USER_HZ
+    if "cpu" in mounts:
+        cpu = keyed(_read(os.path.join(mounts["cpu"], rel, "cpu.stat")))
+        s.cpu_periods = cpu.get("nr_periods", 0)
+        s.cpu_throttled_periods = cpu.get("nr_throttled", 0)
+        s.cpu_throttled_ns = cpu.get("throttled_time", 0)
+    mem: dict[str, int] = {}
+    if "memory" in mounts:
+        d = os.path.join(mounts["memory"], rel)
+        mem = keyed(_read(os.path.join(d, "memory.stat")))
+        s.memory_usage = int(_read(os.path.join(d, "memory.usage_in_bytes")))
+        s.memory_working_set = max(s.memory_usage - mem.get("total_inactive_file", 0), 0)
+        s.memory_rss = mem.get("total_rss", 0)
+        s.memory_cache = mem.get("total_cache", 0)
+        s.memory_failcnt = int(_read(os.path.join(d, "memory.failcnt")))
+        limit = mem.get("hierarchical_memory_limit", UNLIMITED_V1)
+        s.memory_limit = limit if limit < UNLIMITED_V1 else None
+        s.oom_kill_count = keyed(_read(os.path.join(d, "memory.oom_control"))).get("oom_kill", 0)
+    if "pids" in mounts:
+        s.pids_current = int(_read(os.path.join(mounts["pids"], rel, "pids.current")))
+    faults = {k: mem.get(f"total_{k}", 0) for k in ("pgfault", "pgmajfault")}
+    return s, faults
 
 
 def pod_processes(pod: PodSample) -> int:

@@ -13,7 +13,7 @@ import pytest
 from tests.fixtures._proc import wait_until
 from tests.fixtures.berthd import Berthd
 from tests.fixtures.cri_client import CriClient, sandbox_config
-from tests.metrics.prom import find, one, scrape
+from tests.metrics.prom import find, one, parse, scrape, scrape_text
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -97,8 +97,8 @@ def test_cpu_seconds_grow_and_working_set_matches(workload: dict[str, str],
 def test_label_sets_match_cadvisor(workload: dict[str, str], metrics_berthd: Berthd,
                                    pod: Pod) -> None:
     samples = scrape(metrics_berthd.metrics_url)  # type: ignore[attr-defined]
-    extra = {"container_cpu_usage_seconds_total": {"cpu"}, "container_fs_usage_bytes": {"device"},
-             "container_fs_inodes_total": {"device"}}
+    extra = {"container_cpu_usage_seconds_total": {"cpu"},
+             "container_fs_usage_bytes": {"device"}}
     mine = [s for s in samples if s.name.startswith("container_")
             and s.labels.get("pod") == "metrics-pod"]
     assert mine
@@ -122,8 +122,12 @@ def test_cri_metrics_and_stats_agree_with_scrape(workload: dict[str, str], pod: 
     descs = rt.ListMetricDescriptors(pb.ListMetricDescriptorsRequest(), timeout=10).descriptors
     by_name = {d.name: list(d.label_keys) for d in descs}
     assert by_name["container_memory_working_set_bytes"] == sorted(CADVISOR_LABELS)
-    scraped = scrape(metrics_berthd.metrics_url)  # type: ignore[attr-defined]
+    scraped, types = parse(scrape_text(metrics_berthd.metrics_url))  # type: ignore[attr-defined]
     assert {s.name for s in scraped if s.name.startswith("container_")} <= set(by_name)
+    kinds = {d.name: "counter" if d.name.endswith(("_total", "failcnt")) else "gauge"
+             for d in descs}
+    assert {n: t for n, t in types.items() if n.startswith("container_")} == {
+        n: kinds[n] for n in types if n.startswith("container_")}
 
     resp = rt.ListPodSandboxMetrics(pb.ListPodSandboxMetricsRequest(), timeout=10)
     mine = next(m for m in resp.pod_metrics if m.pod_sandbox_id == pod.id)
