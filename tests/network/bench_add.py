@@ -1,13 +1,15 @@
 """Per-pod ADD time (loopback + bridge/host-local + portmap), ours vs the reference plugins.
 
 Run by hand: .venv/bin/python -m tests.network.bench_add --pods 50
-Interleaves the two implementations pod by pod so machine noise hits both alike.
+Interleaves the two implementations pod by pod so machine noise hits both alike; also prints
+the CPU time (user+sys of all plugin processes) per pod, which other load on the host skews less.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import tempfile
@@ -39,6 +41,7 @@ class Chain:
         self.steps: dict[str, list[float]] = {}
 
     def add(self, cid: str, netns: str, host_port: int) -> tuple[float, dict]:
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         lo = {"cniVersion": "1.0.0", "name": "lo", "type": "loopback"}
         ok(cni(self.bin, "loopback", "ADD", lo, cid, netns, "lo"))
@@ -47,6 +50,9 @@ class Chain:
         t2 = time.perf_counter()
         res = ok(cni(self.bin, "portmap", "ADD", self.portmap_conf(res, host_port), cid, netns))
         t3 = time.perf_counter()
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
+        self.steps.setdefault("cpu", []).append(cpu)
         for step, took in (("loopback", t1 - t0), ("bridge", t2 - t1), ("portmap", t3 - t2)):
             self.steps.setdefault(step, []).append(took)
         return t3 - t0, res

@@ -57,8 +57,11 @@ _CONF = "/proc/sys/net/ipv4/conf"
 def _forwarding() -> dict[str, str]:
     out = {}
     for name in os.listdir(_CONF):
-        with open(f"{_CONF}/{name}/forwarding") as f:
-            out[name] = f.read().strip()
+        try:
+            with open(f"{_CONF}/{name}/forwarding") as f:
+                out[name] = f.read().strip()
+        except FileNotFoundError:
+            continue  # an interface of someone else's pod went away meanwhile
     return out
 
 
