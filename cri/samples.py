@@ -8,13 +8,14 @@ The /metrics collector and the CRI stats RPCs share this sampler (and its CPU-ra
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cri.context import Context
-from cri.store import ContainerRecord, PodRecord
+from cri.store import ContainerRecord, PodRecord, Store
 from proto import api_pb2 as pb
 from runtime import cgroups
 from runtime.bundle import Bundle
@@ -24,6 +25,7 @@ from runtime.monitor.state import ContainerState
 
 USER_HZ = os.sysconf("SC_CLK_TCK")
 RATE_WINDOW_NS = 1_000_000_000  # keep a CPU baseline at least this old, so rates are not noise
+FS_TTL = 10.0  # seconds a writable-layer usage figure is reused (cAdvisor's du is lazier)
 
 
 @dataclass
@@ -94,6 +96,7 @@ class Sampler:
         self.driver = cgroups.driver(ctx.config.runtime.cgroup_root)
         self.fs_mount = str(Path(ctx.config.state_dir) / "bundles")
         self._cpu_base: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}
+        self._fs: dict[str, tuple[float, int, int]] = {}
 
     async def states(self) -> dict[str, ContainerState]:
         """One monitor round trip for all containers; an unreachable monitor means no states."""
@@ -108,13 +111,13 @@ class Sampler:
         states = await self.states()
         now = time.time_ns()
         by_pod: dict[str, PodSample] = {}
-        for prec in self.ctx.store.pods.find():
+        for prec in pod_records(self.ctx.store):
             if pod_ids is not None and prec.id not in pod_ids:
                 continue
             parent = str(prec.extra.get("cgroup_parent") or "berth").strip("/")
             by_pod[prec.id] = PodSample(prec, pb.PodSandboxConfig.FromString(prec.config),
                                         parent, taken_ns=now)
-        for crec in self.ctx.store.containers.find():
+        for crec in container_records(self.ctx.store):
             pod = by_pod.get(crec.pod_id)
             if pod is None or (container_ids is not None and crec.id not in container_ids):
                 continue
@@ -122,6 +125,7 @@ class Sampler:
         seen = {c.rec.id for p in by_pod.values() for c in p.containers}
         if pod_ids is None and container_ids is None:
             self._cpu_base = {k: v for k, v in self._cpu_base.items() if k in seen}
+            self._fs = {k: v for k, v in self._fs.items() if k in seen}
         for pod in by_pod.values():
             pod.interfaces = self.interfaces(pod)
         return list(by_pod.values())
@@ -129,13 +133,14 @@ class Sampler:
     def container(self, rec: ContainerRecord, st: ContainerState | None,
                   parent: str) -> ContainerSample:
         path = (st.cgroup_path if st and st.cgroup_path else f"{parent}/{rec.id}").strip("/")
+        cfg = pb.ContainerConfig.FromString(rec.config)
         cg: CgroupStats | None = None
         faults: dict[str, int] = {}
         if st is not None:
             with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
-                cg, faults = self._cgroup(path)
-        fs_bytes, fs_inodes = Bundle(self.ctx.bundle_dir(rec.id)).usage()
-        sample = ContainerSample(rec, pb.ContainerConfig.FromString(rec.config), st, path, cg,
+                cg, faults = self._cgroup(path, cfg.linux.resources.cpu_quota > 0)
+        fs_bytes, fs_inodes = self._fs_usage(rec.id)
+        sample = ContainerSample(rec, cfg, st, path, cg,
                                  page_faults=faults.get("pgfault", 0),
                                  major_page_faults=faults.get("pgmajfault", 0),
                                  fs_bytes=fs_bytes, fs_inodes=fs_inodes,
@@ -144,10 +149,18 @@ class Sampler:
             sample.nano_cores = self._rate(rec.id, cg.timestamp_ns, cg.cpu_usage_ns)
         return sample
 
-    def _cgroup(self, path: str) -> tuple[CgroupStats, dict[str, int]]:
+    def _fs_usage(self, cid: str) -> tuple[int, int]:
+        """Walking the upper dir is the priciest read, so it is redone only every FS_TTL s."""
+        now = time.monotonic()
+        hit = self._fs.get(cid)
+        if hit is None or now - hit[0] >= FS_TTL:
+            hit = self._fs[cid] = (now, *Bundle(self.ctx.bundle_dir(cid)).usage())
+        return hit[1], hit[2]
+
+    def _cgroup(self, path: str, quota: bool) -> tuple[CgroupStats, dict[str, int]]:
         """v1 through the lean reader below; v2 through the driver plus memory.stat."""
         if isinstance(self.driver, V1Driver):
-            return v1_stats(self.driver.mounts, check_path(path))
+            return v1_stats(self.driver.mounts, check_path(path), quota)
         stats = self.driver.stats(path)
         mem = keyed(_read(os.path.join(self.ctx.config.runtime.cgroup_root, path,
                                        "memory.stat")))
@@ -175,6 +188,33 @@ class Sampler:
         return None
 
 
+def pod_records(store: Store) -> list[PodRecord]:
+    """Just the columns a sample needs: decoding every record's `extra` JSON cost more than
+    reading all the cgroup files of a pod."""
+    rows = store.cx.execute(
+        "SELECT id, name, namespace, uid, attempt, state, created_ns, config, labels, "
+        "annotations, json_extract(extra, '$.cgroup_parent'), "
+        "json_extract(extra, '$.host_network'), json_extract(extra, '$.ns') IS NOT NULL "
+        "FROM pods ORDER BY created_ns")
+    return [PodRecord(id=r[0], name=r[1], namespace=r[2], uid=r[3], attempt=r[4], state=r[5],
+                      created_ns=r[6], config=r[7], labels=json.loads(r[8]),
+                      annotations=json.loads(r[9]),
+                      extra={"cgroup_parent": r[10] or "", "host_network": bool(r[11]),
+                             "ns": {"pinned": True} if r[12] else {}})
+            for r in rows]
+
+
+def container_records(store: Store) -> list[ContainerRecord]:
+    """As pod_records: `extra` (the whole OCI process) is left out."""
+    rows = store.cx.execute(
+        "SELECT id, pod_id, name, attempt, image, image_id, created_ns, config, labels, "
+        "annotations FROM containers ORDER BY created_ns")
+    return [ContainerRecord(id=r[0], pod_id=r[1], name=r[2], attempt=r[3], image=r[4],
+                            image_id=r[5], created_ns=r[6], config=r[7],
+                            labels=json.loads(r[8]), annotations=json.loads(r[9]))
+            for r in rows]
+
+
 def _read(path: str) -> str:
     """One open+read with no text-layer set-up: most of a cgroup file's cost is the open."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -184,10 +224,12 @@ def _read(path: str) -> str:
         os.close(fd)
 
 
-def v1_stats(mounts: dict[str, str], rel: str) -> tuple[CgroupStats, dict[str, int]]:
-    """The driver's figures from 8 reads instead of 13 (memory.stat gives limit and faults).
+def v1_stats(mounts: dict[str, str], rel: str,
+             quota: bool) -> tuple[CgroupStats, dict[str, int]]:
+    """The driver's figures from 7-8 reads instead of 13 (memory.stat gives limit and faults).
 
     The limit is memory.stat's hierarchical_memory_limit: the one in force, ancestors included.
+    cpu.stat (throttling) is read only for a container with a CFS quota, as cAdvisor reports it.
     """
     s = CgroupStats(timestamp_ns=time.time_ns())
     if "cpuacct" in mounts:
@@ -196,7 +238,7 @@ def v1_stats(mounts: dict[str, str], rel: str) -> tuple[CgroupStats, dict[str, i
         ticks = keyed(_read(os.path.join(acct, "cpuacct.stat")))
         s.cpu_user_ns = ticks.get("user", 0) * 10**9 // USER_HZ
         s.cpu_system_ns = ticks.get("system", 0) * 10**9 // USER_HZ
-    if "cpu" in mounts:
+    if quota and "cpu" in mounts:
         cpu = keyed(_read(os.path.join(mounts["cpu"], rel, "cpu.stat")))
         s.cpu_periods = cpu.get("nr_periods", 0)
         s.cpu_throttled_periods = cpu.get("nr_throttled", 0)

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.timeout(180)
 
 CADVISOR_LABELS = {"container", "id", "image", "name", "namespace", "pod"}
 HOLD_MB = 50
+QUOTA = 10000  # 10% of a core
 BURN = ["sh", "-c", "while :; do :; done"]
 HOLD = ["sh", "-c", f"dd if=/dev/zero of=/dev/shm/fill bs=1M count={HOLD_MB} && sleep 600"]
 OOM = ["sh", "-c", 'x=$(head -c 100000000 /dev/zero | tr "\\0" a); echo ${#x}']
@@ -31,13 +32,13 @@ class Pod:
     config: Any
     image: str
 
-    def start(self, name: str, command: list[str], memory_limit: int = 0) -> str:
+    def start(self, name: str, command: list[str], **resources: int) -> str:
         pb = self.cli.pb
         cfg = pb.ContainerConfig(metadata=pb.ContainerMetadata(name=name),
                                  image=pb.ImageSpec(image=self.image), command=command,
                                  log_path=f"{name}.log")
-        if memory_limit:
-            cfg.linux.resources.memory_limit_in_bytes = memory_limit
+        for key, value in resources.items():
+            setattr(cfg.linux.resources, key, value)
         req = pb.CreateContainerRequest(pod_sandbox_id=self.id, config=cfg,
                                         sandbox_config=self.config)
         cid = str(self.cli.runtime.CreateContainer(req, timeout=60).container_id)
@@ -68,7 +69,8 @@ def pod(metrics_berthd: Berthd, e2e_images: dict[str, Any], tmp_path_factory: An
 @pytest.fixture(scope="module")
 def workload(pod: Pod, metrics_berthd: Berthd) -> dict[str, str]:
     """A CPU burner and a holder whose working set has reached HOLD_MB."""
-    ids = {"burn": pod.start("burn", BURN), "hold": pod.start("hold", HOLD)}
+    ids = {"burn": pod.start("burn", BURN), "hold": pod.start("hold", HOLD),
+           "capped": pod.start("capped", BURN, cpu_quota=QUOTA, cpu_period=100000)}
     url = metrics_berthd.metrics_url  # type: ignore[attr-defined]
 
     def held() -> bool:
@@ -92,6 +94,9 @@ def test_cpu_seconds_grow_and_working_set_matches(workload: dict[str, str],
     assert one(after, "container_memory_usage_bytes", name=workload["hold"]) >= ws
     assert one(after, "container_processes", name=workload["burn"]) >= 1
     assert one(after, "container_start_time_seconds", name=workload["burn"]) > time.time() - 600
+    assert one(after, "container_spec_cpu_quota", name=workload["capped"]) == QUOTA
+    assert one(after, "container_cpu_cfs_throttled_periods_total", name=workload["capped"]) > 0
+    assert not find(after, "container_spec_cpu_quota", name=workload["burn"])
 
 
 def test_label_sets_match_cadvisor(workload: dict[str, str], metrics_berthd: Berthd,
@@ -167,7 +172,7 @@ def test_cri_metrics_and_stats_agree_with_scrape(workload: dict[str, str], pod: 
 def test_oom_kill_counts(workload: dict[str, str], pod: Pod, metrics_berthd: Berthd) -> None:
     url = metrics_berthd.metrics_url  # type: ignore[attr-defined]
     before = one(scrape(url), "berth_oom_kills_total")
-    cid = pod.start("oom", OOM, memory_limit=16 * 2**20)
+    cid = pod.start("oom", OOM, memory_limit_in_bytes=16 * 2**20)
     wait_until(lambda: pod.state(cid).state == pod.cli.pb.CONTAINER_EXITED, 60, "OOM kill")
     st = pod.state(cid)
     assert st.exit_code == 137 and st.reason == "OOMKilled", (st.exit_code, st.reason)
