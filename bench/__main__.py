@@ -38,7 +38,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, help="results dir (default bench/results/<date-time>)")
     ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(METRICS)}")
     ap.add_argument("--profile", action="store_true",
-                    help="afterwards, py-spy berthd (and its children) over extra pod cycles")
+                    help="afterwards, py-spy berthd, its children and the monitor per phase")
     return ap.parse_args(argv)
 
 
@@ -70,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: {name} took {time.monotonic() - t1:.1f} s", file=sys.stderr,
                   flush=True)
         if args.profile:
-            from bench.profile import profile_pod_cycles
+            from bench.profile import profile_berth
 
-            profile_pod_cycles(env, plan, out)
+            profile_berth(env, plan, out)
     meta = {"date": started.isoformat(timespec="seconds"), "command": " ".join(sys.argv),
             "quick": args.quick, "host": platform.node(), "kernel": platform.release(),
             "wall_s": round(time.monotonic() - t0, 1), "plan": plan.__dict__}

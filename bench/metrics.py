@@ -104,7 +104,7 @@ def _entries(d: Path) -> set[str]:
     return {p.name for p in d.iterdir()} if d.exists() else set()
 
 
-def _remove_image(peer: Peer, ref: str) -> None:
+def remove_image(peer: Peer, ref: str) -> None:
     """RemoveImage; an image that is not there is fine (CRI says idempotent, not all agree)."""
     pb = peer.client.pb
     try:
@@ -122,13 +122,13 @@ def cold_pull(env: Env, plan: Plan) -> list[Row]:
     baseline: dict[str, set[str]] = {}
     for peer in env.peers():
         for ref in (big, busybox):
-            _remove_image(peer, ref)
+            remove_image(peer, ref)
         baseline[peer.name] = _entries(_store(peer)[1])
 
     def sample(peer: Peer) -> Callable[[], float]:
         def once() -> float:
             took = timed(lambda: pull(peer, big))
-            _remove_image(peer, big)
+            remove_image(peer, big)
             blobs, snaps = _store(peer)
             left = layers & _entries(blobs)
             extra = _entries(snaps) - baseline[peer.name]

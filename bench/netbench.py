@@ -7,16 +7,18 @@ import random
 import subprocess
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 from bench.env import Env
 from bench.harness import Plan, interleave
-from bench.stats import Row
+from bench.stats import Row, percentile
 from cni_plugins import firewall
 from cni_plugins.install import install
 from tests.fixtures import hostclean
 from tests.network.bench_add import Chain
 from tests.network.helpers import REFERENCE_BIN, rand_name, restore_forwarding, snapshot_forwarding
 
+_STEP = {"cpu": "CPU time of all plugins", "bridge": "bridge+host-local"}
 PORTMAP_CHAINS = {"CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ"}
 
 
@@ -35,6 +37,16 @@ def _sampler(chain: Chain, tmp: str, port: int) -> Callable[[], float]:
             os.unlink(ns)
         return took * 1000
     return once
+
+
+def _leaks(chains: list[Chain], tmp: str) -> list[str]:
+    """What the fixtures check too: links, firewall rules naming our networks, netns mounts."""
+    rules = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
+    rules += "\n".join(hostclean.iptables_lines("nat") + hostclean.iptables_lines("filter"))
+    left = [f"bridge {c.bridge}" for c in chains if hostclean.link_exists(c.bridge)]
+    left += [f"firewall rules of {c.name}" for c in chains if c.name in rules]
+    left += [f"mounts {m}" for m in hostclean.mounts_under(Path(tmp))]
+    return left
 
 
 def cni_add(env: Env, plan: Plan) -> list[Row]:
@@ -58,6 +70,13 @@ def cni_add(env: Env, plan: Plan) -> list[Row]:
             new = hostclean.chains("nat") - nat_before
             if not any(ch.startswith("CNI-DN-") for ch in hostclean.chains("nat")):
                 hostclean.remove_chains("nat", new & PORTMAP_CHAINS)
+    leaks = _leaks([ours, ref], tmp)
+    if leaks:
+        raise AssertionError("CNI bench leaked: " + "; ".join(leaks))
+    steps = "; ".join(f"{who} " + ", ".join(
+        f"{_STEP.get(k, k)} {percentile(v[plan.warmup:], 50) * 1000:.0f}"
+        for k, v in ch.steps.items())
+        for who, ch in (("ours", ours), ("reference", ref)))
     return [Row("CNI ADD per pod: loopback, bridge+host-local, portmap", "ms", b, c, 0.5,
                 peer_name="reference plugins", note=f"{plan.cni_pods} pods each, fresh netns, "
-                "own bridge and subnet, DEL after each")]
+                f"own bridge and subnet, DEL after each; p50 ms per plugin: {steps}")]

@@ -11,8 +11,9 @@ from typing import Any
 
 from bench.harness import Peer
 
-# exits on SIGTERM at once, so a graceful stop costs no grace period on either peer
-SLEEPER = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+# exits on SIGTERM at once, so a graceful stop costs no grace period on either peer; /tmp/ready
+# says the trap is set (a SIGTERM before that is ignored by pid 1 and costs the whole grace period)
+SLEEPER = ["sh", "-c", "trap 'exit 0' TERM; touch /tmp/ready; sleep 3600 & wait"]
 _seq = itertools.count()
 
 
@@ -85,6 +86,17 @@ def start_container(pod: Pod, t: Timings | None = None, command: list[str] | Non
     return cid
 
 
+def wait_ready(pod: Pod, cid: str, timeout: float = 30.0) -> None:
+    """Until the sleeper has set its trap (untimed: a real pod runs a while before it stops)."""
+    rt, pb = pod.peer.client.runtime, pod.peer.client.pb
+    req = pb.ExecSyncRequest(container_id=cid, cmd=["test", "-f", "/tmp/ready"], timeout=10)
+    deadline = time.monotonic() + timeout
+    while rt.ExecSync(req, timeout=30).exit_code != 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{pod.peer.name}: container {cid} never became ready")
+        time.sleep(0.01)
+
+
 def remove_pod(pod: Pod, t: Timings | None = None) -> None:
     """What kubelet does on pod deletion: stop and remove containers, then the sandbox."""
     rt, pb = pod.peer.client.runtime, pod.peer.client.pb
@@ -103,7 +115,7 @@ def pod_cycle(peer: Peer, logs: Path) -> Timings:
     t = Timings()
     pod = run_pod(peer, logs, t)
     try:
-        start_container(pod, t)
+        wait_ready(pod, start_container(pod, t))
     finally:
         remove_pod(pod, t)
     return t

@@ -6,12 +6,16 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.env import Env, daemon_pids
-from bench.harness import Plan
-from bench.pods import pod_cycle
+from bench.harness import Peer, Plan
+from bench.metrics import remove_image
+from bench.pods import Pod, pod_cycle, pull, remove_pod, run_pod, start_container
 
 PY_SPY = Path(sys.executable).parent / "py-spy"
 
@@ -60,38 +64,94 @@ def summarize(raw: Path, top: int = 25) -> str:
     return "\n".join(lines) + "\n"
 
 
-def profile_pod_cycles(env: Env, plan: Plan, out: Path) -> None:
-    """Extra berth pod cycles (not in the table) under py-spy; writes profile-*.txt to out."""
+@contextmanager
+def spying(pids: dict[str, int], out: Path, phase: str) -> Iterator[list[Path]]:
+    """py-spy (sampling, non-blocking, children included) on each pid while the block runs."""
+    spies = []
+    for name, pid in pids.items():
+        raw = out / f"profile-{phase}-{name}.raw"
+        cmd = [str(PY_SPY), "record", "--pid", str(pid), "--format", "raw", "--output", str(raw),
+               "--rate", "250", "--subprocesses", "--nonblocking"]
+        spies.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                      raw))
+    time.sleep(0.5)  # attached before the work starts
+    try:
+        yield [raw for _p, raw in spies]
+    finally:
+        for proc, _raw in spies:
+            proc.send_signal(signal.SIGINT)
+        for proc, _raw in spies:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _phases(env: Env, plan: Plan) -> dict[str, tuple[Callable[[], object], Callable[[], object]]]:
+    """phase → (untimed setup, profiled work); berth only, after the measured run."""
+    peer, logs = env.berth, env.workdir / "logs"
+    pods: list[Pod] = []
+    big = env.images["big"].ref
+
+    def fill() -> None:
+        for _ in range(plan.small):
+            pod = run_pod(peer, logs)
+            pods.append(pod)
+            start_container(pod)
+
+    def lists() -> None:
+        pb, rt = peer.client.pb, peer.client.runtime
+        for _ in range(plan.n * 5):
+            rt.ListContainers(pb.ListContainersRequest(), timeout=30)
+            rt.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=30)
+        for pod in pods:
+            remove_pod(pod)
+
+    def execs() -> None:
+        pb, rt = peer.client.pb, peer.client.runtime
+        req = pb.ExecSyncRequest(container_id=pods[0].containers[0], cmd=["true"], timeout=10)
+        for _ in range(plan.n * 3):
+            rt.ExecSync(req, timeout=30)
+        remove_pod(pods.pop())
+
+    def pulls() -> None:
+        for _ in range(max(1, plan.pulls - 1)):
+            pull(peer, big)
+            remove_image(peer, big)
+
+    return {
+        "pod-start": (lambda: None, lambda: [pod_cycle(peer, logs) for _ in range(plan.n)]),
+        "exec": (lambda: pods.append(_one(peer, logs)), execs),
+        "list": (fill, lists),
+        "pull": (lambda: remove_image(peer, big), pulls),
+    }
+
+
+def _one(peer: Peer, logs: Path) -> Pod:
+    pod = run_pod(peer, logs)
+    start_container(pod)
+    return pod
+
+
+def profile_berth(env: Env, plan: Plan, out: Path) -> None:
+    """Profile each berth phase (not in the table) under py-spy; writes out/profile.txt."""
     if not PY_SPY.exists():
         print(f"bench: no {PY_SPY} (pip install py-spy): profile skipped", file=sys.stderr)
         return
     out.mkdir(parents=True, exist_ok=True)
     d = env.berthd
     assert d.proc is not None
-    targets = {"berthd": d.proc.pid}
-    targets |= {f"helper-{p}": p for p in daemon_pids(env.berth) if p != d.proc.pid}
-    spies = {}
-    for name, pid in targets.items():
-        raw = out / f"profile-{name}.raw"
-        cmd = [str(PY_SPY), "record", "--pid", str(pid), "--format", "raw", "--output", str(raw),
-               "--rate", "250", "--subprocesses", "--nonblocking"]
-        spies[name] = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE),
-                       raw)
-    try:
-        for _ in range(max(plan.n, 5)):
-            pod_cycle(env.berth, env.workdir / "logs")
-    finally:
-        for proc, _raw in spies.values():
-            proc.send_signal(signal.SIGINT)
-        for proc, _raw in spies.values():
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    pids = {"berthd": d.proc.pid}
     text = ""
-    for _proc, raw in spies.values():
-        if raw.exists():
-            text += summarize(raw) + "\n"
+    for phase, (setup, work) in _phases(env, plan).items():
+        setup()
+        pids |= {f"helper-{p}": p for p in daemon_pids(env.berth) if p != d.proc.pid}
+        with spying(pids, out, phase) as raws:
+            t0 = time.perf_counter()
+            work()
+            took = time.perf_counter() - t0
+        text += f"## {phase} ({took:.1f} s wall)\n\n"
+        text += "".join(summarize(raw) + "\n" for raw in raws if raw.exists())
     (out / "profile.txt").write_text(text)
     print(f"bench: profile in {out}/profile.txt", file=sys.stderr)
