@@ -123,7 +123,6 @@ class ContainerRPCs:
             if isinstance(exc, CriError) or not isinstance(exc, Exception):
                 raise
             raise Internal(f"create container {cfg.metadata.name}: {exc}") from exc
-        self.container_event(rec, "CONTAINER_CREATED_EVENT")
         return pb.CreateContainerResponse(container_id=cid)
 
     async def _create(self, rec: ContainerRecord, pod: PodRecord, cfg: pb.ContainerConfig,
@@ -173,7 +172,6 @@ class ContainerRPCs:
             raise NotFound(f"container {rec.id} has no process (was it removed?)") from None
         except monitor.MonitorError as exc:
             raise Internal(f"start container {rec.id}: {exc}") from None
-        self.container_event(rec, "CONTAINER_STARTED_EVENT")
         return pb.StartContainerResponse()
 
     async def StopContainer(self, request: pb.StopContainerRequest,
@@ -184,7 +182,6 @@ class ContainerRPCs:
         with contextlib.suppress(monitor.NotFound):  # already gone: stopping is idempotent
             await self.ctx.monitor.stop(rec.id, timeout=request.timeout,
                                         sig=rec.extra.get("stop_signal", signal.SIGTERM))
-        self.container_event(rec, "CONTAINER_STOPPED_EVENT")
         return pb.StopContainerResponse()
 
     async def kill_container(self, container_id: str) -> None:
@@ -209,8 +206,3 @@ class ContainerRPCs:
             await self.ctx.monitor.delete(rec.id)
         Bundle(self.ctx.bundle_dir(rec.id)).remove()
         self.ctx.store.containers.delete(rec.id)
-        self.container_event(rec, "CONTAINER_DELETED_EVENT")
-
-    def container_event(self, rec: ContainerRecord, kind: str) -> None:
-        self.ctx.hub.publish(pb.ContainerEventResponse(
-            container_id=rec.id, container_event_type=kind, created_at=time.time_ns()))

@@ -26,6 +26,30 @@ def cri_state(st: ContainerState | None) -> str:
     return STATES.get(st.status, "CONTAINER_UNKNOWN") if st else "CONTAINER_UNKNOWN"
 
 
+def container_status(rec: ContainerRecord, st: ContainerState | None) -> pb.ContainerStatus:
+    """The CRI view of one container: its record for what was asked, the monitor for state."""
+    cfg = pb.ContainerConfig.FromString(rec.config)
+    mounts = [pb.Mount(container_path=m.container_path, host_path=m.host_path,
+                       readonly=m.readonly, propagation=m.propagation)
+              for m in cfg.mounts]
+    status = pb.ContainerStatus(
+        id=rec.id, metadata=cfg.metadata, state=cri_state(st), created_at=rec.created_ns,
+        image=pb.ImageSpec(image=rec.image), image_ref=rec.extra.get("image_ref", ""),
+        image_id=rec.image_id, labels=rec.labels, annotations=rec.annotations,
+        mounts=mounts, log_path=rec.extra.get("log_path", ""),
+        resources=pb.ContainerResources(linux=cfg.linux.resources))
+    if st is not None:
+        status.started_at = st.started_ns
+        status.finished_at = st.finished_ns
+        if st.status == "stopped":
+            status.exit_code = st.exit_code
+            status.reason = st.reason or ("Completed" if st.exit_code == 0 else "Error")
+            status.message = st.message
+    else:
+        status.reason, status.message = "Unknown", "the monitor has no record of it"
+    return status
+
+
 class ContainerStatusRPCs:
     """Read paths: one monitor round trip per call, never one per container."""
 
@@ -35,28 +59,6 @@ class ContainerStatusRPCs:
 
     async def states(self) -> dict[str, ContainerState]:
         return {s.id: s for s in await self.ctx.monitor.list()}
-
-    def status_of(self, rec: ContainerRecord, st: ContainerState | None) -> pb.ContainerStatus:
-        cfg = pb.ContainerConfig.FromString(rec.config)
-        mounts = [pb.Mount(container_path=m.container_path, host_path=m.host_path,
-                           readonly=m.readonly, propagation=m.propagation)
-                  for m in cfg.mounts]
-        status = pb.ContainerStatus(
-            id=rec.id, metadata=cfg.metadata, state=cri_state(st), created_at=rec.created_ns,
-            image=pb.ImageSpec(image=rec.image), image_ref=rec.extra.get("image_ref", ""),
-            image_id=rec.image_id, labels=rec.labels, annotations=rec.annotations,
-            mounts=mounts, log_path=rec.extra.get("log_path", ""),
-            resources=pb.ContainerResources(linux=cfg.linux.resources))
-        if st is not None:
-            status.started_at = st.started_ns
-            status.finished_at = st.finished_ns
-            if st.status == "stopped":
-                status.exit_code = st.exit_code
-                status.reason = st.reason or ("Completed" if st.exit_code == 0 else "Error")
-                status.message = st.message
-        else:
-            status.reason, status.message = "Unknown", "the monitor has no record of it"
-        return status
 
     async def ContainerStatus(self, request: pb.ContainerStatusRequest,
                               context: grpc.aio.ServicerContext) -> pb.ContainerStatusResponse:
@@ -70,7 +72,7 @@ class ContainerStatusRPCs:
             info["info"] = json.dumps({"sandboxID": rec.pod_id, "pid": st.pid if st else 0,
                                        "bundle": str(self.ctx.bundle_dir(rec.id)),
                                        "runtimeState": st.status if st else "unknown"})
-        return pb.ContainerStatusResponse(status=self.status_of(rec, st), info=info)
+        return pb.ContainerStatusResponse(status=container_status(rec, st), info=info)
 
     async def list_containers(self, f: pb.ContainerFilter) -> list[pb.Container]:
         states = await self.states()

@@ -20,6 +20,7 @@ import structlog
 from cri import config as configmod
 from cri import logsetup
 from cri.context import Context
+from cri.event_bridge import follow_monitor
 from cri.interceptor import RpcInterceptor
 from cri.recovery import reconcile
 from cri.store import Store
@@ -177,6 +178,7 @@ async def serve(cfg: configmod.Config) -> None:
     if server.add_insecure_port(f"unix://{sock}") == 0:
         raise StartupError(f"cannot listen on {sock}")
     await server.start()
+    relay = asyncio.create_task(follow_monitor(ctx))
     os.chmod(sock, 0o660)
     log.info("serving", socket=sock, state_dir=cfg.state_dir, version=version("berth"))
 
@@ -187,6 +189,7 @@ async def serve(cfg: configmod.Config) -> None:
     await stop.wait()
     log.info("stopping")
     await server.stop(grace=5)
+    relay.cancel()
     await streaming.stop()
     if metrics_server is not None:
         await metrics_server.stop()

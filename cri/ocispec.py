@@ -85,6 +85,8 @@ def default_mounts(pod: PodContext, readonly_rootfs: bool) -> list[dict[str, Any
          "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs",
          "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
     ]
     for dest, src in sorted(pod.files.items()):
         opts = ["rbind", "rprivate"] + (["ro"] if readonly_rootfs else [])
@@ -146,7 +148,7 @@ def build_spec(*, container_id: str, cfg: api_pb2.ContainerConfig, image: ImageC
             "args": process_args(cfg, image),
             "env": merge_env(image.env, list(cfg.envs)),
             "cwd": cfg.working_dir or image.workdir or "/",
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}],
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": False,
             "oomScoreAdj": cfg.linux.resources.oom_score_adj,
         },

@@ -30,6 +30,22 @@ def _full_name(m: pb.PodSandboxMetadata) -> str:
     return f"{m.name}_{m.namespace}_{m.uid}_{m.attempt}"
 
 
+def pod_status(rec: PodRecord) -> pb.PodSandboxStatus:
+    """The CRI view of a pod, rebuilt from its record alone (no kernel calls)."""
+    cfg = pb.PodSandboxConfig.FromString(rec.config)
+    ips = rec.extra.get("ips", []) if rec.state == READY else []
+    opts = cfg.linux.security_context.namespace_options
+    return pb.PodSandboxStatus(
+        id=rec.id, metadata=cfg.metadata,
+        state=rec.state, created_at=rec.created_ns,
+        network=pb.PodSandboxNetworkStatus(
+            ip=ips[0] if ips else "",
+            additional_ips=[pb.PodIP(ip=ip) for ip in ips[1:]]),
+        linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(options=opts)),
+        labels=rec.labels, annotations=rec.annotations,
+        runtime_handler=rec.extra.get("runtime_handler", ""))
+
+
 class SandboxRPCs:
     """RunPodSandbox and friends; containers are reached through ContainerRPCs' helpers."""
 
@@ -146,25 +162,11 @@ class SandboxRPCs:
         self.pod_event(rec, "CONTAINER_DELETED_EVENT")
         return pb.RemovePodSandboxResponse()
 
-    def _to_status(self, rec: PodRecord) -> pb.PodSandboxStatus:
-        cfg = pb.PodSandboxConfig.FromString(rec.config)
-        ips = rec.extra.get("ips", []) if rec.state == READY else []
-        opts = cfg.linux.security_context.namespace_options
-        return pb.PodSandboxStatus(
-            id=rec.id, metadata=cfg.metadata,
-            state=rec.state, created_at=rec.created_ns,
-            network=pb.PodSandboxNetworkStatus(
-                ip=ips[0] if ips else "",
-                additional_ips=[pb.PodIP(ip=ip) for ip in ips[1:]]),
-            linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(options=opts)),
-            labels=rec.labels, annotations=rec.annotations,
-            runtime_handler=rec.extra.get("runtime_handler", ""))
-
     def pod_event(self, rec: PodRecord, kind: str) -> None:
         """Sandbox changes go out as container events carrying the pod id, as containerd does."""
         self.ctx.hub.publish(pb.ContainerEventResponse(
             container_id=rec.id, container_event_type=kind, created_at=time.time_ns(),
-            pod_sandbox_status=self._to_status(rec)))
+            pod_sandbox_status=pod_status(rec)))
 
     async def PodSandboxStatus(self, request: pb.PodSandboxStatusRequest,
                                context: grpc.aio.ServicerContext) -> pb.PodSandboxStatusResponse:
@@ -174,7 +176,7 @@ class SandboxRPCs:
             info["info"] = json.dumps({"pid": 0, "namespaces": rec.extra.get("ns", {}),
                                        "cgroupParent": rec.extra.get("cgroup_parent", ""),
                                        "podDir": str(self.ctx.pod_dir(rec.id))})
-        return pb.PodSandboxStatusResponse(status=self._to_status(rec), info=info)
+        return pb.PodSandboxStatusResponse(status=pod_status(rec), info=info)
 
     async def ListPodSandbox(self, request: pb.ListPodSandboxRequest,
                              context: grpc.aio.ServicerContext) -> pb.ListPodSandboxResponse:

@@ -197,8 +197,6 @@ def test_oom_killed_reason(busybox: str, pod: Pod) -> None:
     assert (st.exit_code, st.reason) == (137, "OOMKilled")
 
 
-@pytest.mark.xfail_berth("berth: containers get no /sys/fs/cgroup mount (containerd mounts "
-                         "the container's own cgroups read-only); needs runtime/init support")
 def test_cgroup_visible_inside(busybox: str, pod: Pod) -> None:
     cri, pb = pod.cri, pod.cri.pb
     res = pb.LinuxContainerResources(memory_limit_in_bytes=64 * 1024 * 1024)
