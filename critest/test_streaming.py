@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -194,11 +195,11 @@ def _httpd_cmd(listen: str) -> list[str]:
 
 
 def _forward(cri: CriClient, pod_id: str, port: int, transport: str) -> bytes:
-    """GET through port-forward, retried while httpd is still starting."""
-    url = str(cri.runtime.PortForward(
-        cri.pb.PortForwardRequest(pod_sandbox_id=pod_id, port=[port]), timeout=10).url)
+    """GET through port-forward, retried (with a fresh URL) while httpd is still starting."""
 
     async def go() -> bytes:
+        url = str(cri.runtime.PortForward(
+            cri.pb.PortForwardRequest(pod_sandbox_id=pod_id, port=[port]), timeout=10).url)
         if transport == "ws":
             answer, _ = await ws_request(url, port, HTTP_GET)
             return answer
@@ -221,6 +222,7 @@ def _forward(cri: CriClient, pod_id: str, port: int, transport: str) -> bytes:
         answer = arun(go())
         if answer:
             return answer
+        time.sleep(0.2)
     return b""
 
 
@@ -295,3 +297,50 @@ def test_streaming_url_is_single_use(cri: CriClient, pod: Pod,
     assert arun(rc.run(url)).exit_code == 0
     with pytest.raises(ConnectionError, match="404"):
         arun(rc.run(url))
+
+
+def _fds_rss(pid: int) -> tuple[int, int]:
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text()
+               .splitlines() if line.startswith("VmRSS:"))
+    return fds, rss * 1024
+
+
+@pytest.mark.timeout(240)
+def test_sessions_leave_nothing_behind(cri: CriClient, pod: Pod,
+                                       e2e_images: dict[str, PushedImage],
+                                       request: pytest.FixtureRequest) -> None:
+    """50 sequential and 10 concurrent exec/attach/port-forward sessions, some abandoned
+    mid-stream: berthd's fds and RSS do not grow (CVE-2025-64329 was an attach leak)."""
+    if cri.name != "berth":
+        pytest.skip("measures the berthd process this session started")
+    pid = request.getfixturevalue("berthd").proc.pid
+    cid = sleeper(pod, e2e_images)
+
+    async def session(i: int) -> None:
+        res = await rc.run(exec_url(cri, cid, ["echo", str(i)]), "spdy" if i % 2 else "ws")
+        assert res.stdout == f"{i}\n".encode() and res.exit_code == 0, res
+        a = await rc.open_spdy(attach_url(cri, cid, stdin=False))
+        await a.aclose()  # abandon the attach
+        e = await rc.open_spdy(exec_url(cri, cid, ["sleep", "60"]))
+        await e.aclose()  # and an exec that is still running
+        url = str(cri.runtime.PortForward(
+            cri.pb.PortForwardRequest(pod_sandbox_id=pod.id, port=[9]), timeout=10).url)
+        pf = await SpdyPortForward.connect(url)
+        await pf.request(9, b"x")
+        await pf.aclose()
+
+    async def rounds(n: int, concurrent: int) -> None:
+        for i in range(n):
+            await asyncio.gather(*(session(i * concurrent + j) for j in range(concurrent)))
+
+    arun(rounds(10, 1))  # warm up caches, pools and the allocator
+    time.sleep(1)
+    before = _fds_rss(pid)
+    arun(rounds(50, 1))
+    arun(rounds(1, 10))
+    deadline = time.monotonic() + 10
+    while (after := _fds_rss(pid))[0] > before[0] and time.monotonic() < deadline:
+        time.sleep(0.2)  # sessions finish tearing down just after the client leaves
+    assert after[0] <= before[0], f"fds {before[0]} -> {after[0]}"
+    assert after[1] - before[1] < 2 << 20, f"RSS {before[1] >> 10} -> {after[1] >> 10} KiB"

@@ -137,11 +137,11 @@ class SpdyIO(SessionIO):
 
     async def wait_streams(self) -> bool:
         """True once every expected stream was created by the client."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(
-                asyncio.wait({asyncio.ensure_future(self.ready.wait()),
-                              asyncio.ensure_future(self.conn.closed.wait())},
-                             return_when=asyncio.FIRST_COMPLETED), STREAM_WAIT)
+        waits = {asyncio.ensure_future(self.ready.wait()),
+                 asyncio.ensure_future(self.conn.closed.wait())}
+        await asyncio.wait(waits, timeout=STREAM_WAIT, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
         return self.ready.is_set() and not self.conn.closed.is_set()
 
     async def read_stdin(self) -> bytes:

@@ -207,6 +207,7 @@ class Connection:
             st._readable.set()
             st.replied.set()
         self.streams.clear()
+        self.on_stream = None  # break the handler <-> connection cycle at once
         if self._paused:
             self._paused = False
             self._pause(False)
