@@ -40,6 +40,7 @@ class Stream:
     async def read(self) -> bytes:
         while not self._chunks:
             if self.remote_closed:
+                self.conn._forget_if_done(self)
                 return b""
             self._readable.clear()
             await self._readable.wait()
