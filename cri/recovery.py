@@ -11,7 +11,7 @@ import structlog
 from cri.context import Context
 from proto import api_pb2 as pb
 from runtime import containers as monitor
-from runtime import podns
+from runtime import podns, podpid
 from runtime.bundle import Bundle
 
 log = structlog.get_logger("recovery")
@@ -71,6 +71,7 @@ async def _release_network(ctx: Context, pod_id: str, cfg: pb.PodSandboxConfig) 
             ctx.network_request(pod_id, cfg, str(ctx.ns_dir(pod_id) / "network")))
     except Exception as exc:  # logged, not fatal: RemovePodSandbox retries the DEL later
         log.warning("network teardown failed during recovery", pod=pod_id, error=str(exc))
+    podpid.stop(ctx.ns_dir(pod_id))
     podns.unpin(ctx.ns_dir(pod_id))
 
 

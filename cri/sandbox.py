@@ -18,7 +18,7 @@ from cri.ids import new_id, resolve
 from cri.rollback import Rollback
 from cri.store import ContainerRecord, NameTaken, PodRecord
 from proto import api_pb2 as pb
-from runtime import podns
+from runtime import podns, podpid
 
 READY = "SANDBOX_READY"
 NOTREADY = "SANDBOX_NOTREADY"
@@ -111,6 +111,9 @@ class SandboxRPCs:
         undo.push("namespaces", lambda: podns.unpin(pins))
         ns_paths = await podns.pin(pins, kinds, hostname=podconfig.hostname(cfg),
                                    sysctls=dict(cfg.linux.sysctls))
+        if opts.pid == pb.NamespaceMode.POD:
+            undo.push("pod init", lambda: podpid.stop(pins))
+            ns_paths["pid"] = await podpid.start(pins)
         failpoints.hit("sandbox.after_namespaces")
         ips: list[str] = []
         if not host_net:
@@ -139,6 +142,7 @@ class SandboxRPCs:
             cfg = pb.PodSandboxConfig.FromString(rec.config)
             await self.ctx.network.teardown(
                 self.ctx.network_request(rec.id, cfg, rec.extra["ns"]["network"]))
+        podpid.stop(self.ctx.ns_dir(rec.id))
         podns.unpin(self.ctx.ns_dir(rec.id))
         if rec.state != NOTREADY:
             rec.state = NOTREADY

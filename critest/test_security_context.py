@@ -217,9 +217,6 @@ def test_host_namespaces(cri: CriClient, run_in_pod: Runner, kind: str) -> None:
     assert int(sh(cri, run_in_pod(), probe)) != host_ns_inode(kind)
 
 
-@pytest.mark.xfail_berth("berth: pid=POD is ignored (each container gets its own pid "
-                         "namespace); a pod-wide pid namespace needs a pinned init in "
-                         "runtime/podns, not a cri/ change")
 def test_pod_shared_pid_namespace(
     cri: CriClient, tmp_path: Path, pulled: list[str], e2e_images: dict[str, PushedImage]
 ) -> None:
