@@ -88,8 +88,11 @@ def spying(pids: dict[str, int], out: Path, phase: str) -> Iterator[list[Path]]:
                 proc.wait()
 
 
-def _phases(env: Env, plan: Plan) -> dict[str, tuple[Callable[[], object], Callable[[], object]]]:
-    """phase → (untimed setup, profiled work); berth only, after the measured run."""
+Phase = tuple[Callable[[], object], Callable[[], object], Callable[[], object]]
+
+
+def _phases(env: Env, plan: Plan) -> dict[str, Phase]:
+    """phase → (setup, profiled work, teardown); berth only, after the measured run."""
     peer, logs = env.berth, env.workdir / "logs"
     pods: list[Pod] = []
     big = env.images["big"].ref
@@ -105,15 +108,16 @@ def _phases(env: Env, plan: Plan) -> dict[str, tuple[Callable[[], object], Calla
         for _ in range(plan.n * 5):
             rt.ListContainers(pb.ListContainersRequest(), timeout=30)
             rt.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=30)
-        for pod in pods:
-            remove_pod(pod)
+
+    def empty() -> None:
+        while pods:
+            remove_pod(pods.pop())
 
     def execs() -> None:
         pb, rt = peer.client.pb, peer.client.runtime
         req = pb.ExecSyncRequest(container_id=pods[0].containers[0], cmd=["true"], timeout=10)
         for _ in range(plan.n * 3):
             rt.ExecSync(req, timeout=30)
-        remove_pod(pods.pop())
 
     def pulls() -> None:
         for _ in range(max(1, plan.pulls - 1)):
@@ -121,11 +125,15 @@ def _phases(env: Env, plan: Plan) -> dict[str, tuple[Callable[[], object], Calla
             remove_image(peer, big)
 
     return {
-        "pod-start": (lambda: None, lambda: [pod_cycle(peer, logs) for _ in range(plan.n)]),
-        "exec": (lambda: pods.append(_one(peer, logs)), execs),
-        "list": (fill, lists),
-        "pull": (lambda: remove_image(peer, big), pulls),
+        "pod-start": (none, lambda: [pod_cycle(peer, logs) for _ in range(plan.n)], none),
+        "exec": (lambda: pods.append(_one(peer, logs)), execs, empty),
+        "list": (fill, lists, empty),
+        "pull": (lambda: remove_image(peer, big), pulls, none),
     }
+
+
+def none() -> None:
+    """A phase step with nothing to do."""
 
 
 def _one(peer: Peer, logs: Path) -> Pod:
@@ -144,13 +152,14 @@ def profile_berth(env: Env, plan: Plan, out: Path) -> None:
     assert d.proc is not None
     pids = {"berthd": d.proc.pid}
     text = ""
-    for phase, (setup, work) in _phases(env, plan).items():
+    for phase, (setup, work, teardown) in _phases(env, plan).items():
         setup()
         pids |= {f"helper-{p}": p for p in daemon_pids(env.berth) if p != d.proc.pid}
         with spying(pids, out, phase) as raws:
             t0 = time.perf_counter()
             work()
             took = time.perf_counter() - t0
+        teardown()
         text += f"## {phase} ({took:.1f} s wall)\n\n"
         text += "".join(summarize(raw) + "\n" for raw in raws if raw.exists())
     (out / "profile.txt").write_text(text)
