@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.harness import Peer
+from bench.pods import pull
 from tests.fixtures import hostclean
 from tests.fixtures._proc import free_port
 from tests.fixtures.berthd import Berthd, run_berthd
@@ -82,6 +83,9 @@ def environment(workdir: Path) -> Iterator[Env]:
                                      "metrics_url": f"http://{metrics['address']}/metrics"})
         ctrd = Peer("containerd", ccli, {"containerd": c, "images": images,
                                          "metrics_url": f"http://{ctrd_metrics}/v1/metrics"})
+        for peer in (berth, ctrd):  # every metric starts warm; cold_pull empties on its own
+            for name in ("busybox", "pause"):
+                pull(peer, images[name].ref)
         logs = workdir / "logs"
         logs.mkdir(exist_ok=True)
         os.chmod(logs, 0o755)

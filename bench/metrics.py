@@ -29,9 +29,6 @@ def lifecycle(env: Env, plan: Plan) -> list[Row]:
             return t.cycle
         return once
 
-    for peer in env.peers():
-        pull(peer, peer.extra["images"]["busybox"].ref)
-        pull(peer, peer.extra["images"]["pause"].ref)
     interleave(sample(env.berth), sample(env.ctrd), plan.n, plan.warmup)
     w = plan.warmup
     b, c = got["berth"], got["containerd"]
@@ -73,9 +70,11 @@ def _exec_stream(pods: list[Pod], plan: Plan) -> Row:
         from bench.streaming_bench import exec_roundtrip  # type: ignore[import-not-found]
     except ImportError:
         return Row(name, "ms", [], [], 0.5, note="skipped: bench/streaming_bench.py not there")
+    for pod in pods:  # warm-up: first connection to the streaming server, first SPDY session
+        exec_roundtrip(pod.peer.client.endpoint, pod.containers[0], 1)
     b: list[float] = []
     c: list[float] = []
-    for _ in range(plan.rounds):  # interleave in blocks: each call sets up its own session
+    for _ in range(plan.rounds):  # interleave in blocks: each call sets up its own client
         for pod, out in ((pods[0], b), (pods[1], c)):
             out.extend(exec_roundtrip(pod.peer.client.endpoint, pod.containers[0], plan.block))
     return Row(name, "ms", b, c, 0.5)
