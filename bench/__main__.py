@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import tempfile
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     failed = False
     t0 = time.monotonic()
+    load0 = os.getloadavg()  # was the machine otherwise idle? (2 cores here)
     with environment(Path(tempfile.mkdtemp(prefix="berth-bench-"))) as env:
         print(f"bench: setup took {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
         for name, metric in METRICS.items():
@@ -73,12 +75,15 @@ def main(argv: list[str] | None = None) -> int:
             from bench.profile import profile_berth
 
             profile_berth(env, plan, out)
-    meta = {"date": started.isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+    meta = {"date": started.isoformat(timespec="seconds"),
+            "command": " ".join(["python -m bench", *sys.argv[1:]]),
+            "loadavg_start": load0, "loadavg_end": os.getloadavg(),
             "quick": args.quick, "host": platform.node(), "kernel": platform.release(),
             "wall_s": round(time.monotonic() - t0, 1), "plan": plan.__dict__}
     report.write(rows, out, meta)
     print(report.table(rows))
-    print(f"\nresults: {out}/results.json, {out}/results.png ({meta['wall_s']} s)")
+    print(f"\nresults: {out}/results.json, {out}/results.png ({meta['wall_s']} s; load "
+          f"average {load0[0]:.1f} at start, {meta['loadavg_end'][0]:.1f} at end)")
     return 1 if failed else 0
 
 
