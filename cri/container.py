@@ -23,6 +23,8 @@ from cri.errors import (
     require,
 )
 from cri.ids import new_id, resolve
+from cri.images import check_ref
+from cri.podconfig import check_name
 from cri.rollback import Rollback
 from cri.store import ContainerRecord, NameTaken, PodRecord
 from proto import api_pb2 as pb
@@ -60,7 +62,7 @@ def user_of(rootfs: Path, cfg: pb.ContainerConfig,
         who = image.user or "0"
     try:
         uid, gid, groups = resolve_user(str(rootfs), who)
-    except InitError as exc:
+    except (InitError, LookupError) as exc:  # LookupError: no such user/group in the image
         raise InvalidArgument(str(exc)) from None
     if sec.HasField("run_as_group"):
         gid = sec.run_as_group.value
@@ -92,14 +94,17 @@ class ContainerRPCs:
             raise InvalidArgument("config.metadata is required")
         require(cfg.metadata.name, "config.metadata.name")
         require(cfg.image.image, "config.image.image")
-        if cfg.log_path and os.path.isabs(cfg.log_path):
-            raise InvalidArgument(f"config.log_path '{cfg.log_path}' must be relative to the "
-                                  "pod's log_directory")
+        check_name(cfg.metadata.name, "config.metadata.name")
+        log_rel = os.path.normpath(cfg.log_path) if cfg.log_path else ""
+        if os.path.isabs(log_rel) or log_rel.split(os.sep)[0] == ".." or "\x00" in log_rel:
+            raise InvalidArgument(f"config.log_path '{cfg.log_path[:300]}' must be a relative "
+                                  "path inside the pod's log_directory")
         pod = self.pod(request.pod_sandbox_id)
         if pod.state != "SANDBOX_READY":
             raise FailedPrecondition(f"pod sandbox {pod.id} is not ready")
         image = self.ctx.images.get(cfg.image.image)
         if image is None:
+            check_ref(cfg.image.image, "config.image.image")
             raise NotFound(f"image {cfg.image.image} not found; pull it first")
         cid = new_id()
         rec = ContainerRecord(id=cid, pod_id=pod.id, name=cfg.metadata.name,

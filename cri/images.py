@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
@@ -15,6 +16,7 @@ from cri.context import Context
 from cri.errors import FailedPrecondition, InvalidArgument, require
 from proto import api_pb2 as pb
 from runtime.bundle import Bundle
+from runtime.images import reference
 from runtime.images.records import Image
 from runtime.images.registry import Auth, RegistryError
 from runtime.images.store import InUse, PullError
@@ -23,6 +25,19 @@ STREAM_BATCH = 500
 _BY_HTTP_STATUS: dict[int, type[errors.CriError]] = {
     401: errors.Unauthenticated, 403: errors.PermissionDenied, 404: errors.NotFound,
     0: errors.Unavailable}
+
+
+_IMAGE_ID = re.compile(r"(sha256:)?[0-9a-f]{1,64}")
+
+
+def check_ref(ref: str, where: str) -> None:
+    """An absent image is no error, but a string that can never name one is (ids pass)."""
+    if _IMAGE_ID.fullmatch(ref):
+        return
+    try:
+        reference.parse(ref)
+    except ValueError as exc:
+        raise InvalidArgument(f"{where} '{ref[:300]}' is not an image reference: {exc}") from None
 
 
 def to_cri(img: Image) -> pb.Image:
@@ -73,6 +88,7 @@ class ImageRPCs:
         require(request.image.image, "image.image")
         img = self.ctx.images.get(request.image.image)
         if img is None:
+            check_ref(request.image.image, "image.image")
             return pb.ImageStatusResponse()  # CRI: an absent image is not an error
         info = {}
         if request.verbose:
@@ -101,6 +117,7 @@ class ImageRPCs:
     async def RemoveImage(self, request: pb.RemoveImageRequest,
                           context: grpc.aio.ServicerContext) -> pb.RemoveImageResponse:
         require(request.image.image, "image.image")
+        check_ref(request.image.image, "image.image")
         used = {c.image_id for c in self.ctx.store.containers.find()}
         try:
             self.ctx.images.remove(request.image.image, in_use=used.__contains__)

@@ -17,6 +17,16 @@ log = structlog.get_logger("rpc")
 Observer = Callable[[str, str, float], None]
 
 
+MAX_DETAILS = 2048
+
+
+def _bounded(details: str) -> str:
+    """Messages echo request fields; gRPC drops a reply whose status exceeds 16 KiB of metadata."""
+    if len(details) <= MAX_DETAILS:
+        return details
+    return f"{details[:MAX_DETAILS]}... ({len(details) - MAX_DETAILS} more characters)"
+
+
 def _code_of(context: grpc.aio.ServicerContext, exc: BaseException | None) -> grpc.StatusCode:
     code = context.code()
     if isinstance(code, grpc.StatusCode):
@@ -77,13 +87,14 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
                 return await inner(request, context)
             except CriError as e:
                 exc = e
-                await context.abort(e.code, f"{method}: {e}")
+                await context.abort(e.code, _bounded(f"{method}: {e}"))
             except BaseException as e:
                 exc = e
                 if not isinstance(e, Exception) or context.code() is not None:
                     raise
                 log.exception("rpc handler crashed", method=method, request_id=rid)
-                await context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error: {e}")
+                await context.abort(grpc.StatusCode.INTERNAL,
+                                    _bounded(f"{method}: internal error: {e}"))
             finally:
                 self._finish(method, rid, started, _code_of(context, exc), context.details())
                 structlog.contextvars.unbind_contextvars("request_id", "method")
@@ -100,7 +111,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
                     yield item
             except CriError as e:
                 exc = e
-                await context.abort(e.code, f"{method}: {e}")
+                await context.abort(e.code, _bounded(f"{method}: {e}"))
             except BaseException as e:
                 exc = e
                 raise

@@ -24,10 +24,14 @@ def validate(cfg: pb.PodSandboxConfig) -> None:
     require(cfg.metadata.name, "config.metadata.name")
     require(cfg.metadata.namespace, "config.metadata.namespace")
     require(cfg.metadata.uid, "config.metadata.uid")
+    for what in ("name", "namespace", "uid"):
+        check_name(getattr(cfg.metadata, what), f"config.metadata.{what}")
     if cfg.metadata.attempt < 0:
         raise InvalidArgument("config.metadata.attempt must not be negative")
     if cfg.hostname and (len(cfg.hostname) > 64 or not _HOSTNAME.match(cfg.hostname)):
         raise InvalidArgument(f"config.hostname '{cfg.hostname}' is not a valid hostname")
+    if "\x00" in cfg.log_directory:
+        raise InvalidArgument("config.log_directory must not contain a NUL byte")
     if cfg.log_directory and not os.path.isabs(cfg.log_directory):
         raise InvalidArgument(f"config.log_directory '{cfg.log_directory}' must be absolute")
     parent = cfg.linux.cgroup_parent
@@ -52,6 +56,17 @@ def validate(cfg: pb.PodSandboxConfig) -> None:
                         host_ipc=opts.ipc == pb.NamespaceMode.NODE, host_uts=host_net)
     except ValueError as exc:
         raise InvalidArgument(f"config.linux.sysctls: {exc}") from None
+
+
+MAX_NAME = 253  # a Kubernetes object name (DNS subdomain) is at most this long
+
+
+def check_name(value: str, where: str) -> None:
+    """Names end up in messages, logs and annotations: no control characters, bounded length."""
+    if len(value) > MAX_NAME:
+        raise InvalidArgument(f"{where} is {len(value)} characters long (at most {MAX_NAME})")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise InvalidArgument(f"{where} {value!r} contains control characters")
 
 
 def _ip(value: str, where: str) -> None:
