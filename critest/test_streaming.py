@@ -147,11 +147,11 @@ def test_exec_stdin_half_close(cri: CriClient, pod: Pod, e2e_images: dict[str, P
     assert (res.stdout == payload, res.stderr, res.exit_code) == (True, b"done\n", 0)
 
 
-def _stdin_container(pod: Pod, image: str) -> str:
+def _stdin_container(pod: Pod, image: str, tty: bool = False) -> str:
     pb = pod.cri.pb
     config = pb.ContainerConfig(metadata=pb.ContainerMetadata(name="shell"),
                                 image=pb.ImageSpec(image=image), command=["sh"],
-                                stdin=True, log_path="shell.log")
+                                stdin=True, tty=tty, log_path="shell.log")
     pod.cri.image.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=image)), timeout=120)
     req = pb.CreateContainerRequest(pod_sandbox_id=pod.id, config=config,
                                     sandbox_config=pod.config)
@@ -187,6 +187,15 @@ def test_attach_to_running_shell(cri: CriClient, pod: Pod, e2e_images: dict[str,
     seen_a, seen_b, res = arun(go())
     assert seen_a == seen_b == b"attached-5\n"
     assert res.exit_code == 0 and res.error == "", res
+
+
+def test_attach_tty_resize(cri: CriClient, pod: Pod,
+                           e2e_images: dict[str, PushedImage]) -> None:
+    """Attach to a tty container: the resize reaches the container's own terminal."""
+    cid = _stdin_container(pod, e2e_images["busybox"].ref, tty=True)
+    seen, res = arun(_tty_session(attach_url(cri, cid, tty=True), "spdy"))
+    assert b"37 123" in seen and b"mark-42" in seen
+    assert res.exit_code == 0 and res.error == "", res  # attach reports no exit code
 
 
 def _httpd_cmd(listen: str) -> list[str]:

@@ -81,8 +81,9 @@ class SessionIO(abc.ABC):
 
 
 async def run_session(io: SessionIO, start: Callable[[], Awaitable[StreamSession]],
-                      want_stdin: bool) -> None:
-    """Until the process (or container) ends or the client leaves; nothing outlives it."""
+                      want_stdin: bool, report_exit: bool) -> None:
+    """Until the process (or container) ends or the client leaves; nothing outlives it.
+    Attach reports success when the container exits, whatever its code (as kubelet does)."""
     try:
         session = await start()
     except (MonitorError, ConnectionError, OSError) as exc:
@@ -115,7 +116,8 @@ async def run_session(io: SessionIO, start: Callable[[], Awaitable[StreamSession
             t.cancel()
         await asyncio.gather(out, gone, *helpers, return_exceptions=True)
         session.close()
-    await io.finish(session.exit_code, "")  # a no-op write if the client already left
+    code = session.exit_code if report_exit else None
+    await io.finish(code, "")  # a no-op write if the client already left
 
 
 class SpdyIO(SessionIO):

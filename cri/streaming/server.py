@@ -132,7 +132,8 @@ class StreamingServer:
             if not await io.wait_streams():
                 await io.finish(None, "timed out waiting for the client's streams")
                 return
-            await remotecommand.run_session(io, lambda: self._start(job), job.stdin)
+            await remotecommand.run_session(io, lambda: self._start(job), job.stdin,
+                                            isinstance(job, ExecJob))
         finally:
             conn.shutdown()
 
@@ -156,7 +157,8 @@ class StreamingServer:
             else:
                 io = WsIO(ws, job.stdout, job.stderr and not job.tty)
                 await io.start()
-                await remotecommand.run_session(io, lambda: self._start(job), job.stdin)
+                await remotecommand.run_session(io, lambda: self._start(job), job.stdin,
+                                                isinstance(job, ExecJob))
         finally:
             with contextlib.suppress(ConnectionError, RuntimeError, asyncio.CancelledError):
                 await ws.close()
