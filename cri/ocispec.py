@@ -10,6 +10,7 @@ from typing import Any
 from cri.errors import InvalidArgument, NotFound
 from cri.ocisecurity import apply_security
 from proto import api_pb2
+from runtime import spec as spec_defaults
 from runtime.images.records import ImageConfig
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -71,23 +72,10 @@ def merge_env(image_env: list[str], cri_env: list[api_pb2.KeyValue]) -> list[str
 
 
 def default_mounts(pod: PodContext, readonly_rootfs: bool) -> list[dict[str, Any]]:
-    """The kernel filesystems every container gets, as containerd's default spec has them."""
-    mounts: list[dict[str, Any]] = [
-        {"destination": "/proc", "type": "proc", "source": "proc",
-         "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-         "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-         "options": ["nosuid", "noexec", "nodev", "ro"]},
-        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-         "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
-    ]
+    """runc's default kernel filesystems, the container's cgroups read-only, the pod's files."""
+    mounts = spec_defaults.default_mounts()
+    mounts.append({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                   "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]})
     for dest, src in sorted(pod.files.items()):
         opts = ["rbind", "rprivate"] + (["ro"] if readonly_rootfs else [])
         mounts.append({"destination": dest, "type": "bind", "source": src, "options": opts})
