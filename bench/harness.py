@@ -46,7 +46,7 @@ class Plan:
 
     n: int = 30  # samples of per-pod metrics
     warmup: int = 2
-    pulls: int = 3
+    pulls: int = 5
     small: int = 30  # pods for list and memory figures
     large: int = 100
     clients: int = 6
