@@ -244,6 +244,31 @@ def test_port_forward_pod_network(cri: CriClient, pod: Pod,
     assert answer.startswith(b"HTTP/1.") and answer.endswith(b"hello-pf\n"), answer
 
 
+def test_port_forward_two_ports_one_session(cri: CriClient, pod: Pod,
+                                            e2e_images: dict[str, PushedImage]) -> None:
+    ref = e2e_images["busybox"].ref
+    for port in (8080, 8081):
+        pod.run(ref, ["sh", "-c", f"mkdir -p /tmp/w && echo port-{port} > /tmp/w/index.html && "
+                      f"exec httpd -f -p 127.0.0.1:{port} -h /tmp/w"], name=f"httpd{port}")
+    url = str(cri.runtime.PortForward(
+        cri.pb.PortForwardRequest(pod_sandbox_id=pod.id, port=[8080, 8081]), timeout=10).url)
+
+    async def go() -> list[tuple[bytes, str]]:
+        pf = await SpdyPortForward.connect(url)
+        try:
+            for _ in range(50):
+                got = await asyncio.gather(pf.request(8080, HTTP_GET), pf.request(8081, HTTP_GET))
+                if all(answer for answer, _ in got):
+                    return got
+                await asyncio.sleep(0.1)
+            return got
+        finally:
+            await pf.aclose()
+
+    (a, _), (b, _) = arun(go())
+    assert a.endswith(b"port-8080\n") and b.endswith(b"port-8081\n"), (a, b)
+
+
 @contextmanager
 def host_network_pod(cri: CriClient, tmp: Path) -> Iterator[tuple[str, Any]]:
     pb = cri.pb
