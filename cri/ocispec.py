@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass
 from typing import Any
@@ -164,6 +165,9 @@ def build_spec(*, container_id: str, cfg: api_pb2.ContainerConfig, image: ImageC
     return spec
 
 
+_CPUSET = re.compile(r"(\d+(-\d+)?(,\d+(-\d+)?)*)?")
+
+
 def resources(r: api_pb2.LinuxContainerResources) -> dict[str, Any]:
     """CRI resources in OCI form; negative values are refused rather than guessed at."""
     for name in ("cpu_period", "cpu_quota", "cpu_shares", "memory_limit_in_bytes",
@@ -173,6 +177,15 @@ def resources(r: api_pb2.LinuxContainerResources) -> dict[str, Any]:
             raise InvalidArgument(f"resources.{name} must not be negative, got {value}")
     if not -1000 <= r.oom_score_adj <= 1000:
         raise InvalidArgument(f"resources.oom_score_adj {r.oom_score_adj} is outside -1000..1000")
+    # the kernel answers EINVAL outside these; say which field instead
+    if r.cpu_period and not 1000 <= r.cpu_period <= 1_000_000:
+        raise InvalidArgument(f"resources.cpu_period {r.cpu_period} is outside 1000..1000000 µs")
+    if 0 < r.cpu_quota < 1000:
+        raise InvalidArgument(f"resources.cpu_quota {r.cpu_quota} is below the 1000 µs minimum")
+    for name in ("cpuset_cpus", "cpuset_mems"):
+        if not _CPUSET.fullmatch(getattr(r, name)):
+            raise InvalidArgument(f"resources.{name} '{getattr(r, name)[:100]}' is not a list "
+                                  "like 0-2,4")
     out: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}, *DEFAULT_DEVICES]}
     cpu = {k: v for k, v in (("shares", r.cpu_shares), ("quota", r.cpu_quota),
                              ("period", r.cpu_period), ("cpus", r.cpuset_cpus),
