@@ -10,10 +10,12 @@ import pytest
 from critest.util import (
     container_config,
     create,
+    list_containers,
     list_pods,
     pod_status,
     sandbox,
     sh,
+    status,
     stop_remove_pod,
     unique,
 )
@@ -141,3 +143,20 @@ def test_host_network_pod(
         cid = create(cri, pod_id, cfg, container_config(cri, ref, ["sleep", "600"], "c"))
         inode = sh(cri, cid, "stat -L -c %i /proc/self/ns/net").strip()
         assert int(inode) == Path("/proc/self/ns/net").stat().st_ino
+
+
+def test_stop_pod_stops_its_containers(
+    cri: CriClient, tmp_path: Path, pulled: list[str], e2e_images: dict[str, PushedImage]
+) -> None:
+    """StopPodSandbox ends every container (even one ignoring SIGTERM); they stay listed."""
+    pb, ref = cri.pb, e2e_images["busybox"].ref
+    pulled.append(ref)
+    with sandbox(cri, str(tmp_path)) as (pod_id, cfg):
+        stubborn = ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]
+        ids = [create(cri, pod_id, cfg, container_config(cri, ref, stubborn, "stubborn")),
+               create(cri, pod_id, cfg, container_config(cri, ref, ["sleep", "600"], "plain"))]
+        cri.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=60)
+        for cid in ids:
+            st = status(cri, cid)
+            assert st.state == pb.CONTAINER_EXITED and st.finished_at > 0
+        assert sorted(list_containers(cri, pod_sandbox_id=pod_id)) == sorted(ids)
