@@ -22,7 +22,7 @@ from cri.errors import (
     NotFound,
     require,
 )
-from cri.ids import new_id, resolve
+from cri.ids import lookup, new_id
 from cri.images import check_ref
 from cri.podconfig import check_name
 from cri.rollback import Rollback
@@ -81,11 +81,7 @@ class ContainerRPCs:
         def pod(self, given: str) -> PodRecord: ...
 
     def container(self, given: str) -> ContainerRecord:
-        cid = resolve(given, "container", self.ctx.store.containers.ids_with_prefix)
-        rec = self.ctx.store.containers.get(cid)
-        if rec is None:
-            raise NotFound(f"container {given} not found")
-        return rec
+        return lookup(self.ctx.store.containers, given, "container")
 
     async def CreateContainer(self, request: pb.CreateContainerRequest,
                               context: grpc.aio.ServicerContext) -> pb.CreateContainerResponse:

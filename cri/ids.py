@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from typing import TypeVar
 
 from cri.errors import InvalidArgument, NotFound
+from cri.store import ContainerRecord, PodRecord, Table
+
+R = TypeVar("R", PodRecord, ContainerRecord)
 
 
 def new_id() -> str:
@@ -24,3 +28,11 @@ def resolve(given: str, kind: str, prefix_lookup: Callable[[str], list[str]]) ->
     if len(matches) > 1:
         raise InvalidArgument(f"{kind} id prefix {given} is ambiguous ({len(matches)} matches)")
     return matches[0]
+
+
+def lookup(table: Table[R], given: str, kind: str) -> R:
+    """The record for a full id or unique prefix, or NOT_FOUND naming what was asked for."""
+    rec = table.get(resolve(given, kind, table.ids_with_prefix))
+    if rec is None:
+        raise NotFound(f"{kind} {given} not found")
+    return rec

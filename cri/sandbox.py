@@ -14,7 +14,7 @@ from cri import failpoints, podconfig
 from cri.context import Context
 from cri.errors import AlreadyExists, Internal, InvalidArgument, NotFound
 from cri.filters import id_match, labels_match
-from cri.ids import new_id, resolve
+from cri.ids import lookup, new_id
 from cri.rollback import Rollback
 from cri.store import ContainerRecord, NameTaken, PodRecord
 from proto import api_pb2 as pb
@@ -55,12 +55,7 @@ class SandboxRPCs:
         async def remove_container(self, rec: ContainerRecord) -> None: ...
 
     def pod(self, given: str) -> PodRecord:
-        """A pod by full id or unique prefix, or NOT_FOUND naming what was asked for."""
-        pod_id = resolve(given, "pod sandbox", self.ctx.store.pods.ids_with_prefix)
-        rec = self.ctx.store.pods.get(pod_id)
-        if rec is None:
-            raise NotFound(f"pod sandbox {given} not found")
-        return rec
+        return lookup(self.ctx.store.pods, given, "pod sandbox")
 
     async def RunPodSandbox(self, request: pb.RunPodSandboxRequest,
                             context: grpc.aio.ServicerContext) -> pb.RunPodSandboxResponse:
