@@ -11,6 +11,7 @@ from pathlib import Path
 from cri.errors import InvalidArgument, require
 from proto import api_pb2 as pb
 from runtime import sysctl
+from runtime.network import podfiles
 
 _HOSTNAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
                        re.IGNORECASE)
@@ -81,45 +82,11 @@ def hostname(cfg: pb.PodSandboxConfig) -> str:
     return cfg.hostname or socket.gethostname()
 
 
-def resolv_conf(dns: pb.DNSConfig) -> str:
-    """resolv.conf from the CRI DNS config; the caller decides when the host's is used."""
-    lines = [f"nameserver {s}" for s in dns.servers]
-    if dns.searches:
-        lines.append("search " + " ".join(dns.searches))
-    if dns.options:
-        lines.append("options " + " ".join(dns.options))
-    return "\n".join(lines) + "\n"
-
-
-def hosts_file(name: str, ips: list[str]) -> str:
-    """The localhost lines kubelet-managed pods expect, plus this pod's own names."""
-    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
-             "fe00::0\tip6-localnet", "fe00::0\tip6-mcastprefix", "fe00::1\tip6-allnodes",
-             "fe00::2\tip6-allrouters"]
-    lines += [f"{ip}\t{name}" for ip in ips]
-    return "\n".join(lines) + "\n"
-
-
 def write_pod_files(pod_dir: Path, cfg: pb.PodSandboxConfig, ips: list[str],
                     host_net: bool) -> dict[str, str]:
     """Write the files every container of the pod bind-mounts; returns container → host path."""
-    name = hostname(cfg)
-    files = {"/etc/hostname": name + "\n"}
-    has_dns = bool(cfg.dns_config.servers or cfg.dns_config.searches or cfg.dns_config.options)
-    files["/etc/resolv.conf"] = (resolv_conf(cfg.dns_config) if has_dns
-                                 else _host_file("/etc/resolv.conf"))
-    files["/etc/hosts"] = _host_file("/etc/hosts") if host_net else hosts_file(name, ips)
-    out = {}
-    for dest, text in files.items():
-        path = pod_dir / Path(dest).name
-        path.write_text(text)
-        path.chmod(0o644)
-        out[dest] = str(path)
-    return out
-
-
-def _host_file(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
+    dns = podfiles.DNSConfig(servers=list(cfg.dns_config.servers),
+                             searches=list(cfg.dns_config.searches),
+                             options=list(cfg.dns_config.options))
+    paths = podfiles.write_pod_files(str(pod_dir), hostname(cfg), ips, dns, host_network=host_net)
+    return {f"/etc/{name}": path for name, path in paths.items()}

@@ -68,14 +68,14 @@ def write_pod_files(
     host_resolv: str = HOST_RESOLV_CONF,
     host_hosts: str = HOST_HOSTS,
 ) -> dict[str, str]:
-    """Writes resolv.conf, hosts and hostname into `directory`; host-network pods share the
-    host's resolv.conf and hosts."""
+    """Writes resolv.conf, hosts and hostname into `directory`. Host-network pods share the
+    host's hosts file; any pod without a DNS config gets the host's resolv.conf."""
     paths = {
         "resolv.conf": os.path.join(directory, "resolv.conf"),
         "hosts": os.path.join(directory, "hosts"),
         "hostname": os.path.join(directory, "hostname"),
     }
-    resolv = resolv_conf_text(None if host_network else dns, host_resolv)
+    resolv = resolv_conf_text(dns, host_resolv)
     _write(paths["resolv.conf"], resolv)
     if host_network:
         try:

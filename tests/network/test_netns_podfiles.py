@@ -61,8 +61,8 @@ def test_pod_files_host_network_and_no_dns(tmp_path):
         host_resolv=str(host_resolv),
         host_hosts=str(host_hosts),
     )
-    with open(paths["resolv.conf"]) as f:
-        assert f.read() == "nameserver 127.0.0.53\n"
+    with open(paths["resolv.conf"]) as f:  # kubelet's DNS config wins, as in containerd
+        assert f.read() == "nameserver 10.96.0.10\n"
     with open(paths["hosts"]) as f:
         assert f.read() == "127.0.0.1 localhost node1\n"
     paths = write_pod_files(str(tmp_path / "n"), "p", [], None, host_resolv=str(host_resolv))
