@@ -1,10 +1,15 @@
-"""Write tiny launchers (absolute interpreter shebang, -S, checkout on sys.path) for each plugin."""
+"""Install the plugin executables: C launchers for the warm server, Python scripts without gcc."""
 
 from __future__ import annotations
 
+import argparse
 import compileall
 import os
+import shutil
+import subprocess
 import sys
+
+from cni_plugins.server import DEFAULT_SOCKET
 
 PLUGINS = {
     "bridge": "cni_plugins.bridge",
@@ -12,6 +17,8 @@ PLUGINS = {
     "loopback": "cni_plugins.loopback",
     "portmap": "cni_plugins.portmap",
 }
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SOURCE = os.path.join(ROOT, "cni_plugins", "launcher.c")
 
 
 def launcher(module: str, interpreter: str, root: str) -> str:
@@ -25,17 +32,50 @@ def launcher(module: str, interpreter: str, root: str) -> str:
     )
 
 
-def install(dest: str, interpreter: str = sys.executable) -> list[str]:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def c_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def compile_launcher(
+    out: str, name: str, interpreter: str, socket_path: str, autostart: bool, idle: float
+) -> None:
+    """Static: start-up without the dynamic loader is ~0.5 ms faster per call on this machine."""
+    defines = {
+        "BERTH_PLUGIN": c_string(name),
+        "BERTH_MODULE": c_string(PLUGINS[name].rpartition(".")[2]),
+        "BERTH_PYTHON": c_string(interpreter),
+        "BERTH_ROOT_LITERAL": c_string(repr(ROOT)),
+        "BERTH_SOCKET": c_string(socket_path),
+        "BERTH_AUTOSTART": "1" if autostart else "0",
+        "BERTH_IDLE": c_string(str(idle)),
+    }
+    cmd = ["gcc", "-O2", "-static", "-Wall", "-Werror", "-o", out, SOURCE]
+    cmd += [f"-D{k}={v}" for k, v in defines.items()]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+
+
+def install(
+    dest: str,
+    interpreter: str = sys.executable,
+    socket_path: str = DEFAULT_SOCKET,
+    autostart: bool = False,
+    idle: float = 600,
+) -> list[str]:
+    """Launchers reach the server at socket_path; with autostart the first call starts one,
+    which exits after `idle` seconds without calls."""
     # bytecode up front: compiling the plugin modules on every exec would cost ~10 ms
-    compileall.compile_dir(os.path.join(root, "cni_plugins"), quiet=1)
+    compileall.compile_dir(os.path.join(ROOT, "cni_plugins"), quiet=1)
     os.makedirs(dest, exist_ok=True)
+    native = shutil.which("gcc") is not None
     written = []
     for name, module in PLUGINS.items():
         path = os.path.join(dest, name)
         tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(launcher(module, interpreter, root))
+        if native:
+            compile_launcher(tmp, name, interpreter, socket_path, autostart, idle)
+        else:
+            with open(tmp, "w") as f:
+                f.write(launcher(module, interpreter, ROOT))
         os.chmod(tmp, 0o755)
         os.replace(tmp, path)
         written.append(path)
@@ -43,7 +83,10 @@ def install(dest: str, interpreter: str = sys.executable) -> list[str]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m cni_plugins.install DIR")
-    for p in install(sys.argv[1]):
+    parser = argparse.ArgumentParser(prog="python -m cni_plugins.install")
+    parser.add_argument("dir")
+    parser.add_argument("--socket", default=DEFAULT_SOCKET)
+    parser.add_argument("--autostart", action="store_true", help="first call starts the server")
+    opts = parser.parse_args()
+    for p in install(opts.dir, socket_path=opts.socket, autostart=opts.autostart):
         print(p)

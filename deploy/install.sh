@@ -34,7 +34,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e ".[dev]"
 .venv/bin/python -m proto.generate
-.venv/bin/python -m cni_plugins.install /usr/libexec/berth/cni
+.venv/bin/python -m cni_plugins.install --autostart /usr/libexec/berth/cni
 
 case "${1:-}" in
   --run)

@@ -12,16 +12,36 @@ from cni_plugins import firewall
 from cni_plugins.install import install
 from runtime.network import netns as netns_mod
 from tests.network.helpers import free_subnet, rand_name
+from tests.network.plugin_server import server_pids, start_server, stop_server, wait_for
 
 if os.geteuid() != 0:
     pytest.skip("network tests need root", allow_module_level=True)
 
 
 @pytest.fixture(scope="session")
-def our_bin(tmp_path_factory) -> str:
+def plugin_socket(tmp_path_factory):
+    """A private warm plugin server for the session; stopped (and checked gone) at the end."""
+    path = str(tmp_path_factory.mktemp("cnisrv") / "plugins.sock")
+    proc = start_server(path)
+    yield path
+    stop_server(proc, path)
+    assert wait_for(lambda: not server_pids(path), 10), "plugin server processes left behind"
+
+
+@pytest.fixture(scope="session")
+def our_bin(tmp_path_factory, plugin_socket) -> str:
+    """C launchers talking to the session's server: the path production takes."""
     d = str(tmp_path_factory.mktemp("cnibin"))
-    install(d)
+    install(d, socket_path=plugin_socket)
     return d
+
+
+@pytest.fixture(scope="session")
+def fallback_bin(tmp_path_factory) -> str:
+    """C launchers whose socket never exists: every call execs the Python plugin."""
+    d = tmp_path_factory.mktemp("cnifallback")
+    install(str(d), socket_path=str(d / "absent.sock"))
+    return str(d)
 
 
 @pytest.fixture

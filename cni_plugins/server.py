@@ -1,0 +1,206 @@
+"""Warm plugin server: the C launchers hand it each CNI call, so no call pays Python start-up.
+
+Single-threaded on purpose: every request is run by a forked worker (safe only without
+threads), which takes the caller's stdio and cwd, environment and umask, then runs the plugin's
+main() exactly as the Python executable would. Namespace switches happen in the worker only.
+"""
+
+from __future__ import annotations
+
+import _ctypes  # noqa: F401 - preloaded: lean.setns in every worker needs it
+import argparse
+import array
+import contextlib
+import errno
+import fcntl
+import os
+import select
+import signal
+import socket
+import stat
+import struct
+import sys
+import traceback
+
+from cni_plugins import bridge, host_local, loopback, portmap
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+DEFAULT_SOCKET = "/run/berth/cni-plugins.sock"
+PROTO = b"berth-cni/1"
+MAX_REQUEST = 65536
+N_FDS = 4  # stdin, stdout, stderr, cwd
+MAINS: dict[str, Callable[[], int]] = {
+    "bridge": bridge.main,
+    "host-local": host_local.main,
+    "loopback": loopback.main,
+    "portmap": portmap.main,
+}
+
+
+class Request:
+    """One decoded call; fds are ours to close."""
+
+    def __init__(self, plugin: str, umask: int, env: dict[str, str], fds: list[int]) -> None:
+        self.plugin = plugin
+        self.umask = umask
+        self.env = env
+        self.fds = fds
+
+
+def _received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    fds = array.array("i")
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    return list(fds)
+
+
+def read_request(conn: socket.socket) -> Request:
+    """Only a root peer (same uid as us), one of our four plugins, within the size cap."""
+    uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
+    msg, ancdata, flags, _addr = conn.recvmsg(
+        MAX_REQUEST, socket.CMSG_SPACE(N_FDS * 4), socket.MSG_CMSG_CLOEXEC
+    )
+    fds = _received_fds(ancdata)
+    try:
+        if uid != os.getuid():
+            raise ValueError(f"peer uid {uid} refused")
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) != N_FDS:
+            raise ValueError("request too large or without its file descriptors")
+        fields = msg.split(b"\0")
+        if len(fields) < 4 or fields[0] != PROTO or fields[-1] != b"":
+            raise ValueError("malformed request")
+        plugin = fields[1].decode()
+        if plugin not in MAINS:
+            raise ValueError(f"unknown plugin {plugin!r}")
+        env: dict[str, str] = {}
+        for entry in fields[3:-1]:
+            key, sep, val = entry.decode("utf-8", "surrogateescape").partition("=")
+            if sep:
+                env[key] = val
+        return Request(plugin, int(fields[2], 8), env, fds)
+    except Exception:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+def run_plugin(req: Request) -> int:
+    """Become the plugin process: its stdio, cwd, umask and environment, then its main()."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # plugins wait for their own children
+    for target, fd in enumerate(req.fds[:3]):
+        os.dup2(fd, target)
+    os.fchdir(req.fds[3])
+    for fd in req.fds:
+        os.close(fd)
+    os.umask(req.umask)
+    os.environ.clear()
+    os.environ.update(req.env)
+    sys.argv = [req.plugin]
+    try:
+        rc = MAINS[req.plugin]()
+    except SystemExit as exc:
+        rc = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+        rc = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return rc
+
+
+class _Stopped(Exception):
+    """Raised from the signal handler: PEP 475 would otherwise resume select() after it."""
+
+
+def _stop(signum: int, _frame: object) -> None:
+    raise _Stopped(signum)
+
+
+def _worker(listener: socket.socket, conn: socket.socket) -> None:
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        listener.close()
+        try:
+            req = read_request(conn)
+        except (OSError, ValueError) as exc:
+            conn.close()  # the launcher reports a worker that ended without an exit code
+            print(f"berth cni server: {exc}", file=sys.stderr)
+            return
+        rc = run_plugin(req)
+        conn.sendall(b"%d" % rc)
+    finally:
+        os._exit(0)
+
+
+def bind(path: str) -> socket.socket:
+    """Root-only path socket; a stale one (its server gone) is replaced."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    sock.listen(128)
+    return sock
+
+
+def serve(path: str, idle: float = 0) -> int:
+    """Accept until SIGTERM/SIGINT or `idle` seconds without a request (0: forever)."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0  # another server owns this socket
+    os.ftruncate(lock, 0)
+    os.write(lock, b"%d\n" % os.getpid())  # who to stop: tests, operators
+    listener = bind(path)
+    ino, me = os.stat(path).st_ino, os.getpid()
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
+    try:
+        while True:
+            ready, _w, _x = select.select([listener], [], [], idle or None)
+            if not ready:
+                break
+            try:
+                conn, _addr = listener.accept()
+            except OSError as exc:
+                if exc.errno == errno.ECONNABORTED:
+                    continue
+                raise
+            if os.fork() == 0:
+                _worker(listener, conn)
+            conn.close()
+    except _Stopped:
+        pass
+    finally:
+        if os.getpid() != me:  # a worker hit by the signal before it could reset it
+            os._exit(0)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == ino:
+                os.unlink(path)
+        listener.close()
+        os.close(lock)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m cni_plugins.server")
+    parser.add_argument("--socket", default=DEFAULT_SOCKET)
+    parser.add_argument("--idle", type=float, default=0, help="exit after this many idle seconds")
+    opts = parser.parse_args()
+    return serve(opts.socket, opts.idle)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
