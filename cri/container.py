@@ -52,6 +52,9 @@ def user_of(rootfs: Path, cfg: pb.ContainerConfig,
             image: ImageConfig) -> tuple[int, int, list[int]]:
     """The security context's user wins over the image's; names resolve in the rootfs only."""
     sec = cfg.linux.security_context
+    if sec.HasField("run_as_group") and not (sec.HasField("run_as_user") or sec.run_as_username):
+        raise InvalidArgument("security_context.run_as_group needs run_as_user or "
+                              "run_as_username (CRI: the runtime must refuse it alone)")
     if sec.HasField("run_as_user"):
         if sec.run_as_user.value < 0:
             raise InvalidArgument(f"run_as_user {sec.run_as_user.value} must not be negative")

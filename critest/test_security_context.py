@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from critest.util import (
@@ -239,3 +240,32 @@ def test_pod_shared_pid_namespace(
         cid = create(cri, pod_id, cfg, container_config(cri, ref, ["sleep", "600"], "c",
                                                         security=own))
         assert sh(cri, cid, "cat /proc/1/cmdline | tr '\\0' ' '").strip() == "sleep 600"
+
+
+def test_run_as_group_without_user_is_refused(
+    cri: CriClient, tmp_path: Path, pulled: list[str], e2e_images: dict[str, PushedImage]
+) -> None:
+    """CRI: run_as_group without run_as_user/run_as_username — the runtime MUST error."""
+    pb, ref = cri.pb, e2e_images["busybox"].ref
+    pulled.append(ref)
+    sec = pb.LinuxContainerSecurityContext(run_as_group=pb.Int64Value(value=2002))
+    with sandbox(cri, str(tmp_path)) as (pod_id, cfg):
+        with pytest.raises(grpc.RpcError) as err:
+            create(cri, pod_id, cfg, container_config(cri, ref, ["sleep", "600"], "g",
+                                                      security=sec))
+        assert err.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNKNOWN)
+
+
+def test_seccomp_legacy_localhost_path(
+    cri: CriClient, run_in_pod: Runner, tmp_path: Path
+) -> None:
+    """The pre-1.19 string form `localhost/<absolute path>` still selects a node profile."""
+    profile = tmp_path / "no-mkdir-legacy.json"
+    profile.write_text(json.dumps({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+    }))
+    sec = cri.pb.LinuxContainerSecurityContext(seccomp_profile_path=f"localhost/{profile}")
+    cid = run_in_pod(security=sec)
+    res = exec_sync(cri, cid, ["mkdir", "/tmp/blocked"])
+    assert res.exit_code != 0 and b"Operation not permitted" in res.stderr
