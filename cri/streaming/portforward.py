@@ -99,11 +99,14 @@ class SpdyForwarder:
         await error.close()
 
     async def serve(self) -> None:
-        """Until the client hangs up; then every helper is stopped."""
-        await self.conn.closed.wait()
-        for t in list(self.tasks):
-            t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        """Until the client hangs up (or berthd stops); then every helper is stopped."""
+        try:
+            await self.conn.closed.wait()
+        finally:
+            self.conn.shutdown()
+            for t in list(self.tasks):
+                t.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 async def serve_ws(ch: Channels, pod_id: str, netns: str, ports: list[int]) -> None:

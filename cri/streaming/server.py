@@ -39,7 +39,7 @@ def _negotiate(offered: list[str], supported: tuple[str, ...]) -> str | None:
 
 
 class StreamingServer:
-    """Tokens in, sessions out; every session is tracked so stop() can end them all."""
+    """Tokens in, sessions out; stop() cancels whatever sessions are still running."""
 
     def __init__(self, monitor: MonitorClient, address: str, token_ttl: float) -> None:
         self.monitor = monitor
@@ -47,7 +47,6 @@ class StreamingServer:
         self.tokens = TokenCache(token_ttl)
         self.base_url = ""
         self._runner: web.AppRunner | None = None
-        self.sessions = 0  # live sessions, for tests and metrics
 
     async def start(self) -> None:
         app = web.Application(client_max_size=64 << 10)
@@ -80,15 +79,11 @@ class StreamingServer:
         if job is None or not isinstance(job, expected):
             raise web.HTTPNotFound(text="unknown or expired streaming token\n")
         upgrade = request.headers.get(hdrs.UPGRADE, "").lower()
-        self.sessions += 1
-        try:
-            if upgrade == "websocket":
-                return await self._websocket(request, job)
-            if upgrade.startswith("spdy/3.1"):
-                return await self._spdy(request, job)
-            raise web.HTTPBadRequest(text="expected an Upgrade to SPDY/3.1 or websocket\n")
-        finally:
-            self.sessions -= 1
+        if upgrade == "websocket":
+            return await self._websocket(request, job)
+        if upgrade.startswith("spdy/3.1"):
+            return await self._spdy(request, job)
+        raise web.HTTPBadRequest(text="expected an Upgrade to SPDY/3.1 or websocket\n")
 
     async def _spdy(self, request: web.Request, job: Job) -> web.StreamResponse:
         supported = ((portforward.PROTOCOL,) if isinstance(job, PortForwardJob)
