@@ -19,6 +19,7 @@ from cri.samples import ContainerSample, PodSample, Sampler, pod_processes
 BASE_LABELS = ("container", "id", "image", "name", "namespace", "pod")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
                    30, 60, 120)
+FS_TTL = 10.0  # seconds a scrape reuses a writable-layer figure (a directory walk each)
 PULL_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
@@ -221,7 +222,7 @@ class BerthMetrics:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.sampler = Sampler(ctx)
+        self.sampler = Sampler(ctx, fs_ttl=FS_TTL)
         self.registry = CollectorRegistry(auto_describe=False)
         self._oom_seen: dict[str, int] = {}
         r = self.registry

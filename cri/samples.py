@@ -25,7 +25,6 @@ from runtime.monitor.state import ContainerState
 
 USER_HZ = os.sysconf("SC_CLK_TCK")
 RATE_WINDOW_NS = 1_000_000_000  # keep a CPU baseline at least this old, so rates are not noise
-FS_TTL = 10.0  # seconds a writable-layer usage figure is reused (cAdvisor's du is lazier)
 
 
 @dataclass
@@ -91,8 +90,9 @@ def parse_net_dev(text: str) -> list[Iface]:
 class Sampler:
     """Takes samples; remembers an older CPU reading per id for usage_nano_cores."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, fs_ttl: float = 0.0) -> None:
         self.ctx = ctx
+        self.fs_ttl = fs_ttl
         self.driver = cgroups.driver(ctx.config.runtime.cgroup_root)
         self.fs_mount = str(Path(ctx.config.state_dir) / "bundles")
         self._cpu_base: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}
@@ -117,15 +117,15 @@ class Sampler:
             parent = str(prec.extra.get("cgroup_parent") or "berth").strip("/")
             by_pod[prec.id] = PodSample(prec, pb.PodSandboxConfig.FromString(prec.config),
                                         parent, taken_ns=now)
-        for crec in container_records(self.ctx.store):
+        records = container_records(self.ctx.store)
+        alive = {r.id for r in records}
+        self._cpu_base = {k: v for k, v in self._cpu_base.items() if k in alive}
+        self._fs = {k: v for k, v in self._fs.items() if k in alive}
+        for crec in records:
             pod = by_pod.get(crec.pod_id)
             if pod is None or (container_ids is not None and crec.id not in container_ids):
                 continue
             pod.containers.append(self.container(crec, states.get(crec.id), pod.cgroup_parent))
-        seen = {c.rec.id for p in by_pod.values() for c in p.containers}
-        if pod_ids is None and container_ids is None:
-            self._cpu_base = {k: v for k, v in self._cpu_base.items() if k in seen}
-            self._fs = {k: v for k, v in self._fs.items() if k in seen}
         for pod in by_pod.values():
             pod.interfaces = self.interfaces(pod)
         return list(by_pod.values())
@@ -150,10 +150,12 @@ class Sampler:
         return sample
 
     def _fs_usage(self, cid: str) -> tuple[int, int]:
-        """Walking the upper dir is the priciest read, so it is redone only every FS_TTL s."""
+        """Walking the upper dir is the priciest read: /metrics redoes it every fs_ttl s only."""
+        if self.fs_ttl <= 0:
+            return Bundle(self.ctx.bundle_dir(cid)).usage()
         now = time.monotonic()
         hit = self._fs.get(cid)
-        if hit is None or now - hit[0] >= FS_TTL:
+        if hit is None or now - hit[0] >= self.fs_ttl:
             hit = self._fs[cid] = (now, *Bundle(self.ctx.bundle_dir(cid)).usage())
         return hit[1], hit[2]
 
