@@ -47,6 +47,10 @@ class Internal(CriError):
     code = grpc.StatusCode.INTERNAL
 
 
+class ResourceExhausted(CriError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 def require(value: object, what: str) -> None:
     """Empty required fields are the commonest bad input; name the field."""
     if not value:

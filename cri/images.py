@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import json
 import re
 import time
@@ -28,6 +30,15 @@ _BY_HTTP_STATUS: dict[int, type[errors.CriError]] = {
 
 
 _IMAGE_ID = re.compile(r"(sha256:)?[0-9a-f]{1,64}")
+
+
+def _no_space(exc: BaseException | None) -> bool:
+    """ENOSPC anywhere in the cause chain (unpack and download wrap the OSError)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def check_ref(ref: str, where: str) -> None:
@@ -77,6 +88,11 @@ class ImageRPCs:
         except RegistryError as exc:
             raise _BY_HTTP_STATUS.get(exc.status, errors.CriError)(str(exc)) from None
         except PullError as exc:
+            if _no_space(exc):  # kept partial layers would leave the node's disk full
+                await asyncio.to_thread(self.ctx.images.gc)
+                raise errors.ResourceExhausted(
+                    f"{exc}: the state dir {self.ctx.config.state_dir} is full; "
+                    "layers this pull stored were removed") from None
             raise errors.Internal(str(exc)) from None
         finally:
             for observe in self.ctx.pull_observers:
