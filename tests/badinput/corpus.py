@@ -103,6 +103,9 @@ POD_CASES = [
     Case("RunPodSandbox", pod_config(metadata={"name": NUL}), INV, ("name",), why="NUL in name"),
     Case("RunPodSandbox", pod_config(metadata={"name": HUGE}), INV, ("name",),
          why="oversized name"),
+    # printable unicode is only a name: accepted (and removed again by the test)
+    Case("RunPodSandbox", pod_config(metadata={"name": "pód-名前-\U0001f433"},
+                                     labels={"ключ": "значение"}), OK, why="unicode name"),
     Case("RunPodSandbox", pod_config(metadata={"name": "$POD_NAME", "uid": "$POD_UID",
                                                "namespace": "badinput"}),
          AE, ("$POD",), why="duplicate name names holder"),
@@ -161,6 +164,8 @@ CONTAINER_CASES = [
          why="empty name"),
     Case("CreateContainer", ctr(metadata={"name": NUL}), INV, ("name",), why="NUL in name"),
     Case("CreateContainer", ctr(metadata={"name": HUGE}), INV, ("name",), why="oversized name"),
+    Case("CreateContainer", ctr(metadata={"name": "c-\u202eevil-\U0001f433"}), OK,
+         why="unicode name"),
     Case("CreateContainer", ctr(metadata={"name": "$CREATED_NAME"}), AE, ("$CREATED",),
          why="duplicate name names holder"),
     Case("CreateContainer", ctr(image=None), INV, ("image",), why="no image"),
