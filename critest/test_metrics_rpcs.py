@@ -42,7 +42,7 @@ def test_cpu_usage_grows_for_a_busy_loop(cri: CriClient, pod: Pod,
     time.sleep(1.0)
     second = _stats(cri, burn)
     used = second.cpu.usage_core_nano_seconds.value - first.cpu.usage_core_nano_seconds.value
-    assert used > 2 * 10**8, f"a busy loop used only {used} ns of CPU in ~1 s"
+    assert used > 5 * 10**7, f"a busy loop used only {used} ns of CPU in ~1 s (shared machine)"
     assert second.cpu.timestamp > first.cpu.timestamp
 
 
