@@ -108,3 +108,12 @@ def test_install_script_lists_systemd() -> None:
     script = (DEPLOY / "install.sh").read_text()
     packages = re.search(r"APT_PACKAGES=\((.*?)\)", script, re.S)
     assert packages and "systemd" in packages.group(1).split()
+
+
+def test_deploy_doc_names_real_files_and_the_socket() -> None:
+    doc = (REPO / "docs" / "deploy.md").read_text()
+    for name in set(re.findall(r"deploy/([\w.-]+)", doc)):
+        assert (DEPLOY / name).exists(), f"docs/deploy.md names deploy/{name}"
+    sock = configmod.load(str(DEPLOY / "berth.toml")).socket_path
+    assert set(re.findall(r"unix://(/run/berth/[\w.]+)", doc)) == {sock}
+    assert "/usr/libexec/berth/cni" in doc and "KillMode=process" in doc
