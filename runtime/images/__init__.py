@@ -8,6 +8,7 @@ Entry point for the CRI image service: `store.ImageStore`. On disk, under `<stat
   `snapshots/.tmp-*` are unpacks in progress (flock-ed), renamed into place when verified;
 - `images.json`: the image records, replaced atomically.
 
-Layers are unpacked by `unpack.apply_layer`, which resolves every path with openat2
+Layers are unpacked by `unpack` (all layers of a pull at once, each resolved against its
+parents after they commit), which resolves every path with openat2
 (RESOLVE_IN_ROOT) beneath the snapshot root, so a hostile layer cannot reach the host.
 """

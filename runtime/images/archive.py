@@ -14,7 +14,8 @@ from runtime.images.content import DigestMismatch
 from runtime.images.records import Image
 from runtime.images.reference import normalize
 from runtime.images.registry import INDEX_TYPES, MT_DOCKER_MANIFEST, choose_platform, host_platform
-from runtime.images.unpack import UnpackError
+from runtime.images.snapshots import chain_ids
+from runtime.images.unpack import UnpackError, apply_layer
 
 if TYPE_CHECKING:
     from runtime.images.store import ImageStore
@@ -78,7 +79,7 @@ def _install(store: ImageStore, manifest: dict[str, Any], raw: bytes, tags: list
             raise ArchiveError(f"archive lacks layer {ly['digest']}")
     mdigest = "sha256:" + hashlib.sha256(raw).hexdigest()
     store.content.put_bytes(mdigest, raw)
-    store.unpack_blobs(layers, cfg["rootfs"]["diff_ids"])
+    _unpack_blobs(store, layers, cfg["rootfs"]["diff_ids"])
     keep = [*digests, mdigest, cfg_digest, *[ly["digest"] for ly in layers]]
     img = store.make_image(manifest, len(raw), cfg, mdigest, platform, keep)
     return store.record(img, tags, [])
@@ -158,3 +159,23 @@ def import_archive(store: ImageStore, path: Path) -> list[Image]:
         for d in store.content.list() - before - used - store.pinned():
             store.content.delete(d)
     return images
+
+
+def _unpack_blobs(store: ImageStore, layers: list[dict[str, Any]], diff_ids: list[str]) -> None:
+    """Unpack layers already in the content store, in order, skipping present ones."""
+    chains = chain_ids(diff_ids)
+    for i, ly in enumerate(layers):
+        if store.snapshots.has(chains[i]):
+            continue
+        tmp = store.snapshots.prepare()
+        try:
+            with open(store.content.path(ly["digest"]), "rb") as f:
+                res = apply_layer(f, str(tmp / "fs"), store.snapshots.lowers(chains[:i]),
+                                  ly.get("mediaType", ""), store.max_layer_bytes)
+            if res.diff_id != diff_ids[i]:
+                raise DigestMismatch(f"layer {ly['digest']}: diff id {res.diff_id} "
+                                     f"does not match config {diff_ids[i]}")
+            store.snapshots.commit(tmp, chains[i])
+        except BaseException:
+            store.snapshots.discard(tmp)
+            raise

@@ -17,6 +17,9 @@ from typing import Any
 
 from runtime.images.reference import validate_digest
 
+_BATCH = 1 << 20
+_LINGER = 0.02
+
 # opener(offset) -> (offset the server actually starts at, chunks from there)
 Opener = Callable[[int], Awaitable[tuple[int, AsyncIterator[bytes]]]]
 
@@ -312,21 +315,65 @@ class ContentStore:
 
     async def _copy_chunks(self, ing: Ingest, fd: int, chunks: AsyncIterator[bytes],
                            written: int, timeout: float) -> None:
+        """Received chunks are gathered to ~1 MiB (or 20 ms); a worker thread writes and hashes
+        each batch while the loop receives the next, so blob bytes never wait on the loop."""
+        loop = asyncio.get_running_loop()
         it = chunks.__aiter__()
-        while True:
-            try:
-                chunk = await asyncio.wait_for(it.__anext__(), timeout)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                raise ProgressTimeout(f"no byte for {timeout}s fetching {ing.digest}") from None
-            if ing.size >= 0 and written + len(chunk) > ing.size:
-                os.unlink(ing.path)
-                raise DigestMismatch(f"blob {ing.digest}: more than the {ing.size} bytes declared")
-            os.pwrite(fd, chunk, written)
-            written += len(chunk)
-            ing.hasher.update(chunk)
-            ing._advance(written)
+        buf: list[bytes] = []
+        nbuf = 0
+        pending: asyncio.Future[None] | None = None
+        flushed = loop.time()
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                while True:
+                    try:
+                        chunk = await it.__anext__()
+                    except StopAsyncIteration:
+                        return
+                    deadline.reschedule(loop.time() + timeout)
+                    if ing.size >= 0 and written + nbuf + len(chunk) > ing.size:
+                        buf, nbuf = [], 0
+                        if pending is not None:
+                            await pending
+                        os.unlink(ing.path)
+                        raise DigestMismatch(
+                            f"blob {ing.digest}: more than the {ing.size} bytes declared")
+                    buf.append(chunk)
+                    nbuf += len(chunk)
+                    now = loop.time()
+                    if nbuf >= _BATCH or now - flushed >= _LINGER:  # a slow stream still streams
+                        flushed = now
+                        if pending is not None:
+                            await pending
+                        pending = loop.run_in_executor(
+                            None, _write_batch, ing, os.dup(fd), b"".join(buf), written)
+                        written, buf, nbuf = written + nbuf, [], 0
+        except TimeoutError:
+            raise ProgressTimeout(f"no byte for {timeout}s fetching {ing.digest}") from None
+        finally:  # what arrived is kept, so a retry resumes after it
+            if pending is not None:
+                try:
+                    await pending
+                except BaseException:
+                    buf = []
+                    raise
+            if buf:
+                _write_batch(ing, os.dup(fd), b"".join(buf), written)
+
+
+def _write_batch(ing: Ingest, fd: int, data: bytes, at: int) -> None:
+    """Write and hash one batch, then let followers read it; fd is a dup this call closes,
+    so a write the loop stopped waiting for can never land in a reused descriptor."""
+    try:
+        view = memoryview(data)
+        pos = at
+        while view:
+            n = os.pwrite(fd, view, pos)
+            view, pos = view[n:], pos + n
+    finally:
+        os.close(fd)
+    ing.hasher.update(data)
+    ing._advance(pos)
 
 
 def _unlocked(p: Path) -> bool:

@@ -11,6 +11,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,12 @@ from runtime.images.registry import (
     Resolved,
 )
 from runtime.images.snapshots import Snapshots, chain_ids
-from runtime.images.unpack import DEFAULT_MAX_LAYER_BYTES, UnpackError, apply_layer
+from runtime.images.unpack import (
+    DEFAULT_MAX_LAYER_BYTES,
+    Detached,
+    UnpackError,
+    unpack_detached,
+)
 
 _HEXPREFIX = re.compile(r"^(sha256:)?[a-f0-9]{3,64}$")
 
@@ -49,7 +55,7 @@ class ImageStore:
     """Images under `<state_dir>/images`: blobs, snapshots and the image index."""
 
     def __init__(self, state_dir: Path | str, registry: RegistryConfig | None = None,
-                 max_layer_bytes: int = DEFAULT_MAX_LAYER_BYTES) -> None:
+                 max_layer_bytes: int = DEFAULT_MAX_LAYER_BYTES, unpack_workers: int = 4) -> None:
         root = Path(state_dir) / "images"
         root.mkdir(parents=True, exist_ok=True)
         self.content = ContentStore(root)
@@ -63,6 +69,8 @@ class ImageStore:
         # pull runs on one event loop; get/list/remove may come from other (gRPC) threads
         self._lock = threading.RLock()
         self._unpacking: dict[str, asyncio.Lock] = {}
+        self._unpack_workers = unpack_workers
+        self._pool_: ThreadPoolExecutor | None = None
         self.content.cleanup()
         self.snapshots.cleanup()
         # layers of pulls abandoned long ago; recent ones stay so a retry resumes cheaply
@@ -73,6 +81,16 @@ class ImageStore:
         if self._client is not None and self._client_loop is asyncio.get_running_loop():
             await self._client.aclose()
         self._client = None
+        if self._pool_ is not None:
+            self._pool_.shutdown(wait=False)
+            self._pool_ = None
+
+    @property
+    def _pool(self) -> ThreadPoolExecutor:
+        """Layers unpack here, not in the loop's default pool that other RPCs share."""
+        if self._pool_ is None:
+            self._pool_ = ThreadPoolExecutor(self._unpack_workers, thread_name_prefix="unpack")
+        return self._pool_
 
     @property
     def client(self) -> RegistryClient:
@@ -126,7 +144,8 @@ class ImageStore:
     async def _fetch_and_unpack(self, r: Reference, layers: list[dict[str, Any]],
                                 diff_ids: list[str], chains: list[str],
                                 auth: Auth | None) -> None:
-        """Downloads run in parallel; each layer unpacks as it streams, once its parent is in."""
+        """Downloads run in parallel and every layer unpacks as it streams, all at once;
+        only the short resolve step waits for the parent's commit."""
         sem = asyncio.Semaphore(self.registry_config.max_concurrent_downloads)
         ingests: list[Ingest | None] = []
         for ly, chain in zip(layers, chains, strict=True):
@@ -134,11 +153,19 @@ class ImageStore:
                 ingests.append(None)
                 continue
             ingests.append(self._fetch(r, ly, auth, sem))
+        tasks: list[asyncio.Future[None]] = []
         try:
+            parent: asyncio.Future[None] | None = None
             for i, ing in enumerate(ingests):
                 if ing is not None:
-                    await self._unpack_one(ing, layers[i], diff_ids[i], chains[: i + 1])
+                    parent = asyncio.ensure_future(self._unpack_one(
+                        ing, layers[i], diff_ids[i], chains[: i + 1], parent))
+                    tasks.append(parent)
+            await asyncio.gather(*tasks)
         finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             for ing in ingests:
                 if ing is not None:
                     await self.content.release(ing)
@@ -155,33 +182,43 @@ class ImageStore:
                                   cfg.progress_timeout, cfg.retries, sem)
 
     async def _unpack_one(self, ing: Ingest, layer: dict[str, Any], diff_id: str,
-                          chains: list[str]) -> None:
+                          chains: list[str], parent: asyncio.Future[None] | None) -> None:
         lock = self._unpacking.setdefault(chains[-1], asyncio.Lock())
-        async with lock:  # a concurrent pull of the same layer waits, then finds it done
-            if not self.snapshots.has(chains[-1]):
-                await self._unpack_locked(ing, layer, diff_id, chains)
-        if not lock.locked():
-            self._unpacking.pop(chains[-1], None)
+        try:
+            async with lock:  # a concurrent pull of the same layer waits, then finds it done
+                if not self.snapshots.has(chains[-1]):
+                    await self._unpack_locked(ing, layer, diff_id, chains, parent)
+                elif parent is not None:
+                    await asyncio.shield(parent)
+        finally:
+            if not lock.locked():
+                self._unpacking.pop(chains[-1], None)
 
     async def _unpack_locked(self, ing: Ingest, layer: dict[str, Any], diff_id: str,
-                             chains: list[str]) -> None:
+                             chains: list[str], parent: asyncio.Future[None] | None) -> None:
         tmp = self.snapshots.prepare()
         reader = None
         work: asyncio.Future[Any] | None = None
+        loop = asyncio.get_running_loop()
         try:
             try:
                 reader = ing.reader()
             except FileNotFoundError:
                 await ing.wait()  # the download failed and removed its file: raise its error
                 raise
-            work = asyncio.ensure_future(asyncio.to_thread(
-                apply_layer, reader, str(tmp / "fs"), self.snapshots.lowers(chains[:-1]),
-                layer.get("mediaType", ""), self.max_layer_bytes))
-            result = await asyncio.shield(work)
+            work = loop.run_in_executor(
+                self._pool, unpack_detached, reader, str(tmp / "fs"),
+                layer.get("mediaType", ""), self.max_layer_bytes)
+            detached: Detached = await asyncio.shield(work)
             await ing.wait()  # the digest check; a mismatch discards the snapshot
-            if result.diff_id != diff_id:
-                raise DigestMismatch(f"layer {ing.digest}: diff id {result.diff_id} "
+            if detached.result.diff_id != diff_id:
+                raise DigestMismatch(f"layer {ing.digest}: diff id {detached.result.diff_id} "
                                      f"does not match config {diff_id}")
+            if parent is not None:
+                await asyncio.shield(parent)  # its failure fails this layer too
+            work = loop.run_in_executor(
+                self._pool, detached.resolve, self.snapshots.lowers(chains[:-1]))
+            await asyncio.shield(work)
             self.snapshots.commit(tmp, chains[-1])
         except BaseException as e:
             if reader is not None:
@@ -235,26 +272,6 @@ class ImageStore:
             self.index.images[img.id] = img
             self.index.save()
             return img
-
-    def unpack_blobs(self, layers: builtins.list[dict[str, Any]],
-                     diff_ids: builtins.list[str]) -> None:
-        """Unpack layers already in the content store (import path), skipping present ones."""
-        chains = chain_ids(diff_ids)
-        for i, ly in enumerate(layers):
-            if self.snapshots.has(chains[i]):
-                continue
-            tmp = self.snapshots.prepare()
-            try:
-                with open(self.content.path(ly["digest"]), "rb") as f:
-                    res = apply_layer(f, str(tmp / "fs"), self.snapshots.lowers(chains[:i]),
-                                      ly.get("mediaType", ""), self.max_layer_bytes)
-                if res.diff_id != diff_ids[i]:
-                    raise DigestMismatch(f"layer {ly['digest']}: diff id {res.diff_id} "
-                                         f"does not match config {diff_ids[i]}")
-                self.snapshots.commit(tmp, chains[i])
-            except BaseException:
-                self.snapshots.discard(tmp)
-                raise
 
     def import_archive(self, path: str | Path) -> builtins.list[Image]:
         """Air-gapped import of an OCI layout tar or a `docker save` tarball."""

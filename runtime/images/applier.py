@@ -1,0 +1,370 @@
+"""The entry-by-entry writer behind unpack: every path resolved beneath the snapshot root."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tarfile
+from dataclasses import dataclass, field
+
+from runtime.images._sys import openat2, proc_fd_path
+from runtime.images.fsops import (
+    clone_meta,
+    copy_fd,
+    copy_stream,
+    lstat_at,
+    rmtree_fd,
+    set_xattr,
+    xattrs,
+)
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE = ".wh..wh..opq"
+DEFAULT_MAX_LAYER_BYTES = 16 << 30
+DEFAULT_MAX_ENTRIES = 1_000_000  # an inode bomb of empty files passes any byte cap
+_DIR = os.O_PATH | os.O_DIRECTORY
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class UnpackError(Exception):
+    """A layer that is malformed, hostile or over its size cap."""
+
+
+@dataclass
+class UnpackResult:
+    """What the unpack saw, so the caller can check the diff ID and account size."""
+
+    diff_id: str
+    tar_bytes: int
+    file_bytes: int
+    entries: int
+
+
+@dataclass
+class _Link:
+    """A hard link whose target lies in a lower layer: an empty placeholder until resolve."""
+
+    rel: str
+    ino: int
+    target: list[str]
+
+
+def clean_parts(name: str) -> list[str]:
+    """Split a member name into safe components; '..' anywhere is refused, '/' is stripped."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UnpackError(f"path {name!r} contains '..'")
+    return parts
+
+
+def _split(rel: str) -> tuple[list[str], str]:
+    parts = rel.split("/")
+    return parts[:-1], parts[-1]
+
+
+@dataclass
+class Applier:
+    root: int
+    lowers: list[int] | None  # None while detached: parents are not there yet
+    cap: int
+    file_bytes: int = 0
+    dir_times: list[tuple[str, int]] = field(default_factory=list)
+    implicit: dict[str, int] = field(default_factory=dict)  # parent dirs the tar never named
+    links: list[_Link] = field(default_factory=list)
+    placeholders: dict[str, _Link] = field(default_factory=dict)  # by target path
+
+    def open_dir(self, parts: list[str], create: bool) -> int:
+        """O_PATH fd of a directory, resolved from the snapshot root; missing parents copy up."""
+        try:
+            return openat2(self.root, "/".join(parts), _DIR)
+        except FileNotFoundError:
+            if not create:
+                raise
+        except NotADirectoryError:
+            raise UnpackError(f"{'/'.join(parts)!r} is not a directory") from None
+        for i in range(len(parts)):
+            prefix = "/".join(parts[: i + 1])
+            try:
+                os.close(openat2(self.root, prefix, _DIR))
+                continue
+            except FileNotFoundError:
+                pass
+            except NotADirectoryError:
+                raise UnpackError(f"{prefix!r} is not a directory") from None
+            pfd = openat2(self.root, "/".join(parts[:i]), _DIR)
+            try:
+                self._mkparent(pfd, parts[i], prefix)
+            finally:
+                os.close(pfd)
+        return openat2(self.root, "/".join(parts), _DIR)
+
+    def _mkparent(self, pfd: int, comp: str, rel: str) -> None:
+        try:
+            os.mkdir(comp, 0o755, dir_fd=pfd)
+        except FileExistsError:
+            raise UnpackError(f"parent {rel!r} is a dangling symlink") from None
+        fd = openat2(pfd, comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            os.fchmod(fd, 0o755)
+            if self.lowers is None:
+                self.implicit[rel] = os.fstat(fd).st_ino
+            else:
+                self._lower_dir_meta(fd, rel)
+        finally:
+            os.close(fd)
+
+    def _lower_dir_meta(self, fd: int, rel: str) -> None:
+        """A parent dir the layer omits keeps the owner, mode and mtime it has below."""
+        st = self._lower_stat(rel)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            os.fchown(fd, st.st_uid, st.st_gid)
+            os.fchmod(fd, stat.S_IMODE(st.st_mode))
+            self.dir_times.append((rel, st.st_mtime_ns))
+
+    def _lower_stat(self, rel: str) -> os.stat_result | None:
+        for lfd in self.lowers or []:
+            try:
+                fd = openat2(lfd, rel, os.O_PATH | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                return os.fstat(fd)
+            finally:
+                os.close(fd)
+        return None
+
+    def clear(self, pfd: int, base: str, rel: str, keep_dir: bool) -> None:
+        """Remove whatever the name holds now, never following a symlink."""
+        st = lstat_at(pfd, base)
+        if st is None:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            if keep_dir:
+                return
+            dfd = openat2(pfd, base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                rmtree_fd(dfd)
+            finally:
+                os.close(dfd)
+            os.rmdir(base, dir_fd=pfd)
+        else:
+            os.unlink(base, dir_fd=pfd)
+        self._forget(rel)
+
+    def _forget(self, rel: str) -> None:
+        """Records of what was at or under rel no longer apply: it is gone."""
+        under = rel + "/"
+        for k in [k for k in self.implicit if k == rel or k.startswith(under)]:
+            del self.implicit[k]
+        self.links = [x for x in self.links if x.rel != rel and not x.rel.startswith(under)]
+
+    def apply(self, m: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
+        parts = clean_parts(m.name)
+        if not parts:
+            if m.isdir():
+                fd = openat2(self.root, ".", os.O_RDONLY | os.O_DIRECTORY)
+                self._meta_fd(fd, m, "")
+            return
+        base = parts[-1]
+        pfd = self.open_dir(parts[:-1], create=True)
+        try:
+            if base == OPAQUE:
+                os.setxattr(proc_fd_path(pfd), "trusted.overlay.opaque", b"y")
+            elif base.startswith(WHITEOUT_PREFIX):
+                target = base[len(WHITEOUT_PREFIX) :]
+                if target.startswith(WHITEOUT_PREFIX):
+                    return  # other AUFS metadata (.wh..wh.plnk etc.): meaningless for overlay
+                if target in ("", ".", ".."):
+                    raise UnpackError(f"whiteout {m.name!r} names no entry")
+                if lstat_at(pfd, target) is not None:
+                    return  # a whiteout only hides lower layers, never its own layer's entry
+                os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
+            else:
+                self._entry(pfd, base, parts, m, tf)
+        finally:
+            os.close(pfd)
+
+    def _entry(
+        self, pfd: int, base: str, parts: list[str], m: tarfile.TarInfo, tf: tarfile.TarFile
+    ) -> None:
+        rel = "/".join(parts)
+        self.clear(pfd, base, rel, keep_dir=m.isdir())
+        if m.isdir():
+            self.implicit.pop(rel, None)  # named now: its own metadata wins
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(base, 0o700, dir_fd=pfd)
+            fd = openat2(pfd, base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            self._meta_fd(fd, m, rel)
+        elif m.isreg():
+            if self.file_bytes + m.size > self.cap:
+                raise UnpackError(f"{rel!r} ({m.size} bytes) exceeds the layer size cap {self.cap}")
+            self.file_bytes += m.size
+            fd = os.open(base, _NEW, 0o600, dir_fd=pfd)
+            try:
+                src = tf.extractfile(m)
+                assert src is not None
+                copy_stream(src, fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._meta_fd(fd, m, None)
+        elif m.issym():
+            os.symlink(m.linkname, base, dir_fd=pfd)
+            self._meta_nofollow(pfd, base, m)
+        elif m.islnk():
+            self._hardlink(pfd, base, rel, m)
+        elif m.ischr() or m.isblk() or m.isfifo():
+            kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK if m.isblk() else stat.S_IFIFO
+            os.mknod(base, kind | 0o600, os.makedev(m.devmajor, m.devminor), dir_fd=pfd)
+            self._meta_nofollow(pfd, base, m)
+        else:
+            raise UnpackError(f"{rel!r}: unsupported tar entry type {m.type!r}")
+
+    def _own(self, tparts: list[str]) -> tuple[int, os.stat_result | None]:
+        """Dir fd of the target's parent (or -1) and the target's lstat, in this layer only."""
+        try:
+            tpfd = self.open_dir(tparts[:-1], create=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return -1, None
+        return tpfd, lstat_at(tpfd, tparts[-1])
+
+    def _hardlink(self, pfd: int, base: str, rel: str, m: tarfile.TarInfo) -> None:
+        tparts = clean_parts(m.linkname)
+        if not tparts:
+            raise UnpackError(f"hardlink {m.name!r} to the root")
+        tpfd, st = self._own(tparts)
+        try:
+            if st is None:  # in a lower layer, or nowhere: resolve will tell
+                self._defer_link(pfd, base, rel, "/".join(tparts), tparts)
+                return
+            if stat.S_ISDIR(st.st_mode):
+                raise UnpackError(f"hardlink {m.name!r} to a directory")
+            os.link(tparts[-1], base, src_dir_fd=tpfd, dst_dir_fd=pfd, follow_symlinks=False)
+        finally:
+            if tpfd >= 0:
+                os.close(tpfd)
+
+    def _defer_link(self, pfd: int, base: str, rel: str, target: str, tparts: list[str]) -> None:
+        """Links to one lower file share one placeholder, so they stay one inode."""
+        ph = self.placeholders.get(target)
+        if ph is not None and ph in self.links:
+            hpdir, hbase = _split(ph.rel)
+            hpfd = self.open_dir(hpdir, create=False)
+            try:
+                st = lstat_at(hpfd, hbase)
+                if st is not None and st.st_ino == ph.ino:
+                    os.link(hbase, base, src_dir_fd=hpfd, dst_dir_fd=pfd, follow_symlinks=False)
+                    return
+            finally:
+                os.close(hpfd)
+        fd = os.open(base, _NEW, 0o000, dir_fd=pfd)
+        try:
+            link = _Link(rel, os.fstat(fd).st_ino, tparts)
+        finally:
+            os.close(fd)
+        self.links.append(link)
+        self.placeholders[target] = link
+
+    def _lower_file(self, rel: str) -> tuple[int, os.stat_result]:
+        """Read fd and stat of a regular file in the nearest lower layer that has rel."""
+        for lfd in self.lowers or []:
+            try:
+                probe = openat2(lfd, rel, os.O_PATH | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            st = os.fstat(probe)
+            os.close(probe)
+            if not stat.S_ISREG(st.st_mode):  # never open a lower fifo or device for reading
+                raise UnpackError(f"hardlink target {rel!r} in a lower layer is not a file")
+            return openat2(lfd, rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), st
+        raise UnpackError(f"hardlink target {rel!r} is not in the layer chain")
+
+    def resolve_link(self, link: _Link) -> None:
+        """Fill a placeholder from the lower file; link it in as the copy-up unless replaced."""
+        ldir, lbase = _split(link.rel)
+        try:
+            lpfd = self.open_dir(ldir, create=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        try:
+            try:
+                fd = openat2(lpfd, lbase, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                return
+            try:
+                if os.fstat(fd).st_ino != link.ino:
+                    return  # a later entry replaced the link
+                src, st = self._lower_file("/".join(link.target))
+                try:
+                    copy_fd(src, fd)
+                    clone_meta(src, st, fd)
+                finally:
+                    os.close(src)
+            finally:
+                os.close(fd)
+            tpfd, tst = self._own(link.target)
+            if tst is not None:
+                if tpfd >= 0:
+                    os.close(tpfd)
+                return  # the layer has its own entry there (or it already is this inode)
+            if tpfd < 0:
+                tpfd = self.open_dir(link.target[:-1], create=True)
+            try:
+                os.link(lbase, link.target[-1], src_dir_fd=lpfd, dst_dir_fd=tpfd,
+                        follow_symlinks=False)
+            finally:
+                os.close(tpfd)
+        finally:
+            os.close(lpfd)
+
+    def resolve_implicit(self, rel: str, ino: int) -> None:
+        """Give a parent dir the tar omitted the metadata it has in the lower layers."""
+        try:
+            fd = openat2(self.root, rel, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            return
+        try:
+            if os.fstat(fd).st_ino == ino:
+                self._lower_dir_meta(fd, rel)
+        finally:
+            os.close(fd)
+
+    def _meta_fd(self, fd: int, m: tarfile.TarInfo, dir_rel: str | None) -> None:
+        """Owner, then mode and xattrs (chown clears setuid and capabilities), then mtime."""
+        try:
+            os.fchown(fd, m.uid, m.gid)
+            os.fchmod(fd, stat.S_IMODE(m.mode))
+            for k, v in xattrs(m):
+                set_xattr(fd, None, k, v)
+            ns = int(m.mtime * 1e9)
+            if dir_rel is None:
+                os.utime(fd, ns=(ns, ns))
+            else:
+                self.dir_times.append((dir_rel, ns))
+        finally:
+            os.close(fd)
+
+    def _meta_nofollow(self, pfd: int, base: str, m: tarfile.TarInfo) -> None:
+        os.chown(base, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
+        if not m.issym():
+            # fchmodat has no NOFOLLOW; the node was just created by mknod, so no symlink is here
+            os.chmod(base, stat.S_IMODE(m.mode), dir_fd=pfd)
+        for k, v in xattrs(m):
+            set_xattr(pfd, base, k, v)
+        ns = int(m.mtime * 1e9)
+        os.utime(base, ns=(ns, ns), dir_fd=pfd, follow_symlinks=False)
+
+    def finish(self) -> None:
+        """Directory mtimes last, since writing their children changed them."""
+        for rel, ns in reversed(self.dir_times):
+            try:
+                fd = openat2(self.root, rel, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                os.utime(fd, ns=(ns, ns))
+            finally:
+                os.close(fd)
+
+

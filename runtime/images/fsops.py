@@ -1,0 +1,84 @@
+"""fd-relative file helpers for the unpacker: none follows a symlink or leaves its dir fd."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import tarfile
+from collections.abc import Iterator
+from typing import IO
+
+from runtime.images._sys import openat2, proc_fd_path
+
+_CHUNK = 1 << 20
+
+
+def xattrs(m: tarfile.TarInfo) -> Iterator[tuple[str, bytes]]:
+    """The member's xattrs, minus overlay ones that would let a layer steer overlayfs."""
+    for k, v in m.pax_headers.items():
+        if not k.startswith("SCHILY.xattr."):
+            continue
+        name = k[len("SCHILY.xattr.") :]
+        if name.startswith("trusted.overlay."):
+            continue  # redirect, metacopy, opaque
+        yield name, v.encode("utf-8", "surrogateescape")
+
+
+def set_xattr(fd: int, base: str | None, name: str, value: bytes) -> None:
+    """Set on fd itself, or on base under dir fd without following it; unsupported is skipped."""
+    try:
+        if base is None:
+            os.setxattr(fd, name, value)
+        else:
+            os.setxattr(proc_fd_path(fd, base), name, value, follow_symlinks=False)
+    except OSError as e:
+        if e.errno not in (errno.ENOTSUP, errno.EPERM):
+            raise
+
+
+def lstat_at(dfd: int, name: str) -> os.stat_result | None:
+    """lstat of name in dfd, None when absent."""
+    try:
+        return os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def copy_stream(src: IO[bytes], fd: int) -> None:
+    """Write everything src yields to fd (short writes retried)."""
+    while chunk := src.read(_CHUNK):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view) :]
+
+
+def copy_fd(src: int, dst: int) -> None:
+    """Kernel-side copy of a whole regular file (no bytes through Python)."""
+    off = 0
+    while n := os.copy_file_range(src, dst, 1 << 30, off, off):
+        off += n
+
+
+def clone_meta(src: int, st: os.stat_result, dst: int) -> None:
+    """Owner, then mode (chown clears setuid), xattrs and times of src onto dst."""
+    os.fchown(dst, st.st_uid, st.st_gid)
+    os.fchmod(dst, stat.S_IMODE(st.st_mode))
+    for xname in os.listxattr(src):
+        os.setxattr(dst, xname, os.getxattr(src, xname))
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def rmtree_fd(dfd: int) -> None:
+    """Empty a directory through its fd, never following a symlink."""
+    for name in os.listdir(dfd):
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            sub = openat2(dfd, name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                rmtree_fd(sub)
+            finally:
+                os.close(sub)
+            os.rmdir(name, dir_fd=dfd)
+        else:
+            os.unlink(name, dir_fd=dfd)
