@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -168,6 +169,27 @@ def test_cri_metrics_and_stats_agree_with_scrape(workload: dict[str, str], pod: 
     streamed = [s for r in rt.StreamPodSandboxStats(pb.StreamPodSandboxStatsRequest(), timeout=10)
                 for s in r.pod_sandbox_stats]
     assert pod.id in {s.attributes.id for s in streamed}
+
+
+def test_network_counters_move(workload: dict[str, str], pod: Pod,
+                               metrics_berthd: Berthd) -> None:
+    """Ping the pod's gateway (the test bridge's own address) and watch eth0's counters."""
+    pb = pod.cli.pb
+    url = metrics_berthd.metrics_url  # type: ignore[attr-defined]
+    status = pod.cli.runtime.PodSandboxStatus(
+        pb.PodSandboxStatusRequest(pod_sandbox_id=pod.id), timeout=10).status
+    gateway = str(ipaddress.ip_interface(f"{status.network.ip}/24").network[1])
+    lbl = {"pod": "metrics-pod", "interface": "eth0"}
+    before = scrape(url)
+    res = pod.cli.runtime.ExecSync(pb.ExecSyncRequest(
+        container_id=workload["hold"], cmd=["ping", "-c", "3", "-i", "0.2", "-s", "1000", gateway],
+        timeout=20), timeout=30)
+    assert res.exit_code == 0, res.stderr
+    after = scrape(url)
+    for metric in ("container_network_transmit_bytes_total",
+                   "container_network_receive_bytes_total"):
+        grown = one(after, metric, **lbl) - one(before, metric, **lbl)
+        assert grown >= 3 * 1000, f"{metric} grew by {grown}"
 
 
 def test_oom_kill_counts(workload: dict[str, str], pod: Pod, metrics_berthd: Berthd) -> None:
