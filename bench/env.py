@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bench.harness import Peer
 from bench.pods import pull
+from cni_plugins.install import install
 from tests.fixtures import hostclean
 from tests.fixtures._proc import free_port
 from tests.fixtures.berthd import Berthd, run_berthd
@@ -18,6 +19,7 @@ from tests.fixtures.containerd import Containerd, run_containerd
 from tests.fixtures.cri_client import CriClient
 from tests.fixtures.images import PushedImage, push_images
 from tests.fixtures.registry import Registry, run_registry
+from tests.network.plugin_server import start_server, stop_server, wait_for
 
 IMAGES = ("busybox", "pause", "big")
 
@@ -43,7 +45,8 @@ def daemon_pids(peer: Peer) -> list[int]:
     if peer.name == "berth":
         d: Berthd = peer.extra["berthd"]
         assert d.proc is not None
-        return sorted({d.proc.pid, *hostclean.pids_with_arg(str(d.workdir))})
+        return sorted({d.proc.pid, *hostclean.pids_with_arg(str(d.workdir)),
+                       *hostclean.pids_with_arg(peer.extra["plugin_socket"])})
     c: Containerd = peer.extra["containerd"]
     assert c.proc is not None
     return sorted({c.proc.pid, *hostclean.pids_with_arg(str(c.socket))})
@@ -64,6 +67,22 @@ def rss_kib(pids: list[int]) -> int:
 
 
 @contextmanager
+def plugin_server(workdir: Path) -> Iterator[str]:
+    """A private warm CNI plugin server (what deploy autostarts); yields its socket path."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    sock = str(workdir / "plugins.sock")
+    proc = start_server(sock)
+    try:
+        yield sock
+    finally:
+        stop_server(proc, sock)
+        if not wait_for(lambda: not hostclean.pids_with_arg(sock), 10):
+            left = hostclean.pids_with_arg(sock)
+            hostclean.kill_pids(left)
+            raise AssertionError(f"plugin server processes left: {left}")
+
+
+@contextmanager
 def environment(workdir: Path) -> Iterator[Env]:
     """Start registry, berthd and containerd on private dirs; every teardown checks for leaks."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -71,15 +90,17 @@ def environment(workdir: Path) -> Iterator[Env]:
         stack.callback(shutil.rmtree, workdir, True)
         reg = stack.enter_context(run_registry(workdir / "registry"))
         images = push_images(reg.host, IMAGES)
+        plugins = stack.enter_context(plugin_server(workdir / "cni-server"))
         metrics = {"address": f"127.0.0.1:{free_port()}"}
         b = stack.enter_context(run_berthd(workdir / "berthd", log_level="info",
                                            registry={"insecure": [reg.host]}, metrics=metrics))
+        install(str(b.workdir / "cni-bin"), socket_path=plugins)  # as deployed: warm server
         ctrd_metrics = f"127.0.0.1:{free_port()}"
         c = stack.enter_context(run_containerd(workdir / "containerd", [reg.host],
                                                images["pause"].ref, ctrd_metrics))
         bcli = stack.enter_context(CriClient(b.endpoint, "berth"))
         ccli = stack.enter_context(CriClient(c.endpoint, "containerd"))
-        berth = Peer("berth", bcli, {"berthd": b, "images": images,
+        berth = Peer("berth", bcli, {"berthd": b, "images": images, "plugin_socket": plugins,
                                      "metrics_url": f"http://{metrics['address']}/metrics"})
         ctrd = Peer("containerd", ccli, {"containerd": c, "images": images,
                                          "metrics_url": f"http://{ctrd_metrics}/v1/metrics"})

@@ -56,7 +56,7 @@ def cni_add(env: Env, plan: Plan) -> list[Row]:
     port = random.randrange(30000, 32000)
     with tempfile.TemporaryDirectory(prefix="berth-bench-cni-") as tmp:
         ours_bin = os.path.join(tmp, "bin")
-        install(ours_bin)
+        install(ours_bin, socket_path=env.berth.extra["plugin_socket"])
         ours, ref = Chain(ours_bin, tmp), Chain(REFERENCE_BIN, tmp)
         try:
             b, c = interleave(_sampler(ours, tmp, port), _sampler(ref, tmp, port + 1),

@@ -50,6 +50,12 @@ def pull(peer: Peer, ref: str) -> str:
     return str(peer.client.image.PullImage(req, timeout=300).image_ref)
 
 
+def namespaces(pb: Any) -> Any:
+    """What kubelet sends for a pod without shareProcessNamespace (pid POD is the proto default)."""
+    return pb.NamespaceOption(network=pb.NamespaceMode.POD, pid=pb.NamespaceMode.CONTAINER,
+                              ipc=pb.NamespaceMode.POD)
+
+
 def run_pod(peer: Peer, logs: Path, t: Timings | None = None) -> Pod:
     """RunPodSandbox with a kubelet-like config (unique name and uid, a log directory)."""
     pb = peer.client.pb
@@ -57,8 +63,10 @@ def run_pod(peer: Peer, logs: Path, t: Timings | None = None) -> Pod:
     log_dir = logs / peer.name / f"pod{n}"
     log_dir.mkdir(parents=True, exist_ok=True)
     meta = pb.PodSandboxMetadata(name=f"bench-{n}", uid=uuid.uuid4().hex, namespace="bench")
+    linux = pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(
+        namespace_options=namespaces(pb)))
     config = pb.PodSandboxConfig(metadata=meta, log_directory=str(log_dir),
-                                 hostname=f"bench-{n}", linux=pb.LinuxPodSandboxConfig())
+                                 hostname=f"bench-{n}", linux=linux)
     t0 = time.perf_counter()
     resp = peer.client.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=120)
     if t is not None:
@@ -74,7 +82,9 @@ def start_container(pod: Pod, t: Timings | None = None, command: list[str] | Non
     spec = pb.ImageSpec(image=image(peer, "busybox"))
     config = pb.ContainerConfig(metadata=pb.ContainerMetadata(name=name), image=spec,
                                 command=command or SLEEPER, log_path=f"{name}.log",
-                                linux=pb.LinuxContainerConfig())
+                                linux=pb.LinuxContainerConfig(
+                                    security_context=pb.LinuxContainerSecurityContext(
+                                        namespace_options=namespaces(pb))))
     req = pb.CreateContainerRequest(pod_sandbox_id=pod.id, config=config,
                                     sandbox_config=pod.config)
     t0 = time.perf_counter()
