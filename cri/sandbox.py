@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from cri import failpoints, podconfig
+from cri import failpoints, ocispec, podconfig
 from cri.context import Context
 from cri.errors import AlreadyExists, Internal, InvalidArgument, NotFound
 from cri.filters import id_match, labels_match
@@ -160,6 +160,16 @@ class SandboxRPCs:
         self.ctx.store.pods.delete(rec.id)
         self.pod_event(rec, "CONTAINER_DELETED_EVENT")
         return pb.RemovePodSandboxResponse()
+
+    async def UpdatePodSandboxResources(
+            self, request: pb.UpdatePodSandboxResourcesRequest,
+            context: grpc.aio.ServicerContext) -> pb.UpdatePodSandboxResourcesResponse:
+        """kubelet sizes the pod cgroup itself (cgroupfs driver): Berth only checks the values,
+        since it holds no per-pod process (no pause container) whose limits could change."""
+        self.pod(request.pod_sandbox_id)
+        ocispec.resources(request.overhead)
+        ocispec.resources(request.resources)
+        return pb.UpdatePodSandboxResourcesResponse()
 
     def pod_event(self, rec: PodRecord, kind: str) -> None:
         """Sandbox changes go out as container events carrying the pod id, as containerd does."""
