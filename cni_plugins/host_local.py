@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
 
+    from cni_plugins.skel import Handler
+
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 
 
@@ -215,8 +217,10 @@ def cmd_status(args: Args) -> None:
         raise CNIError(skel.E_NOT_AVAILABLE, f"{store.dir} is not writable")
 
 
+HANDLERS: dict[str, Handler] = {
+    "ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check, "GC": cmd_gc, "STATUS": cmd_status
+}
+
+
 def main() -> int:
-    return skel.run(
-        {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check, "GC": cmd_gc, "STATUS": cmd_status},
-        "host-local",
-    )
+    return skel.run(HANDLERS, "host-local")

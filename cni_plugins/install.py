@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+from cni_plugins.delegate import trailer
 from cni_plugins.server import DEFAULT_SOCKET
 
 PLUGINS = {
@@ -52,6 +53,8 @@ def compile_launcher(
     cmd = ["gcc", "-O2", "-static", "-Wall", "-Werror", "-o", out, SOURCE]
     cmd += [f"-D{k}={v}" for k, v in defines.items()]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
+    with open(out, "ab") as f:
+        f.write(trailer(name, ROOT))
 
 
 def install(

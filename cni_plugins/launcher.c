@@ -130,6 +130,8 @@ int main(void) {
     ssize_t got;
     while ((got = recv(sock, reply, sizeof reply - 1, 0)) < 0 && errno == EINTR)
         ;
+    if (got < 0 && errno == ECONNRESET)
+        exec_python(); /* no worker took the request (server stopping): nothing ran */
     if (got <= 0) {
         fprintf(stderr, "%s: plugin server worker ended without an exit code\n", BERTH_PLUGIN);
         printf("{\"cniVersion\": \"1.0.0\", \"code\": 999, \"msg\": \"plugin worker died\"}\n");

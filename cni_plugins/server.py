@@ -11,8 +11,8 @@ import _ctypes  # noqa: F401 - preloaded: lean.setns in every worker needs it
 import argparse
 import array
 import contextlib
-import errno
 import fcntl
+import gc
 import os
 import select
 import signal
@@ -32,6 +32,7 @@ DEFAULT_SOCKET = "/run/berth/cni-plugins.sock"
 PROTO = b"berth-cni/1"
 MAX_REQUEST = 65536
 N_FDS = 4  # stdin, stdout, stderr, cwd
+SPARES = 2  # a pod's bridge call, plus one more in flight at once
 MAINS: dict[str, Callable[[], int]] = {
     "bridge": bridge.main,
     "host-local": host_local.main,
@@ -120,21 +121,38 @@ def _stop(signum: int, _frame: object) -> None:
     raise _Stopped(signum)
 
 
-def _worker(listener: socket.socket, conn: socket.socket) -> None:
+def _worker(listener: socket.socket, notify: int) -> None:
+    """A spare: waits in accept() (the kernel wakes one), tells the server, serves one call."""
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        gc.disable()  # lives for one call; collection would only copy shared pages
+        try:
+            conn, _addr = listener.accept()
+        except OSError:
+            return  # the server shut the listener down
+        os.write(notify, b".")
+        os.close(notify)
         listener.close()
         try:
             req = read_request(conn)
         except (OSError, ValueError) as exc:
-            conn.close()  # the launcher reports a worker that ended without an exit code
+            # closed with the request unread: the launcher sees a reset and runs the plugin itself
             print(f"berth cni server: {exc}", file=sys.stderr)
             return
         rc = run_plugin(req)
         conn.sendall(b"%d" % rc)
     finally:
         os._exit(0)
+
+
+def _spawn(listener: socket.socket, notify_w: int, server_fds: tuple[int, ...]) -> None:
+    """server_fds include the lock: a worker outliving the server must not keep it held."""
+    if os.fork() == 0:
+        for fd in server_fds:
+            os.close(fd)
+        _worker(listener, notify_w)
 
 
 def bind(path: str) -> socket.socket:
@@ -152,8 +170,11 @@ def bind(path: str) -> socket.socket:
     return sock
 
 
-def serve(path: str, idle: float = 0) -> int:
-    """Accept until SIGTERM/SIGINT or `idle` seconds without a request (0: forever)."""
+def serve(path: str, idle: float = 0, spares: int = SPARES) -> int:
+    """Serve until SIGTERM/SIGINT or `idle` seconds without a call (0: forever).
+
+    Spare workers are forked ahead of time, so a call never waits for a fork.
+    """
     os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
     lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -167,20 +188,17 @@ def serve(path: str, idle: float = 0) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
+    notify_r, notify_w = os.pipe()
+    gc.freeze()  # keep the collector off the pages the workers share with us
     try:
+        for _ in range(spares):
+            _spawn(listener, notify_w, (notify_r, lock))
         while True:
-            ready, _w, _x = select.select([listener], [], [], idle or None)
+            ready, _w, _x = select.select([notify_r], [], [], idle or None)
             if not ready:
                 break
-            try:
-                conn, _addr = listener.accept()
-            except OSError as exc:
-                if exc.errno == errno.ECONNABORTED:
-                    continue
-                raise
-            if os.fork() == 0:
-                _worker(listener, conn)
-            conn.close()
+            for _ in os.read(notify_r, 64):  # one byte per spare that took a call
+                _spawn(listener, notify_w, (notify_r, lock))
     except _Stopped:
         pass
     finally:
@@ -189,7 +207,12 @@ def serve(path: str, idle: float = 0) -> int:
         with contextlib.suppress(FileNotFoundError):
             if os.stat(path).st_ino == ino:
                 os.unlink(path)
+        # wakes the spares' accept() with EINVAL; workers already serving a call finish it
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)
         listener.close()
+        os.close(notify_r)
+        os.close(notify_w)
         os.close(lock)
     return 0
 

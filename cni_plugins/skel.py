@@ -139,31 +139,40 @@ def _emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def run(handlers: dict[str, Handler], about: str = "") -> int:  # noqa: F821
-    """Dispatch one invocation; returns the process exit code."""
+def invoke(
+    handlers: dict[str, Handler], env: dict[str, str], stdin: bytes, about: str = ""  # noqa: F821
+) -> tuple[int, dict[str, Any] | None]:
+    """One call minus process I/O: (exit code, JSON for stdout), also run in-process by bridge."""
     version = "1.0.0"
     try:
-        stdin = b"" if os.environ.get("CNI_COMMAND") == "VERSION" else sys.stdin.buffer.read()
-        args = load_args(dict(os.environ), stdin)
+        args = load_args(env, stdin)
         version = args.version
         if args.command == "VERSION":
-            _emit({"cniVersion": "1.1.0", "supportedVersions": SUPPORTED_VERSIONS})
-            return 0
+            return 0, {"cniVersion": "1.1.0", "supportedVersions": SUPPORTED_VERSIONS}
         handler = handlers.get(args.command)
         if handler is None:
             if args.command in ("GC", "STATUS"):
-                return 0
+                return 0, None
             raise CNIError(E_INVALID_ENV, f"{args.command} not supported")
         result = handler(args)
-        if result is not None:
-            _emit(convert_result(result, version))
-        return 0
+        return 0, None if result is None else convert_result(result, version)
     except CNIError as exc:
-        _emit({"cniVersion": version, "code": exc.code, "msg": exc.msg, "details": exc.details})
-        return 1
+        return 1, {"cniVersion": version, "code": exc.code, "msg": exc.msg, "details": exc.details}
     except OSError as exc:
-        _emit({"cniVersion": version, "code": E_IO, "msg": str(exc), "details": about})
-        return 1
+        return 1, {"cniVersion": version, "code": E_IO, "msg": str(exc), "details": about}
     except Exception as exc:  # still answer in the spec's error format, never a bare traceback
-        _emit({"cniVersion": version, "code": 999, "msg": f"{about}: {exc!r}", "details": ""})
-        return 1
+        return 1, {"cniVersion": version, "code": 999, "msg": f"{about}: {exc!r}", "details": ""}
+
+
+def run(handlers: dict[str, Handler], about: str = "") -> int:  # noqa: F821
+    """Dispatch one invocation; returns the process exit code."""
+    out: dict[str, Any] | None
+    try:
+        stdin = b"" if os.environ.get("CNI_COMMAND") == "VERSION" else sys.stdin.buffer.read()
+    except OSError as exc:
+        rc, out = 1, {"cniVersion": "1.0.0", "code": E_IO, "msg": str(exc), "details": about}
+    else:
+        rc, out = invoke(handlers, dict(os.environ), stdin, about)
+    if out is not None:
+        _emit(out)
+    return rc
