@@ -1,4 +1,4 @@
-"""Stats filters, CPU accounting and the metrics RPCs kubelet's CRI stats provider uses."""
+"""CRI stats RPCs as kubelet's CRI stats provider reads them, and the metrics RPCs."""
 
 from __future__ import annotations
 
@@ -65,6 +65,57 @@ def test_container_stats_of_unknown_container(cri: CriClient) -> None:
     with pytest.raises(grpc.RpcError) as err:
         _stats(cri, "0" * 64)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_container_stats_memory_and_writable_layer(cri: CriClient, pod: Pod,
+                                                   e2e_images: dict[str, Any]) -> None:
+    _, sleep = _burn_and_sleep(cri, pod, e2e_images["busybox"].ref)
+    pod.exec(sleep, ["sh", "-c", "head -c 8388608 /dev/zero > /dev/shm/fill"])
+    st = _stats(cri, sleep)
+    assert st.attributes.id == sleep and st.attributes.metadata.name == "sleep"
+    assert st.memory.timestamp > 0
+    assert st.memory.working_set_bytes.value >= 8 << 20
+    assert st.writable_layer.fs_id.mountpoint
+
+
+@pytest.mark.differs(
+    "containerd",
+    reason="containerd 1.6 refreshes snapshot usage in a background syncer, so a fresh "
+    "container reports 0 bytes for its writable layer",
+    berth="measures the container's upper dir when asked",
+)
+def test_writable_layer_usage_is_current(cri: CriClient, pod: Pod,
+                                         e2e_images: dict[str, Any]) -> None:
+    _, sleep = _burn_and_sleep(cri, pod, e2e_images["busybox"].ref)
+    pod.exec(sleep, ["sh", "-c", "head -c 2000000 /dev/zero > /written"])
+    layer = _stats(cri, sleep).writable_layer
+    assert layer.used_bytes.value >= 2_000_000
+    assert layer.inodes_used.value >= 1
+
+
+@pytest.mark.differs(
+    "containerd",
+    reason="containerd 1.6 fails PodSandboxStats for a sandbox without cgroup_parent "
+    "('cgroupPath is empty'); kubelet always sends one, the pod fixture does not",
+    berth="sums the pod's containers and reads the pod's network namespace",
+)
+def test_pod_sandbox_stats(cri: CriClient, pod: Pod, e2e_images: dict[str, Any]) -> None:
+    pb = cri.pb
+    burn, sleep = _burn_and_sleep(cri, pod, e2e_images["busybox"].ref)
+    time.sleep(0.2)
+    stats = cri.runtime.PodSandboxStats(pb.PodSandboxStatsRequest(pod_sandbox_id=pod.id),
+                                        timeout=10).stats
+    assert stats.attributes.id == pod.id
+    assert stats.attributes.metadata.name == pod.config.metadata.name
+    linux = stats.linux
+    assert linux.cpu.usage_core_nano_seconds.value > 0
+    assert linux.memory.working_set_bytes.value > 0
+    assert {c.attributes.id for c in linux.containers} == {burn, sleep}
+    assert linux.network.default_interface.name == "eth0"
+    assert linux.process.process_count.value >= 2
+    listed = cri.runtime.ListPodSandboxStats(pb.ListPodSandboxStatsRequest(
+        filter=pb.PodSandboxStatsFilter(id=pod.id)), timeout=10).stats
+    assert [s.attributes.id for s in listed] == [pod.id]
 
 
 @pytest.mark.differs("containerd", **NO_CRI_METRICS)
