@@ -1,6 +1,7 @@
 """Prometheus metrics: cAdvisor-named container families sampled at scrape time, plus Berth's own.
 
-The same `points()` feed /metrics and CRI ListPodSandboxMetrics, so both always agree.
+The same `pod_points()`/`container_points()` feed /metrics and CRI ListPodSandboxMetrics, so
+both always agree.
 """
 
 from __future__ import annotations
@@ -244,7 +245,7 @@ class BerthMetrics:
                                         "Times berthd had to start the container monitor again.",
                                         registry=r)
         self.scrape_seconds = Histogram("berth_metrics_scrape_duration_seconds",
-                                        "Time to sample and render /metrics.",
+                                        "Time to sample and render the container families.",
                                         buckets=LATENCY_BUCKETS, registry=r)
 
     def observe_rpc(self, method: str, code: str, seconds: float) -> None:
