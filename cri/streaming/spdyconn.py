@@ -12,6 +12,7 @@ from cri.streaming import spdy
 
 HIGH_WATER = 1 << 20  # unread inbound bytes per session before we stop reading the socket
 LOW_WATER = 256 << 10
+FLUSH_AT = 64 << 10
 
 
 class Stream:
@@ -94,7 +95,9 @@ class Connection:
         self._last_peer_id = 0
         self._inbound = 0
         self._paused = False
-        self._wlock = asyncio.Lock()
+        self._out: list[bytes] = []  # frames queued this loop turn: one send() for all
+        self._out_len = 0
+        self._flush_handle: asyncio.Handle | None = None
 
     def _buffered(self, delta: int) -> None:
         self._inbound += delta
@@ -106,18 +109,33 @@ class Connection:
             self._pause(False)
 
     def _send_nowait(self, frame: bytes) -> None:
-        if not self.closed.is_set():
-            self._write(frame)
+        if self.closed.is_set():
+            return
+        self._out.append(frame)
+        self._out_len += len(frame)
+        if self._out_len >= FLUSH_AT:
+            self._flush()
+        elif self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._out:
+            data = b"".join(self._out)
+            self._out.clear()
+            self._out_len = 0
+            self._write(data)
 
     async def _send(self, frame: bytes) -> None:
         if self.closed.is_set():
             return
-        async with self._wlock:
-            self._write(frame)
-            try:
-                await self._drain()
-            except (ConnectionError, RuntimeError):
-                self.shutdown()
+        self._send_nowait(frame)
+        try:
+            await self._drain()
+        except (ConnectionError, RuntimeError):
+            self.shutdown()
 
     def feed(self, chunk: bytes) -> None:
         """Bytes from the transport; a protocol error ends the session."""
@@ -183,8 +201,7 @@ class Connection:
         sid, self._next_id = self._next_id, self._next_id + 2
         st = Stream(self, sid, headers)
         self.streams[sid] = st
-        async with self._wlock:
-            self._write(spdy.syn_stream(self._z, sid, headers))
+        self._send_nowait(spdy.syn_stream(self._z, sid, headers))
         await asyncio.wait_for(st.replied.wait(), timeout)
         if st.reset or self.closed.is_set():
             raise ConnectionError(f"stream {headers} was refused")
@@ -202,6 +219,7 @@ class Connection:
         """Immediate teardown: readers get what had arrived, then EOF."""
         if self.closed.is_set():
             return
+        self._flush()
         self.closed.set()
         for st in self.streams.values():  # what already arrived can still be read
             st.remote_closed = True
