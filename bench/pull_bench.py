@@ -51,6 +51,12 @@ def _blobs(d: Path) -> set[str]:
     return {p.name for p in d.iterdir()} if d.is_dir() else set()
 
 
+def _cpu(pid: int) -> float:
+    """User+system CPU seconds of a process so far (threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _layer_hexes(layout: Path) -> set[str]:
     """Hex digests of the layer blobs of the layout's one manifest."""
     blobs = layout / "blobs" / "sha256"
@@ -78,17 +84,22 @@ def main(n: int) -> None:
             layers = _layer_hexes(big.layout)
             with run_berthd(t / "berthd") as bd, \
                     run_containerd(t / "ctrd", [reg.host], big.ref) as cd:
+                assert bd.proc is not None and cd.proc is not None
                 stores = {
-                    "berthd": (bd.endpoint, Path(bd.state_dir) / "images" / "blobs" / "sha256"),
+                    "berthd": (bd.endpoint, Path(bd.state_dir) / "images" / "blobs" / "sha256",
+                               bd.proc.pid),
                     "containerd": (cd.endpoint, cd.root / "io.containerd.content.v1.content"
-                                   / "blobs" / "sha256"),
+                                   / "blobs" / "sha256", cd.proc.pid),
                 }
                 res: dict[str, list[float]] = {k: [] for k in stores}
+                cpu: dict[str, list[float]] = {k: [] for k in stores}
                 for i in range(n):
                     order = list(stores) if i % 2 == 0 else list(reversed(stores))
                     for name in order:
-                        endpoint, blobs = stores[name]
+                        endpoint, blobs, pid = stores[name]
+                        c0 = _cpu(pid)
                         res[name] += cold_pull(endpoint, big.ref, 1)
+                        cpu[name].append(_cpu(pid) - c0)
                         left = _blobs(blobs) & layers
                         if left:
                             raise AssertionError(f"{name}: {len(left)} blobs left after "
@@ -97,7 +108,8 @@ def main(n: int) -> None:
     b, c = res["berthd"], res["containerd"]
     for name, xs in res.items():
         print(f"{name:10} cold PullImage {big.ref}: runs {[round(x, 3) for x in xs]} s, "
-              f"p50 {statistics.median(xs):.3f} s, p90 {_p(xs, 0.9):.3f} s")
+              f"p50 {statistics.median(xs):.3f} s, p90 {_p(xs, 0.9):.3f} s, "
+              f"daemon CPU p50 {statistics.median(cpu[name]):.2f} s")
     print(f"ratio berthd/containerd p50 {statistics.median(b) / statistics.median(c):.2f}, "
           f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cpus")
 

@@ -123,30 +123,37 @@ class ImageStore:
             if res.index_raw is not None:
                 self.content.put_bytes(res.top_digest, res.index_raw)
             self.content.put_bytes(res.manifest_digest, res.manifest_raw)
-            if not self.content.has(cfg_digest):
-                ing = self._fetch(r, m["config"], auth, None)
-                try:
-                    await ing.wait()
-                finally:
+            sem = asyncio.Semaphore(self.registry_config.max_concurrent_downloads)
+            # missing layers start now, while the config that names their snapshots is on its way
+            early = [self._fetch(r, ly, auth, sem) for ly in layers
+                     if not self.content.has(ly["digest"])]
+            try:
+                if not self.content.has(cfg_digest):
+                    ing = self._fetch(r, m["config"], auth, None)
+                    try:
+                        await ing.wait()
+                    finally:
+                        await self.content.release(ing)
+                cfg = json.loads(self.content.read_bytes(cfg_digest))
+                diff_ids = list(cfg.get("rootfs", {}).get("diff_ids", []))
+                if len(diff_ids) != len(layers):
+                    raise PullError(f"pull {r}: {len(layers)} layers but {len(diff_ids)} diff_ids")
+                chains = chain_ids(diff_ids)
+                pin(chains)
+                await self._fetch_and_unpack(r, layers, diff_ids, chains, auth, sem)
+            finally:
+                for ing in early:
                     await self.content.release(ing)
-            cfg = json.loads(self.content.read_bytes(cfg_digest))
-            diff_ids = list(cfg.get("rootfs", {}).get("diff_ids", []))
-            if len(diff_ids) != len(layers):
-                raise PullError(f"pull {r}: {len(layers)} layers but {len(diff_ids)} diff_ids")
-            chains = chain_ids(diff_ids)
-            pin(chains)
-            await self._fetch_and_unpack(r, layers, diff_ids, chains, auth)
             img = self.make_image(m, len(res.manifest_raw), cfg, res.manifest_digest,
                                   str(res.platform), keep)
             tag = r.tagged()
             return self.record(img, [tag] if tag else [], [r.with_digest(res.top_digest)])
 
     async def _fetch_and_unpack(self, r: Reference, layers: list[dict[str, Any]],
-                                diff_ids: list[str], chains: list[str],
-                                auth: Auth | None) -> None:
+                                diff_ids: list[str], chains: list[str], auth: Auth | None,
+                                sem: asyncio.Semaphore) -> None:
         """Downloads run in parallel and every layer unpacks as it streams, all at once;
         only the short resolve step waits for the parent's commit."""
-        sem = asyncio.Semaphore(self.registry_config.max_concurrent_downloads)
         ingests: list[Ingest | None] = []
         for ly, chain in zip(layers, chains, strict=True):
             if self.snapshots.has(chain):
