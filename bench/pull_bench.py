@@ -1,6 +1,8 @@
 """Cold CRI PullImage of the 50 MB / 10-layer `big` image, berthd vs containerd 1.6, interleaved.
 
-Run: nice -n -15 .venv/bin/python -m bench.pull_bench [N]   (N cold samples per runtime, >= 3)
+Run: nice -n -15 .venv/bin/python -m bench.pull_bench [N] [DOWNLOADS]
+(N cold samples per runtime, >= 3; DOWNLOADS sets berthd's registry.max_concurrent_downloads,
+default: its config default; containerd keeps its own default of 3)
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def _p(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
-def main(n: int) -> None:
+def main(n: int, downloads: int | None = None) -> None:
     """Both runtimes on one loopback registry; samples alternate (who goes first too)."""
     from tests.fixtures.berthd import run_berthd
     from tests.fixtures.containerd import run_containerd
@@ -82,7 +84,8 @@ def main(n: int) -> None:
         with run_registry(t / "reg") as reg:
             big = push_images(reg.host, ["big"])["big"]
             layers = _layer_hexes(big.layout)
-            with run_berthd(t / "berthd") as bd, \
+            extra = {"registry": {"max_concurrent_downloads": downloads}} if downloads else {}
+            with run_berthd(t / "berthd", **extra) as bd, \
                     run_containerd(t / "ctrd", [reg.host], big.ref) as cd:
                 assert bd.proc is not None and cd.proc is not None
                 stores = {
@@ -110,9 +113,11 @@ def main(n: int) -> None:
         print(f"{name:10} cold PullImage {big.ref}: runs {[round(x, 3) for x in xs]} s, "
               f"p50 {statistics.median(xs):.3f} s, p90 {_p(xs, 0.9):.3f} s, "
               f"daemon CPU p50 {statistics.median(cpu[name]):.2f} s")
+    print(f"berthd max_concurrent_downloads: {downloads or 'default'}")
     print(f"ratio berthd/containerd p50 {statistics.median(b) / statistics.median(c):.2f}, "
           f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cpus")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 5,
+         int(sys.argv[2]) if len(sys.argv) > 2 else None)
