@@ -54,6 +54,7 @@ class ChurnResult:
     seconds: float = 0.0
     cycle_s: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)  # teardown failures a retry fixed
     rss_kb: dict[str, int] = field(default_factory=dict)  # start / cycle 100 / end
     before: Snapshot | None = None
     after: Snapshot | None = None
@@ -80,6 +81,8 @@ class ChurnResult:
             f"cycle latency: p50 {q[49]:.2f}s p99 {q[98]:.2f}s "
             f"max {max(self.cycle_s, default=0):.2f}s",
             f"errors: {len(self.errors)}" + "".join(f"\n  {e}" for e in self.errors[:10]),
+            f"teardowns retried (as kubelet would): {len(self.retried)}"
+            + "".join(f"\n  {e}" for e in self.retried[:10]),
             "berthd RSS KiB: " + ", ".join(f"{k} {v}" for k, v in self.rss_kb.items())
             + (f" (growth cycle {RSS_MARK}->end {growth:+.1%})" if growth is not None else ""),
         ]
@@ -99,6 +102,22 @@ class Soak:
     log_dir: Path
     cgroup_parent: str
     ports: PortPool = field(default_factory=PortPool)
+    retried: list[str] = field(default_factory=list)
+
+
+def teardown(cli: CriClient, pod: str, retried: list[str], attempts: int = 3) -> None:
+    """StopPodSandbox + RemovePodSandbox, retried after a failure the way kubelet retries."""
+    pb, rt = cli.pb, cli.runtime
+    for attempt in range(1, attempts + 1):
+        try:
+            rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+            rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+            return
+        except grpc.RpcError as e:
+            if attempt == attempts:
+                raise
+            retried.append(f"pod {pod[:12]}: {e.code().name} {e.details()}")
+            time.sleep(1)
 
 
 def cycle(s: Soak, cli: CriClient, n: int) -> None:
@@ -125,15 +144,14 @@ def cycle(s: Soak, cli: CriClient, n: int) -> None:
         if out.exit_code != 0 or out.stdout != f"cycle{n}\n".encode():
             raise AssertionError(f"ExecSync gave {out.exit_code} {out.stdout!r} {out.stderr!r}")
     finally:
-        rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=60)
-        rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+        teardown(cli, pod, s.retried)
 
 
 def run_churn(d: Berthd, image: str, cycles: int, clients: int, log_dir: Path,
               progress: bool = False) -> ChurnResult:
     """N cycles shared by K client threads (each with its own channel) after one warm-up cycle."""
     s = Soak(d, image, log_dir, f"berthsoak{random.getrandbits(24):06x}")
-    res = ChurnResult(cycles, clients)
+    res = ChurnResult(cycles, clients, retried=s.retried)
     assert d.proc is not None
     pid = d.proc.pid
     lock = threading.Lock()
