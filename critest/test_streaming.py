@@ -214,7 +214,8 @@ def _forward(cri: CriClient, pod_id: str, port: int, transport: str) -> bytes:
             return answer
         pf = await SpdyPortForward.connect(url)
         try:
-            for _ in range(50):
+            error, deadline = "", time.monotonic() + 30  # httpd may be slow to start
+            while time.monotonic() < deadline:
                 answer, error = await pf.request(port, HTTP_GET)
                 if answer:
                     # a second connection over the same session, and two at once
@@ -256,10 +257,13 @@ def test_port_forward_two_ports_one_session(cri: CriClient, pod: Pod,
     async def go() -> list[tuple[bytes, str]]:
         pf = await SpdyPortForward.connect(url)
         try:
-            for _ in range(50):
-                got = await asyncio.gather(pf.request(8080, HTTP_GET), pf.request(8081, HTTP_GET))
+            got: list[tuple[bytes, str]] = []
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                got = list(await asyncio.gather(pf.request(8080, HTTP_GET),
+                                                pf.request(8081, HTTP_GET)))
                 if all(answer for answer, _ in got):
-                    return got
+                    break
                 await asyncio.sleep(0.1)
             return got
         finally:
