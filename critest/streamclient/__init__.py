@@ -1,1 +1,10 @@
-"""Our own kubelet-style streaming client: SPDY/3.1 and WebSocket, exec/attach/port-forward."""
+"""Our own kubelet-style streaming client, for critest and bench.
+
+- `remotecommand.run(url, "spdy"|"ws", stdin_data=None, protocols=None, tty=..)` -> `Outcome`
+  (stdout, stderr, exit_code, error, protocol, status) for one whole exec/attach;
+- `remotecommand.open_spdy(url, stdin=, stdout=, stderr=, tty=)` / `open_ws(url)` -> `Session`
+  with `send`, `close_stdin`, `resize`, `read_until`, `wait`, `aclose` for interactive use;
+- `portforward.SpdyPortForward.connect(url)` then `.request(port, payload)` per connection,
+  and `portforward.ws_request(url, port, payload)`.
+The SPDY framing is `cri.streaming.spdy`; its interop is proven against containerd's server.
+"""
