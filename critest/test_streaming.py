@@ -162,8 +162,9 @@ def _stdin_container(pod: Pod, image: str, tty: bool = False) -> str:
 
 @pytest.mark.parametrize("transport", ["spdy", "ws"])
 def test_attach_to_running_shell(cri: CriClient, pod: Pod, e2e_images: dict[str, PushedImage],
-                                 transport: str) -> None:
-    """Two clients attach; what one types runs in the shell and both see its output."""
+                                 transport: str, tmp_path: Path) -> None:
+    """Two clients attach; what one types runs in the shell and both see its output, which
+    also still goes to the container's log."""
     cid = _stdin_container(pod, e2e_images["busybox"].ref)
 
     async def go() -> tuple[bytes, bytes, rc.Outcome]:
@@ -187,6 +188,11 @@ def test_attach_to_running_shell(cri: CriClient, pod: Pod, e2e_images: dict[str,
     seen_a, seen_b, res = arun(go())
     assert seen_a == seen_b == b"attached-5\n"
     assert res.exit_code == 0 and res.error == "", res
+    log = tmp_path / "pod-logs" / "shell.log"  # the pod fixture's log_directory
+    deadline = time.monotonic() + 10
+    while b"stdout F attached-5" not in (log.read_bytes() if log.exists() else b""):
+        assert time.monotonic() < deadline, log.read_bytes() if log.exists() else "no log"
+        time.sleep(0.1)
 
 
 def test_attach_tty_resize(cri: CriClient, pod: Pod,
