@@ -20,6 +20,7 @@ import socket
 import stat
 import struct
 import sys
+import time
 import traceback
 
 from cni_plugins import bridge, host_local, loopback, portmap
@@ -33,6 +34,8 @@ PROTO = b"berth-cni/1"
 MAX_REQUEST = 65536
 N_FDS = 4  # stdin, stdout, stderr, cwd
 SPARES = 2  # a pod's bridge call, plus one more in flight at once
+CHECK_EVERY = 1.0  # seconds between checks that the spares are still there
+_PID = struct.Struct("i")
 MAINS: dict[str, Callable[[], int]] = {
     "bridge": bridge.main,
     "host-local": host_local.main,
@@ -132,7 +135,7 @@ def _worker(listener: socket.socket, notify: int) -> None:
             conn, _addr = listener.accept()
         except OSError:
             return  # the server shut the listener down
-        os.write(notify, b".")
+        os.write(notify, _PID.pack(os.getpid()))
         os.close(notify)
         listener.close()
         try:
@@ -147,12 +150,22 @@ def _worker(listener: socket.socket, notify: int) -> None:
         os._exit(0)
 
 
-def _spawn(listener: socket.socket, notify_w: int, server_fds: tuple[int, ...]) -> None:
+def _spawn(listener: socket.socket, notify_w: int, server_fds: tuple[int, ...]) -> int:
     """server_fds include the lock: a worker outliving the server must not keep it held."""
-    if os.fork() == 0:
+    pid = os.fork()
+    if pid == 0:
         for fd in server_fds:
             os.close(fd)
         _worker(listener, notify_w)
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def bind(path: str) -> socket.socket:
@@ -190,15 +203,21 @@ def serve(path: str, idle: float = 0, spares: int = SPARES) -> int:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
     notify_r, notify_w = os.pipe()
     gc.freeze()  # keep the collector off the pages the workers share with us
+    pool: set[int] = set()  # spares waiting in accept()
+    last_call = time.monotonic()
     try:
-        for _ in range(spares):
-            _spawn(listener, notify_w, (notify_r, lock))
         while True:
-            ready, _w, _x = select.select([notify_r], [], [], idle or None)
-            if not ready:
+            # a spare killed from outside is replaced too: with none left, calls would hang
+            pool = {pid for pid in pool if _alive(pid)}
+            while len(pool) < spares:
+                pool.add(_spawn(listener, notify_w, (notify_r, lock)))
+            ready, _w, _x = select.select([notify_r], [], [], CHECK_EVERY)
+            if ready:
+                for (pid,) in _PID.iter_unpack(os.read(notify_r, _PID.size * 64)):
+                    pool.discard(pid)  # it took a call
+                last_call = time.monotonic()
+            elif idle and time.monotonic() - last_call >= idle:
                 break
-            for _ in os.read(notify_r, 64):  # one byte per spare that took a call
-                _spawn(listener, notify_w, (notify_r, lock))
     except _Stopped:
         pass
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -58,6 +59,26 @@ def test_calls_go_through_server_and_fall_back_once_it_stops(serverless, make_ne
     gone = cni(bin_dir, "loopback", "VERSION", {})
     assert gone.rc == 1 and gone.out["code"] == 999 and "/nonexistent/python" in gone.stderr
     assert wait_for(lambda: not server_pids(sock), 10)
+
+
+def test_killed_spares_are_replaced(serverless):
+    bin_dir, sock = serverless
+    proc = start_server(sock)
+
+    def spares() -> list[int]:
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+
+    try:
+        assert wait_for(lambda: len(spares()) == 2)
+        killed = spares()
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        # (a spare dying with a call it took but never read makes the launcher exec instead)
+        assert wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in killed))
+        assert ok(cni(bin_dir, "loopback", "VERSION", {}))["supportedVersions"]
+    finally:
+        stop_server(proc, sock)
 
 
 def test_errors_exit_codes_env_stdin_cwd_umask_propagate(our_bin, tmp_path):
