@@ -66,6 +66,18 @@ def rss_kib(pids: list[int]) -> int:
     return total
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU the processes used so far (threads included, children not)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 @contextmanager
 def plugin_server(workdir: Path) -> Iterator[str]:
     """A private warm CNI plugin server (what deploy autostarts); yields its socket path."""

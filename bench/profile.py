@@ -132,6 +132,18 @@ def _phases(env: Env, plan: Plan) -> dict[str, Phase]:
     }
 
 
+def _helper(pid: int) -> str:
+    """Name of a long-lived berth helper (short-lived ones come in through --subprocesses)."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    for module, name in ((b"runtime.monitor", "monitor"), (b"cni_plugins.server", "cni-server")):
+        if module in cmd:
+            return name
+    return ""
+
+
 def none() -> None:
     """A phase step with nothing to do."""
 
@@ -154,13 +166,14 @@ def profile_berth(env: Env, plan: Plan, out: Path) -> None:
     text = ""
     for phase, (setup, work, teardown) in _phases(env, plan).items():
         setup()
-        pids |= {f"helper-{p}": p for p in daemon_pids(env.berth) if p != d.proc.pid}
+        pids |= {name: p for p in daemon_pids(env.berth) if (name := _helper(p))}
         with spying(pids, out, phase) as raws:
             t0 = time.perf_counter()
             work()
             took = time.perf_counter() - t0
         teardown()
         text += f"## {phase} ({took:.1f} s wall)\n\n"
-        text += "".join(summarize(raw) + "\n" for raw in raws if raw.exists())
+        summaries = [summarize(raw) for raw in raws if raw.exists()]
+        text += "".join(t + "\n" for t in summaries if "no samples" not in t)
     (out / "profile.txt").write_text(text)
     print(f"bench: profile in {out}/profile.txt", file=sys.stderr)
