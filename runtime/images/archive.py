@@ -175,6 +175,8 @@ def _unpack_blobs(store: ImageStore, layers: list[dict[str, Any]], diff_ids: lis
             if res.diff_id != diff_ids[i]:
                 raise DigestMismatch(f"layer {ly['digest']}: diff id {res.diff_id} "
                                      f"does not match config {diff_ids[i]}")
+            if store.sync_snapshots:
+                store.snapshots.sync(tmp)
             store.snapshots.commit(tmp, chains[i])
         except BaseException:
             store.snapshots.discard(tmp)

@@ -55,7 +55,8 @@ class ImageStore:
     """Images under `<state_dir>/images`: blobs, snapshots and the image index."""
 
     def __init__(self, state_dir: Path | str, registry: RegistryConfig | None = None,
-                 max_layer_bytes: int = DEFAULT_MAX_LAYER_BYTES, unpack_workers: int = 4) -> None:
+                 max_layer_bytes: int = DEFAULT_MAX_LAYER_BYTES, unpack_workers: int = 4,
+                 sync_snapshots: bool = True) -> None:
         root = Path(state_dir) / "images"
         root.mkdir(parents=True, exist_ok=True)
         self.content = ContentStore(root)
@@ -63,6 +64,7 @@ class ImageStore:
         self.index = ImageIndex(root)
         self.registry_config = registry or RegistryConfig()
         self.max_layer_bytes = max_layer_bytes
+        self.sync_snapshots = sync_snapshots
         self._client: RegistryClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._pinned: dict[str, int] = {}
@@ -226,6 +228,9 @@ class ImageStore:
             work = loop.run_in_executor(
                 self._pool, detached.resolve, self.snapshots.lowers(chains[:-1]))
             await asyncio.shield(work)
+            if self.sync_snapshots:
+                work = loop.run_in_executor(self._pool, self.snapshots.sync, tmp)
+                await asyncio.shield(work)
             self.snapshots.commit(tmp, chains[-1])
         except BaseException as e:
             if reader is not None:
