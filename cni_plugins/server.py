@@ -1,8 +1,8 @@
 """Warm plugin server: the C launchers hand it each CNI call, so no call pays Python start-up.
 
-Single-threaded on purpose: every request is run by a forked worker (safe only without
-threads), which takes the caller's stdio and cwd, environment and umask, then runs the plugin's
-main() exactly as the Python executable would. Namespace switches happen in the worker only.
+Single-threaded on purpose: workers are forked ahead of time (safe only without threads); each
+serves one call, taking the caller's stdio, cwd, environment and umask, and runs the plugin's
+main() exactly as the Python executable would. Namespace switches happen in workers only.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import struct
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 
 from cni_plugins import bridge, host_local, loopback, portmap
 
@@ -33,7 +34,7 @@ DEFAULT_SOCKET = "/run/berth/cni-plugins.sock"
 PROTO = b"berth-cni/1"
 MAX_REQUEST = 65536
 N_FDS = 4  # stdin, stdout, stderr, cwd
-SPARES = 2  # a pod's bridge call, plus one more in flight at once
+SPARES = 2  # calls that can start at once without waiting for a fork
 CHECK_EVERY = 1.0  # seconds between checks that the spares are still there
 _PID = struct.Struct("i")
 MAINS: dict[str, Callable[[], int]] = {
@@ -44,14 +45,14 @@ MAINS: dict[str, Callable[[], int]] = {
 }
 
 
+@dataclass
 class Request:
     """One decoded call; fds are ours to close."""
 
-    def __init__(self, plugin: str, umask: int, env: dict[str, str], fds: list[int]) -> None:
-        self.plugin = plugin
-        self.umask = umask
-        self.env = env
-        self.fds = fds
+    plugin: str
+    umask: int
+    env: dict[str, str]
+    fds: list[int]
 
 
 def _received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
