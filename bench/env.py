@@ -52,18 +52,48 @@ def daemon_pids(peer: Peer) -> list[int]:
     return sorted({c.proc.pid, *hostclean.pids_with_arg(str(c.socket))})
 
 
-def rss_kib(pids: list[int]) -> int:
-    """Sum of VmRSS over pids that are still there."""
+def _sum_field(pids: list[int], file: str, field: str) -> int:
     total = 0
     for pid in pids:
         try:
-            status = Path(f"/proc/{pid}/status").read_text()
+            text = Path(f"/proc/{pid}/{file}").read_text()
         except OSError:
             continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
+        for line in text.splitlines():
+            if line.startswith(field):
                 total += int(line.split()[1])
     return total
+
+
+def rss_kib(pids: list[int]) -> int:
+    """Sum of VmRSS over pids that are still there (what the targets are written against)."""
+    return _sum_field(pids, "status", "VmRSS:")
+
+
+def pss_kib(pids: list[int]) -> int:
+    """Sum of PSS: pages shared by forked workers or one binary's shims counted once overall."""
+    return _sum_field(pids, "smaps_rollup", "Pss:")
+
+
+def _label(pid: int) -> str:
+    """berthd, runtime.monitor, cni_plugins.server, containerd, containerd-shim-runc-v2, ..."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return "?"
+    if "-m" in argv[:-1]:
+        return argv[argv.index("-m") + 1]
+    prog = os.path.basename(argv[0])
+    return os.path.basename(argv[1]) if prog.startswith("python") and len(argv) > 1 else prog
+
+
+def rss_breakdown(pids: list[int]) -> str:
+    """MiB per program, for the memory row's note."""
+    by: dict[str, list[int]] = {}
+    for pid in pids:
+        by.setdefault(_label(pid), []).append(rss_kib([pid]))
+    return ", ".join(f"{name} {sum(v) / 1024:.0f}" + (f" ({len(v)}×)" if len(v) > 1 else "")
+                     for name, v in sorted(by.items()))
 
 
 def cpu_seconds(pids: list[int]) -> float:

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.env import Env, daemon_pids, rss_kib
+from bench.env import Env, daemon_pids, pss_kib, rss_breakdown, rss_kib
 from bench.harness import Peer, Plan, interleave, timed
 from bench.pods import Pod, remove_pod, run_pod, start_container
 from bench.stats import Row
@@ -87,8 +87,12 @@ def _memory(env: Env, plan: Plan, pods: int, base: dict[str, int]) -> Row:
 
     b, c = interleave(reader(env.berth), reader(env.ctrd), plan.n, 0)
     marg = {p.name: (rss_kib(daemon_pids(p)) - base[p.name]) / 1024 / pods for p in env.peers()}
+    pss = {p.name: pss_kib(daemon_pids(p)) / 1024 / pods for p in env.peers()}
+    parts = "; ".join(f"{p.name}: {rss_breakdown(daemon_pids(p))}" for p in env.peers())
     note = (f"readings of one population; marginal per pod over idle: berth "
-            f"{marg['berth']:.2f} MiB, containerd {marg['containerd']:.2f} MiB")
+            f"{marg['berth']:.2f} MiB, containerd {marg['containerd']:.2f} MiB; PSS per pod: "
+            f"berth {pss['berth']:.2f} MiB, containerd {pss['containerd']:.2f} MiB; RSS MiB by "
+            f"program: {parts}")
     return Row(f"daemon + helper RSS per pod, {pods} pods", "MiB", b, c, 0.25, note=note)
 
 
