@@ -35,8 +35,9 @@ def wait_for(cond, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-de
 
 
 def start_server(socket_path: str) -> subprocess.Popen[bytes]:
+    """--idle: should the test run be killed before its teardown, the server still goes away."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cni_plugins.server", "--socket", socket_path],
+        [sys.executable, "-m", "cni_plugins.server", "--socket", socket_path, "--idle", "600"],
         stdin=subprocess.DEVNULL,
     )
     if not wait_for(lambda: os.path.exists(socket_path) or proc.poll() is not None):
