@@ -61,6 +61,17 @@ def test_calls_go_through_server_and_fall_back_once_it_stops(serverless, make_ne
     assert wait_for(lambda: not server_pids(sock), 10)
 
 
+def test_socket_path_from_env(serverless, tmp_path):
+    bin_dir, _compiled_in = serverless
+    sock = str(tmp_path / "other.sock")
+    proc = start_server(sock)
+    try:
+        env = {"BERTH_CNI_SOCKET": sock}
+        assert ok(cni(bin_dir, "bridge", "VERSION", {}, extra_env=env))["supportedVersions"]
+    finally:
+        stop_server(proc, sock)
+
+
 def test_killed_spares_are_replaced(serverless):
     bin_dir, sock = serverless
     proc = start_server(sock)
