@@ -50,6 +50,7 @@ class Plan:
     small: int = 30  # pods for list and memory figures
     large: int = 100
     clients: int = 6
+    rate_rounds: int = 20  # rounds of `clients` pods brought up at once, for pods/s
     cni_pods: int = 50
     starts: int = 30
     rounds: int = 5  # exec round-trip: blocks per peer
@@ -58,5 +59,5 @@ class Plan:
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(n=3, warmup=1, pulls=1, small=6, large=12, cni_pods=5, starts=5, rounds=1,
-                   block=3, scrapes=3)
+        return cls(n=3, warmup=1, pulls=1, small=6, large=12, rate_rounds=0, cni_pods=5,
+                   starts=5, rounds=1, block=3, scrapes=3)

@@ -129,12 +129,14 @@ def population(env: Env, plan: Plan) -> list[Row]:
         _ramp(fleets, plan.large, plan.clients, logs)
         rows += _lists(env, plan, plan.large)
         rows.append(_scrape(env, plan, plan.large))
-        b, c = fleets[0].rates, fleets[1].rates
+        more = max(0, plan.rate_rounds - len(fleets[0].rates))  # top up to enough samples
+        _ramp(fleets, len(fleets[0].pods) + more * plan.clients, plan.clients, logs)
+        b, c, total = fleets[0].rates, fleets[1].rates, len(fleets[0].pods)
         rows.insert(0, Row(f"pods up with {plan.clients} concurrent clients", "pods/s", b, c,
                            None, note=f"{len(b)} rounds of {plan.clients} pods, growing to "
-                           f"{plan.large}", higher_is_better=True))
+                           f"{total}", higher_is_better=True))
         down = [f.shrink() for f in fleets]
-        rows.append(Row(f"{plan.large} pods removed by {plan.clients} clients", "pods/s",
+        rows.append(Row(f"{total} pods removed by {plan.clients} clients", "pods/s",
                         [down[0]], [down[1]], None, note="one sample", higher_is_better=True))
     finally:
         for f in fleets:
