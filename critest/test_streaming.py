@@ -222,7 +222,10 @@ def _forward(cri: CriClient, pod_id: str, port: int, transport: str) -> bytes:
         try:
             error, deadline = "", time.monotonic() + 30  # httpd may be slow to start
             while time.monotonic() < deadline:
-                answer, error = await pf.request(port, HTTP_GET)
+                try:
+                    answer, error = await pf.request(port, HTTP_GET)
+                except TimeoutError:
+                    answer, error = b"", "timed out"
                 if answer:
                     # a second connection over the same session, and two at once
                     both = await asyncio.gather(pf.request(port, HTTP_GET),
@@ -297,12 +300,38 @@ def host_network_pod(cri: CriClient, tmp: Path) -> Iterator[tuple[str, Any]]:
 
 def test_port_forward_host_network(cri: CriClient, tmp_path: Path,
                                    e2e_images: dict[str, PushedImage]) -> None:
-    port = free_port()
+    """The port is on the node's loopback, shared with everyone: a free port can be taken
+    by someone else before httpd binds it, so httpd must be seen serving it first."""
     with host_network_pod(cri, tmp_path) as (pod_id, cfg):
-        run_container(cri, pod_id, cfg, e2e_images["busybox"].ref,
-                      _httpd_cmd(f"127.0.0.1:{port}"), "httpd")
+        for attempt in range(3):
+            port = free_port()
+            cid = run_container(cri, pod_id, cfg, e2e_images["busybox"].ref,
+                                _httpd_cmd(f"127.0.0.1:{port}"), f"httpd{attempt}")
+            if _serving(cri, cid, port):
+                break
+        else:
+            pytest.fail("httpd never served a free host port")
         answer = _forward(cri, pod_id, port, "spdy")
     assert answer.endswith(b"hello-pf\n"), answer
+
+
+def _serving(cri: CriClient, cid: str, port: int) -> bool:
+    """Someone listens on the port and our httpd is still up (it exits if it cannot bind)."""
+    listen = f"0100007F:{port:04X} 00000000:0000 0A"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            res = cri.runtime.ExecSync(cri.pb.ExecSyncRequest(
+                container_id=cid, cmd=["cat", "/proc/net/tcp"], timeout=5), timeout=15)
+        except grpc.RpcError:
+            return False  # the container is gone: httpd could not bind
+        if listen in res.stdout.decode():
+            time.sleep(0.5)
+            st = cri.runtime.ContainerStatus(cri.pb.ContainerStatusRequest(container_id=cid),
+                                             timeout=10).status
+            return bool(st.state == cri.pb.CONTAINER_RUNNING)
+        time.sleep(0.2)
+    return False
 
 
 def test_port_forward_refused_port_reports_error(cri: CriClient, pod: Pod,
