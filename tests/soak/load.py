@@ -6,6 +6,8 @@ Run: .venv/bin/python -m tests.soak.load --pods 100 --calls 200
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import random
 import statistics
 import sys
@@ -22,7 +24,7 @@ import grpc
 from tests.fixtures.berthd import Berthd
 from tests.fixtures.cri_client import CriClient, remove_all_pods, sandbox_config
 from tests.soak.churn import environment
-from tests.soak.leaks import Snapshot, remove_cgroup_parent, rss_kb, snapshot
+from tests.soak.leaks import Snapshot, monitor_pid, remove_cgroup_parent, rss_kb, snapshot
 
 P99_BOUND_S = 0.100  # the issue's bound for ListContainers with 100 pods running
 
@@ -36,6 +38,7 @@ class LoadResult:
     teardown_s: float = 0.0
     running: int = 0
     rss_kb: int = 0
+    list_cpu_ms: float = 0.0  # berthd + monitor CPU per ListContainers: load-independent
     latency: dict[str, list[float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     before: Snapshot | None = None
@@ -54,7 +57,8 @@ class LoadResult:
     def report(self) -> str:
         lines = [f"load: {self.pods} pods ({self.running} containers RUNNING), setup "
                  f"{self.setup_s:.1f}s, teardown {self.teardown_s:.1f}s, berthd RSS "
-                 f"{self.rss_kb} KiB under load",
+                 f"{self.rss_kb} KiB under load; ListContainers costs berthd+monitor "
+                 f"{self.list_cpu_ms:.1f} ms CPU per call",
                  f"errors: {len(self.errors)}" + "".join(f"\n  {e}" for e in self.errors[:10])]
         for rpc, xs in self.latency.items():
             lines.append(f"  {rpc:<20} n={len(xs):<4} p50 {self.p(rpc, 50) * 1e3:7.1f} ms  "
@@ -126,10 +130,22 @@ def probes(cli: CriClient, pod: str, cid: str) -> dict[str, Callable[[], Any]]:
     }
 
 
-def measure(cli: CriClient, pod: str, cid: str, calls: int, res: LoadResult) -> None:
+def cpu_s(pids: list[int]) -> float:
+    """utime + stime of the given processes, in seconds."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            ticks += sum(int(x) for x in stat[stat.rindex(")") + 2 :].split()[11:13])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def measure(cli: CriClient, pod: str, cid: str, calls: int, res: LoadResult,
+            server: list[int]) -> None:
     """`calls` ListContainers (the figure); 20 of every other RPC (they must answer)."""
     for name, call in probes(cli, pod, cid).items():
         xs = res.latency.setdefault(name, [])
+        cpu0 = cpu_s(server)
         for _ in range(calls if name == "ListContainers" else 20):
             t0 = time.monotonic()
             try:
@@ -138,6 +154,8 @@ def measure(cli: CriClient, pod: str, cid: str, calls: int, res: LoadResult) -> 
                 res.errors.append(f"{name}: {e.code().name} {e.details()}")
                 continue
             xs.append(time.monotonic() - t0)
+        if name == "ListContainers" and xs:
+            res.list_cpu_ms = (cpu_s(server) - cpu0) * 1e3 / len(xs)
 
 
 def run_load(d: Berthd, image: str, pods: int, log_dir: Path, calls: int = 200,
@@ -152,7 +170,7 @@ def run_load(d: Berthd, image: str, pods: int, log_dir: Path, calls: int = 200,
             cli.image.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=image)), timeout=120)
             warm = LoadResult(1)  # lazily opened fds and pools are not leaks
             for pod, cid in start_pods(d, image, 1, log_dir, parent, 1, warm):
-                measure(cli, pod, cid, 2, warm)
+                measure(cli, pod, cid, 2, warm, [])
             remove_all_pods(cli)
             res.before = snapshot(d, parent)
             t0 = time.monotonic()
@@ -162,7 +180,7 @@ def run_load(d: Berthd, image: str, pods: int, log_dir: Path, calls: int = 200,
             res.running = sum(c.state == pb.CONTAINER_RUNNING for c in listed)
             res.rss_kb = rss_kb(d.proc.pid)
             if made:
-                measure(cli, *made[len(made) // 2], calls, res)
+                measure(cli, *made[len(made) // 2], calls, res, [d.proc.pid, monitor_pid(d)])
             t0 = time.monotonic()
             remove_all_pods(cli, timeout=600)
             res.teardown_s = time.monotonic() - t0
