@@ -69,6 +69,7 @@ def plot(rows: list[Row], path: Path) -> None:
             ax.text(0.5, 0.5, r.note or "no samples", ha="center", va="center", wrap=True,
                     fontsize=8, transform=ax.transAxes)
         ax.set_ylabel(r.unit)
+        ax.set_ylim(bottom=0)  # ratios read right only from a zero baseline
     for ax in list(axes.flat)[len(rows):]:
         ax.axis("off")
     fig.tight_layout()
