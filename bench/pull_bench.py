@@ -88,31 +88,36 @@ def main(n: int, downloads: int | None = None) -> None:
             with run_berthd(t / "berthd", **extra) as bd, \
                     run_containerd(t / "ctrd", [reg.host], big.ref) as cd:
                 assert bd.proc is not None and cd.proc is not None
+                bimg = Path(bd.state_dir) / "images"
                 stores = {
-                    "berthd": (bd.endpoint, Path(bd.state_dir) / "images" / "blobs" / "sha256",
+                    "berthd": (bd.endpoint, bimg / "blobs" / "sha256", bimg / "snapshots",
                                bd.proc.pid),
                     "containerd": (cd.endpoint, cd.root / "io.containerd.content.v1.content"
-                                   / "blobs" / "sha256", cd.proc.pid),
+                                   / "blobs" / "sha256", cd.root
+                                   / "io.containerd.snapshotter.v1.overlayfs" / "snapshots",
+                                   cd.proc.pid),
                 }
                 res: dict[str, list[float]] = {k: [] for k in stores}
                 cpu: dict[str, list[float]] = {k: [] for k in stores}
                 for i in range(n):
                     order = list(stores) if i % 2 == 0 else list(reversed(stores))
                     for name in order:
-                        endpoint, blobs, pid = stores[name]
+                        endpoint, blobs, snaps, pid = stores[name]
                         c0 = _cpu(pid)
                         res[name] += cold_pull(endpoint, big.ref, 1)
                         cpu[name].append(_cpu(pid) - c0)
                         left = _blobs(blobs) & layers
-                        if left:
-                            raise AssertionError(f"{name}: {len(left)} blobs left after "
-                                                 "RemoveImage: the next pull would not be cold")
+                        snapped = {x for x in _blobs(snaps) if not x.startswith(".tmp-")}
+                        if left or snapped:
+                            raise AssertionError(f"{name}: {len(left)} blobs, {len(snapped)} "
+                                                 "snapshots left after RemoveImage: the next "
+                                                 "pull would not be cold")
                 load = os.getloadavg()
     b, c = res["berthd"], res["containerd"]
     for name, xs in res.items():
         print(f"{name:10} cold PullImage {big.ref}: runs {[round(x, 3) for x in xs]} s, "
               f"p50 {statistics.median(xs):.3f} s, p90 {_p(xs, 0.9):.3f} s, "
-              f"daemon CPU p50 {statistics.median(cpu[name]):.2f} s")
+              f"daemon CPU (remove+pull+remove) p50 {statistics.median(cpu[name]):.2f} s")
     print(f"berthd max_concurrent_downloads: {downloads or 'default'}")
     print(f"ratio berthd/containerd p50 {statistics.median(b) / statistics.median(c):.2f}, "
           f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cpus")
