@@ -346,7 +346,10 @@ def test_cgroup_mount_is_read_only_everywhere(busybox_rootfs, run_container):
 def test_second_container_joins_pid_net_ipc_uts_of_first(busybox_rootfs, run_container):
     """A pod: the app container shares the sandbox's namespaces through /proc/<pid>/ns paths."""
     first = sh(busybox_rootfs, "exec sleep 30", hostname="pod-ns")
-    second = sh(busybox_rootfs, "echo $$; hostname; ps -o comm | grep -c sleep; "
+    # Under load the first container may still be its shell for a moment: wait for the exec.
+    second = sh(busybox_rootfs, "for i in $(seq 100); do ps -o comm | grep -q sleep && break; "
+                                "sleep 0.05; done; "
+                                "echo $$; hostname; ps -o comm | grep -c sleep; "
                                 "(readlink /proc/1/ns/net; readlink /proc/self/ns/net) | "
                                 "uniq | wc -l")
     second.pop("hostname")
