@@ -136,7 +136,9 @@ class ImageRPCs:
         check_ref(request.image.image, "image.image")
         used = {c.image_id for c in self.ctx.store.containers.find()}
         try:
-            self.ctx.images.remove(request.image.image, in_use=used.__contains__)
+            # Removal garbage-collects blobs and snapshots: rmtree work, kept off the loop.
+            await asyncio.to_thread(self.ctx.images.remove, request.image.image,
+                                    in_use=used.__contains__)
         except InUse as exc:
             raise FailedPrecondition(str(exc)) from None
         return pb.RemoveImageResponse()
