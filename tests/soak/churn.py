@@ -6,6 +6,7 @@ Run: .venv/bin/python -m tests.soak.churn --cycles 1000 --clients 4
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import statistics
 import sys
@@ -21,7 +22,7 @@ import grpc
 
 from tests.fixtures._proc import free_port
 from tests.fixtures.berthd import Berthd, run_berthd
-from tests.fixtures.cri_client import CriClient, sandbox_config
+from tests.fixtures.cri_client import CriClient, remove_all_pods, sandbox_config
 from tests.fixtures.images import push_images
 from tests.fixtures.registry import run_registry
 from tests.soak.leaks import Snapshot, remove_cgroup_parent, rss_kb, snapshot
@@ -196,7 +197,9 @@ def run_churn(d: Berthd, image: str, cycles: int, clients: int, log_dir: Path,
         res.seconds = time.monotonic() - t0
         res.rss_kb["end"] = rss_kb(pid)
         res.after = snapshot(d, s.cgroup_parent)
-    finally:
+    finally:  # pods a failed step left behind hold cgroups below the parent
+        with contextlib.suppress(grpc.RpcError), CriClient(d.endpoint) as cli:
+            remove_all_pods(cli)
         remove_cgroup_parent(s.cgroup_parent)
     return res
 

@@ -185,7 +185,9 @@ def run_load(d: Berthd, image: str, pods: int, log_dir: Path, calls: int = 200,
             remove_all_pods(cli, timeout=600)
             res.teardown_s = time.monotonic() - t0
             res.after = snapshot(d, parent)
-    finally:
+    finally:  # pods a failed step left behind hold cgroups below the parent
+        with contextlib.suppress(grpc.RpcError), CriClient(d.endpoint) as cli:
+            remove_all_pods(cli)
         remove_cgroup_parent(parent)
     return res
 
