@@ -11,6 +11,7 @@ import signal
 import socket
 import stat
 import sys
+import threading
 from importlib.metadata import version
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -19,17 +20,11 @@ import structlog
 
 from cri import config as configmod
 from cri import logsetup
-from cri.context import Context
-from cri.event_bridge import follow_monitor
-from cri.interceptor import RpcInterceptor
-from cri.recovery import reconcile
 from cri.store import Store
-from runtime.containers import ensure_monitor
-from runtime.images.registry import RegistryConfig
-from runtime.images.store import ImageStore
-from runtime.network.cni import CNIConfig, CNIManager
+from runtime.monitor.launch import launch
 
 if TYPE_CHECKING:
+    from cri.context import Context
     from cri.metrics import BerthMetrics
     from cri.metrics_http import MetricsServer
     from cri.streaming.server import StreamingServer
@@ -106,8 +101,35 @@ def _claim_socket(path: str) -> None:
     raise StartupError(f"socket {path} is already in use by another process")
 
 
+def _launch_monitor_early(cfg: configmod.Config) -> threading.Thread:
+    """Start the monitor while berthd is still importing: two processes, two cores."""
+    def run() -> None:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(Path(cfg.run_dir) / "monitor.sock"))
+            return  # one is already serving (a berthd restart)
+        except OSError:
+            pass
+        finally:
+            probe.close()
+        try:
+            launch(cfg.state_dir, cfg.run_dir, None)
+        except Exception as exc:  # ensure_monitor retries and reports it properly
+            log.warning("early monitor start failed", error=str(exc))
+
+    thread = threading.Thread(target=run, name="monitor-launch", daemon=True)
+    thread.start()
+    return thread
+
+
 async def _context(cfg: configmod.Config, store: Store) -> Context:
     """Open the runtime handles; the monitor is started if no earlier one is still running."""
+    from cri.context import Context
+    from runtime.containers import ensure_monitor
+    from runtime.images.registry import RegistryConfig
+    from runtime.images.store import ImageStore
+    from runtime.network.cni import CNIConfig, CNIManager
+
     images = ImageStore(cfg.state_dir, RegistryConfig(
         insecure=set(cfg.registry.insecure), mirrors=dict(cfg.registry.mirrors),
         progress_timeout=cfg.registry.progress_timeout,
@@ -159,13 +181,19 @@ async def _start_streaming(cfg: configmod.Config, ctx: Context) -> StreamingServ
 
 
 async def serve(cfg: configmod.Config) -> None:
-    from cri import server as servermod  # grpc import is slow; only pay it when serving
-
     sock = cfg.socket_path
     _make_dir(cfg.state_dir, 0o711)
     _make_dir(cfg.run_dir, 0o711)
     lock = _lock_state_dir(cfg.state_dir)
     _claim_socket(sock)
+    early = _launch_monitor_early(cfg)
+    # grpc, httpx and aiohttp take a few hundred ms to import: only now, and beside the monitor
+    from cri import server as servermod
+    from cri.event_bridge import follow_monitor
+    from cri.interceptor import RpcInterceptor
+    from cri.recovery import reconcile
+
+    await asyncio.to_thread(early.join)
     try:
         store = Store(Path(cfg.state_dir) / "metadata.db")
     except Exception as exc:  # sqlite raises several types; all mean the same to the operator
