@@ -149,10 +149,9 @@ class ContainerRPCs:
             Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         undo.push("monitor", lambda: self._forget(rec.id))
         try:
-            await self.ctx.monitor.create(rec.id, spec, str(bundle.rootfs),
-                                          cgroup_path=spec["linux"]["cgroupsPath"],
-                                          log_path=log_path, tty=cfg.tty, stdin=cfg.stdin,
-                                          stdin_once=cfg.stdin_once)
+            self.ctx.states.apply(await self.ctx.monitor.create(
+                rec.id, spec, str(bundle.rootfs), cgroup_path=spec["linux"]["cgroupsPath"],
+                log_path=log_path, tty=cfg.tty, stdin=cfg.stdin, stdin_once=cfg.stdin_once))
         except monitor.MonitorError as exc:
             raise InvalidArgument(str(exc)) from None
         failpoints.hit("container.after_monitor")
@@ -169,7 +168,7 @@ class ContainerRPCs:
                              context: grpc.aio.ServicerContext) -> pb.StartContainerResponse:
         rec = self.container(request.container_id)
         try:
-            await self.ctx.monitor.start(rec.id)
+            self.ctx.states.apply(await self.ctx.monitor.start(rec.id))
         except monitor.InvalidState as exc:
             raise FailedPrecondition(f"container {rec.id}: {exc}") from None
         except monitor.NotFound:
@@ -184,14 +183,16 @@ class ContainerRPCs:
         if request.timeout < 0:
             raise InvalidArgument(f"timeout {request.timeout} must not be negative")
         with contextlib.suppress(monitor.NotFound):  # already gone: stopping is idempotent
-            await self.ctx.monitor.stop(rec.id, timeout=request.timeout,
-                                        sig=rec.extra.get("stop_signal", signal.SIGTERM))
+            self.ctx.states.apply(await self.ctx.monitor.stop(
+                rec.id, timeout=request.timeout,
+                sig=rec.extra.get("stop_signal", signal.SIGTERM)))
         return pb.StopContainerResponse()
 
     async def kill_container(self, container_id: str) -> None:
         """Used when a pod stops: no grace, like containerd's forced sandbox stop."""
         with contextlib.suppress(monitor.NotFound, monitor.InvalidState):
-            await self.ctx.monitor.stop(container_id, timeout=0, sig=signal.SIGKILL)
+            self.ctx.states.apply(
+                await self.ctx.monitor.stop(container_id, timeout=0, sig=signal.SIGKILL))
 
     async def RemoveContainer(self, request: pb.RemoveContainerRequest,
                               context: grpc.aio.ServicerContext) -> pb.RemoveContainerResponse:
@@ -208,5 +209,7 @@ class ContainerRPCs:
         await self.kill_container(rec.id)
         with contextlib.suppress(monitor.NotFound):
             await self.ctx.monitor.delete(rec.id)
+        self.ctx.states.drop(rec.id)
+        self.ctx.metadata.forget(rec.id)
         Bundle(self.ctx.bundle_dir(rec.id)).remove()
         self.ctx.store.containers.delete(rec.id)

@@ -58,6 +58,9 @@ class ContainerStatusRPCs:
         def container(self, given: str) -> ContainerRecord: ...
 
     async def states(self) -> dict[str, ContainerState]:
+        """From the event-fed cache once it is synced; from the monitor until then."""
+        if self.ctx.states.synced:
+            return self.ctx.states.states
         return {s.id: s for s in await self.ctx.monitor.list()}
 
     async def ContainerStatus(self, request: pb.ContainerStatusRequest,
@@ -77,7 +80,8 @@ class ContainerStatusRPCs:
     async def list_containers(self, f: pb.ContainerFilter) -> list[pb.Container]:
         states = await self.states()
         out = []
-        for rec in self.ctx.store.containers.find():
+        metadata = self.ctx.metadata
+        for rec in self.ctx.store.containers.scan():
             st = states.get(rec.id)
             state = cri_state(st)
             if not id_match(f.id, rec.id) or not id_match(f.pod_sandbox_id, rec.pod_id):
@@ -86,9 +90,8 @@ class ContainerStatusRPCs:
                 continue
             if not labels_match(f.label_selector, rec.labels):
                 continue
-            cfg = pb.ContainerConfig.FromString(rec.config)
             out.append(pb.Container(
-                id=rec.id, pod_sandbox_id=rec.pod_id, metadata=cfg.metadata,
+                id=rec.id, pod_sandbox_id=rec.pod_id, metadata=metadata.container(rec),
                 image=pb.ImageSpec(image=rec.image), image_ref=rec.extra.get("image_ref", ""),
                 image_id=rec.image_id, state=state, created_at=rec.created_ns,
                 labels=rec.labels, annotations=rec.annotations))

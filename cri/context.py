@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from cri.config import Config
 from cri.events import EventHub
+from cri.statecache import MetadataCache, StateCache
 from cri.store import Store
 from proto import api_pb2 as pb
 from runtime.containers import MonitorClient
@@ -37,6 +38,8 @@ class Context:
     network: CNIManager
     monitor: MonitorClient
     hub: EventHub = field(default_factory=EventHub)
+    states: StateCache = field(default_factory=StateCache)
+    metadata: MetadataCache = field(default_factory=MetadataCache)
     # called as (image ref, bytes newly stored, seconds, succeeded) after every PullImage
     pull_observers: list[Callable[[str, int, float, bool], None]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)

@@ -8,14 +8,13 @@ The /metrics collector and the CRI stats RPCs share this sampler (and its CPU-ra
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cri.context import Context
-from cri.store import ContainerRecord, PodRecord, Store
+from cri.store import ContainerRecord, PodRecord
 from proto import api_pb2 as pb
 from runtime import cgroups
 from runtime.bundle import Bundle
@@ -111,13 +110,13 @@ class Sampler:
         states = await self.states()
         now = time.time_ns()
         by_pod: dict[str, PodSample] = {}
-        for prec in pod_records(self.ctx.store):
+        for prec in self.ctx.store.pods.scan():
             if pod_ids is not None and prec.id not in pod_ids:
                 continue
             parent = str(prec.extra.get("cgroup_parent") or "berth").strip("/")
             by_pod[prec.id] = PodSample(prec, pb.PodSandboxConfig.FromString(prec.config),
                                         parent, taken_ns=now)
-        records = container_records(self.ctx.store)
+        records = self.ctx.store.containers.scan()
         alive = {r.id for r in records}
         self._cpu_base = {k: v for k, v in self._cpu_base.items() if k in alive}
         self._fs = {k: v for k, v in self._fs.items() if k in alive}
@@ -188,33 +187,6 @@ class Sampler:
                 with contextlib.suppress(OSError):
                     return parse_net_dev(Path(f"/proc/{c.state.pid}/net/dev").read_text())
         return None
-
-
-def pod_records(store: Store) -> list[PodRecord]:
-    """Just the columns a sample needs: decoding every record's `extra` JSON cost more than
-    reading all the cgroup files of a pod."""
-    rows = store.cx.execute(
-        "SELECT id, name, namespace, uid, attempt, state, created_ns, config, labels, "
-        "annotations, json_extract(extra, '$.cgroup_parent'), "
-        "json_extract(extra, '$.host_network'), json_extract(extra, '$.ns') IS NOT NULL "
-        "FROM pods ORDER BY created_ns")
-    return [PodRecord(id=r[0], name=r[1], namespace=r[2], uid=r[3], attempt=r[4], state=r[5],
-                      created_ns=r[6], config=r[7], labels=json.loads(r[8]),
-                      annotations=json.loads(r[9]),
-                      extra={"cgroup_parent": r[10] or "", "host_network": bool(r[11]),
-                             "ns": {"pinned": True} if r[12] else {}})
-            for r in rows]
-
-
-def container_records(store: Store) -> list[ContainerRecord]:
-    """As pod_records: `extra` (the whole OCI process) is left out."""
-    rows = store.cx.execute(
-        "SELECT id, pod_id, name, attempt, image, image_id, created_ns, config, labels, "
-        "annotations FROM containers ORDER BY created_ns")
-    return [ContainerRecord(id=r[0], pod_id=r[1], name=r[2], attempt=r[3], image=r[4],
-                            image_id=r[5], created_ns=r[6], config=r[7],
-                            labels=json.loads(r[8]), annotations=json.loads(r[9]))
-            for r in rows]
 
 
 def _read(path: str) -> str:

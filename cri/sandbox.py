@@ -158,6 +158,7 @@ class SandboxRPCs:
         failpoints.hit("remove_pod.after_containers")
         shutil.rmtree(self.ctx.pod_dir(rec.id), ignore_errors=True)
         self.ctx.store.pods.delete(rec.id)
+        self.ctx.metadata.forget(rec.id)
         self.pod_event(rec, "CONTAINER_DELETED_EVENT")
         return pb.RemovePodSandboxResponse()
 
@@ -193,14 +194,13 @@ class SandboxRPCs:
 
     def list_pods(self, f: pb.PodSandboxFilter) -> list[pb.PodSandbox]:
         items = []
-        for rec in self.ctx.store.pods.find():
+        for rec in self.ctx.store.pods.scan():
             if not id_match(f.id, rec.id) or not labels_match(f.label_selector, rec.labels):
                 continue
             if f.HasField("state") and pb.PodSandboxState.Value(rec.state) != f.state.state:
                 continue
-            cfg = pb.PodSandboxConfig.FromString(rec.config)
             items.append(pb.PodSandbox(
-                id=rec.id, metadata=cfg.metadata, state=rec.state,
+                id=rec.id, metadata=self.ctx.metadata.pod(rec), state=rec.state,
                 created_at=rec.created_ns, labels=rec.labels, annotations=rec.annotations,
                 runtime_handler=rec.extra.get("runtime_handler", "")))
         return items

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -84,7 +85,11 @@ _JSON_FIELDS = {"labels", "annotations", "extra", "repo_tags", "repo_digests"}
 
 
 class Table(Generic[R]):
-    """Typed CRUD over one table; JSON-encodes dict and list fields."""
+    """Typed CRUD over one table, written through to sqlite and read from memory.
+
+    berthd is the only writer, so after one load every read (kubelet lists every second) is a
+    dict lookup. Records handed out are copies: a caller's edits land only through `put`.
+    """
 
     def __init__(self, db: Store, name: str, kind: type[R],
                  holder: Callable[[sqlite3.Connection, R], str] | None = None) -> None:
@@ -93,6 +98,14 @@ class Table(Generic[R]):
         self.kind: type[R] = kind
         self.holder: Callable[[sqlite3.Connection, R], str] | None = holder
         self.columns = [f.name for f in fields(kind)]
+        self._cache: dict[str, R] | None = None
+
+    def _all(self) -> dict[str, R]:
+        if self._cache is None:
+            order = " ORDER BY created_ns" if "created_ns" in self.columns else ""
+            rows = self.db.cx.execute(f"SELECT * FROM {self.name}{order}")
+            self._cache = {rec.id: rec for rec in map(self._rec, rows)}
+        return self._cache
 
     def _row(self, rec: R) -> list[Any]:
         data = asdict(rec)
@@ -112,35 +125,43 @@ class Table(Generic[R]):
         except sqlite3.IntegrityError:
             holder = self.holder(self.db.cx, rec) if self.holder else "an existing record"
             raise NameTaken(holder) from None
+        self._all()[rec.id] = _copy(rec)
 
     def put(self, rec: R) -> None:
         marks = ", ".join("?" for _ in self.columns)
         with self.db.tx() as cx:
             cx.execute(f"INSERT OR REPLACE INTO {self.name} ({', '.join(self.columns)}) "
                        f"VALUES ({marks})", self._row(rec))
+        self._all()[rec.id] = _copy(rec)
 
     def get(self, id_: str) -> R | None:
-        row = self.db.cx.execute(f"SELECT * FROM {self.name} WHERE id = ?", (id_,)).fetchone()
-        return self._rec(row) if row else None
+        rec = self._all().get(id_)
+        return _copy(rec) if rec is not None else None
 
     def find(self, **where: Any) -> list[R]:
-        """Equality filters on plain columns, in creation order where there is one."""
-        clause = " AND ".join(f"{k} = ?" for k in where) or "1"
-        order = " ORDER BY created_ns" if "created_ns" in self.columns else ""
-        rows = self.db.cx.execute(f"SELECT * FROM {self.name} WHERE {clause}{order}",
-                                  tuple(where.values()))
-        return [self._rec(r) for r in rows]
+        """Equality filters on plain fields, in creation order."""
+        return [_copy(rec) for rec in self._all().values()
+                if all(getattr(rec, k) == v for k, v in where.items())]
+
+    def scan(self) -> list[R]:
+        """The cached records themselves, for hot read paths (lists): never modify them."""
+        return list(self._all().values())
 
     def ids_with_prefix(self, prefix: str) -> list[str]:
         """Short ids as crictl sends them resolve to full ids."""
-        like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        rows = self.db.cx.execute(
-            f"SELECT id FROM {self.name} WHERE id LIKE ? ESCAPE '\\'", (like,))
-        return [r[0] for r in rows]
+        return sorted(i for i in self._all() if i.startswith(prefix))
 
     def delete(self, id_: str) -> bool:
         with self.db.tx() as cx:
-            return cx.execute(f"DELETE FROM {self.name} WHERE id = ?", (id_,)).rowcount > 0
+            gone = cx.execute(f"DELETE FROM {self.name} WHERE id = ?", (id_,)).rowcount > 0
+        self._all().pop(id_, None)
+        return gone
+
+
+def _copy(rec: R) -> R:
+    """One level deep: enough that edits to a returned record's dicts stay off the cache."""
+    return replace(rec, **{f.name: copy.copy(getattr(rec, f.name)) for f in fields(rec)
+                           if isinstance(getattr(rec, f.name), dict | list)})
 
 
 def _pod_holder(cx: sqlite3.Connection, rec: PodRecord) -> str:

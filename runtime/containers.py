@@ -258,10 +258,13 @@ class MonitorClient:
             raise
         return StreamSession(reader, writer, info or {})
 
-    async def events(self) -> AsyncIterator[ContainerEvent]:
+    async def events(self, subscribed: asyncio.Event | None = None
+                     ) -> AsyncIterator[ContainerEvent]:
         """State changes from now on; ends if the monitor goes (or drops a slow reader): then
-        resync with list()."""
+        resync with list(). `subscribed` is set once no later change can be missed."""
         session = await self._session("events")
+        if subscribed is not None:
+            subscribed.set()
         try:
             while line := await session.reader.readline():
                 msg = json.loads(line)
