@@ -41,6 +41,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, observers: list[Observer] | None = None) -> None:
         self.observers = observers or []
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # built once per method
 
     def _finish(self, method: str, rid: str, started: float, code: grpc.StatusCode,
                 details: str | None) -> None:
@@ -59,10 +60,16 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        full = handler_call_details.method
+        if (done := self._wrapped.get(full)) is not None:
+            return done
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+        self._wrapped[full] = self._wrap(full.rsplit("/", 1)[-1], handler)
+        return self._wrapped[full]
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(method, handler.unary_unary),
