@@ -19,7 +19,6 @@ from tests.network.bench_add import Chain
 from tests.network.helpers import REFERENCE_BIN, rand_name, restore_forwarding, snapshot_forwarding
 
 _STEP = {"bridge": "bridge+host-local"}
-PORTMAP_CHAINS = {"CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ"}
 
 
 def _sampler(chain: Chain, tmp: str, port: int) -> Callable[[], float]:
@@ -66,10 +65,7 @@ def cni_add(env: Env, plan: Plan) -> list[Row]:
             ref.close()
             restore_forwarding(fwd)
             firewall.prune()
-            # the reference portmap's shared chains: ours if new, and unused once no DNAT is left
-            new = hostclean.chains("nat") - nat_before
-            if not any(ch.startswith("CNI-DN-") for ch in hostclean.chains("nat")):
-                hostclean.remove_chains("nat", new & PORTMAP_CHAINS)
+            hostclean.drop_portmap_chains(nat_before)
     leaks = _leaks([ours, ref], tmp)
     if leaks:
         raise AssertionError("CNI bench leaked: " + "; ".join(leaks))
