@@ -57,11 +57,6 @@ class ContainerStatusRPCs:
     if TYPE_CHECKING:
         def container(self, given: str) -> ContainerRecord: ...
 
-    async def states(self) -> dict[str, ContainerState]:
-        """From the event-fed cache once it is synced; from the monitor until then."""
-        if self.ctx.states.synced:
-            return self.ctx.states.states
-        return {s.id: s for s in await self.ctx.monitor.list()}
 
     async def ContainerStatus(self, request: pb.ContainerStatusRequest,
                               context: grpc.aio.ServicerContext) -> pb.ContainerStatusResponse:
@@ -78,7 +73,7 @@ class ContainerStatusRPCs:
         return pb.ContainerStatusResponse(status=container_status(rec, st), info=info)
 
     async def list_containers(self, f: pb.ContainerFilter) -> list[pb.Container]:
-        states = await self.states()
+        states = await self.ctx.container_states()
         out = []
         metadata = self.ctx.metadata
         for rec in self.ctx.store.containers.scan():

@@ -17,6 +17,7 @@ from cri.store import Store
 from proto import api_pb2 as pb
 from runtime.containers import MonitorClient
 from runtime.images.store import ImageStore
+from runtime.monitor.state import ContainerState
 from runtime.network.cni import CNIManager, PodNetworkRequest, PortMapping
 
 if TYPE_CHECKING:
@@ -71,6 +72,12 @@ class Context:
         return PodNetworkRequest(id=pod_id, name=cfg.metadata.name,
                                  namespace=cfg.metadata.namespace, uid=cfg.metadata.uid,
                                  netns=netns, port_mappings=ports)
+
+    async def container_states(self) -> dict[str, ContainerState]:
+        """From the event-fed cache once it is synced; from the monitor until then."""
+        if self.states.synced:
+            return self.states.states
+        return {s.id: s for s in await self.monitor.list()}
 
     def runtime_ready(self) -> Condition:
         """The runtime is ready when its state dir is usable."""

@@ -18,8 +18,7 @@ from cri.store import ContainerRecord, PodRecord
 from proto import api_pb2 as pb
 from runtime import cgroups
 from runtime.bundle import Bundle
-from runtime.cgroups import CgroupStats, V1Driver
-from runtime.cgroups.model import UNLIMITED_V1, check_path, keyed
+from runtime.cgroups import CgroupStats
 from runtime.monitor.state import ContainerState
 
 USER_HZ = os.sysconf("SC_CLK_TCK")
@@ -98,9 +97,9 @@ class Sampler:
         self._fs: dict[str, tuple[float, int, int]] = {}
 
     async def states(self) -> dict[str, ContainerState]:
-        """One monitor round trip for all containers; an unreachable monitor means no states."""
+        """An unreachable monitor means no states, not a failed scrape."""
         try:
-            return {s.id: s for s in await self.ctx.monitor.list()}
+            return await self.ctx.container_states()
         except (ConnectionError, OSError):
             return {}
 
@@ -134,14 +133,13 @@ class Sampler:
         path = (st.cgroup_path if st and st.cgroup_path else f"{parent}/{rec.id}").strip("/")
         cfg = pb.ContainerConfig.FromString(rec.config)
         cg: CgroupStats | None = None
-        faults: dict[str, int] = {}
         if st is not None:
             with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
-                cg, faults = self._cgroup(path, cfg.linux.resources.cpu_quota > 0)
+                cg = self.driver.stats(path)
         fs_bytes, fs_inodes = self._fs_usage(rec.id)
         sample = ContainerSample(rec, cfg, st, path, cg,
-                                 page_faults=faults.get("pgfault", 0),
-                                 major_page_faults=faults.get("pgmajfault", 0),
+                                 page_faults=cg.page_faults if cg else 0,
+                                 major_page_faults=cg.major_page_faults if cg else 0,
                                  fs_bytes=fs_bytes, fs_inodes=fs_inodes,
                                  taken_ns=cg.timestamp_ns if cg else time.time_ns())
         if cg is not None:
@@ -157,15 +155,6 @@ class Sampler:
         if hit is None or now - hit[0] >= self.fs_ttl:
             hit = self._fs[cid] = (now, *Bundle(self.ctx.bundle_dir(cid)).usage())
         return hit[1], hit[2]
-
-    def _cgroup(self, path: str, quota: bool) -> tuple[CgroupStats, dict[str, int]]:
-        """v1 through the lean reader below; v2 through the driver plus memory.stat."""
-        if isinstance(self.driver, V1Driver):
-            return v1_stats(self.driver.mounts, check_path(path), quota)
-        stats = self.driver.stats(path)
-        mem = keyed(_read(os.path.join(self.ctx.config.runtime.cgroup_root, path,
-                                       "memory.stat")))
-        return stats, mem
 
     def _rate(self, cid: str, ts: int, usage: int) -> int | None:
         """Cores in use against the older of two baselines, which advance a window apart."""
@@ -196,43 +185,6 @@ def _read(path: str) -> str:
         return os.read(fd, 65536).decode()
     finally:
         os.close(fd)
-
-
-def v1_stats(mounts: dict[str, str], rel: str,
-             quota: bool) -> tuple[CgroupStats, dict[str, int]]:
-    """The driver's figures from 7-8 reads instead of 13 (memory.stat gives limit and faults).
-
-    The limit is memory.stat's hierarchical_memory_limit: the one in force, ancestors included.
-    cpu.stat (throttling) is read only for a container with a CFS quota, as cAdvisor reports it.
-    """
-    s = CgroupStats(timestamp_ns=time.time_ns())
-    if "cpuacct" in mounts:
-        acct = os.path.join(mounts["cpuacct"], rel)
-        s.cpu_usage_ns = int(_read(os.path.join(acct, "cpuacct.usage")))
-        ticks = keyed(_read(os.path.join(acct, "cpuacct.stat")))
-        s.cpu_user_ns = ticks.get("user", 0) * 10**9 // USER_HZ
-        s.cpu_system_ns = ticks.get("system", 0) * 10**9 // USER_HZ
-    if quota and "cpu" in mounts:
-        cpu = keyed(_read(os.path.join(mounts["cpu"], rel, "cpu.stat")))
-        s.cpu_periods = cpu.get("nr_periods", 0)
-        s.cpu_throttled_periods = cpu.get("nr_throttled", 0)
-        s.cpu_throttled_ns = cpu.get("throttled_time", 0)
-    mem: dict[str, int] = {}
-    if "memory" in mounts:
-        d = os.path.join(mounts["memory"], rel)
-        mem = keyed(_read(os.path.join(d, "memory.stat")))
-        s.memory_usage = int(_read(os.path.join(d, "memory.usage_in_bytes")))
-        s.memory_working_set = max(s.memory_usage - mem.get("total_inactive_file", 0), 0)
-        s.memory_rss = mem.get("total_rss", 0)
-        s.memory_cache = mem.get("total_cache", 0)
-        s.memory_failcnt = int(_read(os.path.join(d, "memory.failcnt")))
-        limit = mem.get("hierarchical_memory_limit", UNLIMITED_V1)
-        s.memory_limit = limit if limit < UNLIMITED_V1 else None
-        s.oom_kill_count = keyed(_read(os.path.join(d, "memory.oom_control"))).get("oom_kill", 0)
-    if "pids" in mounts:
-        s.pids_current = int(_read(os.path.join(mounts["pids"], rel, "pids.current")))
-    faults = {k: mem.get(f"total_{k}", 0) for k in ("pgfault", "pgmajfault")}
-    return s, faults
 
 
 def pod_processes(pod: PodSample) -> int:

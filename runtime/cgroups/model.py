@@ -46,6 +46,8 @@ class CgroupStats:
     memory_cache: int = 0
     memory_failcnt: int = 0
     memory_limit: int | None = None
+    page_faults: int = 0
+    major_page_faults: int = 0
     pids_current: int = 0
     pids_limit: int | None = None
     oom_kill_count: int = 0

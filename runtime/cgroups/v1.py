@@ -129,18 +129,16 @@ class V1Driver:
             return 0
 
     def stats(self, path: str) -> CgroupStats:
+        """Few reads, since /metrics takes this per container per scrape: memory.stat gives the
+        limit in force (hierarchical_memory_limit, ancestors included) and the page faults."""
         rel = check_path(path)
         s = CgroupStats(timestamp_ns=time.time_ns())
         if "cpuacct" in self.mounts:
             acct = self._dir("cpuacct", rel)
             s.cpu_usage_ns = read_int(os.path.join(acct, "cpuacct.usage"))
-            if os.path.exists(os.path.join(acct, "cpuacct.usage_user")):
-                s.cpu_user_ns = read_int(os.path.join(acct, "cpuacct.usage_user"))
-                s.cpu_system_ns = read_int(os.path.join(acct, "cpuacct.usage_sys"))
-            else:
-                ticks = keyed(read(os.path.join(acct, "cpuacct.stat")))
-                s.cpu_user_ns = ticks.get("user", 0) * 10**9 // USER_HZ
-                s.cpu_system_ns = ticks.get("system", 0) * 10**9 // USER_HZ
+            ticks = keyed(read(os.path.join(acct, "cpuacct.stat")))
+            s.cpu_user_ns = ticks.get("user", 0) * 10**9 // USER_HZ
+            s.cpu_system_ns = ticks.get("system", 0) * 10**9 // USER_HZ
         if "cpu" in self.mounts:
             cpu = keyed(read(self._file("cpu", rel, "cpu.stat")))
             s.cpu_periods = cpu.get("nr_periods", 0)
@@ -150,13 +148,14 @@ class V1Driver:
             mem = self._dir("memory", rel)
             stat = keyed(read(os.path.join(mem, "memory.stat")))
             s.memory_usage = read_int(os.path.join(mem, "memory.usage_in_bytes"))
-            inactive = stat.get("total_inactive_file", 0)
-            s.memory_working_set = max(s.memory_usage - inactive, 0)
+            s.memory_working_set = max(s.memory_usage - stat.get("total_inactive_file", 0), 0)
             s.memory_rss = stat.get("total_rss", 0)
             s.memory_cache = stat.get("total_cache", 0)
             s.memory_failcnt = read_int(os.path.join(mem, "memory.failcnt"))
-            limit = read_int(os.path.join(mem, "memory.limit_in_bytes"))
+            limit = stat.get("hierarchical_memory_limit", UNLIMITED_V1)
             s.memory_limit = limit if limit < UNLIMITED_V1 else None
+            s.page_faults = stat.get("total_pgfault", 0)
+            s.major_page_faults = stat.get("total_pgmajfault", 0)
             s.oom_kill_count = self.oom_kill_count(rel)
         if "pids" in self.mounts:
             s.pids_current = read_int(self._file("pids", rel, "pids.current"))

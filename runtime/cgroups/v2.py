@@ -143,6 +143,8 @@ class V2Driver:
         s.memory_working_set = max(s.memory_usage - mem.get("inactive_file", 0), 0)
         s.memory_rss = mem.get("anon", 0)
         s.memory_cache = mem.get("file", 0)
+        s.page_faults = mem.get("pgfault", 0)
+        s.major_page_faults = mem.get("pgmajfault", 0)
         events = _keyed_file(os.path.join(d, "memory.events"))
         s.memory_failcnt = events.get("max", 0)
         s.oom_kill_count = events.get("oom_kill", 0)
