@@ -11,13 +11,8 @@ from cri.errors import InvalidArgument, NotFound
 from proto import api_pb2
 from runtime import caps as capsmod
 from runtime import seccomp
+from runtime.spec import DEFAULT_MASKED, DEFAULT_READONLY
 
-MASKED_PATHS = [
-    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-    "/sys/firmware", "/sys/devices/virtual/powercap",
-]
-READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 PROFILE = api_pb2.SecurityProfile.ProfileType
 
 
@@ -111,5 +106,5 @@ def apply_security(spec: dict[str, Any], sec: api_pb2.LinuxContainerSecurityCont
         linux["maskedPaths"], linux["readonlyPaths"] = [], []
         linux["resources"]["devices"] = [{"allow": True, "access": "rwm"}]
     else:
-        linux["maskedPaths"] = list(sec.masked_paths) or list(MASKED_PATHS)
-        linux["readonlyPaths"] = list(sec.readonly_paths) or list(READONLY_PATHS)
+        linux["maskedPaths"] = list(sec.masked_paths) or list(DEFAULT_MASKED)
+        linux["readonlyPaths"] = list(sec.readonly_paths) or list(DEFAULT_READONLY)
