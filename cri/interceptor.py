@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,6 +19,22 @@ Observer = Callable[[str, str, float], None]
 
 
 MAX_DETAILS = 2048
+
+# Read-only RPCs kubelet polls every second or so: logged at debug, as containerd does.
+QUIET = frozenset({
+    "Version", "Status", "RuntimeConfig", "ListPodSandbox", "ListContainers", "ListImages",
+    "PodSandboxStatus", "ContainerStatus", "ImageStatus", "ImageFsInfo", "ContainerStats",
+    "ListContainerStats", "PodSandboxStats", "ListPodSandboxStats", "ListMetricDescriptors",
+    "ListPodSandboxMetrics", "StreamPodSandboxes", "StreamContainers", "StreamContainerStats",
+    "StreamImages", "StreamPodSandboxMetrics", "StreamPodSandboxStats",
+})
+_PREFIX = uuid.uuid4().hex[:8]
+_SEQ = itertools.count(1)
+
+
+def request_id() -> str:
+    """Unique per process start and per call, without a uuid4 per RPC."""
+    return f"{_PREFIX}{next(_SEQ):08x}"
 
 
 def _bounded(details: str) -> str:
@@ -48,10 +65,12 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         elapsed = time.perf_counter() - started
         fields: dict[str, Any] = {"method": method, "request_id": rid,
                                   "duration_ms": round(elapsed * 1000, 3), "code": code.name}
-        if code is grpc.StatusCode.OK:
-            log.info("rpc", **fields)
-        else:
+        if code is not grpc.StatusCode.OK:
             log.warning("rpc", details=details, **fields)
+        elif method in QUIET:
+            log.debug("rpc", **fields)
+        else:
+            log.info("rpc", **fields)
         for observe in self.observers:
             observe(method, code.name, elapsed)
 
@@ -86,7 +105,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap_unary(self, method: str, inner: Any) -> Any:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            rid = uuid.uuid4().hex[:16]
+            rid = request_id()
             started = time.perf_counter()
             structlog.contextvars.bind_contextvars(request_id=rid, method=method)
             exc: BaseException | None = None
@@ -110,7 +129,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap_stream(self, method: str, inner: Any) -> Any:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            rid = uuid.uuid4().hex[:16]
+            rid = request_id()
             started = time.perf_counter()
             exc: BaseException | None = None
             try:

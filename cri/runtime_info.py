@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from functools import cache
 from importlib.metadata import version
 
 import grpc
@@ -16,6 +17,14 @@ RUNTIME_NAME = "berth"
 CRI_API_VERSION = "v1"
 
 
+@cache
+def version_response() -> pb.VersionResponse:
+    """importlib.metadata scans sys.path on every call: read the installed version once."""
+    return pb.VersionResponse(version="0.1.0", runtime_name=RUNTIME_NAME,
+                              runtime_version=version("berth"),
+                              runtime_api_version=CRI_API_VERSION)
+
+
 class RuntimeInfoRPCs:
     """Readiness and identity; never touches the kernel beyond cheap reads."""
 
@@ -23,12 +32,7 @@ class RuntimeInfoRPCs:
 
     async def Version(self, request: pb.VersionRequest,
                       context: grpc.aio.ServicerContext) -> pb.VersionResponse:
-        return pb.VersionResponse(
-            version="0.1.0",
-            runtime_name=RUNTIME_NAME,
-            runtime_version=version("berth"),
-            runtime_api_version=CRI_API_VERSION,
-        )
+        return version_response()
 
     async def Status(self, request: pb.StatusRequest,
                      context: grpc.aio.ServicerContext) -> pb.StatusResponse:

@@ -114,13 +114,16 @@ def test_unimplemented_rpcs_name_themselves(daemon: Daemon):
 
 
 def test_sigterm_is_clean_and_logs_are_structured(daemon: Daemon):
-    daemon.runtime.Version(api_pb2.VersionRequest(), timeout=10)
+    daemon.runtime.Version(api_pb2.VersionRequest(), timeout=10)  # polled: logged at debug only
+    daemon.runtime.RemoveContainer(api_pb2.RemoveContainerRequest(container_id="gone"), timeout=10)
     code, err = daemon.stop()
     assert code == 0
     assert not daemon.socket.exists()
     records = [json.loads(ln) for ln in err.splitlines() if ln.startswith("{")]
-    rpc = next(r for r in records if r.get("event") == "rpc")
-    assert rpc["method"] == "Version" and rpc["code"] == "OK"
+    rpcs = [r for r in records if r.get("event") == "rpc"]
+    assert [r["method"] for r in rpcs] == ["RemoveContainer"]
+    rpc = rpcs[0]
+    assert rpc["code"] == "OK"
     assert rpc["request_id"] and rpc["duration_ms"] >= 0
     assert any(r.get("event") == "stopped" for r in records)
 
