@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
+import zlib
 from typing import IO, Protocol
 
 import zstandard
@@ -64,12 +64,40 @@ class _Peek:
         return out + self.raw.read(n - len(out) if n >= 0 else -1)
 
 
+class Gunzip:
+    """gzip members one after another, one zlib call per chunk (GzipFile costs far more Python)."""
+
+    def __init__(self, raw: Readable) -> None:
+        self.raw = raw
+        self.d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.pending = b""  # input zlib has not consumed yet
+
+    def read(self, n: int = -1) -> bytes:
+        limit = n if n > 0 else _CHUNK  # bounded output: a bomb never lands in memory at once
+        while True:
+            if self.d.eof:
+                rest = self.d.unused_data.lstrip(b"\0")  # members may be padded with zeros
+                while not rest:
+                    more = self.raw.read(_CHUNK)
+                    if not more:
+                        return b""
+                    rest = more.lstrip(b"\0")
+                self.d, self.pending = zlib.decompressobj(16 + zlib.MAX_WBITS), rest
+            data = self.pending or self.raw.read(_CHUNK)
+            if not data:
+                raise EOFError("the layer ends inside a gzip member")
+            out = self.d.decompress(data, limit)
+            self.pending = self.d.unconsumed_tail
+            if out:
+                return out
+
+
 def decompressed(raw: Readable, media_type: str = "") -> Readable:
     """Pick the decompressor from the magic bytes; the media type is only a hint."""
     peek = _Peek(raw)
     src: IO[bytes] = peek  # type: ignore[assignment]
     if peek.head.startswith(_GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=src, mode="rb")
+        return Gunzip(peek)
     if peek.head.startswith(_ZSTD_MAGIC):
         return zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
     if media_type.endswith(("gzip", "zstd")) and peek.head:

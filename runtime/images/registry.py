@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import ipaddress
 import json
 import platform as _platform
 import re
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpcore
 import httpx
 
-from runtime.images.content import Retryable
+from runtime.images.content import ProgressTimeout, Retryable
 from runtime.images.reference import Reference, validate_digest
 
 MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -133,15 +135,24 @@ def _fingerprint(auth: Auth | None) -> str:
     return hashlib.sha256("\0".join(fields).encode()).hexdigest()
 
 
+def _token_key(ref: Reference, url: str, auth: Auth | None) -> tuple[str, tuple[str, str, str]]:
+    """Tokens are per endpoint (a mirror's never goes to origin) and per credential, so a pull
+    without a secret never rides on a token another pod's secret obtained."""
+    scope = f"repository:{ref.path}:pull"
+    return scope, (httpx.URL(url).netloc.decode(), scope, _fingerprint(auth))
+
+
 def _challenge(header: str) -> tuple[str, dict[str, str]]:
     scheme, _, rest = header.partition(" ")
     return scheme.lower(), dict(re.findall(r'(\w+)="([^"]*)"', rest))
 
 
-# httpcore reads a response 64 KiB at a time and each read climbs ~8 async frames on the event
-# loop, which is most of a pull's CPU; reads of up to 1 MiB (what the socket has) take 4x fewer.
-httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = max(
-    httpcore.AsyncHTTP11Connection.READ_NUM_BYTES, 1 << 20)
+# httpcore reads a response 64 KiB at a time; layer bodies go faster in reads of up to 1 MiB
+httpcore.HTTP11Connection.READ_NUM_BYTES = max(httpcore.HTTP11Connection.READ_NUM_BYTES, 1 << 20)
+
+# blocking, in an unpack thread: offset -> (offset the server starts at, chunks, close, cut);
+# cut shuts the socket from another thread, so a read blocked on a stalled registry returns
+SyncOpener = Callable[[int], tuple[int, Iterator[bytes], Callable[[], None], Callable[[], None]]]
 
 
 class RegistryClient:
@@ -150,13 +161,17 @@ class RegistryClient:
     def __init__(self, config: RegistryConfig | None = None) -> None:
         self.config = config or RegistryConfig()
         t = self.config.progress_timeout
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(t, connect=min(t, 30.0)),
-                                      follow_redirects=True, trust_env=False)
+        timeout = httpx.Timeout(t, connect=min(t, 30.0))
+        self.http = httpx.AsyncClient(timeout=timeout, follow_redirects=True, trust_env=False)
+        # layer bodies: blocking reads in the unpack threads, so no byte crosses the event loop
+        self.blobs = httpx.Client(timeout=timeout, follow_redirects=True, trust_env=False,
+                                  limits=httpx.Limits(max_connections=32))
         self._tokens: dict[tuple[str, str, str], str] = {}
 
     async def aclose(self) -> None:
         """Close pooled connections."""
         await self.http.aclose()
+        self.blobs.close()
 
     def endpoints(self, host: str) -> list[str]:
         """Mirrors first, then the registry itself; plain HTTP only for loopback or insecure."""
@@ -168,10 +183,7 @@ class RegistryClient:
     async def _send(self, ref: Reference, url: str, headers: dict[str, str], auth: Auth | None,
                     stream: bool = False) -> httpx.Response:
         """GET with the auth dance: a 401 challenge yields a token or basic header, then retry."""
-        scope = f"repository:{ref.path}:pull"
-        # per endpoint (a mirror's token never goes to origin) and per credential, so a pull
-        # without a secret never rides on a token another pod's secret obtained
-        key = (httpx.URL(url).netloc.decode(), scope, _fingerprint(auth))
+        scope, key = _token_key(ref, url, auth)
         for attempt in range(2):
             h = dict(headers)
             if key in self._tokens:
@@ -284,39 +296,78 @@ class RegistryClient:
             return Resolved(digest, d2, _check(ref, mt2, raw2), raw2, mt2, plat, raw)
         return Resolved(digest, digest, _check(ref, mt, raw), raw, mt, want)
 
-    async def open_blob(self, ref: Reference, digest: str, offset: int, auth: Auth | None
-                        ) -> tuple[int, AsyncIterator[bytes]]:
-        """Stream a blob from offset (Range); returns where the server actually started."""
-        last: Exception | None = None
-        transient = False
-        for ep in self.endpoints(ref.domain):
-            headers = {"Range": f"bytes={offset}-"} if offset else {}
-            try:
-                resp = await self._send(ref, f"{ep}/v2/{ref.path}/blobs/{digest}", headers,
-                                        auth, stream=True)
-            except Retryable as e:  # this mirror is down: try the next endpoint
-                last, transient = e, True
-                continue
-            if resp.status_code in (200, 206):
-                start = offset if resp.status_code == 206 else 0
-                return start, _chunks(resp, ref)
-            await resp.aclose()
-            last = self._error(ref, resp, f"blob {digest}")
-            transient = transient or resp.status_code == 429 or resp.status_code >= 500
-        if transient:
-            raise Retryable(str(last))
-        assert last is not None
-        raise last
+    def blob_opener(self, ref: Reference, digest: str, auth: Auth | None) -> SyncOpener:
+        """A blocking opener of the blob for an unpack thread; auth challenges go to the loop."""
+        loop = asyncio.get_running_loop()
+
+        def send(url: str, headers: dict[str, str]) -> httpx.Response:
+            scope, key = _token_key(ref, url, auth)
+            for attempt in range(2):
+                h = dict(headers)
+                if key in self._tokens:
+                    h["Authorization"] = self._tokens[key]
+                try:
+                    resp = self.blobs.send(self.blobs.build_request("GET", url, headers=h),
+                                           stream=True)
+                except httpx.TimeoutException as e:
+                    raise ProgressTimeout(f"no response for {self.config.progress_timeout}s "
+                                          f"fetching {digest}") from e
+                except httpx.TransportError as e:
+                    raise Retryable(f"{type(e).__name__} talking to {ref.domain}: {e}") from e
+                if resp.status_code != 401 or attempt:
+                    return resp
+                challenge = resp.headers.get("www-authenticate", "")
+                resp.close()
+                self._tokens[key] = asyncio.run_coroutine_threadsafe(
+                    self._authorize(ref, challenge, scope, auth), loop).result()
+            raise AssertionError("unreachable")
+
+        def open_at(offset: int) -> tuple[int, Iterator[bytes], Callable[[], None],
+                                          Callable[[], None]]:
+            last: Exception | None = None
+            transient = False
+            for ep in self.endpoints(ref.domain):
+                headers = {"Range": f"bytes={offset}-"} if offset else {}
+                try:
+                    resp = send(f"{ep}/v2/{ref.path}/blobs/{digest}", headers)
+                except Retryable as e:  # this mirror is down: try the next endpoint
+                    last, transient = e, True
+                    continue
+                if resp.status_code in (200, 206):
+                    start = offset if resp.status_code == 206 else 0
+                    return start, self._chunks(resp, ref, digest), resp.close, _cutter(resp)
+                resp.close()
+                last = self._error(ref, resp, f"blob {digest}")
+                transient = transient or resp.status_code == 429 or resp.status_code >= 500
+            if transient:
+                raise Retryable(str(last))
+            assert last is not None
+            raise last
+
+        return open_at
+
+    def _chunks(self, resp: httpx.Response, ref: Reference, digest: str) -> Iterator[bytes]:
+        try:
+            yield from resp.iter_raw()
+        except httpx.TimeoutException as e:
+            raise ProgressTimeout(f"no byte for {self.config.progress_timeout}s fetching "
+                                  f"{digest}") from e
+        except (httpx.TransportError, httpx.StreamError) as e:
+            raise Retryable(f"{type(e).__name__} from {ref.domain}: {e}") from e
+        finally:
+            resp.close()
 
 
-async def _chunks(resp: httpx.Response, ref: Reference) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in resp.aiter_raw():
-            yield chunk
-    except (httpx.TransportError, httpx.StreamError) as e:
-        raise Retryable(f"{type(e).__name__} from {ref.domain}: {e}") from e
-    finally:
-        await resp.aclose()
+def _cutter(resp: httpx.Response) -> Callable[[], None]:
+    stream = resp.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+
+    def cut() -> None:
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    return cut
 
 
 def _check(ref: Reference, mt: str, raw: bytes) -> dict[str, Any]:

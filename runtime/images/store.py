@@ -15,30 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from runtime.images.content import (
-    ContentStore,
-    DigestMismatch,
-    DownloadFailed,
-    Ingest,
-    Retryable,
-)
+from runtime.images.content import ContentStore, DigestMismatch, DownloadFailed, Retryable
+from runtime.images.puller import Pull
 from runtime.images.records import Image, ImageConfig, ImageIndex
-from runtime.images.reference import Reference, normalize, parse
-from runtime.images.registry import (
-    Auth,
-    Platform,
-    RegistryClient,
-    RegistryConfig,
-    RegistryError,
-    Resolved,
-)
+from runtime.images.reference import normalize, parse
+from runtime.images.registry import Auth, Platform, RegistryClient, RegistryConfig, RegistryError
 from runtime.images.snapshots import Snapshots, chain_ids
-from runtime.images.unpack import (
-    DEFAULT_MAX_LAYER_BYTES,
-    Detached,
-    UnpackError,
-    unpack_detached,
-)
+from runtime.images.unpack import DEFAULT_MAX_LAYER_BYTES, UnpackError
 
 _HEXPREFIX = re.compile(r"^(sha256:)?[a-f0-9]{3,64}$")
 
@@ -70,7 +53,8 @@ class ImageStore:
         self._pinned: dict[str, int] = {}
         # pull runs on one event loop; get/list/remove may come from other (gRPC) threads
         self._lock = threading.RLock()
-        self._unpacking: dict[str, asyncio.Lock] = {}
+        self.unpacking: dict[str, asyncio.Lock] = {}  # chain id -> its one committer
+        self.downloads: dict[str, asyncio.Future[None]] = {}  # digest -> the one download
         self._unpack_workers = unpack_workers
         self._pool_: ThreadPoolExecutor | None = None
         self.content.cleanup()
@@ -88,10 +72,11 @@ class ImageStore:
             self._pool_ = None
 
     @property
-    def _pool(self) -> ThreadPoolExecutor:
+    def unpack_pool(self) -> ThreadPoolExecutor:
         """Layers unpack here, not in the loop's default pool that other RPCs share."""
         if self._pool_ is None:
-            self._pool_ = ThreadPoolExecutor(self._unpack_workers, thread_name_prefix="unpack")
+            n = max(self._unpack_workers, self.registry_config.max_concurrent_downloads + 2)
+            self._pool_ = ThreadPoolExecutor(n, thread_name_prefix="unpack")
         return self._pool_
 
     @property
@@ -109,144 +94,12 @@ class ImageStore:
         r = normalize(ref)
         try:
             res = await self.client.resolve(r, auth, platform)
-            return await self._pull_resolved(r, res, auth)
+            return await Pull(self, r, auth).run(res)
         except (RegistryError, InUse):
             raise
         except (Retryable, DigestMismatch, DownloadFailed, UnpackError, OSError, ValueError,
                 KeyError) as e:
             raise PullError(f"pull {r}: {e} (registry {r.domain})") from e
-
-    async def _pull_resolved(self, r: Reference, res: Resolved, auth: Auth | None) -> Image:
-        m = res.manifest
-        cfg_digest = m["config"]["digest"]
-        layers = m.get("layers", [])
-        keep = [res.top_digest, res.manifest_digest, cfg_digest, *[ly["digest"] for ly in layers]]
-        with self._pin(keep) as pin:
-            if res.index_raw is not None:
-                self.content.put_bytes(res.top_digest, res.index_raw)
-            self.content.put_bytes(res.manifest_digest, res.manifest_raw)
-            sem = asyncio.Semaphore(self.registry_config.max_concurrent_downloads)
-            # missing layers start now, while the config that names their snapshots is on its way
-            early = [self._fetch(r, ly, auth, sem) for ly in layers
-                     if not self.content.has(ly["digest"])]
-            try:
-                if not self.content.has(cfg_digest):
-                    ing = self._fetch(r, m["config"], auth, None)
-                    try:
-                        await ing.wait()
-                    finally:
-                        await self.content.release(ing)
-                cfg = json.loads(self.content.read_bytes(cfg_digest))
-                diff_ids = list(cfg.get("rootfs", {}).get("diff_ids", []))
-                if len(diff_ids) != len(layers):
-                    raise PullError(f"pull {r}: {len(layers)} layers but {len(diff_ids)} diff_ids")
-                chains = chain_ids(diff_ids)
-                pin(chains)
-                await self._fetch_and_unpack(r, layers, diff_ids, chains, auth, sem)
-            finally:
-                for ing in early:
-                    await self.content.release(ing)
-            img = self.make_image(m, len(res.manifest_raw), cfg, res.manifest_digest,
-                                  str(res.platform), keep)
-            tag = r.tagged()
-            return self.record(img, [tag] if tag else [], [r.with_digest(res.top_digest)])
-
-    async def _fetch_and_unpack(self, r: Reference, layers: list[dict[str, Any]],
-                                diff_ids: list[str], chains: list[str], auth: Auth | None,
-                                sem: asyncio.Semaphore) -> None:
-        """Downloads run in parallel and every layer unpacks as it streams, all at once;
-        only the short resolve step waits for the parent's commit."""
-        ingests: list[Ingest | None] = []
-        for ly, chain in zip(layers, chains, strict=True):
-            if self.snapshots.has(chain):
-                ingests.append(None)
-                continue
-            ingests.append(self._fetch(r, ly, auth, sem))
-        tasks: list[asyncio.Future[None]] = []
-        try:
-            parent: asyncio.Future[None] | None = None
-            for i, ing in enumerate(ingests):
-                if ing is not None:
-                    parent = asyncio.ensure_future(self._unpack_one(
-                        ing, layers[i], diff_ids[i], chains[: i + 1], parent))
-                    tasks.append(parent)
-            await asyncio.gather(*tasks)
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for ing in ingests:
-                if ing is not None:
-                    await self.content.release(ing)
-
-    def _fetch(self, r: Reference, desc: dict[str, Any], auth: Auth | None,
-               sem: asyncio.Semaphore | None) -> Ingest:
-        digest = desc["digest"]
-
-        async def opener(offset: int) -> Any:
-            return await self.client.open_blob(r, digest, offset, auth)
-
-        cfg = self.registry_config
-        return self.content.fetch(digest, int(desc.get("size", -1)), opener,
-                                  cfg.progress_timeout, cfg.retries, sem)
-
-    async def _unpack_one(self, ing: Ingest, layer: dict[str, Any], diff_id: str,
-                          chains: list[str], parent: asyncio.Future[None] | None) -> None:
-        lock = self._unpacking.setdefault(chains[-1], asyncio.Lock())
-        try:
-            async with lock:  # a concurrent pull of the same layer waits, then finds it done
-                if not self.snapshots.has(chains[-1]):
-                    await self._unpack_locked(ing, layer, diff_id, chains, parent)
-                elif parent is not None:
-                    await asyncio.shield(parent)
-        finally:
-            if not lock.locked():
-                self._unpacking.pop(chains[-1], None)
-
-    async def _unpack_locked(self, ing: Ingest, layer: dict[str, Any], diff_id: str,
-                             chains: list[str], parent: asyncio.Future[None] | None) -> None:
-        tmp = self.snapshots.prepare()
-        reader = None
-        work: asyncio.Future[Any] | None = None
-        loop = asyncio.get_running_loop()
-        try:
-            try:
-                reader = ing.reader()
-            except FileNotFoundError:
-                await ing.wait()  # the download failed and removed its file: raise its error
-                raise
-            work = loop.run_in_executor(
-                self._pool, unpack_detached, reader, str(tmp / "fs"),
-                layer.get("mediaType", ""), self.max_layer_bytes)
-            detached: Detached = await asyncio.shield(work)
-            await ing.wait()  # the digest check; a mismatch discards the snapshot
-            if detached.result.diff_id != diff_id:
-                raise DigestMismatch(f"layer {ing.digest}: diff id {detached.result.diff_id} "
-                                     f"does not match config {diff_id}")
-            if parent is not None:
-                await asyncio.shield(parent)  # its failure fails this layer too
-            work = loop.run_in_executor(
-                self._pool, detached.resolve, self.snapshots.lowers(chains[:-1]))
-            await asyncio.shield(work)
-            if self.sync_snapshots:
-                work = loop.run_in_executor(self._pool, self.snapshots.sync, tmp)
-                await asyncio.shield(work)
-            self.snapshots.commit(tmp, chains[-1])
-        except BaseException as e:
-            if reader is not None:
-                reader.abort()
-            if work is not None:  # the thread must stop writing before its dir goes
-                with contextlib.suppress(BaseException):
-                    await work
-            self.snapshots.discard(tmp)
-            t = ing.task
-            cause = t.exception() if t is not None and t.done() and not t.cancelled() else None
-            if cause is not None and not isinstance(e, asyncio.CancelledError):
-                raise cause from e  # the download's failure is the real cause
-            raise
-        finally:
-            if reader is not None:
-                reader.close()
 
     def make_image(self, manifest: dict[str, Any], manifest_size: int, cfg: dict[str, Any],
                    manifest_digest: str, platform: str, blobs: list[str]) -> Image:
@@ -293,7 +146,7 @@ class ImageStore:
             return import_archive(self, Path(path))
 
     @contextlib.contextmanager
-    def _pin(self, keys: list[str]) -> Any:
+    def pin(self, keys: list[str]) -> Any:
         """Keep GC away from what an in-flight pull already wrote."""
         held: list[str] = []
 

@@ -8,9 +8,9 @@ recorded and done by `Detached.resolve` once the parents are committed.
 
 from __future__ import annotations
 
-import gzip
 import os
 import tarfile
+import zlib
 from dataclasses import dataclass
 
 import zstandard
@@ -26,6 +26,8 @@ from runtime.images.applier import (
     clean_parts,
 )
 from runtime.images.compression import Counted, MislabelledLayer, OverCap, Readable, decompressed
+
+_BUFSIZE = 1 << 16  # tarfile reads 10 KiB at a time by default, a Python call each
 
 __all__ = ["DEFAULT_MAX_ENTRIES", "DEFAULT_MAX_LAYER_BYTES", "OPAQUE", "WHITEOUT_PREFIX",
            "Detached", "UnpackError", "UnpackResult", "apply_layer", "clean_parts",
@@ -71,7 +73,7 @@ def unpack_detached(
     entries = 0
     try:
         counted = Counted(decompressed(stream, media_type), max_bytes)
-        with tarfile.open(fileobj=counted, mode="r|") as tf:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=counted, mode="r|", bufsize=_BUFSIZE) as tf:  # type: ignore[call-overload]
             for m in tf:
                 entries += 1
                 if entries > max_entries:
@@ -80,7 +82,7 @@ def unpack_detached(
         counted.drain()
     except (OverCap, MislabelledLayer) as e:
         raise UnpackError(str(e)) from e
-    except (tarfile.TarError, EOFError, zstandard.ZstdError, gzip.BadGzipFile) as e:
+    except (tarfile.TarError, EOFError, zstandard.ZstdError, zlib.error) as e:
         raise UnpackError(f"corrupt layer: {e}") from e
     finally:
         os.close(root_fd)

@@ -1,54 +1,60 @@
-"""Content store: verification before visibility, shared downloads, resume, timeouts."""
+"""Content store and blob streams: verification before visibility, resume, abandon."""
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import hashlib
 import os
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from runtime.images.content import ContentStore, DigestMismatch, ProgressTimeout, Retryable
+from runtime.images.blobstream import Abandon, BlobStream
+from runtime.images.content import ContentStore, DigestMismatch, DownloadFailed, Retryable
 
 DATA = os.urandom(3 << 20)
 DIGEST = "sha256:" + hashlib.sha256(DATA).hexdigest()
 
 
 class Source:
-    """Serves DATA in chunks from an offset, optionally failing or stalling once."""
+    """A blocking opener serving DATA in chunks from an offset, optionally failing once."""
 
     def __init__(self, data: bytes = DATA, fail_at: int | None = None, stall: float = 0,
                  honour_range: bool = True) -> None:
         self.data, self.fail_at, self.stall, self.range = data, fail_at, stall, honour_range
         self.calls: list[int] = []
+        self.cut = threading.Event()
 
-    async def __call__(self, offset: int):
+    def __call__(self, offset: int):
         self.calls.append(offset)
         start = offset if self.range else 0
 
-        async def gen():
+        def gen() -> Iterator[bytes]:
             pos = start
             while pos < len(self.data):
                 if self.fail_at is not None and pos >= self.fail_at:
                     self.fail_at = None
                     raise Retryable("connection reset")
-                if self.stall:
-                    await asyncio.sleep(self.stall)
+                if self.stall and self.cut.wait(self.stall):
+                    raise Retryable("connection cut")
                 yield self.data[pos : pos + 65536]
                 pos += 65536
-                await asyncio.sleep(0)
 
-        return start, gen()
+        return start, gen(), lambda: None, self.cut.set
 
 
-def _get(store: ContentStore, *args, **kw) -> Path:
-    async def main() -> Path:
-        return await store.fetch(*args, **kw).wait()
-
-    return asyncio.run(main())
+def _get(store: ContentStore, digest: str, size: int, src: Source,
+         abandon: Abandon | None = None) -> bytes:
+    bs = BlobStream(store, digest, size, src, 2, abandon or Abandon())
+    try:
+        got = b"".join(iter(lambda: bs.read(100_000), b""))
+        bs.finish()
+        return got
+    finally:
+        bs.close()
 
 
 def _visible(store: ContentStore) -> list[str]:
@@ -56,11 +62,11 @@ def _visible(store: ContentStore) -> list[str]:
 
 
 @pytest.mark.timeout(30)
-def test_fetch_verifies_and_publishes(tmp_path: Path) -> None:
+def test_stream_verifies_and_publishes(tmp_path: Path) -> None:
     store = ContentStore(tmp_path)
-    path = _get(store, DIGEST, len(DATA), Source())
-    assert path == store.path(DIGEST) and path.read_bytes() == DATA
-    assert store.list() == {DIGEST}
+    assert _get(store, DIGEST, len(DATA), Source()) == DATA
+    assert store.path(DIGEST).read_bytes() == DATA
+    assert store.list() == {DIGEST} and os.listdir(store.ingest_dir) == []
 
 
 @pytest.mark.timeout(30)
@@ -78,58 +84,45 @@ def test_digest_mismatch_never_visible(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(30)
-def test_concurrent_fetches_share_one_download(tmp_path: Path) -> None:
-    store = ContentStore(tmp_path)
-    src = Source()
-
-    async def main() -> list[Path]:
-        ings = [store.fetch(DIGEST, len(DATA), src) for _ in range(5)]
-        return await asyncio.gather(*(i.wait() for i in ings))
-
-    assert len(set(asyncio.run(main()))) == 1
-    assert src.calls == [0]
-
-
-@pytest.mark.timeout(30)
 def test_resume_with_range_after_interruption(tmp_path: Path) -> None:
     store = ContentStore(tmp_path)
     src = Source(fail_at=1 << 20)
-    _get(store, DIGEST, len(DATA), src)
+    assert _get(store, DIGEST, len(DATA), src) == DATA
     assert src.calls == [0, 1 << 20]
-    # a server ignoring Range restarts from zero and still verifies
+    # a partial file another process left is re-read, then a server ignoring Range starts over
     store.delete(DIGEST)
     (store.ingest_dir / DIGEST[7:]).write_bytes(DATA[:1000])
     src2 = Source(honour_range=False)
-    _get(store, DIGEST, len(DATA), src2)
+    assert _get(store, DIGEST, len(DATA), src2) == DATA
     assert src2.calls == [1000] and store.read_bytes(DIGEST) == DATA
 
 
 @pytest.mark.timeout(30)
-def test_progress_timeout_is_per_chunk(tmp_path: Path) -> None:
+def test_abandon_cuts_a_stalled_read(tmp_path: Path) -> None:
     store = ContentStore(tmp_path)
-    slow_but_moving = Source(DATA[: 10 * 65536], stall=0.05)
-    digest = "sha256:" + hashlib.sha256(slow_but_moving.data).hexdigest()
-    _get(store, digest, -1, slow_but_moving, progress_timeout=0.3)
-    with pytest.raises(ProgressTimeout):
-        _get(store, DIGEST, len(DATA), Source(stall=1), progress_timeout=0.2,
-                                retries=0)
+    abandon, src = Abandon(), Source(stall=60)
+    threading.Timer(0.2, abandon.set).start()
+    t0 = time.monotonic()
+    with pytest.raises(DownloadFailed, match="abandoned"):
+        _get(store, DIGEST, len(DATA), src, abandon)
+    assert time.monotonic() - t0 < 5 and not store.has(DIGEST)
 
 
 @pytest.mark.timeout(30)
-def test_follow_reader_tails_download(tmp_path: Path) -> None:
+def test_a_second_process_waits_then_reads_the_published_blob(tmp_path: Path) -> None:
     store = ContentStore(tmp_path)
+    fd = store.open_ingest(DIGEST, Abandon())  # the other process holds the download
+    assert fd is not None
+    os.write(fd, DATA)
 
-    async def main() -> bytes:
-        ing = store.fetch(DIGEST, len(DATA), Source(stall=0.001))
-        r = ing.reader()
-        try:
-            got = await asyncio.to_thread(lambda: b"".join(iter(lambda: r.read(100_000), b"")))
-        finally:
-            r.close()
-        await ing.wait()
-        return got
+    def other_finishes() -> None:
+        store.publish(DIGEST, fd)
+        os.close(fd)
 
-    assert asyncio.run(main()) == DATA
+    threading.Timer(0.2, other_finishes).start()
+    src = Source()
+    assert _get(store, DIGEST, len(DATA), src) == DATA
+    assert src.calls == []
 
 
 def test_cleanup_removes_stale_partials(tmp_path: Path) -> None:

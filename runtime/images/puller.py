@@ -1,0 +1,185 @@
+"""One pull: every missing layer streams from the registry straight into its snapshot.
+
+Each layer's thread receives, hashes, keeps and unpacks its blob in one pass; nothing waits for
+the image config except the short commit step, which also waits for the parent layer's commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from runtime.images.blobstream import Abandon, BlobStream
+from runtime.images.content import DigestMismatch
+from runtime.images.records import Image
+from runtime.images.reference import Reference
+from runtime.images.registry import Auth, Resolved
+from runtime.images.snapshots import chain_ids
+from runtime.images.unpack import Detached, UnpackError, unpack_detached
+
+if TYPE_CHECKING:
+    from runtime.images.store import ImageStore
+
+T = TypeVar("T")
+Unpacked = tuple[Path, Detached]  # a snapshot dir not yet committed, and what resolve needs
+
+
+class Pull:
+    """State of one PullImage: its cancel flag, download limit and the config's chain IDs."""
+
+    def __init__(self, store: ImageStore, r: Reference, auth: Auth | None) -> None:
+        self.store, self.r, self.auth = store, r, auth
+        self.abandon = Abandon()
+        self.sem = asyncio.Semaphore(store.registry_config.max_concurrent_downloads)
+        self.chains: asyncio.Future[tuple[list[str], list[str]]] = \
+            asyncio.get_running_loop().create_future()
+
+    async def run(self, res: Resolved) -> Image:
+        st, m = self.store, res.manifest
+        layers: list[dict[str, Any]] = m.get("layers", [])
+        cfg_digest = m["config"]["digest"]
+        keep = [res.top_digest, res.manifest_digest, cfg_digest, *[ly["digest"] for ly in layers]]
+        with st.pin(keep) as pin:
+            if res.index_raw is not None:
+                st.content.put_bytes(res.top_digest, res.index_raw)
+            st.content.put_bytes(res.manifest_digest, res.manifest_raw)
+            tasks: list[asyncio.Future[None]] = []
+            parent: asyncio.Future[None] | None = None
+            for i, ly in enumerate(layers):
+                parent = asyncio.ensure_future(self._layer(i, ly, parent))
+                tasks.append(parent)
+            try:
+                await self._download(m["config"], None)
+                cfg = json.loads(st.content.read_bytes(cfg_digest))
+                diff_ids = list(cfg.get("rootfs", {}).get("diff_ids", []))
+                if len(diff_ids) != len(layers):
+                    raise ValueError(f"{len(layers)} layers but {len(diff_ids)} diff_ids")
+                chains = chain_ids(diff_ids)
+                pin(chains)
+                self.chains.set_result((diff_ids, chains))
+                await asyncio.gather(*tasks)
+            except BaseException:
+                self.abandon.set()
+                self.chains.cancel()
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+            img = st.make_image(m, len(res.manifest_raw), cfg, res.manifest_digest,
+                                str(res.platform), keep)
+            tag = self.r.tagged()
+            return st.record(img, [tag] if tag else [], [self.r.with_digest(res.top_digest)])
+
+    async def _layer(self, i: int, ly: dict[str, Any], parent: asyncio.Future[None] | None
+                     ) -> None:
+        """Stream the layer if its blob is missing, then commit it once config and parent allow."""
+        got = await self._download(ly, lambda bs, root: unpack_detached(
+            bs, root, ly.get("mediaType", ""), self.store.max_layer_bytes))
+        try:
+            diff_ids, chains = await asyncio.shield(self.chains)
+            await self._commit(ly, diff_ids[i], chains[: i + 1], parent, got)
+        finally:
+            if got is not None:
+                self.store.snapshots.discard(got[0])  # a no-op once committed
+
+    async def _download(self, desc: dict[str, Any],
+                        unpack: Callable[[BlobStream, str], Detached] | None
+                        ) -> Unpacked | None:
+        """Fetch a missing blob once per process (unpacking it on the way when asked)."""
+        st, digest = self.store, desc["digest"]
+        while not st.content.has(digest):
+            other = st.downloads.get(digest)
+            if other is not None:  # another pull fetches it: wait, then look again
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(other)
+                continue
+            done = asyncio.get_running_loop().create_future()
+            st.downloads[digest] = done
+            try:
+                opener = st.client.blob_opener(self.r, digest, self.auth)
+                async with self.sem if unpack is not None else contextlib.nullcontext():
+                    return await self.in_thread(self._stream, desc, opener, unpack)
+            finally:
+                del st.downloads[digest]
+                done.set_result(None)
+        return None
+
+    def _stream(self, desc: dict[str, Any], opener: Any,
+                unpack: Callable[[BlobStream, str], Detached] | None) -> Unpacked | None:
+        st = self.store
+        bs = BlobStream(st.content, desc["digest"], int(desc.get("size", -1)), opener,
+                        st.registry_config.retries, self.abandon)
+        try:
+            if unpack is None:
+                bs.finish()
+                return None
+            tmp = st.snapshots.prepare()
+            try:
+                try:
+                    detached = unpack(bs, str(tmp / "fs"))
+                except UnpackError as e:
+                    bs.finish()  # bytes that are not what the manifest named: say that instead
+                    raise e
+                bs.finish()  # the digest check: a mismatch discards the snapshot
+            except BaseException:
+                st.snapshots.discard(tmp)
+                raise
+            return tmp, detached
+        finally:
+            bs.close()
+
+    def _unpack_blob(self, ly: dict[str, Any]) -> Unpacked:
+        """A layer whose blob is already stored (another image's, or an earlier pull's)."""
+        st = self.store
+        tmp = st.snapshots.prepare()
+        try:
+            with open(st.content.path(ly["digest"]), "rb") as f:
+                return tmp, unpack_detached(f, str(tmp / "fs"), ly.get("mediaType", ""),
+                                            st.max_layer_bytes)
+        except BaseException:
+            st.snapshots.discard(tmp)
+            raise
+
+    async def _commit(self, ly: dict[str, Any], diff_id: str, chains: list[str],
+                      parent: asyncio.Future[None] | None, got: Unpacked | None) -> None:
+        st, chain = self.store, chains[-1]
+        lock = st.unpacking.setdefault(chain, asyncio.Lock())
+        try:
+            async with lock:  # a concurrent pull of the same layer waits, then finds it done
+                if st.snapshots.has(chain):
+                    if parent is not None:
+                        await asyncio.shield(parent)
+                    return
+                if got is None:
+                    got = await self.in_thread(self._unpack_blob, ly)
+                tmp, detached = got
+                try:
+                    if detached.result.diff_id != diff_id:
+                        raise DigestMismatch(f"layer {ly['digest']}: diff id "
+                                             f"{detached.result.diff_id} does not match {diff_id}")
+                    if parent is not None:
+                        await asyncio.shield(parent)  # its failure fails this layer too
+                    await self.in_thread(detached.resolve, st.snapshots.lowers(chains[:-1]))
+                    if st.sync_snapshots:
+                        await self.in_thread(st.snapshots.sync, tmp)
+                    st.snapshots.commit(tmp, chain)
+                finally:
+                    st.snapshots.discard(tmp)  # a no-op once committed
+        finally:
+            if not lock.locked():
+                st.unpacking.pop(chain, None)
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run fn in the unpack pool; if we are cancelled, stop it before going on."""
+        work = asyncio.get_running_loop().run_in_executor(self.store.unpack_pool, fn, *args)
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            self.abandon.set()
+            with contextlib.suppress(BaseException):  # it must stop writing before cleanup
+                await work
+            raise
