@@ -75,7 +75,11 @@ class BlobStream:
     def read(self, n: int = -1) -> bytes:
         """Up to n bytes (a chunk when n < 0); b'' only at the end of the blob."""
         if not self._buf:
-            self._buf = memoryview(self._next())
+            chunk = self._next()
+            if n < 0 or len(chunk) <= n:  # the common case: hand the chunk over uncopied
+                self.pos += len(chunk)
+                return chunk
+            self._buf = memoryview(chunk)
         take = len(self._buf) if n < 0 else min(n, len(self._buf))
         out, self._buf = self._buf[:take], self._buf[take:]
         self.pos += take

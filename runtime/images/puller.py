@@ -161,10 +161,12 @@ class Pull:
                     if detached.result.diff_id != diff_id:
                         raise DigestMismatch(f"layer {ly['digest']}: diff id "
                                              f"{detached.result.diff_id} does not match {diff_id}")
+                    if st.sync_snapshots:  # while the parent may still be unpacking
+                        await self.in_thread(st.snapshots.sync, tmp)
                     if parent is not None:
                         await asyncio.shield(parent)  # its failure fails this layer too
                     await self.in_thread(detached.resolve, st.snapshots.lowers(chains[:-1]))
-                    if st.sync_snapshots:
+                    if st.sync_snapshots and detached.applier.links:  # copied-up file data
                         await self.in_thread(st.snapshots.sync, tmp)
                     st.snapshots.commit(tmp, chain)
                 finally:

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import ipaddress
 import json
 import platform as _platform
 import re
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpcore
 import httpx
 
+from runtime.images import blobhttp
+from runtime.images.blobhttp import BlobHTTP
 from runtime.images.content import ProgressTimeout, Retryable
 from runtime.images.reference import Reference, validate_digest
 
@@ -147,9 +146,6 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), dict(re.findall(r'(\w+)="([^"]*)"', rest))
 
 
-# httpcore reads a response 64 KiB at a time; layer bodies go faster in reads of up to 1 MiB
-httpcore.HTTP11Connection.READ_NUM_BYTES = max(httpcore.HTTP11Connection.READ_NUM_BYTES, 1 << 20)
-
 # blocking, in an unpack thread: offset -> (offset the server starts at, chunks, close, cut);
 # cut shuts the socket from another thread, so a read blocked on a stalled registry returns
 SyncOpener = Callable[[int], tuple[int, Iterator[bytes], Callable[[], None], Callable[[], None]]]
@@ -163,9 +159,8 @@ class RegistryClient:
         t = self.config.progress_timeout
         timeout = httpx.Timeout(t, connect=min(t, 30.0))
         self.http = httpx.AsyncClient(timeout=timeout, follow_redirects=True, trust_env=False)
-        # layer bodies: blocking reads in the unpack threads, so no byte crosses the event loop
-        self.blobs = httpx.Client(timeout=timeout, follow_redirects=True, trust_env=False,
-                                  limits=httpx.Limits(max_connections=32))
+        # blob bodies: blocking reads in the unpack threads, so no byte crosses the event loop
+        self.blobs = BlobHTTP(t, min(t, 30.0))
         self._tokens: dict[tuple[str, str, str], str] = {}
 
     async def aclose(self) -> None:
@@ -300,21 +295,20 @@ class RegistryClient:
         """A blocking opener of the blob for an unpack thread; auth challenges go to the loop."""
         loop = asyncio.get_running_loop()
 
-        def send(url: str, headers: dict[str, str]) -> httpx.Response:
+        def send(url: str, headers: dict[str, str]) -> blobhttp.Response:
             scope, key = _token_key(ref, url, auth)
             for attempt in range(2):
                 h = dict(headers)
                 if key in self._tokens:
                     h["Authorization"] = self._tokens[key]
                 try:
-                    resp = self.blobs.send(self.blobs.build_request("GET", url, headers=h),
-                                           stream=True)
-                except httpx.TimeoutException as e:
+                    resp = self.blobs.get(url, h)
+                except blobhttp.ReadTimeout as e:
                     raise ProgressTimeout(f"no response for {self.config.progress_timeout}s "
                                           f"fetching {digest}") from e
-                except httpx.TransportError as e:
-                    raise Retryable(f"{type(e).__name__} talking to {ref.domain}: {e}") from e
-                if resp.status_code != 401 or attempt:
+                except blobhttp.TransportError as e:
+                    raise Retryable(f"{e} talking to {ref.domain}") from e
+                if resp.status != 401 or attempt:
                     return resp
                 challenge = resp.headers.get("www-authenticate", "")
                 resp.close()
@@ -333,12 +327,14 @@ class RegistryClient:
                 except Retryable as e:  # this mirror is down: try the next endpoint
                     last, transient = e, True
                     continue
-                if resp.status_code in (200, 206):
-                    start = offset if resp.status_code == 206 else 0
-                    return start, self._chunks(resp, ref, digest), resp.close, _cutter(resp)
+                if resp.status in (200, 206):
+                    start = offset if resp.status == 206 else 0
+                    return start, self._chunks(resp, ref, digest), resp.close, resp.cut
                 resp.close()
-                last = self._error(ref, resp, f"blob {digest}")
-                transient = transient or resp.status_code == 429 or resp.status_code >= 500
+                cls = {401: Unauthorized, 403: Unauthorized, 404: NotFound}.get(resp.status,
+                                                                               RegistryError)
+                last = cls(str(ref), ref.domain, resp.status, resp.reason, f"blob {digest}")
+                transient = transient or resp.status == 429 or resp.status >= 500
             if transient:
                 raise Retryable(str(last))
             assert last is not None
@@ -346,28 +342,16 @@ class RegistryClient:
 
         return open_at
 
-    def _chunks(self, resp: httpx.Response, ref: Reference, digest: str) -> Iterator[bytes]:
+    def _chunks(self, resp: blobhttp.Response, ref: Reference, digest: str) -> Iterator[bytes]:
         try:
-            yield from resp.iter_raw()
-        except httpx.TimeoutException as e:
+            yield from resp.chunks()
+        except blobhttp.ReadTimeout as e:
             raise ProgressTimeout(f"no byte for {self.config.progress_timeout}s fetching "
                                   f"{digest}") from e
-        except (httpx.TransportError, httpx.StreamError) as e:
-            raise Retryable(f"{type(e).__name__} from {ref.domain}: {e}") from e
+        except blobhttp.TransportError as e:
+            raise Retryable(f"{e} from {ref.domain}") from e
         finally:
             resp.close()
-
-
-def _cutter(resp: httpx.Response) -> Callable[[], None]:
-    stream = resp.extensions.get("network_stream")
-    sock = stream.get_extra_info("socket") if stream is not None else None
-
-    def cut() -> None:
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    return cut
 
 
 def _check(ref: Reference, mt: str, raw: bytes) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import threading
 import uuid
 from pathlib import Path
 
@@ -38,6 +39,8 @@ class Snapshots:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self._locks: dict[Path, int] = {}
+        self._flush_lock = threading.Lock()
+        self._flushes_started = self._flushes_done = 0
 
     def fs(self, chain_id: str) -> Path:
         """Directory of the committed diff for chain_id."""
@@ -69,14 +72,23 @@ class Snapshots:
 
     def sync(self, tmp: Path) -> None:
         """Flush the unpacked files before commit: a committed snapshot is trusted forever after,
-        so it must never turn up with empty files after a power loss (containerd #5854)."""
-        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            if _libc.syncfs(fd) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, os.strerror(err), str(tmp))
-        finally:
-            os.close(fd)
+        so it must never turn up with empty files after a power loss (containerd #5854).
+        One syncfs serves every caller that came before it started, so layers that finish
+        together share a flush."""
+        want = self._flushes_started + 1  # any flush that starts from now on covers us
+        with self._flush_lock:
+            if self._flushes_done >= want:
+                return
+            self._flushes_started += 1
+            started = self._flushes_started
+            fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                if _libc.syncfs(fd) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, os.strerror(err), str(tmp))
+            finally:
+                os.close(fd)
+            self._flushes_done = started
 
     def commit(self, tmp: Path, chain_id: str) -> Path:
         """Publish tmp as chain_id; if another pull won the race, keep theirs."""
