@@ -12,6 +12,7 @@ from cri.context import Context
 from cri.errors import FailedPrecondition, InvalidArgument, NotFound
 from cri.filters import id_match, labels_match
 from cri.ocispec import resources as oci_resources
+from cri.statecache import Entry
 from cri.store import ContainerRecord
 from proto import api_pb2 as pb
 from runtime import containers as monitor
@@ -50,6 +51,14 @@ def container_status(rec: ContainerRecord, st: ContainerState | None) -> pb.Cont
     return status
 
 
+def _matches(f: pb.ContainerFilter, rec: ContainerRecord, state: str) -> bool:
+    if not id_match(f.id, rec.id) or not id_match(f.pod_sandbox_id, rec.pod_id):
+        return False
+    if f.HasField("state") and f.state.state != pb.ContainerState.Value(state):
+        return False
+    return labels_match(f.label_selector, rec.labels)
+
+
 class ContainerStatusRPCs:
     """Read paths: one monitor round trip per call, never one per container."""
 
@@ -72,29 +81,44 @@ class ContainerStatusRPCs:
                                        "runtimeState": st.status if st else "unknown"})
         return pb.ContainerStatusResponse(status=container_status(rec, st), info=info)
 
+    def _item(self, rec: ContainerRecord, state: str) -> pb.Container:
+        return pb.Container(
+            id=rec.id, pod_sandbox_id=rec.pod_id, metadata=self.ctx.metadata.container(rec),
+            image=pb.ImageSpec(image=rec.image), image_ref=rec.extra.get("image_ref", ""),
+            image_id=rec.image_id, state=state, created_at=rec.created_ns,
+            labels=rec.labels, annotations=rec.annotations)
+
     async def list_containers(self, f: pb.ContainerFilter) -> list[pb.Container]:
         states = await self.ctx.container_states()
         out = []
-        metadata = self.ctx.metadata
         for rec in self.ctx.store.containers.scan():
-            st = states.get(rec.id)
-            state = cri_state(st)
-            if not id_match(f.id, rec.id) or not id_match(f.pod_sandbox_id, rec.pod_id):
-                continue
-            if f.HasField("state") and f.state.state != pb.ContainerState.Value(state):
-                continue
-            if not labels_match(f.label_selector, rec.labels):
-                continue
-            out.append(pb.Container(
-                id=rec.id, pod_sandbox_id=rec.pod_id, metadata=metadata.container(rec),
-                image=pb.ImageSpec(image=rec.image), image_ref=rec.extra.get("image_ref", ""),
-                image_id=rec.image_id, state=state, created_at=rec.created_ns,
-                labels=rec.labels, annotations=rec.annotations))
+            state = cri_state(states.get(rec.id))
+            if _matches(f, rec, state):
+                out.append(self._item(rec, state))
+        return out
+
+    def _entries(self) -> list[Entry]:
+        states = self.ctx.states.states
+        out: list[Entry] = []
+        for rec in self.ctx.store.containers.scan():
+            state = cri_state(states.get(rec.id))
+            wire = pb.ListContainersResponse(containers=[self._item(rec, state)])
+            out.append((rec, state, wire.SerializeToString()))
         return out
 
     async def ListContainers(self, request: pb.ListContainersRequest,
-                             context: grpc.aio.ServicerContext) -> pb.ListContainersResponse:
-        return pb.ListContainersResponse(containers=await self.list_containers(request.filter))
+                             context: grpc.aio.ServicerContext
+                             ) -> pb.ListContainersResponse | bytes:
+        """Pre-serialised (the interceptor sends bytes as they are) once states are synced."""
+        st, table = self.ctx.states, self.ctx.store.containers
+        if not st.synced:
+            return pb.ListContainersResponse(containers=await self.list_containers(request.filter))
+        listing = self.ctx.lists.get("containers", (table, table.generation, st, st.generation),
+                                     self._entries)
+        f = request.filter
+        if not f.ListFields():
+            return listing.whole
+        return b"".join(wire for rec, state, wire in listing.entries if _matches(f, rec, state))
 
     async def StreamContainers(self, request: pb.StreamContainersRequest,
                                context: grpc.aio.ServicerContext

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from cri.config import Config
 from cri.events import EventHub
-from cri.statecache import MetadataCache, StateCache
+from cri.statecache import ListCache, MetadataCache, StateCache
 from cri.store import Store
 from proto import api_pb2 as pb
 from runtime.containers import MonitorClient
@@ -41,6 +41,7 @@ class Context:
     hub: EventHub = field(default_factory=EventHub)
     states: StateCache = field(default_factory=StateCache)
     metadata: MetadataCache = field(default_factory=MetadataCache)
+    lists: ListCache = field(default_factory=ListCache)
     # called as (image ref, bytes newly stored, seconds, succeeded) after every PullImage
     pull_observers: list[Callable[[str, int, float, bool], None]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)

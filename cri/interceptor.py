@@ -53,6 +53,16 @@ def _code_of(context: grpc.aio.ServicerContext, exc: BaseException | None) -> gr
     return grpc.StatusCode.UNKNOWN if exc is not None else grpc.StatusCode.OK
 
 
+def _or_bytes(serialize: Callable[..., Any] | None) -> Callable[[Any], bytes] | None:
+    """Handlers may answer with an already serialised reply (lists from their cache)."""
+    if serialize is None:
+        return None
+
+    def serializer(response: Any) -> bytes:
+        return response if type(response) is bytes else serialize(response)
+    return serializer
+
+
 class RpcInterceptor(grpc.aio.ServerInterceptor):
     """Wraps unary and server-streaming handlers with a request id, duration and status."""
 
@@ -93,7 +103,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(method, handler.unary_unary),
                 request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                response_serializer=_or_bytes(handler.response_serializer),
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(

@@ -16,6 +16,7 @@ from cri.errors import AlreadyExists, Internal, InvalidArgument, NotFound
 from cri.filters import id_match, labels_match
 from cri.ids import lookup, new_id
 from cri.rollback import Rollback
+from cri.statecache import Entry
 from cri.store import ContainerRecord, NameTaken, PodRecord
 from proto import api_pb2 as pb
 from runtime import podns, podpid
@@ -44,6 +45,12 @@ def pod_status(rec: PodRecord) -> pb.PodSandboxStatus:
         linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(options=opts)),
         labels=rec.labels, annotations=rec.annotations,
         runtime_handler=rec.extra.get("runtime_handler", ""))
+
+
+def _pod_matches(f: pb.PodSandboxFilter, rec: PodRecord) -> bool:
+    if not id_match(f.id, rec.id) or not labels_match(f.label_selector, rec.labels):
+        return False
+    return not f.HasField("state") or pb.PodSandboxState.Value(rec.state) == f.state.state
 
 
 class SandboxRPCs:
@@ -189,21 +196,29 @@ class SandboxRPCs:
         return pb.PodSandboxStatusResponse(status=pod_status(rec), info=info)
 
     async def ListPodSandbox(self, request: pb.ListPodSandboxRequest,
-                             context: grpc.aio.ServicerContext) -> pb.ListPodSandboxResponse:
-        return pb.ListPodSandboxResponse(items=self.list_pods(request.filter))
+                             context: grpc.aio.ServicerContext
+                             ) -> pb.ListPodSandboxResponse | bytes:
+        """Pre-serialised (the interceptor sends bytes as they are), rebuilt on pod writes."""
+        table = self.ctx.store.pods
+        listing = self.ctx.lists.get("pods", (table, table.generation), self._pod_entries)
+        f = request.filter
+        if not f.ListFields():
+            return listing.whole
+        return b"".join(wire for rec, _, wire in listing.entries if _pod_matches(f, rec))
+
+    def _pod_item(self, rec: PodRecord) -> pb.PodSandbox:
+        return pb.PodSandbox(
+            id=rec.id, metadata=self.ctx.metadata.pod(rec), state=rec.state,
+            created_at=rec.created_ns, labels=rec.labels, annotations=rec.annotations,
+            runtime_handler=rec.extra.get("runtime_handler", ""))
+
+    def _pod_entries(self) -> list[Entry]:
+        return [(rec, rec.state,
+                 pb.ListPodSandboxResponse(items=[self._pod_item(rec)]).SerializeToString())
+                for rec in self.ctx.store.pods.scan()]
 
     def list_pods(self, f: pb.PodSandboxFilter) -> list[pb.PodSandbox]:
-        items = []
-        for rec in self.ctx.store.pods.scan():
-            if not id_match(f.id, rec.id) or not labels_match(f.label_selector, rec.labels):
-                continue
-            if f.HasField("state") and pb.PodSandboxState.Value(rec.state) != f.state.state:
-                continue
-            items.append(pb.PodSandbox(
-                id=rec.id, metadata=self.ctx.metadata.pod(rec), state=rec.state,
-                created_at=rec.created_ns, labels=rec.labels, annotations=rec.annotations,
-                runtime_handler=rec.extra.get("runtime_handler", "")))
-        return items
+        return [self._pod_item(rec) for rec in self.ctx.store.pods.scan() if _pod_matches(f, rec)]
 
     async def StreamPodSandboxes(self, request: pb.StreamPodSandboxesRequest,
                                  context: grpc.aio.ServicerContext) -> Any:

@@ -99,6 +99,7 @@ class Table(Generic[R]):
         self.holder: Callable[[sqlite3.Connection, R], str] | None = holder
         self.columns = [f.name for f in fields(kind)]
         self._cache: dict[str, R] | None = None
+        self.generation = 0  # bumped by every write, so lists can cache what they built
 
     def _all(self) -> dict[str, R]:
         if self._cache is None:
@@ -126,6 +127,7 @@ class Table(Generic[R]):
             holder = self.holder(self.db.cx, rec) if self.holder else "an existing record"
             raise NameTaken(holder) from None
         self._all()[rec.id] = _copy(rec)
+        self.generation += 1
 
     def put(self, rec: R) -> None:
         marks = ", ".join("?" for _ in self.columns)
@@ -133,6 +135,7 @@ class Table(Generic[R]):
             cx.execute(f"INSERT OR REPLACE INTO {self.name} ({', '.join(self.columns)}) "
                        f"VALUES ({marks})", self._row(rec))
         self._all()[rec.id] = _copy(rec)
+        self.generation += 1
 
     def get(self, id_: str) -> R | None:
         rec = self._all().get(id_)
@@ -155,6 +158,7 @@ class Table(Generic[R]):
         with self.db.tx() as cx:
             gone = cx.execute(f"DELETE FROM {self.name} WHERE id = ?", (id_,)).rowcount > 0
         self._all().pop(id_, None)
+        self.generation += 1
         return gone
 
 
