@@ -1,8 +1,10 @@
 """Warm plugin server: the C launchers hand it each CNI call, so no call pays Python start-up.
 
-Single-threaded on purpose: workers are forked ahead of time (safe only without threads); each
-serves one call, taking the caller's stdio, cwd, environment and umask, and runs the plugin's
-main() exactly as the Python executable would. Namespace switches happen in workers only.
+Single-threaded on purpose: each accepted call gets a worker forked from this warm process
+(safe only without threads), which takes the caller's stdio, cwd, environment and umask and
+runs the plugin's main() exactly as the Python executable would. Namespace switches happen in
+workers only. No spare waits ahead of time: a forked spare is a second ~12 MiB process for the
+node, a fork on the call path ~1 ms.
 """
 
 from __future__ import annotations
@@ -34,9 +36,6 @@ DEFAULT_SOCKET = "/run/berth/cni-plugins.sock"
 PROTO = b"berth-cni/1"
 MAX_REQUEST = 65536
 N_FDS = 4  # stdin, stdout, stderr, cwd
-SPARES = 2  # calls that can start at once without waiting for a fork
-CHECK_EVERY = 1.0  # seconds between checks that the spares are still there
-_PID = struct.Struct("i")
 MAINS: dict[str, Callable[[], int]] = {
     "bridge": bridge.main,
     "host-local": host_local.main,
@@ -94,8 +93,8 @@ def read_request(conn: socket.socket) -> Request:
 
 
 def _warm() -> None:
-    """Run the request path once on a dummy call, so its copy-on-write faults happen before a
-    real call waits on them."""
+    """Run the request path once on a dummy call before any fork, so what it loads or caches on
+    first use is there in every worker."""
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     fds = [os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC) for _ in range(N_FDS)]
     received: list[int] = []
@@ -148,22 +147,12 @@ def _stop(signum: int, _frame: object) -> None:
     raise _Stopped(signum)
 
 
-def _worker(listener: socket.socket, notify: int) -> None:
-    """A spare: waits in accept() (the kernel wakes one), tells the server, serves one call."""
+def _worker(conn: socket.socket) -> None:
+    """Forked for one accepted call: serves it, then exits."""
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         gc.disable()  # lives for one call; collection would only copy shared pages
-        with contextlib.suppress(Exception):  # only an optimisation: never lose a spare to it
-            _warm()
-        try:
-            conn, _addr = listener.accept()
-        except OSError:
-            return  # the server shut the listener down
-        os.write(notify, _PID.pack(os.getpid()))
-        os.close(notify)
-        listener.close()
         try:
             req = read_request(conn)
         except (OSError, ValueError) as exc:
@@ -174,24 +163,6 @@ def _worker(listener: socket.socket, notify: int) -> None:
         conn.sendall(b"%d" % rc)
     finally:
         os._exit(0)
-
-
-def _spawn(listener: socket.socket, notify_w: int, server_fds: tuple[int, ...]) -> int:
-    """server_fds include the lock: a worker outliving the server must not keep it held."""
-    pid = os.fork()
-    if pid == 0:
-        for fd in server_fds:
-            os.close(fd)
-        _worker(listener, notify_w)
-    return pid
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def bind(path: str) -> socket.socket:
@@ -209,11 +180,8 @@ def bind(path: str) -> socket.socket:
     return sock
 
 
-def serve(path: str, idle: float = 0, spares: int = SPARES) -> int:
-    """Serve until SIGTERM/SIGINT or `idle` seconds without a call (0: forever).
-
-    Spare workers are forked ahead of time, so a call never waits for a fork.
-    """
+def serve(path: str, idle: float = 0) -> int:
+    """Serve until SIGTERM/SIGINT or `idle` seconds without a call (0: forever)."""
     os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
     lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -227,23 +195,33 @@ def serve(path: str, idle: float = 0, spares: int = SPARES) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
-    notify_r, notify_w = os.pipe()
+    with contextlib.suppress(Exception):  # only an optimisation: never refuse to serve over it
+        _warm()
     gc.freeze()  # keep the collector off the pages the workers share with us
-    pool: set[int] = set()  # spares waiting in accept()
     last_call = time.monotonic()
     try:
         while True:
-            # a spare killed from outside is replaced too: with none left, calls would hang
-            pool = {pid for pid in pool if _alive(pid)}
-            while len(pool) < spares:
-                pool.add(_spawn(listener, notify_w, (notify_r, lock)))
-            ready, _w, _x = select.select([notify_r], [], [], CHECK_EVERY)
-            if ready:
-                for (pid,) in _PID.iter_unpack(os.read(notify_r, _PID.size * 64)):
-                    pool.discard(pid)  # it took a call
-                last_call = time.monotonic()
-            elif idle and time.monotonic() - last_call >= idle:
-                break
+            wait = max(0.0, last_call + idle - time.monotonic()) if idle else None
+            ready, _w, _x = select.select([listener], [], [], wait)
+            if not ready:
+                if idle and time.monotonic() - last_call >= idle:
+                    break
+                continue
+            try:
+                conn, _addr = listener.accept()
+            except ConnectionAbortedError:
+                continue
+            last_call = time.monotonic()
+            try:
+                pid = os.fork()
+            except OSError as exc:  # conn closed unread: the launcher runs the plugin itself
+                print(f"berth cni server: fork: {exc}", file=sys.stderr)
+                pid = -1
+            if pid == 0:  # the worker: the server's fds must not outlive the server
+                listener.close()
+                os.close(lock)
+                _worker(conn)
+            conn.close()
     except _Stopped:
         pass
     finally:
@@ -252,12 +230,7 @@ def serve(path: str, idle: float = 0, spares: int = SPARES) -> int:
         with contextlib.suppress(FileNotFoundError):
             if os.stat(path).st_ino == ino:
                 os.unlink(path)
-        # wakes the spares' accept() with EINVAL; workers already serving a call finish it
-        with contextlib.suppress(OSError):
-            listener.shutdown(socket.SHUT_RDWR)
-        listener.close()
-        os.close(notify_r)
-        os.close(notify_w)
+        listener.close()  # workers already serving a call finish it
         os.close(lock)
     return 0
 
