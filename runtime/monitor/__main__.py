@@ -9,7 +9,6 @@ short-lived process and the monitor is never berthd's child. Exit status 0 also 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ctypes
 import fcntl
 import importlib
@@ -26,7 +25,16 @@ def _set_subreaper() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
+def _without_tls() -> None:
+    """The monitor never speaks TLS, yet asyncio's optional `import ssl` alone maps OpenSSL
+    (~4 MiB RSS) into a process that lives as long as the node: make that import fail."""
+    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+
+
 def _run(args: argparse.Namespace, ready_fd: int) -> None:
+    _without_tls()
+    import asyncio
+
     from runtime.monitor.server import Server
 
     os.setsid()
