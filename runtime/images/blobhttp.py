@@ -51,11 +51,12 @@ class Response:
             raise ReadTimeout(str(e)) from e
         except (OSError, http.client.HTTPException) as e:
             raise TransportError(f"{type(e).__name__}: {e}") from e
+        self._resp.close()  # the response, not the connection: that one goes back to the pool
         self._pool.release(self._key, self._conn, self._resp)
 
     def close(self) -> None:
-        """Drop the connection unless chunks() already gave it back."""
-        if not self._resp.isclosed() or self._resp.will_close:
+        """Drop the connection unless chunks() read the body to its end and gave it back."""
+        if not self._resp.isclosed():
             self._conn.close()
 
     def cut(self) -> None:
