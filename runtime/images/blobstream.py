@@ -137,7 +137,7 @@ class BlobStream:
         return DigestMismatch(f"blob {self.digest}: {why}")
 
     def finish(self) -> None:
-        """Read what the reader left, check digest and size, then publish the blob."""
+        """Read what the reader left, then check digest and size (publish() makes it a blob)."""
         while self.read(_CHUNK):
             pass
         got = "sha256:" + self.h.hexdigest()
@@ -145,9 +145,12 @@ class BlobStream:
             if self.done:
                 raise DigestMismatch(f"stored blob {self.digest} hashes to {got}")
             raise self._mismatch(f"got {got} ({self.pos} bytes, expected {self.size})")
+        self.close_connection()
+
+    def publish(self, flushed: bool) -> None:
+        """Rename the verified file into the store; flushed: a syncfs since finish() covered it."""
         if not self.done:
-            self.close_connection()
-            self.store.publish(self.digest, self.fd)
+            self.store.publish(self.digest, self.fd, flushed)
             self.done = True
 
     def close_connection(self) -> None:

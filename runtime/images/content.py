@@ -150,9 +150,11 @@ class ContentStore:
             if self.has(digest):
                 return None
 
-    def publish(self, digest: str, fd: int) -> Path:
-        """Make a verified ingest file the blob: flushed first, then one rename."""
-        os.fsync(fd)
+    def publish(self, digest: str, fd: int, flushed: bool = False) -> Path:
+        """Make a verified ingest file the blob: flushed first (unless a syncfs already did),
+        then one rename."""
+        if not flushed:
+            os.fsync(fd)
         dst = self.path(digest)
         os.rename(self.ingest_dir / _hex(digest), dst)
         return dst

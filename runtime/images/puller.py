@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,7 +27,25 @@ if TYPE_CHECKING:
     from runtime.images.store import ImageStore
 
 T = TypeVar("T")
-Unpacked = tuple[Path, Detached]  # a snapshot dir not yet committed, and what resolve needs
+
+
+@dataclass
+class Unpacked:
+    """A snapshot dir not yet committed and what resolve needs; when it was streamed, also its
+    verified blob, published at commit (after the syncfs that flushes both)."""
+
+    tmp: Path
+    detached: Detached
+    blob: BlobStream | None = None
+    settle: Callable[[], None] = lambda: None  # wakes pulls waiting for this blob
+
+    def drop(self, store: ImageStore) -> None:
+        """Let go of all of it (the snapshot dir is already gone once committed)."""
+        store.snapshots.discard(self.tmp)
+        if self.blob is not None:
+            self.blob.close()
+            self.blob = None
+        self.settle()
 
 
 class Pull:
@@ -84,7 +104,7 @@ class Pull:
             await self._commit(ly, diff_ids[i], chains[: i + 1], parent, got)
         finally:
             if got is not None:
-                self.store.snapshots.discard(got[0])  # a no-op once committed
+                got.drop(self.store)
 
     async def _download(self, desc: dict[str, Any],
                         unpack: Callable[[BlobStream, str], Detached] | None
@@ -97,15 +117,20 @@ class Pull:
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(other)
                 continue
-            done = asyncio.get_running_loop().create_future()
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             st.downloads[digest] = done
+            settle = functools.partial(_settle, st.downloads, digest, done)
+            got = None
             try:
                 opener = st.client.blob_opener(self.r, digest, self.auth)
                 async with self.sem if unpack is not None else contextlib.nullcontext():
-                    return await self.in_thread(self._stream, desc, opener, unpack)
+                    got = await self.in_thread(self._stream, desc, opener, unpack)
+                if got is not None:
+                    got.settle = settle
+                return got
             finally:
-                del st.downloads[digest]
-                done.set_result(None)
+                if got is None:
+                    settle()
         return None
 
     def _stream(self, desc: dict[str, Any], opener: Any,
@@ -116,6 +141,8 @@ class Pull:
         try:
             if unpack is None:
                 bs.finish()
+                bs.publish(flushed=False)
+                bs.close()
                 return None
             tmp = st.snapshots.prepare()
             try:
@@ -128,9 +155,10 @@ class Pull:
             except BaseException:
                 st.snapshots.discard(tmp)
                 raise
-            return tmp, detached
-        finally:
+            return Unpacked(tmp, detached, bs)
+        except BaseException:
             bs.close()
+            raise
 
     def _unpack_blob(self, ly: dict[str, Any]) -> Unpacked:
         """A layer whose blob is already stored (another image's, or an earlier pull's)."""
@@ -138,8 +166,8 @@ class Pull:
         tmp = st.snapshots.prepare()
         try:
             with open(st.content.path(ly["digest"]), "rb") as f:
-                return tmp, unpack_detached(f, str(tmp / "fs"), ly.get("mediaType", ""),
-                                            st.max_layer_bytes)
+                return Unpacked(tmp, unpack_detached(f, str(tmp / "fs"), ly.get("mediaType", ""),
+                                                     st.max_layer_bytes))
         except BaseException:
             st.snapshots.discard(tmp)
             raise
@@ -151,29 +179,39 @@ class Pull:
         try:
             async with lock:  # a concurrent pull of the same layer waits, then finds it done
                 if st.snapshots.has(chain):
+                    if got is not None and got.blob is not None:
+                        await self.in_thread(got.blob.publish, False)
                     if parent is not None:
                         await asyncio.shield(parent)
                     return
+                mine = got is None
                 if got is None:
                     got = await self.in_thread(self._unpack_blob, ly)
-                tmp, detached = got
                 try:
-                    if detached.result.diff_id != diff_id:
-                        raise DigestMismatch(f"layer {ly['digest']}: diff id "
-                                             f"{detached.result.diff_id} does not match {diff_id}")
-                    if st.sync_snapshots:  # while the parent may still be unpacking
-                        await self.in_thread(st.snapshots.sync, tmp)
-                    if parent is not None:
-                        await asyncio.shield(parent)  # its failure fails this layer too
-                    await self.in_thread(detached.resolve, st.snapshots.lowers(chains[:-1]))
-                    if st.sync_snapshots and detached.applier.links:  # copied-up file data
-                        await self.in_thread(st.snapshots.sync, tmp)
-                    st.snapshots.commit(tmp, chain)
+                    await self._commit_unpacked(ly, diff_id, chains, parent, got)
                 finally:
-                    st.snapshots.discard(tmp)  # a no-op once committed
+                    if mine:
+                        got.drop(st)
         finally:
             if not lock.locked():
                 st.unpacking.pop(chain, None)
+
+    async def _commit_unpacked(self, ly: dict[str, Any], diff_id: str, chains: list[str],
+                               parent: asyncio.Future[None] | None, got: Unpacked) -> None:
+        st, detached = self.store, got.detached
+        if detached.result.diff_id != diff_id:
+            raise DigestMismatch(f"layer {ly['digest']}: diff id {detached.result.diff_id} "
+                                 f"does not match {diff_id}")
+        if st.sync_snapshots:  # while the parent may still be unpacking; flushes the blob too
+            await self.in_thread(st.snapshots.sync, got.tmp)
+        if got.blob is not None:
+            await self.in_thread(got.blob.publish, st.sync_snapshots and st.one_fs)
+        if parent is not None:
+            await asyncio.shield(parent)  # its failure fails this layer too
+        await self.in_thread(detached.resolve, st.snapshots.lowers(chains[:-1]))
+        if st.sync_snapshots and detached.applier.links:  # copied-up file data
+            await self.in_thread(st.snapshots.sync, got.tmp)
+        st.snapshots.commit(got.tmp, chains[-1])
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn in the unpack pool; if we are cancelled, stop it before going on."""
@@ -185,3 +223,11 @@ class Pull:
             with contextlib.suppress(BaseException):  # it must stop writing before cleanup
                 await work
             raise
+
+
+def _settle(downloads: dict[str, asyncio.Future[None]], digest: str,
+            done: asyncio.Future[None]) -> None:
+    """The blob is published (or its download failed): pulls waiting for it look again."""
+    if not done.done():
+        del downloads[digest]
+        done.set_result(None)

@@ -52,6 +52,7 @@ def _get(store: ContentStore, digest: str, size: int, src: Source,
     try:
         got = b"".join(iter(lambda: bs.read(100_000), b""))
         bs.finish()
+        bs.publish(flushed=False)
         return got
     finally:
         bs.close()
