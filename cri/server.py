@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from cri import h2grpc
 from cri.container import ContainerRPCs
 from cri.container_status import ContainerStatusRPCs
 from cri.context import Context
@@ -37,13 +38,17 @@ class ImageService(ImageRPCs, CriServicer):
         self.ctx = ctx
 
 
-def build(ctx: Context, interceptor: RpcInterceptor) -> grpc.aio.Server:
+def build(ctx: Context, interceptor: RpcInterceptor) -> grpc.aio.Server | h2grpc.Server:
     """A gRPC server with both services; kubelet's message size limit of 16 MiB both ways."""
-    server = grpc.aio.server(
-        interceptors=[interceptor],
-        options=[("grpc.max_receive_message_length", MAX_MESSAGE),
-                 ("grpc.max_send_message_length", MAX_MESSAGE)],
-    )
+    server: grpc.aio.Server | h2grpc.Server
+    if ctx.config.grpc_server == "h2":
+        server = h2grpc.Server([interceptor], MAX_MESSAGE)
+    else:
+        server = grpc.aio.server(
+            interceptors=[interceptor],
+            options=[("grpc.max_receive_message_length", MAX_MESSAGE),
+                     ("grpc.max_send_message_length", MAX_MESSAGE)],
+        )
     api_pb2_grpc.add_RuntimeServiceServicer_to_server(RuntimeService(ctx), server)
     api_pb2_grpc.add_ImageServiceServicer_to_server(ImageService(ctx), server)
     return server
