@@ -6,16 +6,17 @@ import contextlib
 import os
 import stat
 import tarfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from runtime.images._sys import openat2, proc_fd_path
 from runtime.images.fsops import (
     clone_meta,
     copy_fd,
-    copy_stream,
     lstat_at,
     rmtree_fd,
     set_xattr,
+    write_all,
     xattrs,
 )
 
@@ -25,6 +26,7 @@ DEFAULT_MAX_LAYER_BYTES = 16 << 30
 DEFAULT_MAX_ENTRIES = 1_000_000  # an inode bomb of empty files passes any byte cap
 _DIR = os.O_PATH | os.O_DIRECTORY
 _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+Body = Callable[[tarfile.TarInfo], Iterable[bytes | memoryview]]  # a regular member's content
 
 
 class UnpackError(Exception):
@@ -159,7 +161,7 @@ class Applier:
             del self.implicit[k]
         self.links = [x for x in self.links if x.rel != rel and not x.rel.startswith(under)]
 
-    def apply(self, m: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
+    def apply(self, m: tarfile.TarInfo, body: Body) -> None:
         parts = clean_parts(m.name)
         if not parts:
             if m.isdir():
@@ -181,13 +183,12 @@ class Applier:
                     return  # a whiteout only hides lower layers, never its own layer's entry
                 os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
             else:
-                self._entry(pfd, base, parts, m, tf)
+                self._entry(pfd, base, parts, m, body)
         finally:
             os.close(pfd)
 
-    def _entry(
-        self, pfd: int, base: str, parts: list[str], m: tarfile.TarInfo, tf: tarfile.TarFile
-    ) -> None:
+    def _entry(self, pfd: int, base: str, parts: list[str], m: tarfile.TarInfo, body: Body
+               ) -> None:
         rel = "/".join(parts)
         self.clear(pfd, base, rel, keep_dir=m.isdir())
         if m.isdir():
@@ -202,9 +203,7 @@ class Applier:
             self.file_bytes += m.size
             fd = os.open(base, _NEW, 0o600, dir_fd=pfd)
             try:
-                src = tf.extractfile(m)
-                assert src is not None
-                copy_stream(src, fd)
+                write_all(body(m), fd)
             except BaseException:
                 os.close(fd)
                 raise

@@ -6,12 +6,9 @@ import errno
 import os
 import stat
 import tarfile
-from collections.abc import Iterator
-from typing import IO
+from collections.abc import Iterable, Iterator
 
 from runtime.images._sys import openat2, proc_fd_path
-
-_CHUNK = 1 << 20
 
 
 def xattrs(m: tarfile.TarInfo) -> Iterator[tuple[str, bytes]]:
@@ -45,9 +42,9 @@ def lstat_at(dfd: int, name: str) -> os.stat_result | None:
         return None
 
 
-def copy_stream(src: IO[bytes], fd: int) -> None:
-    """Write everything src yields to fd (short writes retried)."""
-    while chunk := src.read(_CHUNK):
+def write_all(chunks: Iterable[bytes | memoryview], fd: int) -> None:
+    """Write every chunk to fd (short writes retried)."""
+    for chunk in chunks:
         view = memoryview(chunk)
         while view:
             view = view[os.write(fd, view) :]

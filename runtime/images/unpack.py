@@ -8,9 +8,10 @@ recorded and done by `Detached.resolve` once the parents are committed.
 
 from __future__ import annotations
 
+import io
 import os
 import tarfile
-import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import zstandard
@@ -25,9 +26,15 @@ from runtime.images.applier import (
     UnpackResult,
     clean_parts,
 )
-from runtime.images.compression import Counted, MislabelledLayer, OverCap, Readable, decompressed
-
-_BUFSIZE = 1 << 16  # tarfile reads 10 KiB at a time by default, a Python call each
+from runtime.images.compression import (
+    Counted,
+    InflateError,
+    MislabelledLayer,
+    OverCap,
+    Readable,
+    TarInput,
+    decompressed,
+)
 
 __all__ = ["DEFAULT_MAX_ENTRIES", "DEFAULT_MAX_LAYER_BYTES", "OPAQUE", "WHITEOUT_PREFIX",
            "Detached", "UnpackError", "UnpackResult", "apply_layer", "clean_parts",
@@ -73,16 +80,26 @@ def unpack_detached(
     entries = 0
     try:
         counted = Counted(decompressed(stream, media_type), max_bytes)
-        with tarfile.open(fileobj=counted, mode="r|", bufsize=_BUFSIZE) as tf:  # type: ignore[call-overload]
+        inp = TarInput(counted)
+        with tarfile.open(fileobj=inp, mode="r:") as tf:  # type: ignore[call-overload]
+
+            def body(m: tarfile.TarInfo) -> Iterator[bytes | memoryview]:
+                if m.sparse is None:
+                    return inp.chunks(m.size)
+                src = tf.extractfile(m)  # a GNU sparse file: tarfile knows where the holes go
+                assert src is not None
+                return iter(lambda: src.read(1 << 20), b"")
+
             for m in tf:
                 entries += 1
                 if entries > max_entries:
                     raise UnpackError(f"layer has more than the cap of {max_entries} entries")
-                ap.apply(m, tf)
+                ap.apply(m, body)
         counted.drain()
     except (OverCap, MislabelledLayer) as e:
         raise UnpackError(str(e)) from e
-    except (tarfile.TarError, EOFError, zstandard.ZstdError, zlib.error) as e:
+    except (tarfile.TarError, EOFError, zstandard.ZstdError, InflateError,
+            io.UnsupportedOperation) as e:
         raise UnpackError(f"corrupt layer: {e}") from e
     finally:
         os.close(root_fd)
