@@ -77,7 +77,8 @@ class ImageStore:
     def unpack_pool(self) -> ThreadPoolExecutor:
         """Layers unpack here, not in the loop's default pool that other RPCs share."""
         if self._pool_ is None:
-            n = max(self._unpack_workers, self.registry_config.max_concurrent_downloads + 2)
+            # streams, plus room for commits (resolve, syncfs) that must not wait behind them
+            n = max(self._unpack_workers, 2 * self.registry_config.max_concurrent_downloads + 2)
             self._pool_ = ThreadPoolExecutor(n, thread_name_prefix="unpack")
         return self._pool_
 
