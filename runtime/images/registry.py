@@ -313,7 +313,8 @@ class RegistryClient:
                 challenge = resp.headers.get("www-authenticate", "")
                 resp.close()
                 self._tokens[key] = asyncio.run_coroutine_threadsafe(
-                    self._authorize(ref, challenge, scope, auth), loop).result()
+                    self._authorize(ref, challenge, scope, auth), loop).result(
+                        self.config.progress_timeout)
             raise AssertionError("unreachable")
 
         def open_at(offset: int) -> tuple[int, Iterator[bytes], Callable[[], None],
