@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import struct
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import types
+from collections.abc import Awaitable, Coroutine, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 from urllib.parse import quote
@@ -379,9 +381,25 @@ class Connection(asyncio.Protocol):
             self._reject(st, grpc.StatusCode.INTERNAL, f"cannot parse request: {exc}")
             return
         ctx = Context(st.headers, st)
-        loop = asyncio.get_running_loop()  # a task each: handlers may need current_task()
-        if handler.unary_unary is not None:
-            st.task = loop.create_task(_unary(st, ctx, handler, request))
+        loop = asyncio.get_running_loop()
+        if handler.unary_unary is not None and st.headers[":path"] in self.server.eager:
+            # Run to the first await here: a task costs a loop turn. Only for handlers that need
+            # no current_task() before their first await (sniffio, asyncio.timeout do).
+            run = contextvars.copy_context()
+            coro = handler.unary_unary(request, ctx)
+            try:
+                pending = run.run(coro.send, None)
+            except StopIteration as done:
+                self._reply(st, ctx, handler, done.value)
+                return
+            except BaseException as exc:  # noqa: B902 - every outcome is a status
+                _fail_call(st, ctx, exc)
+                return
+            st.task = loop.create_task(_unary(st, ctx, handler, _resume(coro, pending)),
+                                       context=run)
+        elif handler.unary_unary is not None:
+            st.task = loop.create_task(
+                _unary(st, ctx, handler, handler.unary_unary(request, ctx)))
         else:
             st.task = loop.create_task(_stream(st, ctx, handler, request))
         self.server.watch(st, ctx)
@@ -403,6 +421,24 @@ class Connection(asyncio.Protocol):
                 self.out.clear()
 
 
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], pending: Any) -> Generator[Any, Any, Any]:
+    """Hand a coroutine that already ran to its first await over to a task."""
+    while True:
+        try:
+            sent = yield pending
+        except BaseException as exc:  # noqa: B902 - cancellation must reach the handler
+            try:
+                pending = coro.throw(exc)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                pending = coro.send(sent)
+            except StopIteration as done:
+                return done.value
+
+
 def _serialize(handler: Handler, message: Any) -> bytes:
     return handler.response_serializer(message) if handler.response_serializer else message
 
@@ -421,9 +457,9 @@ def _fail_call(st: Stream, ctx: Context, exc: BaseException) -> None:
         raise exc
 
 
-async def _unary(st: Stream, ctx: Context, handler: Handler, request: Any) -> None:
+async def _unary(st: Stream, ctx: Context, handler: Handler, call: Awaitable[Any]) -> None:
     try:
-        response = await handler.unary_unary(request, ctx)
+        response = await call
     except BaseException as exc:  # noqa: B902
         _fail_call(st, ctx, exc)
     else:
@@ -447,8 +483,9 @@ class Server:
     """The grpc.aio.Server surface berthd uses: handlers, interceptors, a unix socket."""
 
     def __init__(self, interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
-                 max_message: int = 4 << 20) -> None:
+                 max_message: int = 4 << 20, eager: Iterable[str] = ()) -> None:
         self.interceptors = list(interceptors)
+        self.eager = frozenset(eager)  # paths run up to their first await without a task
         self.max_message = max_message
         self.registered: dict[str, Handler] = {}
         self.handlers: dict[str, Handler] = {}

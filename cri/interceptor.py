@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -69,20 +71,29 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, observers: list[Observer] | None = None) -> None:
         self.observers = observers or []
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # built once per method
+        # Built after logging is configured; a polled call then skips even the filtered call.
+        fresh = structlog.get_logger().bind()  # not `log`: its first use fixed its level
+        self._debug = bool(getattr(fresh, "is_enabled_for", lambda _: True)(logging.DEBUG))
 
     def _finish(self, method: str, rid: str, started: float, code: grpc.StatusCode,
                 details: str | None) -> None:
         elapsed = time.perf_counter() - started
-        fields: dict[str, Any] = {"method": method, "request_id": rid,
-                                  "duration_ms": round(elapsed * 1000, 3), "code": code.name}
-        if code is not grpc.StatusCode.OK:
-            log.warning("rpc", details=details, **fields)
-        elif method in QUIET:
-            log.debug("rpc", **fields)
-        else:
-            log.info("rpc", **fields)
+        ok = code is grpc.StatusCode.OK
+        if not ok or self._debug or method not in QUIET:
+            fields: dict[str, Any] = {"method": method, "request_id": rid,
+                                      "duration_ms": round(elapsed * 1000, 3), "code": code.name}
+            if not ok:
+                log.warning("rpc", details=details, **fields)
+            elif method in QUIET:
+                log.debug("rpc", **fields)
+            else:
+                log.info("rpc", **fields)
+        if self.observers:  # after the reply is on its way: metrics are not the caller's wait
+            asyncio.get_running_loop().call_soon(self._observe, method, code.name, elapsed)
+
+    def _observe(self, method: str, code: str, elapsed: float) -> None:
         for observe in self.observers:
-            observe(method, code.name, elapsed)
+            observe(method, code, elapsed)
 
     async def intercept_service(
         self,

@@ -20,6 +20,9 @@ from cri.stream_rpcs import StreamRPCs
 from proto import api_pb2_grpc
 
 MAX_MESSAGE = 16 * 1024 * 1024
+# Answered from memory, and nothing before their first await needs a current task.
+EAGER = [f"/runtime.v1.RuntimeService/{m}" for m in (
+    "Version", "RuntimeConfig", "ListPodSandbox", "ListContainers", "PodSandboxStatus")]
 
 
 class RuntimeService(RuntimeInfoRPCs, SandboxRPCs, ContainerRPCs, ContainerStatusRPCs, ExecRPCs,
@@ -42,7 +45,7 @@ def build(ctx: Context, interceptor: RpcInterceptor) -> grpc.aio.Server | h2grpc
     """A gRPC server with both services; kubelet's message size limit of 16 MiB both ways."""
     server: grpc.aio.Server | h2grpc.Server
     if ctx.config.grpc_server == "h2":
-        server = h2grpc.Server([interceptor], MAX_MESSAGE)
+        server = h2grpc.Server([interceptor], MAX_MESSAGE, EAGER)
     else:
         server = grpc.aio.server(
             interceptors=[interceptor],

@@ -33,6 +33,7 @@ async def crash(request: bytes, context: Any) -> bytes:
 
 async def slow(request: bytes, context: Any) -> bytes:
     await asyncio.sleep(float(request))
+    assert asyncio.current_task() is not None
     return b"late"
 
 
@@ -60,7 +61,8 @@ STREAM = {"Count": count, "Forever": forever}
 def channel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[grpc.Channel]:
     sock = tmp_path_factory.mktemp("h2") / "s.sock"
     loop = asyncio.new_event_loop()
-    server = Server(max_message=1 << 20)
+    # Echo, Fail and Slow run eagerly (Slow hands over to a task at its sleep); the rest in tasks
+    server = Server(max_message=1 << 20, eager=[f"/t.S/{n}" for n in ("Echo", "Fail", "Slow")])
     handlers = {n: grpc.unary_unary_rpc_method_handler(f) for n, f in UNARY.items()}
     handlers |= {n: grpc.unary_stream_rpc_method_handler(f) for n, f in STREAM.items()}
     server.add_registered_method_handlers("t.S", handlers)
