@@ -51,6 +51,8 @@ class Response:
             raise ReadTimeout(str(e)) from e
         except (OSError, http.client.HTTPException) as e:
             raise TransportError(f"{type(e).__name__}: {e}") from e
+        if self._resp.length:  # closed (by the peer, or cut) before Content-Length was reached
+            raise TransportError(f"connection closed with {self._resp.length} bytes unread")
         self._resp.close()  # the response, not the connection: that one goes back to the pool
         self._pool.release(self._key, self._conn, self._resp)
 
