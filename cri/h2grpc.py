@@ -10,8 +10,7 @@ import struct
 import time
 import types
 from collections.abc import Awaitable, Coroutine, Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 from urllib.parse import quote
 
 import grpc
@@ -64,8 +63,7 @@ class _Abort(grpc.aio.AbortError):
     """Raised by abort(); the status was already set on the context."""
 
 
-@dataclass
-class _CallDetails:
+class _CallDetails(NamedTuple):
     method: str
     invocation_metadata: tuple[tuple[str, str], ...] = ()
 
@@ -73,9 +71,7 @@ class _CallDetails:
 class Context:
     """The part of grpc.aio.ServicerContext that berth's servicers and interceptor use."""
 
-    def __init__(self, headers: Mapping[str, str], call: Stream) -> None:
-        self._headers = headers
-        self._call = call
+    def __init__(self, headers: Mapping[str, str]) -> None:
         self._code: grpc.StatusCode | None = None
         self._details: str | None = None
         timeout = headers.get("grpc-timeout")
@@ -99,12 +95,6 @@ class Context:
 
     def details(self) -> str | None:
         return self._details
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return tuple((k, v) for k, v in self._headers.items() if not k.startswith(":"))
-
-    def cancelled(self) -> bool:
-        return self._call.reset
 
     def time_remaining(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
@@ -145,11 +135,6 @@ class Stream:
             block = RESPONSE_HEADERS + block
         self.trailers = block
         self.conn.flush(self)
-
-    async def wait_drained(self) -> None:
-        if self.out and not self.closed:
-            self.drained = asyncio.get_running_loop().create_future()
-            await self.drained
 
 
 Handler = Any  # grpc.RpcMethodHandler
@@ -200,9 +185,8 @@ class Connection(asyncio.Protocol):
     def _fail(self, error: int) -> None:
         self.dead = True
         self.goaway(error)
+        self._write_out()
         if self.transport is not None:
-            self.transport.write(b"".join(self.out))
-            self.out.clear()
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
@@ -233,10 +217,7 @@ class Connection(asyncio.Protocol):
             self._fail(9)  # COMPRESSION_ERROR
             return
         finally:
-            self.batching = False
-            if self.out and self.transport is not None:
-                self.transport.write(b"".join(self.out))
-                self.out.clear()
+            self._write_out()
         self.buf = buf[pos:]
 
     def _frame(self, ftype: int, flags: int, sid: int, payload: bytes) -> None:
@@ -380,7 +361,7 @@ class Connection(asyncio.Protocol):
         except Exception as exc:
             self._reject(st, grpc.StatusCode.INTERNAL, f"cannot parse request: {exc}")
             return
-        ctx = Context(st.headers, st)
+        ctx = Context(st.headers)
         loop = asyncio.get_running_loop()
         if handler.unary_unary is not None and st.headers[":path"] in self.server.eager:
             # Run to the first await here: a task costs a loop turn. Only for handlers that need
@@ -415,10 +396,13 @@ class Connection(asyncio.Protocol):
                 st.finish(grpc.StatusCode.OK, "")
         finally:
             if not nested:
-                self.batching = False
-                if self.out and self.transport is not None:
-                    self.transport.write(b"".join(self.out))
-                self.out.clear()
+                self._write_out()
+
+    def _write_out(self) -> None:
+        self.batching = False
+        if self.out and self.transport is not None:
+            self.transport.write(b"".join(self.out))
+        self.out.clear()
 
 
 @types.coroutine
@@ -469,8 +453,9 @@ async def _unary(st: Stream, ctx: Context, handler: Handler, call: Awaitable[Any
 async def _stream(st: Stream, ctx: Context, handler: Handler, request: Any) -> None:
     try:
         async for item in handler.unary_stream(request, ctx):
-            if not st.message(_serialize(handler, item)):
-                await st.wait_drained()
+            if not st.message(_serialize(handler, item)) and not st.closed:
+                st.drained = asyncio.get_running_loop().create_future()
+                await st.drained
             if st.closed:
                 return
     except BaseException as exc:  # noqa: B902
