@@ -24,6 +24,7 @@ WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
 DEFAULT_MAX_LAYER_BYTES = 16 << 30
 DEFAULT_MAX_ENTRIES = 1_000_000  # an inode bomb of empty files passes any byte cap
+FSYNC_FILES = 64  # a layer with more files than this is flushed with one syncfs instead
 _DIR = os.O_PATH | os.O_DIRECTORY
 _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 Body = Callable[[tarfile.TarInfo], Iterable[bytes | memoryview]]  # a regular member's content
@@ -75,6 +76,8 @@ class Applier:
     implicit: dict[str, int] = field(default_factory=dict)  # parent dirs the tar never named
     links: list[_Link] = field(default_factory=list)
     placeholders: dict[str, _Link] = field(default_factory=dict)  # by target path
+    written: list[int] = field(default_factory=list)  # fds of files to fsync before commit
+    many_files: bool = False  # more than FSYNC_FILES: the commit flushes with syncfs instead
 
     def open_dir(self, parts: list[str], create: bool) -> int:
         """O_PATH fd of a directory, resolved from the snapshot root; missing parents copy up."""
@@ -204,6 +207,12 @@ class Applier:
             fd = os.open(base, _NEW, 0o600, dir_fd=pfd)
             try:
                 write_all(body(m), fd)
+                if m.size and not self.many_files:
+                    if len(self.written) < FSYNC_FILES:
+                        self.written.append(os.dup(fd))
+                    else:
+                        self.many_files = True
+                        self.close()
             except BaseException:
                 os.close(fd)
                 raise
@@ -353,6 +362,21 @@ class Applier:
             set_xattr(pfd, base, k, v)
         ns = int(m.mtime * 1e9)
         os.utime(base, ns=(ns, ns), dir_fd=pfd, follow_symlinks=False)
+
+    def flush(self) -> bool:
+        """fsync the files this layer wrote; False when there were too many (syncfs then)."""
+        try:
+            for fd in self.written:
+                os.fsync(fd)
+        finally:
+            self.close()
+        return not self.many_files
+
+    def close(self) -> None:
+        """Let go of the fds kept for flush()."""
+        fds, self.written = self.written, []
+        for fd in fds:
+            os.close(fd)
 
     def finish(self) -> None:
         """Directory mtimes last, since writing their children changed them."""

@@ -90,7 +90,7 @@ class BlobStream:
             data = os.pread(self.fd, min(_CHUNK, self.kept - self.pos), self.pos)
             self.h.update(data)
             return data
-        if self.done:
+        if self.done or 0 <= self.size <= self.pos:  # all there (a whole blob kept unpublished)
             return b""
         chunk = self._fetch()
         if 0 <= self.size < self.pos + len(chunk):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from runtime.images.blobstream import Abandon, BlobStream
+from runtime.images.compression import Counted
 from runtime.images.content import DigestMismatch
 from runtime.images.records import Image
 from runtime.images.reference import Reference
@@ -42,6 +43,7 @@ class Unpacked:
     def drop(self, store: ImageStore) -> None:
         """Let go of all of it (the snapshot dir is already gone once committed)."""
         store.snapshots.discard(self.tmp)
+        self.detached.applier.close()
         if self.blob is not None:
             self.blob.close()
             self.blob = None
@@ -166,11 +168,20 @@ class Pull:
         tmp = st.snapshots.prepare()
         try:
             with open(st.content.path(ly["digest"]), "rb") as f:
-                return Unpacked(tmp, unpack_detached(f, str(tmp / "fs"), ly.get("mediaType", ""),
-                                                     st.max_layer_bytes))
+                blob = Counted(f, 1 << 62)
+                detached = unpack_detached(blob, str(tmp / "fs"), ly.get("mediaType", ""),
+                                           st.max_layer_bytes)
+                blob.drain()
         except BaseException:
             st.snapshots.discard(tmp)
             raise
+        if "sha256:" + blob.h.hexdigest() != ly["digest"]:  # e.g. unflushed when power was lost
+            detached.applier.close()
+            st.snapshots.discard(tmp)
+            st.content.delete(ly["digest"])
+            raise DigestMismatch(f"stored layer {ly['digest']} was corrupt and is deleted; "
+                                 "the next pull fetches it again")
+        return Unpacked(tmp, detached)
 
     async def _commit(self, ly: dict[str, Any], diff_id: str, chains: list[str],
                       parent: asyncio.Future[None] | None, got: Unpacked | None) -> None:
@@ -202,26 +213,31 @@ class Pull:
         if detached.result.diff_id != diff_id:
             raise DigestMismatch(f"layer {ly['digest']}: diff id {detached.result.diff_id} "
                                  f"does not match {diff_id}")
-        if st.sync_snapshots:  # while the parent may still be unpacking; flushes the blob too
+        # the snapshot is trusted from its commit on, so its files are flushed before (while the
+        # parent may still be unpacking); a layer blob is not: it is checked again on reuse
+        if st.sync_snapshots and not await self.in_thread(detached.applier.flush):
             await self.in_thread(st.snapshots.sync, got.tmp)
         if got.blob is not None:
-            await self.in_thread(got.blob.publish, st.sync_snapshots and st.one_fs)
+            await self.in_thread(got.blob.publish, True)
         if parent is not None:
             await asyncio.shield(parent)  # its failure fails this layer too
         await self.in_thread(detached.resolve, st.snapshots.lowers(chains[:-1]))
-        if st.sync_snapshots and detached.applier.links:  # copied-up file data
+        if st.sync_snapshots and detached.applier.links:  # copied-up file data (rare)
             await self.in_thread(st.snapshots.sync, got.tmp)
         st.snapshots.commit(got.tmp, chains[-1])
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run fn in the unpack pool; if we are cancelled, stop it before going on."""
+        """Run fn in the unpack pool; if we are cancelled, stop it before going on, and drop
+        an Unpacked it still finished (its snapshot dir and blob lock would leak)."""
         work = asyncio.get_running_loop().run_in_executor(self.store.unpack_pool, fn, *args)
         try:
             return await asyncio.shield(work)
         except asyncio.CancelledError:
             self.abandon.set()
             with contextlib.suppress(BaseException):  # it must stop writing before cleanup
-                await work
+                orphan = await work
+                if isinstance(orphan, Unpacked):
+                    orphan.drop(self.store)
             raise
 
 

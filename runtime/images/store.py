@@ -44,8 +44,6 @@ class ImageStore:
         root.mkdir(parents=True, exist_ok=True)
         self.content = ContentStore(root)
         self.snapshots = Snapshots(root / "snapshots")
-        # a snapshot's syncfs also flushes blobs only when both live on one filesystem
-        self.one_fs = os.stat(self.content.ingest_dir).st_dev == os.stat(root / "snapshots").st_dev
         self.index = ImageIndex(root)
         self.registry_config = registry or RegistryConfig()
         self.max_layer_bytes = max_layer_bytes

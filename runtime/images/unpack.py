@@ -101,6 +101,9 @@ def unpack_detached(
     except (tarfile.TarError, EOFError, zstandard.ZstdError, InflateError,
             io.UnsupportedOperation) as e:
         raise UnpackError(f"corrupt layer: {e}") from e
+    except BaseException:
+        ap.close()
+        raise
     finally:
         os.close(root_fd)
     result = UnpackResult("sha256:" + counted.h.hexdigest(), counted.n, ap.file_bytes, entries)
@@ -116,4 +119,8 @@ def apply_layer(
     max_entries: int = DEFAULT_MAX_ENTRIES,
 ) -> UnpackResult:
     """Unpack a layer stream into root on top of lowers (parents, top first), in one go."""
-    return unpack_detached(stream, root, media_type, max_bytes, max_entries).resolve(lowers)
+    detached = unpack_detached(stream, root, media_type, max_bytes, max_entries)
+    try:
+        return detached.resolve(lowers)
+    finally:
+        detached.applier.close()

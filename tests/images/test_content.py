@@ -96,6 +96,12 @@ def test_resume_with_range_after_interruption(tmp_path: Path) -> None:
     src2 = Source(honour_range=False)
     assert _get(store, DIGEST, len(DATA), src2) == DATA
     assert src2.calls == [1000] and store.read_bytes(DIGEST) == DATA
+    # a whole blob left unpublished (its pull failed later) is verified without a request
+    store.delete(DIGEST)
+    (store.ingest_dir / DIGEST[7:]).write_bytes(DATA)
+    src3 = Source()
+    assert _get(store, DIGEST, len(DATA), src3) == DATA
+    assert src3.calls == []
 
 
 @pytest.mark.timeout(30)
