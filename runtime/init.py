@@ -357,7 +357,7 @@ def _init_child(job: _Job, start_r: int, status_w: int) -> None:
             raise InitError(f"user namespace: root is not mapped: {e.strerror}") from None
         libc.set_pdeathsig(signal.SIGKILL)
     elif job.cg is not None:
-        job.cg.add_pid(job.cgroup_path, os.getpid())
+        job.cg.join(job.cgroup_path)
     namespaces.join_all(plan)
     plan.close()
     libc.unshare(plan.new_flags & ~(libc.CLONE_NEWPID | libc.CLONE_NEWUSER))
@@ -383,7 +383,7 @@ def _exec_child(proc: oci.Process, plan: NsPlan, stdio: tuple[int, int, int], cg
     status_w = _status_fd[0] = fds[0]
     plan.join = dict(zip(plan.join.keys(), fds[1:], strict=True))
     if cg is not None:
-        cg.add_pid(cgroup_path, os.getpid())
+        cg.join(cgroup_path)
     if proc.oom_score_adj is not None:  # before a user ns join hides our /proc/self from us
         oci.write_oom_score_adj("/proc/self/oom_score_adj", proc.oom_score_adj)
     namespaces.join_all(plan)

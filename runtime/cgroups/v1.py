@@ -117,6 +117,14 @@ class V1Driver:
         for base in self.hierarchies:
             write(os.path.join(base, rel, "cgroup.procs"), pid)
 
+    def join(self, path: str) -> None:
+        """Move the calling single-threaded process: "0" into `tasks` moves just the caller's
+        thread, which skips the global threadgroup lock a cgroup.procs write takes; that lock's
+        write side waits an RCU grace period (measured here: 0.7 ms against 7-27 ms)."""
+        rel = check_path(path)
+        for base in self.hierarchies:
+            write(os.path.join(base, rel, "tasks"), 0)
+
     def pids(self, path: str) -> list[int]:
         ctrl = "freezer" if "freezer" in self.mounts else next(iter(self.mounts))
         return pid_list(self._file(ctrl, path, "cgroup.procs"))

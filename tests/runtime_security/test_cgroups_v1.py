@@ -175,3 +175,30 @@ def test_remove_keeps_a_parent_that_still_has_children(v1: V1Driver, cg_root: st
 def test_paths_cannot_escape(v1: V1Driver, bad: str) -> None:
     with pytest.raises(ValueError):
         v1.create(bad, Resources())
+
+
+def test_join_moves_the_calling_process_in_every_hierarchy(v1: V1Driver, cg_root: str) -> None:
+    """join() writes "0" to `tasks` (no threadgroup lock); the whole one-thread process moves."""
+    path = f"{cg_root}/joiner"
+    v1.create(path, Resources())
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os.close(r)
+            v1.join(path)
+            os.write(w, b"ok")
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        assert os.read(r, 2) == b"ok"
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+        v1_lines = [ln for ln in lines if not ln.startswith("0::")]
+        assert v1_lines and all(ln.endswith("/" + path) for ln in v1_lines), lines
+        assert v1.pids(path) == [pid]
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    v1.remove(path)
