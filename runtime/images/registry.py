@@ -175,17 +175,17 @@ class RegistryClient:
         scheme = "http" if _is_loopback(host) or host in self.config.insecure else "https"
         return [*out, f"{scheme}://{origin}"]
 
-    async def _send(self, ref: Reference, url: str, headers: dict[str, str], auth: Auth | None,
-                    stream: bool = False) -> httpx.Response:
+    def _authed(self, key: tuple[str, str, str], headers: dict[str, str]) -> dict[str, str]:
+        """headers plus the token or basic header an earlier challenge for key earned."""
+        return {**headers, "Authorization": self._tokens[key]} if key in self._tokens else headers
+
+    async def _send(self, ref: Reference, url: str, headers: dict[str, str],
+                    auth: Auth | None) -> httpx.Response:
         """GET with the auth dance: a 401 challenge yields a token or basic header, then retry."""
         scope, key = _token_key(ref, url, auth)
         for attempt in range(2):
-            h = dict(headers)
-            if key in self._tokens:
-                h["Authorization"] = self._tokens[key]
             try:
-                resp = await self.http.send(self.http.build_request("GET", url, headers=h),
-                                            stream=stream)
+                resp = await self.http.get(url, headers=self._authed(key, headers))
             except httpx.TransportError as e:
                 raise Retryable(f"{type(e).__name__} talking to {ref.domain}: {e}") from e
             if resp.status_code != 401 or attempt:
@@ -229,10 +229,9 @@ class RegistryClient:
             raise Unauthorized(str(ref), ref.domain, 401, "Unauthorized", "no token in response")
         return f"Bearer {token}"
 
-    def _error(self, ref: Reference, resp: httpx.Response, what: str) -> RegistryError:
-        cls = {401: Unauthorized, 403: Unauthorized, 404: NotFound}.get(resp.status_code,
-                                                                        RegistryError)
-        return cls(str(ref), ref.domain, resp.status_code, resp.reason_phrase, what)
+    def _error(self, ref: Reference, status: int, reason: str, what: str) -> RegistryError:
+        cls = {401: Unauthorized, 403: Unauthorized, 404: NotFound}.get(status, RegistryError)
+        return cls(str(ref), ref.domain, status, reason, what)
 
     async def manifest(self, ref: Reference, obj: str, auth: Auth | None
                        ) -> tuple[str, bytes, str]:
@@ -251,7 +250,7 @@ class RegistryClient:
                     continue
                 if resp.status_code == 200:
                     return self._verify_manifest(ref, obj, resp)
-                last = self._error(ref, resp, f"manifest {obj}")
+                last = self._error(ref, resp.status_code, resp.reason_phrase, f"manifest {obj}")
                 transient = transient or resp.status_code == 429 or resp.status_code >= 500
                 if resp.status_code in (401, 403) and ep == eps[-1]:
                     raise last
@@ -298,11 +297,8 @@ class RegistryClient:
         def send(url: str, headers: dict[str, str]) -> blobhttp.Response:
             scope, key = _token_key(ref, url, auth)
             for attempt in range(2):
-                h = dict(headers)
-                if key in self._tokens:
-                    h["Authorization"] = self._tokens[key]
                 try:
-                    resp = self.blobs.get(url, h)
+                    resp = self.blobs.get(url, self._authed(key, headers))
                 except blobhttp.ReadTimeout as e:
                     raise ProgressTimeout(f"no response for {self.config.progress_timeout}s "
                                           f"fetching {digest}") from e
@@ -332,9 +328,7 @@ class RegistryClient:
                     start = offset if resp.status == 206 else 0
                     return start, self._chunks(resp, ref, digest), resp.close, resp.cut
                 resp.close()
-                cls = {401: Unauthorized, 403: Unauthorized, 404: NotFound}.get(resp.status,
-                                                                               RegistryError)
-                last = cls(str(ref), ref.domain, resp.status, resp.reason, f"blob {digest}")
+                last = self._error(ref, resp.status, resp.reason, f"blob {digest}")
                 transient = transient or resp.status == 429 or resp.status >= 500
             if transient:
                 raise Retryable(str(last))
