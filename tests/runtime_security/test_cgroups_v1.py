@@ -182,15 +182,19 @@ def test_join_moves_the_calling_process_in_every_hierarchy(v1: V1Driver, cg_root
     path = f"{cg_root}/joiner"
     v1.create(path, Resources())
     r, w = os.pipe()
+    hold_r, hold_w = os.pipe()  # the child stays alive (an exited task shows "/") until we looked
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         try:
             os.close(r)
+            os.close(hold_w)
             v1.join(path)
             os.write(w, b"ok")
+            os.read(hold_r, 1)
         finally:
             os._exit(0)
     os.close(w)
+    os.close(hold_r)
     try:
         assert os.read(r, 2) == b"ok"
         with open(f"/proc/{pid}/cgroup") as f:
@@ -199,6 +203,7 @@ def test_join_moves_the_calling_process_in_every_hierarchy(v1: V1Driver, cg_root
         assert v1_lines and all(ln.endswith("/" + path) for ln in v1_lines), lines
         assert v1.pids(path) == [pid]
     finally:
+        os.close(hold_w)
         os.close(r)
         os.waitpid(pid, 0)
     v1.remove(path)
