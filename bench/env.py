@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bench.harness import Peer
 from bench.pods import pull
+from cni_plugins import firewall
 from cni_plugins.install import install
 from tests.fixtures import hostclean
 from tests.fixtures._proc import free_port
@@ -130,6 +131,7 @@ def environment(workdir: Path) -> Iterator[Env]:
     workdir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, workdir, True)
+        stack.callback(firewall.prune)  # last: berth's nft table once no pod's rule is in it
         reg = stack.enter_context(run_registry(workdir / "registry"))
         images = push_images(reg.host, IMAGES)
         plugins = stack.enter_context(plugin_server(workdir / "cni-server"))
