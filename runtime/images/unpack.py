@@ -79,30 +79,31 @@ def unpack_detached(
     ap = Applier(root_fd, None, max_bytes)
     entries = 0
     try:
-        counted = Counted(decompressed(stream, media_type), max_bytes)
-        inp = TarInput(counted)
-        with tarfile.open(fileobj=inp, mode="r:") as tf:  # type: ignore[call-overload]
+        try:
+            counted = Counted(decompressed(stream, media_type), max_bytes)
+            inp = TarInput(counted)
+            with tarfile.open(fileobj=inp, mode="r:") as tf:  # type: ignore[call-overload]
 
-            def body(m: tarfile.TarInfo) -> Iterator[bytes | memoryview]:
-                if m.sparse is None:
-                    return inp.chunks(m.size)
-                src = tf.extractfile(m)  # a GNU sparse file: tarfile knows where the holes go
-                assert src is not None
-                return iter(lambda: src.read(1 << 20), b"")
+                def body(m: tarfile.TarInfo) -> Iterator[bytes | memoryview]:
+                    if m.sparse is None:
+                        return inp.chunks(m.size)
+                    src = tf.extractfile(m)  # a GNU sparse file: tarfile knows the holes
+                    assert src is not None
+                    return iter(lambda: src.read(1 << 20), b"")
 
-            for m in tf:
-                entries += 1
-                if entries > max_entries:
-                    raise UnpackError(f"layer has more than the cap of {max_entries} entries")
-                ap.apply(m, body)
-        counted.drain()
-    except (OverCap, MislabelledLayer) as e:
-        raise UnpackError(str(e)) from e
-    except (tarfile.TarError, EOFError, zstandard.ZstdError, InflateError,
-            io.UnsupportedOperation) as e:
-        raise UnpackError(f"corrupt layer: {e}") from e
+                for m in tf:
+                    entries += 1
+                    if entries > max_entries:
+                        raise UnpackError(f"layer has more than the cap of {max_entries} entries")
+                    ap.apply(m, body)
+            counted.drain()
+        except (OverCap, MislabelledLayer) as e:
+            raise UnpackError(str(e)) from e
+        except (tarfile.TarError, EOFError, zstandard.ZstdError, InflateError,
+                io.UnsupportedOperation) as e:
+            raise UnpackError(f"corrupt layer: {e}") from e
     except BaseException:
-        ap.close()
+        ap.close()  # the fds kept for the commit's fsync: no commit is coming
         raise
     finally:
         os.close(root_fd)

@@ -97,3 +97,15 @@ def test_link_to_lower_fifo_refused(tmp_path: Path) -> None:
     lower = Layer().node("p", b"6").bytes()  # FIFOTYPE
     with pytest.raises(UnpackError, match="not a file"):
         _stack(tmp_path, lower, Layer().link("q", "p").bytes())
+
+
+def test_a_corrupt_layer_leaves_no_fds_open(tmp_path: Path) -> None:
+    """The fds kept for the commit's fsync are closed when the layer turns out corrupt."""
+    good = Layer().file("a", b"x" * 4096).file("b", b"y" * 4096).bytes()
+    truncated = good[: len(good) // 2 + 700]  # ends inside the tar, after the first file
+    root = tmp_path / "fs"
+    root.mkdir()
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(UnpackError, match="corrupt layer"):
+        unpack_detached(io.BytesIO(truncated), str(root))
+    assert len(os.listdir("/proc/self/fd")) == before
