@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
@@ -11,25 +10,21 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from cri import failpoints, ocispec
+from cri import ocispec
 from cri.context import Context
 from cri.errors import (
     AlreadyExists,
-    CriError,
     FailedPrecondition,
-    Internal,
     InvalidArgument,
     NotFound,
     require,
 )
-from cri.ids import lookup, new_id
 from cri.images import check_ref
 from cri.podconfig import check_name
-from cri.rollback import Rollback
-from cri.store import ContainerRecord, NameTaken, PodRecord
+from engine import containers as lifecycle
+from engine.ids import lookup, new_id
+from engine.store import ContainerRecord, NameTaken, PodRecord
 from proto import api_pb2 as pb
-from runtime import containers as monitor
-from runtime.bundle import Bundle
 from runtime.images.records import ImageConfig
 from runtime.init import InitError, resolve_user
 
@@ -112,69 +107,38 @@ class ContainerRPCs:
                               config=cfg.SerializeToString(), labels=dict(cfg.labels),
                               annotations=dict(cfg.annotations))
         try:
-            self.ctx.store.containers.add(rec)
+            await lifecycle.create_container(
+                self.ctx, rec, image, lambda rootfs: self._spec(rec, pod, cfg, image, rootfs),
+                lifecycle.Stdio(log_path=self._log_path(pod, cfg), tty=cfg.tty, stdin=cfg.stdin,
+                                stdin_once=cfg.stdin_once),
+                stop_signal(cfg, image.config), cfg.metadata.name)
         except NameTaken as exc:
             raise AlreadyExists(f"container name {cfg.metadata.name} (attempt "
                                 f"{cfg.metadata.attempt}) in pod {pod.id} is already reserved "
                                 f"by {exc}") from None
-        undo = Rollback()
-        undo.push("forget container", lambda: self.ctx.store.containers.delete(cid))
-        try:
-            rec.extra = await self._create(rec, pod, cfg, image, undo)
-            self.ctx.store.containers.put(rec)
-        except BaseException as exc:
-            await undo.run()
-            if isinstance(exc, CriError) or not isinstance(exc, Exception):
-                raise
-            raise Internal(f"create container {cfg.metadata.name}: {exc}") from exc
         return pb.CreateContainerResponse(container_id=cid)
 
-    async def _create(self, rec: ContainerRecord, pod: PodRecord, cfg: pb.ContainerConfig,
-                      image: Any, undo: Rollback) -> dict[str, Any]:
-        bundle = Bundle(self.ctx.bundle_dir(rec.id))
-        undo.push("rootfs", bundle.remove)
-        bundle.create(self.ctx.images.rootfs_lowers(image.id))
-        failpoints.hit("container.after_rootfs")
+    def _spec(self, rec: ContainerRecord, pod: PodRecord, cfg: pb.ContainerConfig,
+              image: Any, rootfs: Path) -> dict[str, Any]:
         image_cfg = image.config
         extra = pod.extra
         pod_ctx = ocispec.PodContext(id=pod.id, ns_paths=extra.get("ns", {}),
                                      files=extra.get("files", {}),
                                      cgroup_parent=extra.get("cgroup_parent") or "berth")
-        spec = ocispec.build_spec(container_id=rec.id, cfg=cfg, image=image_cfg, pod=pod_ctx,
-                                  user=user_of(bundle.rootfs, cfg, image_cfg), tty=cfg.tty)
-        log_path = ""
+        return ocispec.build_spec(container_id=rec.id, cfg=cfg, image=image_cfg, pod=pod_ctx,
+                                  user=user_of(rootfs, cfg, image_cfg), tty=cfg.tty)
+
+    @staticmethod
+    def _log_path(pod: PodRecord, cfg: pb.ContainerConfig) -> str:
         pod_cfg = pb.PodSandboxConfig.FromString(pod.config)
         if pod_cfg.log_directory and cfg.log_path:
-            log_path = str(Path(pod_cfg.log_directory) / cfg.log_path)
-            Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        undo.push("monitor", lambda: self._forget(rec.id))
-        try:
-            self.ctx.states.apply(await self.ctx.monitor.create(
-                rec.id, spec, str(bundle.rootfs), cgroup_path=spec["linux"]["cgroupsPath"],
-                log_path=log_path, tty=cfg.tty, stdin=cfg.stdin, stdin_once=cfg.stdin_once))
-        except monitor.MonitorError as exc:
-            raise InvalidArgument(str(exc)) from None
-        failpoints.hit("container.after_monitor")
-        return {"log_path": log_path, "image_ref": image.id, "process": spec["process"],
-                "stop_signal": stop_signal(cfg, image_cfg),
-                "mounts": [m for m in spec["mounts"] if m["type"] == "bind"]}
-
-    async def _forget(self, cid: str) -> None:
-        with contextlib.suppress(monitor.NotFound):
-            await self.ctx.monitor.stop(cid, timeout=0)
-            await self.ctx.monitor.delete(cid)
+            return str(Path(pod_cfg.log_directory) / cfg.log_path)
+        return ""
 
     async def StartContainer(self, request: pb.StartContainerRequest,
                              context: grpc.aio.ServicerContext) -> pb.StartContainerResponse:
         rec = self.container(request.container_id)
-        try:
-            self.ctx.states.apply(await self.ctx.monitor.start(rec.id))
-        except monitor.InvalidState as exc:
-            raise FailedPrecondition(f"container {rec.id}: {exc}") from None
-        except monitor.NotFound:
-            raise NotFound(f"container {rec.id} has no process (was it removed?)") from None
-        except monitor.MonitorError as exc:
-            raise Internal(f"start container {rec.id}: {exc}") from None
+        await lifecycle.start(self.ctx, rec)
         return pb.StartContainerResponse()
 
     async def StopContainer(self, request: pb.StopContainerRequest,
@@ -182,17 +146,12 @@ class ContainerRPCs:
         rec = self.container(request.container_id)
         if request.timeout < 0:
             raise InvalidArgument(f"timeout {request.timeout} must not be negative")
-        with contextlib.suppress(monitor.NotFound):  # already gone: stopping is idempotent
-            self.ctx.states.apply(await self.ctx.monitor.stop(
-                rec.id, timeout=request.timeout,
-                sig=rec.extra.get("stop_signal", signal.SIGTERM)))
+        await lifecycle.stop(self.ctx, rec, request.timeout)
         return pb.StopContainerResponse()
 
     async def kill_container(self, container_id: str) -> None:
         """Used when a pod stops: no grace, like containerd's forced sandbox stop."""
-        with contextlib.suppress(monitor.NotFound, monitor.InvalidState):
-            self.ctx.states.apply(
-                await self.ctx.monitor.stop(container_id, timeout=0, sig=signal.SIGKILL))
+        await lifecycle.kill(self.ctx, container_id)
 
     async def RemoveContainer(self, request: pb.RemoveContainerRequest,
                               context: grpc.aio.ServicerContext) -> pb.RemoveContainerResponse:
@@ -206,10 +165,5 @@ class ContainerRPCs:
 
     async def remove_container(self, rec: ContainerRecord) -> None:
         """Force-stop, then drop the process record, the rootfs and the metadata."""
-        await self.kill_container(rec.id)
-        with contextlib.suppress(monitor.NotFound):
-            await self.ctx.monitor.delete(rec.id)
-        self.ctx.states.drop(rec.id)
+        await lifecycle.remove(self.ctx, rec)
         self.ctx.metadata.forget(rec.id)
-        Bundle(self.ctx.bundle_dir(rec.id)).remove()
-        self.ctx.store.containers.delete(rec.id)

@@ -12,8 +12,8 @@ from cri.context import Context
 from cri.errors import FailedPrecondition, InvalidArgument, NotFound
 from cri.filters import id_match, labels_match
 from cri.ocispec import resources as oci_resources
-from cri.statecache import Entry
-from cri.store import ContainerRecord
+from engine.statecache import Entry
+from engine.store import K8S, ContainerRecord
 from proto import api_pb2 as pb
 from runtime import containers as monitor
 from runtime.monitor.state import ContainerState
@@ -91,7 +91,7 @@ class ContainerStatusRPCs:
     async def list_containers(self, f: pb.ContainerFilter) -> list[pb.Container]:
         states = await self.ctx.container_states()
         out = []
-        for rec in self.ctx.store.containers.scan():
+        for rec in self.ctx.store.containers.owned(K8S):
             state = cri_state(states.get(rec.id))
             if _matches(f, rec, state):
                 out.append(self._item(rec, state))
@@ -100,7 +100,7 @@ class ContainerStatusRPCs:
     def _entries(self) -> list[Entry]:
         states = self.ctx.states.states
         out: list[Entry] = []
-        for rec in self.ctx.store.containers.scan():
+        for rec in self.ctx.store.containers.owned(K8S):
             state = cri_state(states.get(rec.id))
             wire = pb.ListContainersResponse(containers=[self._item(rec, state)])
             out.append((rec, state, wire.SerializeToString()))

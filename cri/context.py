@@ -1,95 +1,23 @@
-"""What every servicer shares: config, metadata store and the runtime handles."""
+"""What every CRI servicer shares: the engine's context plus CRI's own caches and streaming."""
 
 from __future__ import annotations
 
-import json
-import os
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from cri.config import Config
-from cri.events import EventHub
-from cri.statecache import ListCache, MetadataCache, StateCache
-from cri.store import Store
+from cri.statecache import MetadataCache
+from engine.context import Context as EngineContext
+from engine.events import EventHub
 from proto import api_pb2 as pb
-from runtime.containers import MonitorClient
-from runtime.images.store import ImageStore
-from runtime.monitor.state import ContainerState
-from runtime.network.cni import CNIManager, PodNetworkRequest, PortMapping
 
 if TYPE_CHECKING:
     from cri.streaming.server import StreamingServer
 
-Condition = tuple[bool, str, str]
-
-
-def cgroup_version(root: str) -> str:
-    """v2 only when the root itself is cgroup2; this machine's hybrid layout counts as v1."""
-    return "v2" if Path(root, "cgroup.controllers").exists() else "v1"
-
 
 @dataclass
-class Context:
-    config: Config
-    store: Store
-    images: ImageStore
-    network: CNIManager
-    monitor: MonitorClient
-    hub: EventHub = field(default_factory=EventHub)
-    states: StateCache = field(default_factory=StateCache)
+class Context(EngineContext):
+    """The engine context berthd builds, with what only the CRI front end reads."""
+
+    hub: EventHub[pb.ContainerEventResponse] = field(default_factory=EventHub)
     metadata: MetadataCache = field(default_factory=MetadataCache)
-    lists: ListCache = field(default_factory=ListCache)
-    # called as (image ref, bytes newly stored, seconds, succeeded) after every PullImage
-    pull_observers: list[Callable[[str, int, float, bool], None]] = field(default_factory=list)
-    started_at: float = field(default_factory=time.time)
     streaming: StreamingServer | None = None  # set by serve() once it listens
-
-    @property
-    def cgroup_version(self) -> str:
-        return cgroup_version(self.config.runtime.cgroup_root)
-
-    def pod_dir(self, pod_id: str) -> Path:
-        """Per-pod files (hosts, resolv.conf, hostname) that containers bind-mount."""
-        return Path(self.config.state_dir) / "pods" / pod_id
-
-    def ns_dir(self, pod_id: str) -> Path:
-        """Pinned namespaces live in the run dir: they die with the machine anyway."""
-        return Path(self.config.run_dir) / "pods" / pod_id
-
-    def bundle_dir(self, container_id: str) -> Path:
-        return Path(self.config.state_dir) / "bundles" / container_id
-
-    def network_request(self, pod_id: str, cfg: pb.PodSandboxConfig,
-                        netns: str) -> PodNetworkRequest:
-        """The same request for ADD and DEL, rebuilt from the stored config after a restart."""
-        from cri.podconfig import PROTOCOLS
-
-        ports = [PortMapping(host_port=p.host_port, container_port=p.container_port,
-                             protocol=PROTOCOLS[p.protocol], host_ip=p.host_ip)
-                 for p in cfg.port_mappings if p.host_port]
-        return PodNetworkRequest(id=pod_id, name=cfg.metadata.name,
-                                 namespace=cfg.metadata.namespace, uid=cfg.metadata.uid,
-                                 netns=netns, port_mappings=ports)
-
-    async def container_states(self) -> dict[str, ContainerState]:
-        """From the event-fed cache once it is synced; from the monitor until then."""
-        if self.states.synced:
-            return self.states.states
-        return {s.id: s for s in await self.monitor.list()}
-
-    def runtime_ready(self) -> Condition:
-        """The runtime is ready when its state dir is usable."""
-        if not os.access(self.config.state_dir, os.W_OK):
-            return False, "StateDirUnwritable", f"{self.config.state_dir} is not writable"
-        return True, "", ""
-
-    def network_ready(self) -> Condition:
-        """Ready when a usable CNI config and its plugins exist; kubelet waits until then."""
-        st = self.network.status()
-        return st.ready, st.reason, st.message
-
-    def describe_config(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self.config)))

@@ -1,57 +1,45 @@
-"""Errors servicers raise; the interceptor turns each into its gRPC status and message."""
+"""The engine's errors under their CRI names, and the gRPC status each one becomes."""
 
 from __future__ import annotations
 
 import grpc
 
+from engine.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    require,
+)
+from engine.errors import EngineError as CriError
 
-class CriError(Exception):
-    """Base: a message a person understands, and the status kubelet acts on."""
+__all__ = ["AlreadyExists", "CriError", "DeadlineExceeded", "FailedPrecondition", "Internal",
+           "InvalidArgument", "NotFound", "PermissionDenied", "ResourceExhausted",
+           "Unauthenticated", "Unavailable", "code_of", "require"]
 
-    code = grpc.StatusCode.UNKNOWN
-
-
-class InvalidArgument(CriError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
-
-
-class NotFound(CriError):
-    code = grpc.StatusCode.NOT_FOUND
-
-
-class AlreadyExists(CriError):
-    code = grpc.StatusCode.ALREADY_EXISTS
-
-
-class FailedPrecondition(CriError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
-
-
-class Unavailable(CriError):
-    code = grpc.StatusCode.UNAVAILABLE
-
-
-class DeadlineExceeded(CriError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
-
-
-class Unauthenticated(CriError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+CODES: dict[type[CriError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    Internal: grpc.StatusCode.INTERNAL,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
 
 
-class PermissionDenied(CriError):
-    code = grpc.StatusCode.PERMISSION_DENIED
-
-
-class Internal(CriError):
-    code = grpc.StatusCode.INTERNAL
-
-
-class ResourceExhausted(CriError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
-def require(value: object, what: str) -> None:
-    """Empty required fields are the commonest bad input; name the field."""
-    if not value:
-        raise InvalidArgument(f"{what} is required")
+def code_of(exc: CriError) -> grpc.StatusCode:
+    """The status kubelet acts on; the base class (a registry's odd answer) is UNKNOWN."""
+    for kind in type(exc).__mro__:
+        if kind in CODES:
+            return CODES[kind]
+    return grpc.StatusCode.UNKNOWN

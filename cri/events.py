@@ -2,45 +2,51 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import grpc
 
+from cri.container_status import container_status
+from cri.context import Context
+from cri.sandbox import pod_status
+from engine.events import EventHub
+from engine.store import K8S
 from proto import api_pb2 as pb
+from runtime.containers import ContainerEvent
 
-QUEUE_LIMIT = 1000
+KINDS = {"created": "CONTAINER_CREATED_EVENT", "started": "CONTAINER_STARTED_EVENT",
+         "stopped": "CONTAINER_STOPPED_EVENT", "deleted": "CONTAINER_DELETED_EVENT"}
 
 
-class EventHub:
-    """Fan-out to subscribers with bounded queues: a stalled client loses its stream, not RAM."""
+def to_cri(ctx: Context, ev: ContainerEvent) -> pb.ContainerEventResponse | None:
+    """Attach the pod's and the container's status, as kubelet's evented PLEG reads them."""
+    kind = KINDS.get(ev.kind)
+    rec = ctx.store.containers.get(ev.state.id)
+    if kind is None or rec is None or rec.owner != K8S:
+        return None
+    out = pb.ContainerEventResponse(container_id=rec.id, container_event_type=kind,
+                                    created_at=time.time_ns(),
+                                    containers_statuses=[container_status(rec, ev.state)])
+    pod = ctx.store.pods.get(rec.pod_id)
+    if pod is not None:
+        out.pod_sandbox_status.CopyFrom(pod_status(pod))
+    return out
 
-    def __init__(self) -> None:
-        self.subscribers: set[asyncio.Queue[pb.ContainerEventResponse | None]] = set()
 
-    def publish(self, event: pb.ContainerEventResponse) -> None:
-        for q in list(self.subscribers):
-            try:
-                q.put_nowait(event)
-            except asyncio.QueueFull:
-                self.subscribers.discard(q)
-                q.get_nowait()
-                q.put_nowait(None)  # tells the stream to end; kubelet reconnects and relists
+def relay(ctx: Context) -> None:
+    """Monitor events reach GetContainerEvents: exits nobody asked for reach kubelet too."""
+    def listener(ev: ContainerEvent) -> None:
+        event = to_cri(ctx, ev)
+        if event is not None:
+            ctx.hub.publish(event)
 
-    async def subscribe(self) -> AsyncIterator[pb.ContainerEventResponse]:
-        q: asyncio.Queue[pb.ContainerEventResponse | None] = asyncio.Queue(QUEUE_LIMIT)
-        self.subscribers.add(q)
-        try:
-            while (event := await q.get()) is not None:
-                yield event
-        finally:
-            self.subscribers.discard(q)
-
+    ctx.listeners.append(listener)
 
 class EventRPCs:
     """The streaming RPC itself; publishers are the sandbox and container RPCs."""
 
-    hub: EventHub
+    hub: EventHub[pb.ContainerEventResponse]
 
     async def GetContainerEvents(self, request: pb.GetEventsRequest,
                                  context: grpc.aio.ServicerContext

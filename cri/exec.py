@@ -8,7 +8,7 @@ import grpc
 
 from cri.context import Context
 from cri.errors import DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound
-from cri.store import ContainerRecord
+from engine.store import ContainerRecord
 from proto import api_pb2 as pb
 from runtime import containers as monitor
 

@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import structlog
 
-from cri.errors import CriError
+from cri.errors import CriError, code_of
 
 log = structlog.get_logger("rpc")
 
@@ -134,7 +134,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
                 return await inner(request, context)
             except CriError as e:
                 exc = e
-                await context.abort(e.code, _bounded(f"{method}: {e}"))
+                await context.abort(code_of(e), _bounded(f"{method}: {e}"))
             except BaseException as e:
                 exc = e
                 if not isinstance(e, Exception) or context.code() is not None:
@@ -158,7 +158,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
                     yield item
             except CriError as e:
                 exc = e
-                await context.abort(e.code, _bounded(f"{method}: {e}"))
+                await context.abort(code_of(e), _bounded(f"{method}: {e}"))
             except BaseException as e:
                 exc = e
                 raise

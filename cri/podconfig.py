@@ -6,12 +6,11 @@ import ipaddress
 import os
 import re
 import socket
-from pathlib import Path
+from typing import Any
 
 from cri.errors import InvalidArgument, require
 from proto import api_pb2 as pb
 from runtime import sysctl
-from runtime.network import podfiles
 
 _HOSTNAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
                        re.IGNORECASE)
@@ -82,11 +81,8 @@ def hostname(cfg: pb.PodSandboxConfig) -> str:
     return cfg.hostname or socket.gethostname()
 
 
-def write_pod_files(pod_dir: Path, cfg: pb.PodSandboxConfig, ips: list[str],
-                    host_net: bool) -> dict[str, str]:
-    """Write the files every container of the pod bind-mounts; returns container → host path."""
-    dns = podfiles.DNSConfig(servers=list(cfg.dns_config.servers),
-                             searches=list(cfg.dns_config.searches),
-                             options=list(cfg.dns_config.options))
-    paths = podfiles.write_pod_files(str(pod_dir), hostname(cfg), ips, dns, host_network=host_net)
-    return {f"/etc/{name}": path for name, path in paths.items()}
+def ports(cfg: pb.PodSandboxConfig) -> list[dict[str, Any]]:
+    """The mappings CNI's portmap needs, kept on the pod record for ADD and DEL alike."""
+    return [{"host_port": p.host_port, "container_port": p.container_port,
+             "protocol": PROTOCOLS[p.protocol], "host_ip": p.host_ip}
+            for p in cfg.port_mappings if p.host_port]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cri.context import Context
-from cri.store import ContainerRecord, PodRecord
+from engine.store import K8S, ContainerRecord, PodRecord
 from proto import api_pb2 as pb
 from runtime import cgroups
 from runtime.bundle import Bundle
@@ -109,7 +109,7 @@ class Sampler:
         states = await self.states()
         now = time.time_ns()
         by_pod: dict[str, PodSample] = {}
-        for prec in self.ctx.store.pods.scan():
+        for prec in self.ctx.store.pods.owned(K8S):
             if pod_ids is not None and prec.id not in pod_ids:
                 continue
             parent = str(prec.extra.get("cgroup_parent") or "berth").strip("/")

@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from cri import failpoints, ocispec, podconfig
+from cri import ocispec, podconfig
 from cri.context import Context
-from cri.errors import AlreadyExists, Internal, InvalidArgument, NotFound
+from cri.errors import AlreadyExists, InvalidArgument, NotFound
 from cri.filters import id_match, labels_match
-from cri.ids import lookup, new_id
-from cri.rollback import Rollback
-from cri.statecache import Entry
-from cri.store import ContainerRecord, NameTaken, PodRecord
+from engine import pods
+from engine.ids import lookup, new_id
+from engine.pods import NOTREADY, READY
+from engine.statecache import Entry
+from engine.store import K8S, ContainerRecord, NameTaken, PodRecord
 from proto import api_pb2 as pb
-from runtime import podns, podpid
+from runtime.network import podfiles
 
-READY = "SANDBOX_READY"
-NOTREADY = "SANDBOX_NOTREADY"
 RUNTIME_HANDLERS = ("", "berth", "runc")
 STREAM_BATCH = 500
 
@@ -47,6 +44,28 @@ def pod_status(rec: PodRecord) -> pb.PodSandboxStatus:
         runtime_handler=rec.extra.get("runtime_handler", ""))
 
 
+def backfill_ports(ctx: Context) -> None:
+    """Pods recorded before the engine kept port mappings on the record get them from config."""
+    for rec in ctx.store.pods.find(owner=K8S, ports=[]):
+        ports = podconfig.ports(pb.PodSandboxConfig.FromString(rec.config))
+        if ports:
+            rec.ports = ports
+            ctx.store.pods.put(rec)
+
+
+def _spec(cfg: pb.PodSandboxConfig) -> pods.PodSpec:
+    """The pod's kernel side in the engine's terms."""
+    opts = cfg.linux.security_context.namespace_options
+    return pods.PodSpec(
+        hostname=podconfig.hostname(cfg), host_network=opts.network == pb.NamespaceMode.NODE,
+        host_ipc=opts.ipc == pb.NamespaceMode.NODE, pod_pid=opts.pid == pb.NamespaceMode.POD,
+        sysctls=dict(cfg.linux.sysctls),
+        dns=podfiles.DNSConfig(servers=list(cfg.dns_config.servers),
+                               searches=list(cfg.dns_config.searches),
+                               options=list(cfg.dns_config.options)),
+        log_directory=cfg.log_directory, cgroup_parent=cfg.linux.cgroup_parent)
+
+
 def _pod_matches(f: pb.PodSandboxFilter, rec: PodRecord) -> bool:
     if not id_match(f.id, rec.id) or not labels_match(f.label_selector, rec.labels):
         return False
@@ -62,7 +81,7 @@ class SandboxRPCs:
         async def remove_container(self, rec: ContainerRecord) -> None: ...
 
     def pod(self, given: str) -> PodRecord:
-        return lookup(self.ctx.store.pods, given, "pod sandbox")
+        return lookup(self.ctx.store.pods, given, "pod sandbox", K8S)
 
     async def RunPodSandbox(self, request: pb.RunPodSandboxRequest,
                             context: grpc.aio.ServicerContext) -> pb.RunPodSandboxResponse:
@@ -75,59 +94,15 @@ class SandboxRPCs:
         rec = PodRecord(id=pod_id, name=cfg.metadata.name, namespace=cfg.metadata.namespace,
                         uid=cfg.metadata.uid, attempt=cfg.metadata.attempt, state=NOTREADY,
                         created_ns=time.time_ns(), config=cfg.SerializeToString(),
-                        labels=dict(cfg.labels), annotations=dict(cfg.annotations))
+                        labels=dict(cfg.labels), annotations=dict(cfg.annotations),
+                        ports=podconfig.ports(cfg))
         try:
-            self.ctx.store.pods.add(rec)
+            await pods.run_pod(self.ctx, rec, _spec(cfg), f"pod sandbox {_full_name(cfg.metadata)}")
         except NameTaken as exc:
             raise AlreadyExists(f"pod sandbox name {_full_name(cfg.metadata)} is already "
                                 f"reserved by {exc}") from None
-        undo = Rollback()
-        undo.push("forget pod", lambda: self.ctx.store.pods.delete(pod_id))
-        try:
-            rec.extra = await self._bring_up(pod_id, cfg, undo)
-            rec.state = READY
-            self.ctx.store.pods.put(rec)
-        except BaseException as exc:
-            await undo.run()
-            if isinstance(exc, (InvalidArgument, NotFound, AlreadyExists)):
-                raise
-            if isinstance(exc, Exception):
-                raise Internal(f"pod sandbox {_full_name(cfg.metadata)}: {exc}") from exc
-            raise
         self.pod_event(rec, "CONTAINER_STARTED_EVENT")
         return pb.RunPodSandboxResponse(pod_sandbox_id=pod_id)
-
-    async def _bring_up(self, pod_id: str, cfg: pb.PodSandboxConfig,
-                        undo: Rollback) -> dict[str, Any]:
-        """Each step registers its undo before the next starts."""
-        opts = cfg.linux.security_context.namespace_options
-        host_net = opts.network == pb.NamespaceMode.NODE
-        pod_dir = self.ctx.pod_dir(pod_id)
-        pod_dir.mkdir(parents=True)
-        undo.push("pod dir", lambda: shutil.rmtree(pod_dir, ignore_errors=True))
-        if cfg.log_directory:
-            Path(cfg.log_directory).mkdir(parents=True, exist_ok=True)
-        kinds = [k for k, host in (("network", host_net), ("uts", host_net),
-                                   ("ipc", opts.ipc == pb.NamespaceMode.NODE)) if not host]
-        pins = self.ctx.ns_dir(pod_id)
-        undo.push("namespaces", lambda: podns.unpin(pins))
-        ns_paths = await podns.pin(pins, kinds, hostname=podconfig.hostname(cfg),
-                                   sysctls=dict(cfg.linux.sysctls))
-        if opts.pid == pb.NamespaceMode.POD:
-            undo.push("pod init", lambda: podpid.stop(pins))
-            ns_paths["pid"] = await podpid.start(pins)
-        failpoints.hit("sandbox.after_namespaces")
-        ips: list[str] = []
-        if not host_net:
-            net_req = self.ctx.network_request(pod_id, cfg, ns_paths["network"])
-            undo.push("network", lambda: self.ctx.network.teardown(net_req))
-            result = await self.ctx.network.setup(net_req)
-            ips = [str(ip) for ip in result.ips]
-            failpoints.hit("sandbox.after_network")
-        files = podconfig.write_pod_files(pod_dir, cfg, ips, host_net)
-        return {"ns": ns_paths, "ips": ips, "host_network": host_net, "files": files,
-                "cgroup_parent": cfg.linux.cgroup_parent,
-                "runtime_handler": ""}
 
     async def StopPodSandbox(self, request: pb.StopPodSandboxRequest,
                              context: grpc.aio.ServicerContext) -> pb.StopPodSandboxResponse:
@@ -137,18 +112,7 @@ class SandboxRPCs:
 
     async def stop_pod(self, rec: PodRecord) -> None:
         """Kill every container, then tear the network down; repeating it is harmless."""
-        for c in self.ctx.store.containers.find(pod_id=rec.id):
-            await self.kill_container(c.id)
-        failpoints.hit("stop_pod.after_containers")
-        if not rec.extra.get("host_network") and rec.extra.get("ns"):
-            cfg = pb.PodSandboxConfig.FromString(rec.config)
-            await self.ctx.network.teardown(
-                self.ctx.network_request(rec.id, cfg, rec.extra["ns"]["network"]))
-        podpid.stop(self.ctx.ns_dir(rec.id))
-        podns.unpin(self.ctx.ns_dir(rec.id))
-        if rec.state != NOTREADY:
-            rec.state = NOTREADY
-            self.ctx.store.pods.put(rec)
+        if await pods.stop_pod(self.ctx, rec, self.kill_container):
             self.pod_event(rec, "CONTAINER_STOPPED_EVENT")
 
     async def RemovePodSandbox(self, request: pb.RemovePodSandboxRequest,
@@ -162,9 +126,7 @@ class SandboxRPCs:
         await self.stop_pod(rec)
         for c in self.ctx.store.containers.find(pod_id=rec.id):
             await self.remove_container(c)
-        failpoints.hit("remove_pod.after_containers")
-        shutil.rmtree(self.ctx.pod_dir(rec.id), ignore_errors=True)
-        self.ctx.store.pods.delete(rec.id)
+        pods.forget_pod(self.ctx, rec)
         self.ctx.metadata.forget(rec.id)
         self.pod_event(rec, "CONTAINER_DELETED_EVENT")
         return pb.RemovePodSandboxResponse()
@@ -215,10 +177,11 @@ class SandboxRPCs:
     def _pod_entries(self) -> list[Entry]:
         return [(rec, rec.state,
                  pb.ListPodSandboxResponse(items=[self._pod_item(rec)]).SerializeToString())
-                for rec in self.ctx.store.pods.scan()]
+                for rec in self.ctx.store.pods.owned(K8S)]
 
     def list_pods(self, f: pb.PodSandboxFilter) -> list[pb.PodSandbox]:
-        return [self._pod_item(rec) for rec in self.ctx.store.pods.scan() if _pod_matches(f, rec)]
+        return [self._pod_item(rec) for rec in self.ctx.store.pods.owned(K8S)
+                if _pod_matches(f, rec)]
 
     async def StreamPodSandboxes(self, request: pb.StreamPodSandboxesRequest,
                                  context: grpc.aio.ServicerContext) -> Any:

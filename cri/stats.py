@@ -11,7 +11,7 @@ from cri.context import Context
 from cri.filters import id_match, labels_match
 from cri.metrics import FAMILIES, Point, container_points, pod_points
 from cri.samples import ContainerSample, PodSample, Sampler, pod_processes
-from cri.store import ContainerRecord, PodRecord
+from engine.store import K8S, ContainerRecord, PodRecord
 from proto import api_pb2 as pb
 
 STREAM_BATCH = 500
@@ -119,7 +119,7 @@ class StatsRPCs:
         return self._stats_sampler
 
     async def _container_samples(self, f: pb.ContainerStatsFilter) -> list[ContainerSample]:
-        ids = {r.id for r in self.ctx.store.containers.find()
+        ids = {r.id for r in self.ctx.store.containers.find(owner=K8S)
                if id_match(f.id, r.id) and id_match(f.pod_sandbox_id, r.pod_id)
                and labels_match(f.label_selector, r.labels)}
         pods = await self.sampler.pods(container_ids=ids) if ids else []
@@ -128,7 +128,7 @@ class StatsRPCs:
     async def _pod_samples(self, f: pb.PodSandboxStatsFilter | None) -> list[PodSample]:
         if f is None:
             return await self.sampler.pods()
-        ids = {r.id for r in self.ctx.store.pods.find()
+        ids = {r.id for r in self.ctx.store.pods.find(owner=K8S)
                if id_match(f.id, r.id) and labels_match(f.label_selector, r.labels)}
         return await self.sampler.pods(pod_ids=ids) if ids else []
 

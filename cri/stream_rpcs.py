@@ -11,8 +11,8 @@ from cri.context import Context
 from cri.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from cri.exec import exec_process
 from cri.sandbox import READY
-from cri.store import ContainerRecord, PodRecord
 from cri.streaming.tokens import AttachJob, ExecJob, Job, PortForwardJob, TooManyPending
+from engine.store import ContainerRecord, PodRecord
 from proto import api_pb2 as pb
 from runtime import containers as monitor
 from runtime.monitor.state import RUNNING

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cri.statecache import ListCache, StateCache
-from cri.store import PodRecord, Store
+from engine.statecache import ListCache, StateCache
+from engine.store import PodRecord, Store
 from proto import api_pb2 as pb
 from runtime.monitor.state import ContainerState
 

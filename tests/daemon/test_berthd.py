@@ -16,7 +16,7 @@ import pytest
 
 from proto import api_pb2, api_pb2_grpc
 
-BERTHD = [sys.executable, "-m", "cri.daemon"]
+BERTHD = [sys.executable, "-m", "berthd.daemon"]
 ROOT = Path(__file__).parents[2]
 
 

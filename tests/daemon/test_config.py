@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from cri import config
+from engine import config
 
 
 def write(tmp_path: Path, text: str) -> str:

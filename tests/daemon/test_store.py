@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from cri.store import MIGRATIONS, ContainerRecord, NameTaken, PodRecord, Store
+from engine.store import MIGRATIONS, ContainerRecord, NameTaken, PodRecord, Store
 
 
 def pod(id_: str, name: str = "web", attempt: int = 0) -> PodRecord:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cni_plugins.install import PLUGINS
-from cri import config as configmod
+from engine import config as configmod
 from runtime.network import conf as cniconf
 
 REPO = Path(__file__).resolve().parents[2]

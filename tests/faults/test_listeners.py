@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from cri.config import MetricsConfig, StreamingConfig
+from engine.config import MetricsConfig, StreamingConfig
 from tests.fixtures._proc import free_port
 from tests.fixtures.berthd import Berthd, run_berthd
 from tests.fixtures.cri_client import run_container, sandbox_config

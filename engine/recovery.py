@@ -8,8 +8,9 @@ from pathlib import Path
 
 import structlog
 
-from cri.context import Context
-from proto import api_pb2 as pb
+from engine.context import Context
+from engine.pods import NOTREADY, READY
+from engine.store import PodRecord
 from runtime import containers as monitor
 from runtime import podns, podpid
 from runtime.bundle import Bundle
@@ -37,14 +38,14 @@ async def reconcile(ctx: Context) -> None:
     for pod in store.pods.find():
         if not pod.extra:
             log.warning("rolling back interrupted pod creation", pod=pod.id)
-            await _release_network(ctx, pod.id, pb.PodSandboxConfig.FromString(pod.config))
+            await _release_network(ctx, pod)
             shutil.rmtree(ctx.pod_dir(pod.id), ignore_errors=True)
             store.pods.delete(pod.id)
-        elif pod.state == "SANDBOX_READY" and not pod.extra.get("host_network") and \
+        elif pod.state == READY and not pod.extra.get("host_network") and \
                 not _pinned(pod.extra.get("ns", {}).get("network", "")):
             log.warning("pod lost its network namespace; marking it not ready", pod=pod.id)
-            await _release_network(ctx, pod.id, pb.PodSandboxConfig.FromString(pod.config))
-            pod.state = "SANDBOX_NOTREADY"
+            await _release_network(ctx, pod)
+            pod.state = NOTREADY
             store.pods.put(pod)
     known = {p.id for p in store.pods.find()}
     for c in store.containers.find():
@@ -64,11 +65,12 @@ async def reconcile(ctx: Context) -> None:
                 Bundle(d).remove()
 
 
-async def _release_network(ctx: Context, pod_id: str, cfg: pb.PodSandboxConfig) -> None:
+async def _release_network(ctx: Context, pod: PodRecord) -> None:
     """CNI DEL (from the result cache when there is one) frees the IP; then drop the pins."""
+    pod_id = pod.id
     try:
         await ctx.network.teardown(
-            ctx.network_request(pod_id, cfg, str(ctx.ns_dir(pod_id) / "network")))
+            ctx.network_request(pod, str(ctx.ns_dir(pod_id) / "network")))
     except Exception as exc:  # logged, not fatal: RemovePodSandbox retries the DEL later
         log.warning("network teardown failed during recovery", pod=pod_id, error=str(exc))
     podpid.stop(ctx.ns_dir(pod_id))

@@ -47,6 +47,15 @@ class StreamingConfig:
 
 
 @dataclass
+class DockerConfig:
+    """The Docker Engine API socket (docker CLI, docker-py, compose); "" turns it off."""
+
+    socket: str = "/run/berth/docker.sock"
+    max_connections: int = 1024
+    max_body: int = 1 << 20  # JSON request bodies; image layers never come through here
+
+
+@dataclass
 class RuntimeConfig:
     cgroup_driver: str = "cgroupfs"
     cgroup_root: str = "/sys/fs/cgroup"
@@ -64,11 +73,19 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    docker: DockerConfig = field(default_factory=DockerConfig)
 
     @property
     def socket_path(self) -> str:
         """The socket lives in the run dir unless placed elsewhere on purpose."""
         return self.socket or str(Path(self.run_dir) / "berth.sock")
+
+    @property
+    def docker_socket_path(self) -> str:
+        """The same rule: the default path follows a moved run dir; "" means no Docker API."""
+        if self.docker.socket == DockerConfig.socket and self.run_dir != Config.run_dir:
+            return str(Path(self.run_dir) / "docker.sock")
+        return self.docker.socket
 
 
 def _merge(target: Any, data: dict[str, Any], where: str) -> None:
@@ -114,6 +131,11 @@ def _validate(cfg: Config) -> None:
         addr = getattr(cfg, key).address
         if addr and not _is_host_port(addr):
             raise ConfigError(f"{key}.address must be HOST:PORT, got '{addr}'")
+    if cfg.docker.socket and not Path(cfg.docker.socket).is_absolute():
+        raise ConfigError("docker.socket must be an absolute path (or \"\" to disable)")
+    if cfg.docker.max_connections < 1 or cfg.docker.max_body < 1024:
+        raise ConfigError("docker.max_connections must be at least 1 and docker.max_body "
+                          "at least 1024")
     if cfg.runtime.cgroup_driver != "cgroupfs":
         raise ConfigError("runtime.cgroup_driver: only \"cgroupfs\" is supported")
     if cfg.registry.progress_timeout <= 0:

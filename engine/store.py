@@ -1,4 +1,5 @@
-"""CRI metadata in sqlite3 (WAL): what kubelet asked for, kept across daemon restarts."""
+"""Object metadata in sqlite3 (WAL): what kubelet and Docker clients asked for, kept across
+daemon restarts."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+
+# Who a pod or container belongs to, as containerd's namespaces keep clients apart: kubelet's
+# CRI never lists, stops or collects a Docker client's objects, nor Docker kubelet's.
+K8S = "k8s"
+DOCKER = "docker"
 
 
 class NameTaken(Exception):
@@ -29,6 +35,8 @@ class PodRecord:
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    owner: str = K8S
+    ports: list[dict[str, Any]] = field(default_factory=list)  # PortMapping fields, for CNI
 
 
 @dataclass
@@ -44,6 +52,7 @@ class ContainerRecord:
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    owner: str = K8S
 
 
 @dataclass
@@ -78,10 +87,16 @@ MIGRATIONS: list[str] = [
         size INTEGER NOT NULL, extra TEXT NOT NULL
     );
     """,
+    """
+    ALTER TABLE pods ADD COLUMN owner TEXT NOT NULL DEFAULT 'k8s';
+    ALTER TABLE pods ADD COLUMN ports TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE containers ADD COLUMN owner TEXT NOT NULL DEFAULT 'k8s';
+    CREATE INDEX containers_by_owner ON containers (owner);
+    """,
 ]
 
 R = TypeVar("R", PodRecord, ContainerRecord, ImageRecord)
-_JSON_FIELDS = {"labels", "annotations", "extra", "repo_tags", "repo_digests"}
+_JSON_FIELDS = {"labels", "annotations", "extra", "repo_tags", "repo_digests", "ports"}
 
 
 class Table(Generic[R]):
@@ -153,6 +168,14 @@ class Table(Generic[R]):
     def ids_with_prefix(self, prefix: str) -> list[str]:
         """Short ids as crictl sends them resolve to full ids."""
         return sorted(i for i in self._all() if i.startswith(prefix))
+
+    def owner_of(self, id_: str) -> str:
+        """Pods and containers carry an owner; other tables belong to everyone."""
+        return str(getattr(self._all().get(id_), "owner", K8S))
+
+    def owned(self, owner: str) -> list[R]:
+        """The cached records of one owner, for hot read paths: never modify them."""
+        return [rec for rec in self._all().values() if getattr(rec, "owner", K8S) == owner]
 
     def delete(self, id_: str) -> bool:
         with self.db.tx() as cx:

@@ -1,4 +1,7 @@
-"""berthd: load config, claim the state dir and socket, serve CRI until told to stop."""
+"""berthd: load config, claim the state dir and sockets, serve both front ends until stopped.
+
+The one module above `cri/` and `dockerapi/`: it builds the engine context and hands it to each.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +21,9 @@ from typing import IO, TYPE_CHECKING
 
 import structlog
 
-from cri import config as configmod
-from cri import logsetup
-from cri.store import Store
+from berthd import logsetup
+from engine import config as configmod
+from engine.store import Store
 from runtime.monitor.launch import launch
 
 if TYPE_CHECKING:
@@ -189,9 +192,11 @@ async def serve(cfg: configmod.Config) -> None:
     early = _launch_monitor_early(cfg)
     # grpc, httpx and aiohttp take a few hundred ms to import: only now, and beside the monitor
     from cri import server as servermod
-    from cri.event_bridge import follow_monitor
+    from cri.events import relay as cri_events
     from cri.interceptor import RpcInterceptor
-    from cri.recovery import reconcile
+    from cri.sandbox import backfill_ports
+    from engine.event_bridge import follow_monitor
+    from engine.recovery import reconcile
 
     await asyncio.to_thread(early.join)
     try:
@@ -199,7 +204,9 @@ async def serve(cfg: configmod.Config) -> None:
     except Exception as exc:  # sqlite raises several types; all mean the same to the operator
         raise StartupError(f"cannot open metadata store in {cfg.state_dir}: {exc}") from None
     ctx = await _context(cfg, store)
+    backfill_ports(ctx)
     await reconcile(ctx)
+    cri_events(ctx)
     metrics, metrics_server = await _start_metrics(ctx)
     streaming = ctx.streaming = await _start_streaming(cfg, ctx)
     server = servermod.build(ctx, RpcInterceptor([metrics.observe_rpc] if metrics else []))

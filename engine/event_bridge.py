@@ -1,44 +1,21 @@
-"""Container events come from the monitor, so exits nobody asked for reach kubelet too.
+"""Container events come from the monitor, so exits nobody asked for reach the front ends.
 
 The same stream keeps berthd's state cache current: subscribe, then list, then apply events
-(buffered meanwhile) in order.
+(buffered meanwhile) in order; each event then goes to the context's listeners.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 
 import structlog
 
-from cri.container_status import container_status
-from cri.context import Context
-from cri.sandbox import pod_status
-from proto import api_pb2 as pb
+from engine.context import Context
 from runtime.containers import ContainerEvent, MonitorError
 
 log = structlog.get_logger("events")
-KINDS = {"created": "CONTAINER_CREATED_EVENT", "started": "CONTAINER_STARTED_EVENT",
-         "stopped": "CONTAINER_STOPPED_EVENT", "deleted": "CONTAINER_DELETED_EVENT"}
-
-
-def to_cri(ctx: Context, ev: ContainerEvent) -> pb.ContainerEventResponse | None:
-    """Attach the pod's and the container's status, as kubelet's evented PLEG reads them."""
-    kind = KINDS.get(ev.kind)
-    rec = ctx.store.containers.get(ev.state.id)
-    if kind is None or rec is None:
-        return None
-    out = pb.ContainerEventResponse(container_id=rec.id, container_event_type=kind,
-                                    created_at=time.time_ns(),
-                                    containers_statuses=[container_status(rec, ev.state)])
-    pod = ctx.store.pods.get(rec.pod_id)
-    if pod is not None:
-        out.pod_sandbox_status.CopyFrom(pod_status(pod))
-    return out
-
-
 async def _pump(stream: AsyncIterator[ContainerEvent],
                 queue: asyncio.Queue[ContainerEvent | None]) -> None:
     try:
@@ -65,9 +42,11 @@ async def _follow_once(ctx: Context) -> None:
                 ctx.states.drop(ev.state.id)
             else:
                 ctx.states.apply(ev.state)
-            event = to_cri(ctx, ev)
-            if event is not None:
-                ctx.hub.publish(event)
+            for listener in ctx.listeners:
+                try:
+                    listener(ev)
+                except Exception:  # one front end's bug must not stop the others' events
+                    log.exception("event listener failed", event=ev.kind)
     finally:
         ctx.states.synced = False
         pump.cancel()

@@ -6,8 +6,8 @@ import secrets
 from collections.abc import Callable
 from typing import TypeVar
 
-from cri.errors import InvalidArgument, NotFound
-from cri.store import ContainerRecord, PodRecord, Table
+from engine.errors import InvalidArgument, NotFound
+from engine.store import K8S, ContainerRecord, PodRecord, Table
 
 R = TypeVar("R", PodRecord, ContainerRecord)
 
@@ -30,9 +30,15 @@ def resolve(given: str, kind: str, prefix_lookup: Callable[[str], list[str]]) ->
     return matches[0]
 
 
-def lookup(table: Table[R], given: str, kind: str) -> R:
-    """The record for a full id or unique prefix, or NOT_FOUND naming what was asked for."""
-    rec = table.get(resolve(given, kind, table.ids_with_prefix))
+def lookup(table: Table[R], given: str, kind: str, owner: str = K8S) -> R:
+    """The record for a full id or unique prefix, or NOT_FOUND naming what was asked for.
+
+    Only the owner's records count: another front end's objects are invisible, not ambiguous.
+    """
+    def owned(prefix: str) -> list[str]:
+        return [i for i in table.ids_with_prefix(prefix) if table.owner_of(i) == owner]
+
+    rec = table.get(resolve(given, kind, owned))
     if rec is None:
         raise NotFound(f"{kind} {given} not found")
     return rec

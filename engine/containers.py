@@ -1,0 +1,130 @@
+"""Container lifecycle: a rootfs and an OCI spec become a monitor process; stop, kill, remove.
+
+Front ends build the spec (CRI's ContainerConfig, Docker's create body) and reserve the record;
+everything from the rootfs mount down is the same for both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine import failpoints
+from engine.context import Context
+from engine.errors import (
+    EngineError,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+)
+from engine.rollback import Rollback
+from engine.store import ContainerRecord
+from runtime import containers as monitor
+from runtime.bundle import Bundle
+from runtime.images.records import Image
+
+SpecBuilder = Callable[[Path], dict[str, Any]]  # rootfs → OCI spec (users resolve in the rootfs)
+
+
+@dataclass
+class Stdio:
+    """How the monitor wires the container's stdio and where its log goes."""
+
+    log_path: str = ""
+    tty: bool = False
+    stdin: bool = False
+    stdin_once: bool = False
+
+
+async def create_container(ctx: Context, rec: ContainerRecord, image: Image,
+                           build_spec: SpecBuilder, stdio: Stdio, stop_signal: int,
+                           what: str, extra: dict[str, Any] | None = None) -> ContainerRecord:
+    """Reserve the record (NameTaken propagates), then rootfs, spec and process; all or nothing.
+
+    `extra` is the front end's own part of the record, stored with the engine's.
+    """
+    ctx.store.containers.add(rec)
+    undo = Rollback()
+    undo.push("forget container", lambda: ctx.store.containers.delete(rec.id))
+    try:
+        rec.extra = await _create(ctx, rec, image, build_spec, stdio, undo)
+        rec.extra["stop_signal"] = stop_signal
+        rec.extra.update(extra or {})
+        ctx.store.containers.put(rec)
+    except BaseException as exc:
+        await undo.run()
+        if isinstance(exc, EngineError) or not isinstance(exc, Exception):
+            raise
+        raise Internal(f"create container {what}: {exc}") from exc
+    return rec
+
+
+async def _create(ctx: Context, rec: ContainerRecord, image: Image, build_spec: SpecBuilder,
+                  stdio: Stdio, undo: Rollback) -> dict[str, Any]:
+    bundle = Bundle(ctx.bundle_dir(rec.id))
+    undo.push("rootfs", bundle.remove)
+    bundle.create(ctx.images.rootfs_lowers(image.id))
+    failpoints.hit("container.after_rootfs")
+    spec = build_spec(bundle.rootfs)
+    if stdio.log_path:
+        Path(stdio.log_path).parent.mkdir(parents=True, exist_ok=True)
+    undo.push("monitor", lambda: _forget(ctx, rec.id))
+    try:
+        ctx.states.apply(await ctx.monitor.create(
+            rec.id, spec, str(bundle.rootfs), cgroup_path=spec["linux"]["cgroupsPath"],
+            log_path=stdio.log_path, tty=stdio.tty, stdin=stdio.stdin,
+            stdin_once=stdio.stdin_once))
+    except monitor.MonitorError as exc:
+        raise InvalidArgument(str(exc)) from None
+    failpoints.hit("container.after_monitor")
+    return {"log_path": stdio.log_path, "image_ref": image.id, "process": spec["process"],
+            "mounts": [m for m in spec["mounts"] if m["type"] == "bind"]}
+
+
+async def _forget(ctx: Context, cid: str) -> None:
+    with contextlib.suppress(monitor.NotFound):
+        await ctx.monitor.stop(cid, timeout=0)
+        await ctx.monitor.delete(cid)
+
+
+async def start(ctx: Context, rec: ContainerRecord) -> None:
+    """Let the created process exec its entrypoint."""
+    try:
+        ctx.states.apply(await ctx.monitor.start(rec.id))
+    except monitor.InvalidState as exc:
+        raise FailedPrecondition(f"container {rec.id}: {exc}") from None
+    except monitor.NotFound:
+        raise NotFound(f"container {rec.id} has no process (was it removed?)") from None
+    except monitor.MonitorError as exc:
+        raise Internal(f"start container {rec.id}: {exc}") from None
+
+
+async def stop(ctx: Context, rec: ContainerRecord, timeout: float,
+               sig: int | None = None) -> None:
+    """The stop signal, then SIGKILL after `timeout` seconds; stopping twice is harmless."""
+    if sig is None:
+        sig = rec.extra.get("stop_signal", signal.SIGTERM)
+    with contextlib.suppress(monitor.NotFound):  # already gone: stopping is idempotent
+        ctx.states.apply(await ctx.monitor.stop(rec.id, timeout=timeout, sig=sig))
+
+
+async def kill(ctx: Context, container_id: str) -> None:
+    """Used when a pod stops: no grace, like containerd's forced sandbox stop."""
+    with contextlib.suppress(monitor.NotFound, monitor.InvalidState):
+        ctx.states.apply(
+            await ctx.monitor.stop(container_id, timeout=0, sig=signal.SIGKILL))
+
+
+async def remove(ctx: Context, rec: ContainerRecord) -> None:
+    """Force-stop, then drop the process record, the rootfs and the metadata."""
+    await kill(ctx, rec.id)
+    with contextlib.suppress(monitor.NotFound):
+        await ctx.monitor.delete(rec.id)
+    ctx.states.drop(rec.id)
+    Bundle(ctx.bundle_dir(rec.id)).remove()
+    ctx.store.containers.delete(rec.id)
