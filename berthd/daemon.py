@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from cri.metrics import BerthMetrics
     from cri.metrics_http import MetricsServer
     from cri.streaming.server import StreamingServer
+    from dockerapi.server import DockerServer
 
 log = structlog.get_logger("berthd")
 
@@ -183,12 +184,29 @@ async def _start_streaming(cfg: configmod.Config, ctx: Context) -> StreamingServ
     return srv
 
 
+async def _start_docker(cfg: configmod.Config, ctx: Context) -> DockerServer | None:
+    """The Docker Engine API on its own socket; docker.socket = "" turns it off."""
+    path = cfg.docker_socket_path
+    if not path:
+        return None
+    from dockerapi.server import DockerServer
+
+    srv = DockerServer(ctx, path, cfg.docker.max_connections, cfg.docker.max_body)
+    try:
+        await srv.start()
+    except OSError as exc:
+        raise StartupError(f"cannot serve the Docker API on {path}: {exc.strerror}") from None
+    return srv
+
+
 async def serve(cfg: configmod.Config) -> None:
     sock = cfg.socket_path
     _make_dir(cfg.state_dir, 0o711)
     _make_dir(cfg.run_dir, 0o711)
     lock = _lock_state_dir(cfg.state_dir)
     _claim_socket(sock)
+    if cfg.docker_socket_path:
+        _claim_socket(cfg.docker_socket_path)
     early = _launch_monitor_early(cfg)
     # grpc, httpx and aiohttp take a few hundred ms to import: only now, and beside the monitor
     from cri import server as servermod
@@ -213,6 +231,7 @@ async def serve(cfg: configmod.Config) -> None:
     if server.add_insecure_port(f"unix://{sock}") == 0:
         raise StartupError(f"cannot listen on {sock}")
     await server.start()
+    docker = await _start_docker(cfg, ctx)
     relay = asyncio.create_task(follow_monitor(ctx))
     os.chmod(sock, 0o660)
     log.info("serving", socket=sock, state_dir=cfg.state_dir, version=version("berth"),
@@ -224,6 +243,8 @@ async def serve(cfg: configmod.Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping")
+    if docker is not None:
+        await docker.stop()
     await server.stop(grace=5)
     relay.cancel()
     await streaming.stop()

@@ -13,17 +13,9 @@ from cri.ocisecurity import apply_security
 from proto import api_pb2
 from runtime import spec as spec_defaults
 from runtime.images.records import ImageConfig
+from runtime.spec import DEFAULT_DEVICES
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# The device cgroup allows what the default /dev holds, like runc's default rules.
-DEFAULT_DEVICES: list[dict[str, Any]] = [
-    {k: v for k, v in (("allow", True), ("type", t), ("major", ma), ("minor", mi),
-                       ("access", acc)) if v is not None}
-    for t, ma, mi, acc in (("c", None, None, "m"), ("b", None, None, "m"), ("c", 1, 3, "rwm"),
-                           ("c", 1, 5, "rwm"), ("c", 1, 7, "rwm"), ("c", 1, 8, "rwm"),
-                           ("c", 1, 9, "rwm"), ("c", 5, 0, "rwm"), ("c", 5, 1, "rwm"),
-                           ("c", 5, 2, "rwm"), ("c", 136, None, "rwm"))
-]
 PROPAGATION = {
     api_pb2.MountPropagation.PROPAGATION_PRIVATE: "rprivate",
     api_pb2.MountPropagation.PROPAGATION_HOST_TO_CONTAINER: "rslave",

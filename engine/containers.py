@@ -6,7 +6,9 @@ everything from the rootfs mount down is the same for both.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from engine.errors import (
 )
 from engine.rollback import Rollback
 from engine.store import ContainerRecord
+from runtime import cgroups
 from runtime import containers as monitor
 from runtime.bundle import Bundle
 from runtime.images.records import Image
@@ -43,16 +46,18 @@ class Stdio:
 
 async def create_container(ctx: Context, rec: ContainerRecord, image: Image,
                            build_spec: SpecBuilder, stdio: Stdio, stop_signal: int,
-                           what: str, extra: dict[str, Any] | None = None) -> ContainerRecord:
+                           what: str, extra: dict[str, Any] | None = None,
+                           rerunnable: bool = False) -> ContainerRecord:
     """Reserve the record (NameTaken propagates), then rootfs, spec and process; all or nothing.
 
-    `extra` is the front end's own part of the record, stored with the engine's.
+    `extra` is the front end's own part of the record, stored with the engine's; a
+    `rerunnable` container keeps its spec so `rerun` can start it again after it exits.
     """
     ctx.store.containers.add(rec)
     undo = Rollback()
     undo.push("forget container", lambda: ctx.store.containers.delete(rec.id))
     try:
-        rec.extra = await _create(ctx, rec, image, build_spec, stdio, undo)
+        rec.extra = await _create(ctx, rec, image, build_spec, stdio, undo, rerunnable)
         rec.extra["stop_signal"] = stop_signal
         rec.extra.update(extra or {})
         ctx.store.containers.put(rec)
@@ -65,12 +70,14 @@ async def create_container(ctx: Context, rec: ContainerRecord, image: Image,
 
 
 async def _create(ctx: Context, rec: ContainerRecord, image: Image, build_spec: SpecBuilder,
-                  stdio: Stdio, undo: Rollback) -> dict[str, Any]:
+                  stdio: Stdio, undo: Rollback, rerunnable: bool) -> dict[str, Any]:
     bundle = Bundle(ctx.bundle_dir(rec.id))
     undo.push("rootfs", bundle.remove)
     bundle.create(ctx.images.rootfs_lowers(image.id))
     failpoints.hit("container.after_rootfs")
     spec = build_spec(bundle.rootfs)
+    if rerunnable:
+        save_spec(ctx, rec.id, spec)
     if stdio.log_path:
         Path(stdio.log_path).parent.mkdir(parents=True, exist_ok=True)
     undo.push("monitor", lambda: _forget(ctx, rec.id))
@@ -128,3 +135,44 @@ async def remove(ctx: Context, rec: ContainerRecord) -> None:
     ctx.states.drop(rec.id)
     Bundle(ctx.bundle_dir(rec.id)).remove()
     ctx.store.containers.delete(rec.id)
+
+
+def save_spec(ctx: Context, container_id: str, spec: dict[str, Any]) -> None:
+    """Keep the spec beside the rootfs so the process can be created again (restarts)."""
+    path = ctx.bundle_dir(container_id) / "config.json"
+    path.write_text(json.dumps(spec))
+
+
+async def rerun(ctx: Context, rec: ContainerRecord) -> None:
+    """A new process for a container that has exited, from its saved spec, on the same rootfs
+    and log; Docker's start-again and restart. The old process record is dropped first."""
+    bundle = Bundle(ctx.bundle_dir(rec.id))
+    try:
+        spec = json.loads((ctx.bundle_dir(rec.id) / "config.json").read_text())
+    except FileNotFoundError:
+        raise FailedPrecondition(f"container {rec.id} cannot be run again") from None
+    st = ctx.states.states.get(rec.id)
+    with contextlib.suppress(monitor.NotFound):
+        await ctx.monitor.delete(rec.id)
+    ctx.states.drop(rec.id)
+    try:
+        ctx.states.apply(await ctx.monitor.create(
+            rec.id, spec, str(bundle.rootfs), cgroup_path=spec["linux"]["cgroupsPath"],
+            log_path=rec.extra.get("log_path", ""), tty=bool(st and st.tty),
+            stdin=bool(st and st.stdin), stdin_once=bool(st and st.stdin_once)))
+    except monitor.MonitorError as exc:
+        raise Internal(f"create container {rec.id} again: {exc}") from None
+    await start(ctx, rec)
+
+
+async def freeze(ctx: Context, rec: ContainerRecord, frozen: bool) -> None:
+    """Pause or resume every process of the container through its cgroup's freezer."""
+    path = ctx.states.states.get(rec.id)
+    if path is None or path.status != "running":
+        raise FailedPrecondition(f"container {rec.id} is not running")
+    drv = cgroups.driver(ctx.config.runtime.cgroup_root)
+    op = drv.freeze if frozen else drv.thaw
+    try:
+        await asyncio.to_thread(op, path.cgroup_path)
+    except OSError as exc:
+        raise Internal(f"{'pause' if frozen else 'unpause'} {rec.id}: {exc}") from None

@@ -46,6 +46,16 @@ DEFAULT_READONLY = [
     "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 ]
 
+# The device cgroup allows what the default /dev holds, like runc's default rules.
+DEFAULT_DEVICES: list[dict[str, Any]] = [
+    {k: v for k, v in (("allow", True), ("type", t), ("major", ma), ("minor", mi),
+                       ("access", acc)) if v is not None}
+    for t, ma, mi, acc in (("c", None, None, "m"), ("b", None, None, "m"), ("c", 1, 3, "rwm"),
+                           ("c", 1, 5, "rwm"), ("c", 1, 7, "rwm"), ("c", 1, 8, "rwm"),
+                           ("c", 1, 9, "rwm"), ("c", 5, 0, "rwm"), ("c", 5, 1, "rwm"),
+                           ("c", 5, 2, "rwm"), ("c", 136, None, "rwm"))
+]
+
 
 class ProcessError(RuntimeError):
     """The process section cannot be applied; the message is meant for the user as is."""

@@ -233,6 +233,21 @@ class ImageStore:
             self.index.save()
             self.gc()
 
+    def tag(self, image_id: str, ref: str) -> str:
+        """Point a tag at an image, moving it off whichever image held it; returns the tag."""
+        tag = normalize(ref).tagged()
+        if tag is None:
+            raise ValueError(f"{ref} names no tag")
+        with self._lock:
+            for img in self.index.images.values():
+                if tag in img.repo_tags and img.id != image_id:
+                    img.repo_tags.remove(tag)
+            target = self.index.images[image_id]
+            if tag not in target.repo_tags:
+                target.repo_tags.append(tag)
+            self.index.save()
+        return tag
+
     def gc(self, min_age: float = 0) -> None:
         """Delete blobs and snapshots no image or running pull references (if min_age old)."""
         cutoff = time.time() - min_age

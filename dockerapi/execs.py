@@ -1,0 +1,194 @@
+"""Exec endpoints: create, start (hijacked, or detached), inspect and resize."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from dockerapi import model
+from dockerapi.hijack import MULTIPLEXED, RAW, STREAM_IDS, Hijacked, frame, hijack
+from dockerapi.http import Route, body, front, qint
+from dockerapi.model import Front
+from engine.errors import FailedPrecondition, InvalidArgument, NotFound
+from runtime import containers as monitor
+from runtime.bundle import Bundle
+from runtime.init import InitError, resolve_user
+
+MAX_EXECS = 1000  # exec records kept per daemon; the oldest finished ones go first
+
+
+@dataclass
+class ExecState:
+    id: str
+    container_id: str
+    process: dict[str, Any]
+    tty: bool
+    stdin: bool
+    stdout: bool
+    stderr: bool
+    running: bool = False
+    started: bool = False
+    exit_code: int | None = None
+    session: monitor.StreamSession | None = field(default=None, repr=False)
+
+    def describe(self) -> dict[str, Any]:
+        args = self.process["args"]
+        return {"ID": self.id, "Running": self.running, "ExitCode": self.exit_code,
+                "ProcessConfig": {"tty": self.tty, "entrypoint": args[0],
+                                  "arguments": args[1:], "privileged": False,
+                                  "user": self.process.get("user_name", "")},
+                "OpenStdin": self.stdin, "OpenStderr": self.stderr, "OpenStdout": self.stdout,
+                "CanRemove": False, "ContainerID": self.container_id, "DetachKeys": "",
+                "Pid": 0}
+
+
+def _exec(f: Front, given: str) -> ExecState:
+    x = f.execs.get(given)
+    if x is None:
+        raise NotFound(f"No such exec instance: {given[:100]}")
+    return x
+
+
+def _prune(f: Front) -> None:
+    if len(f.execs) < MAX_EXECS:
+        return
+    for key in [k for k, x in f.execs.items() if x.started and not x.running]:
+        del f.execs[key]
+        if len(f.execs) < MAX_EXECS // 2:
+            break
+
+
+async def create(request: web.Request) -> web.StreamResponse:
+    f = front(request)
+    rec = model.container(f.ctx, request.match_info["id"])
+    cfg = await body(request, {})
+    if not isinstance(cfg, dict):
+        raise InvalidArgument("the request body must be a JSON object")
+    cmd = cfg.get("Cmd")
+    if isinstance(cmd, str):
+        cmd = [cmd]
+    if not isinstance(cmd, list) or not cmd or not all(isinstance(c, str) for c in cmd):
+        raise InvalidArgument("No exec command specified")
+    env = cfg.get("Env") or []
+    if not isinstance(env, list) or not all(isinstance(e, str) for e in env):
+        raise InvalidArgument("Env must be a list of strings")
+    st = f.ctx.states.states.get(rec.id)
+    if st is None or st.status != "running":
+        raise FailedPrecondition(f"Container {rec.id} is not running")
+    if rec.id in f.paused:
+        raise FailedPrecondition(f"Container {rec.id} is paused, unpause the container "
+                                 "before exec")
+    process = dict(rec.extra.get("process") or {})
+    tty = bool(cfg.get("Tty"))
+    process.update(args=list(cmd), terminal=tty)
+    if env:
+        process["env"] = list(process.get("env", [])) + env
+    workdir = cfg.get("WorkingDir") or ""
+    if workdir:
+        if not isinstance(workdir, str) or not workdir.startswith("/"):
+            raise InvalidArgument("WorkingDir must be an absolute path")
+        process["cwd"] = workdir
+    user = cfg.get("User") or ""
+    if user:
+        if not isinstance(user, str):
+            raise InvalidArgument("User must be a string")
+        try:
+            uid, gid, groups = resolve_user(str(Bundle(f.ctx.bundle_dir(rec.id)).rootfs), user)
+        except (InitError, LookupError) as exc:
+            raise InvalidArgument(f"unable to find user {user}: {exc}") from None
+        process["user"] = {"uid": uid, "gid": gid, "additionalGids": groups}
+    _prune(f)
+    x = ExecState(secrets.token_hex(32), rec.id, process, tty, bool(cfg.get("AttachStdin")),
+                  bool(cfg.get("AttachStdout")), bool(cfg.get("AttachStderr")))
+    f.execs[x.id] = x
+    f.publish(rec, f"exec_create: {' '.join(cmd)}", {"execID": x.id})
+    return web.json_response({"Id": x.id}, status=201)
+
+
+async def _run(x: ExecState, h: Hijacked | None) -> None:
+    """Pump the session both ways until the process exits; record its exit code."""
+    assert x.session is not None
+    session = x.session
+
+    async def feed() -> None:
+        if h is None:
+            return
+        while data := await h.read():
+            if x.stdin:
+                await session.send_stdin(data)
+        if x.stdin:
+            with contextlib.suppress(ConnectionError):
+                await session.close_stdin()
+
+    feeder = asyncio.create_task(feed())
+    try:
+        while (msg := await session.recv()) is not None:
+            stream, data = msg
+            if h is None or not (x.stdout if stream == "stdout" else x.stderr):
+                continue
+            ok = await h.write(data if x.tty else frame(STREAM_IDS[stream], data))
+            if not ok:
+                break
+    except (ConnectionError, monitor.MonitorError):
+        pass
+    finally:
+        feeder.cancel()
+        x.exit_code = session.exit_code if session.exit_code is not None else x.exit_code
+        x.running = False
+        session.close()
+
+
+async def start(request: web.Request) -> web.StreamResponse:
+    f = front(request)
+    x = _exec(f, request.match_info["id"])
+    opts = await body(request, {})
+    if not isinstance(opts, dict):
+        raise InvalidArgument("the request body must be a JSON object")
+    if x.started:
+        raise FailedPrecondition(f"exec {x.id} has already run")
+    rec = f.ctx.store.containers.get(x.container_id)
+    st = f.ctx.states.states.get(x.container_id)
+    if rec is None or st is None or st.status != "running":
+        raise FailedPrecondition(f"Container {x.container_id} is not running")
+    try:
+        x.session = await f.ctx.monitor.exec_stream(x.container_id, x.process, tty=x.tty,
+                                                    stdin=x.stdin)
+    except monitor.InvalidState as exc:
+        raise FailedPrecondition(str(exc)) from None
+    x.started = x.running = True
+    f.publish(rec, "exec_start: " + " ".join(x.process["args"]), {"execID": x.id})
+    if opts.get("Detach"):
+        f.spawn(_run(x, None))
+        return web.Response(status=200)
+    h = await hijack(request, RAW if x.tty else MULTIPLEXED)
+    try:
+        await _run(x, h)
+    finally:
+        h.close()
+    return h.response
+
+
+async def inspect(request: web.Request) -> web.StreamResponse:
+    return web.json_response(_exec(front(request), request.match_info["id"]).describe())
+
+
+async def resize(request: web.Request) -> web.StreamResponse:
+    x = _exec(front(request), request.match_info["id"])
+    h, w = qint(request, "h", 0) or 0, qint(request, "w", 0) or 0
+    if not (0 < h < 65536 and 0 < w < 65536):
+        raise InvalidArgument("resize needs h and w between 1 and 65535")
+    if x.session is None or not x.running:
+        raise FailedPrecondition(f"exec {x.id} is not running")
+    await x.session.resize(w, h)
+    return web.Response(status=201)
+
+
+ROUTES: list[Route] = [
+    ("POST", "/containers/{id}/exec", create), ("POST", "/exec/{id}/start", start),
+    ("GET", "/exec/{id}/json", inspect), ("POST", "/exec/{id}/resize", resize),
+]

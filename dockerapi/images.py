@@ -1,0 +1,246 @@
+"""Image endpoints: create (pull, streamed JSON progress), list, inspect, tag, remove, history.
+
+One image store serves both front ends: an image pulled here is the one kubelet sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import calendar
+import fnmatch
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from dockerapi.http import Route, filters, front, qbool
+from engine import errors
+from engine.errors import FailedPrecondition, InvalidArgument, NotFound
+from runtime.images import reference
+from runtime.images.records import Image
+from runtime.images.registry import Auth, RegistryError
+from runtime.images.store import InUse, PullError
+
+BY_HTTP_STATUS: dict[int, type[errors.EngineError]] = {
+    401: errors.Unauthenticated, 403: errors.PermissionDenied, 404: errors.NotFound,
+    0: errors.Unavailable}
+MAX_AUTH = 16 << 10
+
+
+def _config_doc(request: web.Request, img: Image) -> dict[str, Any]:
+    """The image's config blob (Created, History, full Config); {} if it cannot be read."""
+    try:
+        doc = json.loads(front(request).ctx.images.content.read_bytes(img.id))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _created(doc: dict[str, Any]) -> int:
+    raw = str(doc.get("created") or "")
+    try:
+        return calendar.timegm(time.strptime(raw[:19], "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return 0
+
+
+def summary(img: Image, doc: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One row of GET /images/json."""
+    doc = doc or {}
+    return {"Id": img.id, "ParentId": "", "RepoTags": [_short(t) for t in img.repo_tags],
+            "RepoDigests": [_short(d) for d in img.repo_digests], "Created": _created(doc),
+            "Size": img.size, "VirtualSize": img.size, "SharedSize": -1,
+            "Labels": img.config.labels or None, "Containers": -1}
+
+
+def _short(ref: str) -> str:
+    """Docker's familiar names: busybox:latest for docker.io/library/busybox:latest."""
+    try:
+        return reference.familiar(reference.parse(ref))
+    except ValueError:
+        return ref
+
+
+def image(request: web.Request, given: str) -> Image:
+    img = front(request).ctx.images.get(given)
+    if img is None:
+        raise NotFound(f"No such image: {given[:300]}")
+    return img
+
+
+async def list_(request: web.Request) -> web.StreamResponse:
+    flt = filters(request)
+    out = []
+    for img in front(request).ctx.images.list():
+        if "reference" in flt and not any(_ref_match(img, r) for r in flt["reference"]):
+            continue
+        if "label" in flt and not all(
+                (k := w.partition("=")) and k[0] in img.config.labels
+                and (not k[1] or img.config.labels[k[0]] == k[2]) for w in flt["label"]):
+            continue
+        if "dangling" in flt and (flt["dangling"] == ["true"]) != (not img.repo_tags):
+            continue
+        out.append(summary(img, _config_doc(request, img)))
+    return web.json_response(out)
+
+
+def _ref_match(img: Image, want: str) -> bool:
+    return any(fnmatch.fnmatch(_short(t), want) or fnmatch.fnmatch(_short(t), want + ":*")
+               or fnmatch.fnmatch(t, want) for t in img.repo_tags)
+
+
+async def inspect(request: web.Request) -> web.StreamResponse:
+    img = image(request, request.match_info["name"])
+    doc = _config_doc(request, img)
+    cfg = doc.get("config") or {}
+    return web.json_response({
+        **{k: v for k, v in summary(img, doc).items() if k not in ("Labels", "Containers",
+                                                                    "SharedSize", "Created")},
+        "Parent": "", "Comment": "", "Created": doc.get("created", ""),
+        "Container": "", "ContainerConfig": {}, "DockerVersion": "", "Author": "",
+        "Config": cfg, "Architecture": doc.get("architecture", ""),
+        "Os": doc.get("os", "linux"), "GraphDriver": {"Name": "overlay2", "Data": None},
+        "RootFS": {"Type": "layers", "Layers": list(img.diff_ids)},
+        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"}})
+
+
+async def history(request: web.Request) -> web.StreamResponse:
+    img = image(request, request.match_info["name"])
+    doc = _config_doc(request, img)
+    out = []
+    for h in reversed(doc.get("history") or []):
+        out.append({"Id": "<missing>", "Created": _created(h), "CreatedBy": h.get(
+            "created_by", ""), "Tags": None, "Size": 0, "Comment": h.get("comment", "")})
+    if out:
+        out[0].update(Id=img.id, Tags=[_short(t) for t in img.repo_tags] or None)
+    return web.json_response(out)
+
+
+async def tag(request: web.Request) -> web.StreamResponse:
+    f = front(request)
+    img = image(request, request.match_info["name"])
+    repo, tag_ = request.query.get("repo", ""), request.query.get("tag", "") or "latest"
+    if not repo:
+        raise InvalidArgument("repository name is required (repo=)")
+    try:
+        ref = reference.normalize(f"{repo}:{tag_}")
+        if ref.digest:
+            raise ValueError("refusing to create a tag with a digest reference")
+        done = f.ctx.images.tag(img.id, str(ref.tagged()))
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid reference format: {exc}") from None
+    f.publish_image(_short(done), "tag")
+    return web.Response(status=201)
+
+
+async def remove(request: web.Request) -> web.StreamResponse:
+    f = front(request)
+    given = request.match_info["name"]
+    img = image(request, given)
+    force = qbool(request, "force")
+    used = {c.image_id for c in f.ctx.store.containers.find()}
+    whole = not any(t == _normalized(given) for t in img.repo_tags) or len(img.repo_tags) < 2
+    if whole and img.id in used and not force:
+        raise FailedPrecondition(f"conflict: unable to remove repository reference "
+                                 f"\"{given[:300]}\" (must force) - container is using its "
+                                 f"referenced image {img.id[7:19]}")
+    if whole and img.id in used:
+        raise FailedPrecondition(f"conflict: unable to delete {img.id[7:19]} (cannot be forced)"
+                                 " - image is being used by a container")
+    try:
+        await asyncio.to_thread(f.ctx.images.remove, given, in_use=used.__contains__)
+    except InUse as exc:
+        raise FailedPrecondition(str(exc)) from None
+    out: list[dict[str, str]] = [{"Untagged": _short(t)} for t in img.repo_tags
+                                 if whole or t == _normalized(given)]
+    if whole:
+        out.append({"Deleted": img.id})
+    f.publish_image(img.id, "delete" if whole else "untag")
+    return web.json_response(out)
+
+
+def _normalized(given: str) -> str:
+    try:
+        return str(reference.normalize(given).tagged())
+    except ValueError:
+        return given
+
+
+def _auth(request: web.Request) -> Auth | None:
+    """X-Registry-Auth: base64url JSON of username/password (or identitytoken)."""
+    raw = request.headers.get("X-Registry-Auth", "")
+    if not raw:
+        return None
+    if len(raw) > MAX_AUTH:
+        raise InvalidArgument("X-Registry-Auth header is too large")
+    try:
+        data = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (ValueError, binascii.Error):
+        raise InvalidArgument("X-Registry-Auth is not base64url-encoded JSON") from None
+    if not isinstance(data, dict) or not data:
+        return None
+    return Auth(username=str(data.get("username") or ""),
+                password=str(data.get("password") or ""), auth=str(data.get("auth") or ""),
+                server_address=str(data.get("serveraddress") or ""),
+                identity_token=str(data.get("identitytoken") or ""),
+                registry_token=str(data.get("registrytoken") or ""))
+
+
+async def create(request: web.Request) -> web.StreamResponse:
+    """Pull, then report it as Docker's progress lines (one per layer, then the digest)."""
+    f = front(request)
+    if request.query.get("fromSrc"):
+        raise InvalidArgument("image import (fromSrc) is not supported yet")
+    name = request.query.get("fromImage", "")
+    if not name:
+        raise InvalidArgument("fromImage is required")
+    tag_ = request.query.get("tag", "")
+    ref = name if not tag_ else (f"{name}@{tag_}" if tag_.startswith("sha256:")
+                                 else f"{name}:{tag_}")
+    try:
+        norm = reference.normalize(ref)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid reference format: {exc}") from None
+    auth = _auth(request)
+    had = f.ctx.images.get(str(norm))
+    started, ok, new_bytes = time.monotonic(), False, 0
+    try:
+        img = await f.ctx.images.pull(str(norm), auth)
+        ok, new_bytes = True, 0 if had else img.size
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid reference format: {exc}") from None
+    except RegistryError as exc:
+        raise BY_HTTP_STATUS.get(exc.status, errors.EngineError)(str(exc)) from None
+    except PullError as exc:
+        raise errors.Internal(str(exc)) from None
+    finally:
+        for observe in f.ctx.pull_observers:
+            observe(str(norm), new_bytes, time.monotonic() - started, ok)
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await resp.prepare(request)
+    short = _short(str(norm))
+    lines: list[dict[str, Any]] = [{"status": f"Pulling from {short.rsplit(':', 1)[0]}",
+                                    "id": norm.tag or norm.digest or "latest"}]
+    for layer in img.layers:
+        lid = layer.split(":")[-1][:12]
+        if had is None:
+            lines.append({"status": "Pulling fs layer", "progressDetail": {}, "id": lid})
+        lines.append({"status": "Pull complete" if had is None else "Already exists",
+                      "progressDetail": {}, "id": lid})
+    lines.append({"status": f"Digest: {img.manifest_digest}"})
+    lines.append({"status": f"Status: {'Image is up to date' if had else 'Downloaded newer image'}"
+                            f" for {short}"})
+    for line in lines:
+        await resp.write(json.dumps(line).encode() + b"\r\n")
+    f.publish_image(short, "pull")
+    return resp
+
+
+ROUTES: list[Route] = [
+    ("POST", "/images/create", create), ("GET", "/images/json", list_),
+    ("GET", "/images/{name:.+}/json", inspect), ("GET", "/images/{name:.+}/history", history),
+    ("POST", "/images/{name:.+}/tag", tag), ("DELETE", "/images/{name:.+}", remove),
+]

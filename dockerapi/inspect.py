@@ -1,0 +1,222 @@
+"""Container inspect and list, in the JSON shapes the docker CLI and docker-py read."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from dockerapi import lifecycle, model
+from dockerapi.http import Route, filters, front, qbool, qint
+from dockerapi.model import Front
+from engine.errors import InvalidArgument
+from engine.store import DOCKER, ContainerRecord
+from runtime.monitor.state import ContainerState
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+# What dockerd reports for a HostConfig key the client did not send.
+HOST_DEFAULTS: dict[str, Any] = {
+    "Binds": None, "ContainerIDFile": "", "LogConfig": {"Type": "json-file", "Config": {}},
+    "NetworkMode": "default", "PortBindings": {}, "RestartPolicy": {"Name": "no",
+                                                                    "MaximumRetryCount": 0},
+    "AutoRemove": False, "VolumeDriver": "", "VolumesFrom": None, "CapAdd": None,
+    "CapDrop": None, "CgroupnsMode": "private", "Dns": [], "DnsOptions": [], "DnsSearch": [],
+    "ExtraHosts": None, "GroupAdd": None, "IpcMode": "private", "Cgroup": "", "Links": None,
+    "OomScoreAdj": 0, "PidMode": "", "Privileged": False, "PublishAllPorts": False,
+    "ReadonlyRootfs": False, "SecurityOpt": None, "UTSMode": "", "UsernsMode": "",
+    "ShmSize": 67108864, "Runtime": "berth", "ConsoleSize": [0, 0], "Isolation": "",
+    "CpuShares": 0, "Memory": 0, "NanoCpus": 0, "CgroupParent": "", "BlkioWeight": 0,
+    "CpuPeriod": 0, "CpuQuota": 0, "CpusetCpus": "", "CpusetMems": "", "Devices": [],
+    "MemoryReservation": 0, "MemorySwap": 0, "OomKillDisable": False, "PidsLimit": None,
+    "Ulimits": None, "Mounts": None, "MaskedPaths": None, "ReadonlyPaths": None}
+
+
+def iso(ns: int) -> str:
+    if not ns:
+        return ZERO_TIME
+    secs, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
+
+
+def _state(f: Front, rec: ContainerRecord) -> tuple[ContainerState | None, str]:
+    st = f.ctx.states.states.get(rec.id)
+    return st, model.status(st, rec.id in f.paused)
+
+
+def _argv(rec: ContainerRecord) -> list[str]:
+    return list((rec.extra.get("process") or {}).get("args") or [])
+
+
+def _networks(f: Front, rec: ContainerRecord) -> tuple[str, dict[str, Any]]:
+    pod = f.ctx.store.pods.get(rec.pod_id)
+    ips = pod.extra.get("ips", []) if pod else []
+    mode = model.docker(rec).get("host_config", {}).get("NetworkMode") or "bridge"
+    mode = "bridge" if mode == "default" else mode
+    ip = ips[0] if ips else ""
+    gateway = ip.rsplit(".", 1)[0] + ".1" if ip.count(".") == 3 else ""
+    net = {"IPAMConfig": None, "Links": None, "Aliases": None, "NetworkID": mode,
+           "EndpointID": rec.id if ip else "", "Gateway": gateway, "IPAddress": ip,
+           "IPPrefixLen": 16 if ip else 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
+           "GlobalIPv6PrefixLen": 0, "MacAddress": "", "DriverOpts": None}
+    return ip, {"null" if mode == "none" else mode: net}
+
+
+def _mounts(rec: ContainerRecord) -> list[dict[str, Any]]:
+    return [{"Type": "bind", "Source": m["source"], "Destination": m["destination"],
+             "Mode": "ro" if "ro" in m.get("options", []) else "",
+             "RW": "ro" not in m.get("options", []), "Propagation": "rprivate"}
+            for m in rec.extra.get("mounts", []) if not m["destination"].startswith("/etc/")]
+
+
+def inspect(f: Front, rec: ContainerRecord) -> dict[str, Any]:
+    d = model.docker(rec)
+    st, status = _state(f, rec)
+    argv = _argv(rec)
+    ip, networks = _networks(f, rec)
+    cfg = dict(d.get("config") or {})
+    image = f.ctx.images.get(rec.image_id)
+    icfg = image.config if image else None
+    cfg.update(Image=rec.image, Labels=rec.labels,
+               Hostname=cfg.get("Hostname") or rec.id[:12],
+               Env=[e for e in (rec.extra.get("process") or {}).get("env", [])],
+               Cmd=cfg.get("Cmd") if cfg.get("Cmd") is not None else (icfg.cmd if icfg else []),
+               Entrypoint=cfg.get("Entrypoint") if cfg.get("Entrypoint") is not None
+               else (icfg.entrypoint or None if icfg else None),
+               WorkingDir=cfg.get("WorkingDir") or (icfg.workdir if icfg else ""),
+               User=cfg.get("User") or "", Tty=bool(cfg.get("Tty")),
+               OpenStdin=bool(cfg.get("OpenStdin")), StdinOnce=bool(cfg.get("StdinOnce")),
+               AttachStdin=bool(cfg.get("AttachStdin")),
+               AttachStdout=bool(cfg.get("AttachStdout")),
+               AttachStderr=bool(cfg.get("AttachStderr")))
+    running = status in ("running", "paused")
+    hc = {**HOST_DEFAULTS, **{k: v for k, v in (d.get("host_config") or {}).items()
+                               if v is not None}}
+    return {
+        "Id": rec.id, "Created": iso(rec.created_ns), "Path": argv[0] if argv else "",
+        "Args": argv[1:], "State": {
+            "Status": status, "Running": running, "Paused": status == "paused",
+            "Restarting": False, "OOMKilled": bool(st and st.reason == "OOMKilled"),
+            "Dead": False, "Pid": st.pid if st and running else 0,
+            "ExitCode": st.exit_code if st and st.status == "stopped" else 0,
+            "Error": st.message if st and st.status == "stopped" and st.exit_code else "",
+            "StartedAt": iso(st.started_ns if st else 0),
+            "FinishedAt": iso(st.finished_ns if st else 0)},
+        "Image": rec.image_id, "ResolvConfPath": str(f.ctx.pod_dir(rec.pod_id) / "resolv.conf"),
+        "HostnamePath": str(f.ctx.pod_dir(rec.pod_id) / "hostname"),
+        "HostsPath": str(f.ctx.pod_dir(rec.pod_id) / "hosts"),
+        "LogPath": rec.extra.get("log_path", ""), "Name": "/" + rec.name,
+        "RestartCount": int(d.get("restart_count", 0)), "Driver": "overlay2",
+        "Platform": "linux", "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
+        "ExecIDs": [e for e, x in f.execs.items() if x.container_id == rec.id] or None,
+        "HostConfig": hc, "GraphDriver": {"Name": "overlay2", "Data": None},
+        "Mounts": _mounts(rec), "Config": cfg,
+        "NetworkSettings": {
+            "Bridge": "", "SandboxID": rec.pod_id, "HairpinMode": False,
+            "Ports": lifecycle.describe_ports(rec), "SandboxKey": str(
+                f.ctx.ns_dir(rec.pod_id) / "network"),
+            "IPAddress": ip, "IPPrefixLen": 16 if ip else 0,
+            "Gateway": next(iter(networks.values()))["Gateway"], "MacAddress": "",
+            "Networks": networks},
+    }
+
+
+def summary(f: Front, rec: ContainerRecord) -> dict[str, Any]:
+    """One row of GET /containers/json."""
+    st, status = _state(f, rec)
+    argv = _argv(rec)
+    ip, networks = _networks(f, rec)
+    ports = []
+    for p in model.docker(rec).get("ports", []):
+        ports.append({"IP": p["host_ip"] or "0.0.0.0", "PrivatePort": p["container_port"],
+                      "PublicPort": p["host_port"], "Type": p["protocol"]})
+    return {
+        "Id": rec.id, "Names": ["/" + rec.name], "Image": rec.image, "ImageID": rec.image_id,
+        "Command": " ".join(argv), "Created": rec.created_ns // 1_000_000_000,
+        "Ports": ports, "Labels": rec.labels, "State": status,
+        "Status": _status_line(st, status), "HostConfig": {"NetworkMode": next(iter(networks))},
+        "NetworkSettings": {"Networks": networks}, "Mounts": _mounts(rec)}
+
+
+def _ago(ns: int) -> str:
+    secs = max(0, time.time_ns() - ns) // 1_000_000_000
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if secs >= size:
+            return f"{secs // size} {unit}"
+    return "Less than a second" if secs < 1 else f"{secs} seconds"
+
+
+def _status_line(st: ContainerState | None, status: str) -> str:
+    if st is None or status == "created":
+        return "Created"
+    if status in ("running", "paused"):
+        return f"Up {_ago(st.started_ns)}" + (" (Paused)" if status == "paused" else "")
+    return f"Exited ({st.exit_code}) {_ago(st.finished_ns)} ago"
+
+
+async def get(request: web.Request) -> web.StreamResponse:
+    f = front(request)
+    return web.json_response(inspect(f, model.container(f.ctx, request.match_info["id"])))
+
+
+FILTERS = ("status", "label", "name", "id", "ancestor", "exited", "before", "since",
+           "network", "health", "volume", "expose", "publish", "is-task")
+
+
+def _keep(f: Front, rec: ContainerRecord, flt: dict[str, list[str]]) -> bool:
+    st, status = _state(f, rec)
+    for key, wanted in flt.items():
+        if key == "status" and status not in wanted:
+            return False
+        if key == "name" and not any(w.lstrip("/") in rec.name for w in wanted):
+            return False
+        if key == "id" and not any(rec.id.startswith(w) for w in wanted):
+            return False
+        if key == "label" and not all(_label(rec.labels, w) for w in wanted):
+            return False
+        if key == "exited" and not (st and st.status == "stopped"
+                                    and str(st.exit_code) in wanted):
+            return False
+        if key == "ancestor":
+            img = f.ctx.images.get
+            if not any((i := img(w)) is not None and i.id == rec.image_id or w == rec.image
+                       for w in wanted):
+                return False
+    return True
+
+
+def _label(labels: dict[str, str], want: str) -> bool:
+    key, eq, value = want.partition("=")
+    return key in labels and (not eq or labels[key] == value)
+
+
+async def list_(request: web.Request) -> web.StreamResponse:
+    f = front(request)
+    flt = filters(request)
+    for key in flt:
+        if key not in FILTERS:
+            raise InvalidArgument(f"invalid filter '{key}'")
+    for s in flt.get("status", []):
+        if s not in ("created", "restarting", "running", "removing", "paused", "exited",
+                     "dead"):
+            raise InvalidArgument(f"invalid filter 'status={s[:50]}'")
+    show_all = qbool(request, "all")
+    limit = qint(request, "limit", -1) or -1
+    recs = sorted(f.ctx.store.containers.owned(DOCKER), key=lambda r: r.created_ns,
+                  reverse=True)
+    out: list[dict[str, object]] = []
+    for rec in recs:
+        if limit > 0 and len(out) >= limit:
+            break
+        _, status = _state(f, rec)
+        if not show_all and limit <= 0 and status not in ("running", "paused") \
+                and "status" not in flt:
+            continue
+        if _keep(f, rec, flt):
+            out.append(summary(f, rec))
+    return web.json_response(out)
+
+
+ROUTES: list[Route] = [
+    ("GET", "/containers/json", list_), ("GET", "/containers/{id}/json", get),
+]

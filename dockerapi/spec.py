@@ -1,0 +1,148 @@
+"""A Docker create body and its image's config → the OCI spec the engine runs."""
+
+from __future__ import annotations
+
+import functools
+import resource
+from pathlib import Path
+from typing import Any
+
+from dockerapi.body import CreateBody
+from engine.errors import InvalidArgument
+from runtime import caps as capsmod
+from runtime import seccomp
+from runtime import spec as defaults
+from runtime.images.records import ImageConfig
+from runtime.init import InitError, resolve_user
+
+CPU_PERIOD = 100_000  # µs; NanoCpus become a quota over this period, as dockerd does
+
+
+def argv(body: CreateBody, image: ImageConfig) -> list[str]:
+    """Docker's rule: Entrypoint given replaces the image's and drops its Cmd."""
+    if body.entrypoint is not None:
+        entry = [] if body.entrypoint == [""] else body.entrypoint
+        cmd = body.cmd or []
+    else:
+        entry, cmd = list(image.entrypoint), body.cmd if body.cmd is not None else list(image.cmd)
+    args = entry + cmd
+    if not args:
+        raise InvalidArgument("No command specified")
+    return args
+
+
+def env(body: CreateBody, image: ImageConfig) -> list[str]:
+    merged: dict[str, str] = {}
+    for item in [*image.env, *body.env]:
+        key, _, value = item.partition("=")
+        merged[key] = value
+    merged.setdefault("PATH", defaults.DEFAULT_PATH)
+    if body.tty:
+        merged.setdefault("TERM", "xterm")
+    merged.setdefault("HOSTNAME", body.hostname)
+    return [f"{k}={v}" for k, v in merged.items()]
+
+
+@functools.cache
+def _nofile() -> int:
+    """dockerd hands containers its own open-file limit (1048576 under systemd); so do we."""
+    return min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 1048576)
+
+
+@functools.cache
+def _grantable() -> frozenset[str]:
+    with open("/proc/self/status") as fh:
+        line = next(ln for ln in fh if ln.startswith("CapBnd:"))
+    bits = int(line.split()[1], 16)
+    return frozenset(n for n, num in capsmod.CAPS.items() if bits >> num & 1)
+
+
+def capabilities(body: CreateBody) -> list[str]:
+    """dockerd's order: the default set (all when privileged), drop, then add; ALL counts."""
+    def norm(name: str) -> str:
+        name = name.upper()
+        return name if name.startswith("CAP_") else f"CAP_{name}"
+
+    current = set(_grantable()) if body.privileged else set(capsmod.default_caps())
+    drops, adds = [norm(c) for c in body.cap_drop], [norm(c) for c in body.cap_add]
+    for name in drops + adds:
+        if name != "CAP_ALL" and name not in capsmod.CAPS:
+            raise InvalidArgument(f"unknown capability: \"{name[:50]}\"")
+    if "CAP_ALL" in drops:
+        current = set()
+    current -= set(drops)
+    current |= set(_grantable()) if "CAP_ALL" in adds else set(adds) - {"CAP_ALL"}
+    return sorted(current)
+
+
+def resources(body: CreateBody) -> dict[str, Any]:
+    out: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"},
+                                       *defaults.DEFAULT_DEVICES]}
+    if body.memory:
+        out["memory"] = {"limit": body.memory}
+    cpu: dict[str, int] = {}
+    if body.nano_cpus:
+        cpu.update(period=CPU_PERIOD, quota=body.nano_cpus * CPU_PERIOD // 1_000_000_000)
+    if body.cpu_shares:
+        cpu["shares"] = body.cpu_shares
+    if cpu:
+        out["cpu"] = cpu
+    if body.pids_limit:
+        out["pids"] = {"limit": body.pids_limit}
+    if body.privileged:
+        out["devices"] = [{"allow": True, "access": "rwm"}]
+    return out
+
+
+def build(cid: str, body: CreateBody, image: ImageConfig, pod_extra: dict[str, Any],
+          rootfs: Path) -> dict[str, Any]:
+    """A complete config.json: the pod's namespaces and files, the body's process and limits."""
+    try:
+        uid, gid, groups = resolve_user(str(rootfs), body.user or image.user or "0")
+    except (InitError, LookupError) as exc:
+        raise InvalidArgument(f"unable to find user {body.user or image.user}: {exc}") from None
+    caps = capabilities(body)
+    mounts = defaults.default_mounts()
+    mounts.append({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                   "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]})
+    for dest, src in sorted(pod_extra.get("files", {}).items()):
+        mounts.append({"destination": dest, "type": "bind", "source": src,
+                       "options": ["rbind", "rprivate"]})
+    for b in body.binds:
+        mounts.append({"destination": b.target, "type": "bind", "source": b.source,
+                       "options": ["rbind", "rprivate"] + (["ro"] if b.readonly else [])})
+    ns: list[dict[str, str]] = [{"type": "mount"}]
+    for kind, path in sorted(pod_extra.get("ns", {}).items()):
+        if kind in ("network", "ipc", "uts"):
+            ns.append({"type": kind, "path": path})
+    ns += [{"type": "pid"}, {"type": "cgroup"}]
+    spec: dict[str, Any] = {
+        "ociVersion": defaults.OCI_VERSION,
+        "process": {
+            "terminal": body.tty,
+            "user": {"uid": uid, "gid": gid, "additionalGids": [g for g in groups if g != gid]},
+            "args": argv(body, image),
+            "env": env(body, image),
+            "cwd": body.workdir or image.workdir or "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps,
+                             "inheritable": [], "ambient": []},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": _nofile(), "soft": _nofile()}],
+            "noNewPrivileges": False,
+        },
+        "root": {"path": "rootfs", "readonly": body.readonly_rootfs},
+        "hostname": "",
+        "mounts": mounts,
+        "annotations": {"org.berth.docker.name": body.hostname},
+        "linux": {
+            "namespaces": ns,
+            "cgroupsPath": f"berth/{cid}",
+            "resources": resources(body),
+            "devices": [],
+            "sysctl": {},
+            "maskedPaths": [] if body.privileged else list(defaults.DEFAULT_MASKED),
+            "readonlyPaths": [] if body.privileged else list(defaults.DEFAULT_READONLY),
+        },
+    }
+    if not body.privileged:
+        spec["linux"]["seccomp"] = seccomp.default_profile(caps)
+    return spec
