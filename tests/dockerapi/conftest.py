@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import docker
@@ -30,7 +31,5 @@ def cleanup(dclient) -> Iterator[list[str]]:
     made: list[str] = []
     yield made
     for c in made:
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             dclient.api.remove_container(c, force=True)
-        except docker.errors.NotFound:
-            pass
