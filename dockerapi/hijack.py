@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 
 from aiohttp import web
 
@@ -16,7 +17,11 @@ RAW = "application/vnd.docker.raw-stream"
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
 STDIN, STDOUT, STDERR = 0, 1, 2
 STREAM_IDS = {"stdout": STDOUT, "stderr": STDERR}
-INPUT_LIMIT = 1 << 20  # unread stdin held per connection before reading pauses
+INPUT_LIMIT = 1 << 20  # unread output held per connection before the producer waits
+# docker-py reads the 101 headers through a buffered reader and then the raw socket beneath it:
+# bytes that arrive with the headers are lost to it. dockerd's exec start takes long enough
+# that this never shows; ours does not, so the first bytes wait this long after the headers.
+HEADER_GAP = 0.02
 
 
 def frame(stream: int, data: bytes) -> bytes:
@@ -45,6 +50,7 @@ class Hijacked:
                  upgraded: bool) -> None:
         self.request, self.response, self.upgraded = request, response, upgraded
         self._input = _Input()
+        self._quiet_until = time.monotonic() + HEADER_GAP if upgraded else 0.0
         if upgraded:
             request.protocol.set_parser(self._input)  # type: ignore[arg-type]
         else:
@@ -61,6 +67,11 @@ class Hijacked:
         if not self.upgraded:
             await self.response.write(data)
             return True
+        if self._quiet_until:
+            await asyncio.sleep(max(0.0, self._quiet_until - time.monotonic()))
+            self._quiet_until = 0.0
+            if transport.is_closing():
+                return False
         transport.write(data)
         while transport.get_write_buffer_size() > INPUT_LIMIT and not transport.is_closing():
             await asyncio.sleep(0.01)  # the client reads slowly: hold the producer, not RAM

@@ -24,6 +24,8 @@ from engine.errors import EngineError
 
 log = structlog.get_logger("dockerapi")
 VERSION = re.compile(r"^/v(\d+)\.(\d+)(/.*)$")
+# docker-py asks for `/containers//name/json` when given "/name": the slash is the name's.
+ID = "{id:/?[^/]+}"
 MAX_LINE = 8190  # request line and each header line, as aiohttp's (and Go's) defaults
 ROUTES: list[Route] = [*system.ROUTES, *inspect.ROUTES, *containers.ROUTES, *logs.ROUTES,
                        *attach.ROUTES, *execs.ROUTES, *images.ROUTES]
@@ -69,7 +71,8 @@ async def api_version(request: web.Request, handler: Handler) -> web.StreamRespo
 def build(front: Front, max_body: int) -> web.Application:
     app = web.Application(middlewares=[errors, api_version], client_max_size=max_body)
     app[FRONT] = front
-    for method, path, handler in ROUTES:
+    for method, route, handler in ROUTES:
+        path = route.replace("{id}", ID)
         app.router.add_route(method, path, handler)
         app.router.add_route(method, _versioned(path), handler)
     return app

@@ -1,0 +1,82 @@
+"""Bad requests get Docker's JSON error with a 4xx status, and leave nothing behind."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+
+import pytest
+
+
+class UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=30)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+def call(berthd, method: str, path: str, body: bytes | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    conn = UnixHTTP(str(berthd.docker_socket))
+    try:
+        conn.request(method, path, body=body,
+                     headers={"Content-Type": "application/json", **(headers or {})})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, json.loads(data) if data else {}
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("body, status, words", [
+    (b"{not json", 400, "invalid JSON"),
+    (b"[]", 400, "JSON object"),
+    (b'{"Image": 5}', 400, "Image"),
+    (b'{"Image": "x", "Env": "A=1"}', 400, "Env"),
+    (b'{"Image": "x", "Cmd": [1, 2]}', 400, "Cmd"),
+    (b'{"Image": "x", "HostConfig": {"PortBindings": {"99999/tcp": []}}}', 400, "port"),
+    (b'{"Image": "x", "HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "x"}]}}}',
+     400, "port"),
+    (b'{"Image": "x", "HostConfig": {"Memory": -1}}', 400, "Memory"),
+    (b'{"Image": "x", "HostConfig": {"NetworkMode": "weird"}}', 400, "network"),
+    (b'{"Image": "x", "HostConfig": {"Binds": ["relative:/x"]}}', 400, "absolute"),
+    (b'{"Image": "x", "StopSignal": "SIGNOPE"}', 400, "signal"),
+    (b'{"Image": "127.0.0.1:1/nothing/here:1"}', 404, "No such image"),
+])
+def test_create_refusals(berthd, dclient, body, status, words):
+    before = len(dclient.containers.list(all=True))
+    got, reply = call(berthd, "POST", "/v1.41/containers/create", body)
+    assert got == status, reply
+    assert words.lower() in reply["message"].lower()
+    assert len(dclient.containers.list(all=True)) == before
+
+
+def test_invalid_name(berthd, busybox):
+    got, reply = call(berthd, "POST", "/containers/create?name=bad%20name",
+                      json.dumps({"Image": busybox}).encode())
+    assert got == 400 and "Invalid container name" in reply["message"]
+
+
+def test_unknown_endpoint_named(berthd):
+    got, reply = call(berthd, "GET", "/v1.41/no/such/thing")
+    assert got == 404 and "/v1.41/no/such/thing" in reply["message"]
+
+
+def test_missing_container(berthd):
+    got, reply = call(berthd, "POST", "/containers/doesnotexist/start")
+    assert got == 404 and "No such container" in reply["message"]
+
+
+def test_huge_body_refused(berthd):
+    got, reply = call(berthd, "POST", "/containers/create", b'{"Image": "' + b"a" * (2 << 20)
+                      + b'"}')
+    assert got == 413 and reply["message"]
+
+
+def test_too_new_api_version(berthd):
+    got, reply = call(berthd, "GET", "/v1.99/version")
+    assert got == 400 and "too new" in reply["message"]
