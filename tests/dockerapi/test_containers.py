@@ -46,7 +46,8 @@ def test_env_workdir_user(dclient, busybox, cleanup):
 
 def test_detached_published_port_logs_exec_stop_rm(dclient, busybox, cleanup, berthd):
     cleanup.append("web")
-    script = "mkdir /www && echo served > /www/index.html && echo up && exec httpd -f -p 8080 -h /www"
+    script = ("mkdir /www && echo served > /www/index.html && echo up && "
+              "exec httpd -f -p 8080 -h /www")
     c = dclient.containers.run(busybox, ["sh", "-c", script], name="web", detach=True,
                                ports={"8080/tcp": ("127.0.0.1", None)})
     c.reload()
