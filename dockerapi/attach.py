@@ -70,6 +70,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
         done.set()
     h = await hijack(request, RAW if tty else MULTIPLEXED)
     out = asyncio.create_task(_output(h, path, start, done, want, tty))
+    f.reading(rec.id, out)
     use_stdin = qbool(request, "stdin") and bool(d.get("open_stdin"))
     inp = asyncio.create_task(
         _input(f, rec, h, done, bool(d.get("config", {}).get("StdinOnce")))

@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 RAW = "application/vnd.docker.raw-stream"
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
@@ -27,6 +30,23 @@ HEADER_GAP = 0.02
 def frame(stream: int, data: bytes) -> bytes:
     """Docker's multiplexed framing: stream id, three zero bytes, big-endian length, data."""
     return struct.pack(">BxxxI", stream, len(data)) + data
+
+
+class HijackableHandler(RequestHandler):
+    """aiohttp's connection handler, except that a hijacked connection survives a half-close.
+
+    asyncio closes a transport whose protocol's eof_received returns false, which is what
+    aiohttp's does; a hijacked stream answers true so our side can still write.
+    """
+
+    __slots__ = ("on_eof",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_eof: Callable[[], bool] | None = None
+
+    def eof_received(self) -> bool:  # type: ignore[override]
+        return self.on_eof() if self.on_eof is not None else False
 
 
 class _Input:
@@ -53,8 +73,16 @@ class Hijacked:
         self._quiet_until = time.monotonic() + HEADER_GAP if upgraded else 0.0
         if upgraded:
             request.protocol.set_parser(self._input)  # type: ignore[arg-type]
+            # The CLI half-closes once its stdin ends (or at once without -i): that is EOF on
+            # stdin, not a hang-up, so the transport must stay open for our output.
+            if isinstance(request.protocol, HijackableHandler):
+                request.protocol.on_eof = self._half_closed
         else:
             self._input.feed_eof()
+
+    def _half_closed(self) -> bool:
+        self._input.feed_eof()
+        return True
 
     async def read(self) -> bytes:
         return await self._input.queue.get()

@@ -28,6 +28,7 @@ from runtime.network import podfiles
 
 log = structlog.get_logger("dockerapi")
 BACKOFF_START, BACKOFF_RESET = 0.1, 10.0
+READER_GRACE = 10.0  # s an auto-remove waits for attached clients to read the last output
 
 
 def _free_port(host_ip: str, proto: str) -> int:
@@ -161,6 +162,10 @@ def on_event(front: Front, ev: ContainerEvent) -> None:
 
 
 async def _auto_remove(front: Front, cid: str) -> None:
+    """After every attach has copied the last output (the log goes with the container)."""
+    readers = front.readers.get(cid)
+    if readers:
+        await asyncio.wait(set(readers), timeout=READER_GRACE)
     rec = front.ctx.store.containers.get(cid)
     if rec is not None:
         await remove(front, rec, force=True)

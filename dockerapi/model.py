@@ -37,6 +37,7 @@ class Front:
     waiters: dict[tuple[str, str], list[asyncio.Future[int]]] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     paused: set[str] = field(default_factory=set)
+    readers: dict[str, set[asyncio.Task[None]]] = field(default_factory=dict)  # attach output
     history: list[dict[str, Any]] = field(default_factory=list)  # recent events, for `since`
 
     def waiter(self, cid: str, kind: str) -> asyncio.Future[int]:
@@ -55,6 +56,17 @@ class Front:
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def reading(self, cid: str, task: asyncio.Task[None]) -> None:
+        """An attach is copying this container's output; auto-remove waits for it."""
+        tasks = self.readers.setdefault(cid, set())
+        tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            tasks.discard(t)
+            if not tasks:
+                self.readers.pop(cid, None)
+        task.add_done_callback(done)
 
     def forget(self, cid: str) -> None:
         for d in (self.started, self.backoff):

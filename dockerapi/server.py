@@ -15,8 +15,9 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from dockerapi import attach, containers, execs, images, inspect, lifecycle, logs, system
+from dockerapi import attach, containers, execs, images, inspect, lifecycle, logs, stats, system
 from dockerapi.errors import reply, status_of
+from dockerapi.hijack import HijackableHandler
 from dockerapi.http import FRONT, Handler, Route
 from dockerapi.model import Front
 from engine.context import Context
@@ -28,7 +29,7 @@ VERSION = re.compile(r"^/v(\d+)\.(\d+)(/.*)$")
 ID = "{id:/?[^/]+}"
 MAX_LINE = 8190  # request line and each header line, as aiohttp's (and Go's) defaults
 ROUTES: list[Route] = [*system.ROUTES, *inspect.ROUTES, *containers.ROUTES, *logs.ROUTES,
-                       *attach.ROUTES, *execs.ROUTES, *images.ROUTES]
+                       *attach.ROUTES, *execs.ROUTES, *images.ROUTES, *stats.ROUTES]
 
 
 @web.middleware
@@ -90,20 +91,21 @@ class DockerServer:
         ctx.listeners.append(lambda ev: lifecycle.on_event(self.front, ev))
 
     async def start(self) -> None:
-        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
-                                    max_line_size=MAX_LINE, max_field_size=MAX_LINE,
-                                    shutdown_timeout=1.0)
+        handler_args: dict[str, Any] = {"access_log": None, "max_line_size": MAX_LINE,
+                                        "max_field_size": MAX_LINE}
+        self.runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=1.0,
+                                    **handler_args)
         await self.runner.setup()
         server = self.runner.server
         assert server is not None
         limit = self.max_connections
+        loop = asyncio.get_running_loop()
 
-        def factory() -> Any:
+        def factory() -> asyncio.Protocol:
             if len(server.connections) >= limit:
                 return _Refuse()
-            return server()
+            return HijackableHandler(server, loop=loop, **handler_args)
 
-        loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(factory, self.path, backlog=128)
         os.chmod(self.path, 0o660)
 

@@ -29,6 +29,7 @@ from engine.store import ContainerRecord
 from runtime import cgroups
 from runtime import containers as monitor
 from runtime.bundle import Bundle
+from runtime.cgroups.model import CgroupStats
 from runtime.images.records import Image
 
 SpecBuilder = Callable[[Path], dict[str, Any]]  # rootfs → OCI spec (users resolve in the rootfs)
@@ -176,3 +177,15 @@ async def freeze(ctx: Context, rec: ContainerRecord, frozen: bool) -> None:
         await asyncio.to_thread(op, path.cgroup_path)
     except OSError as exc:
         raise Internal(f"{'pause' if frozen else 'unpause'} {rec.id}: {exc}") from None
+
+
+async def usage(ctx: Context, rec: ContainerRecord) -> CgroupStats:
+    """The container's cgroup figures, read off the loop (the same reader as CRI stats)."""
+    st = ctx.states.states.get(rec.id)
+    if st is None or st.status != "running" or not st.cgroup_path:
+        raise FailedPrecondition(f"container {rec.id} is not running")
+    drv = cgroups.driver(ctx.config.runtime.cgroup_root)
+    try:
+        return await asyncio.to_thread(drv.stats, st.cgroup_path)
+    except OSError as exc:
+        raise FailedPrecondition(f"container {rec.id}: no cgroup figures ({exc})") from None
