@@ -145,9 +145,8 @@ def on_event(front: Front, ev: ContainerEvent) -> None:
     front.resolve(ev.state.id, ev.kind, ev.state.exit_code)
     if rec is None or rec.owner != DOCKER:
         return
-    front.publish(rec, {"started": "start", "stopped": "die", "created": "create"}
-                  .get(ev.kind, ""), {"exitCode": str(ev.state.exit_code)}
-                  if ev.kind == "stopped" else {})
+    front.publish(rec, {"started": "start", "stopped": "die"}.get(ev.kind, ""),
+                  {"exitCode": str(ev.state.exit_code)} if ev.kind == "stopped" else {})
     if ev.kind != "stopped" or rec.id in front.stopping:
         return
     d = model.docker(rec)
