@@ -9,7 +9,7 @@ import contextlib
 from aiohttp import web
 
 from dockerapi import body as bodymod
-from dockerapi import lifecycle, model
+from dockerapi import images, lifecycle, model
 from dockerapi.http import Route, body, front, qbool, qint
 from engine import containers
 from engine.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -38,7 +38,7 @@ async def create(request: web.Request) -> web.StreamResponse:
         except ValueError:
             raise InvalidArgument(f"invalid reference format: {parsed.image[:300]}") from None
         raise NotFound(f"No such image: {ref}")
-    rec = await lifecycle.create(f, parsed, image, name)
+    rec = await lifecycle.create(f, parsed, image, name, images.config_doc(f.ctx, image))
     f.publish(rec, "create", {})
     return web.json_response({"Id": rec.id, "Warnings": []}, status=201)
 

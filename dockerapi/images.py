@@ -18,6 +18,7 @@ from aiohttp import web
 
 from dockerapi.http import Route, filters, front, qbool
 from engine import errors
+from engine.context import Context
 from engine.errors import FailedPrecondition, InvalidArgument, NotFound
 from runtime.images import reference
 from runtime.images.records import Image
@@ -31,9 +32,13 @@ MAX_AUTH = 16 << 10
 
 
 def _config_doc(request: web.Request, img: Image) -> dict[str, Any]:
+    return config_doc(front(request).ctx, img)
+
+
+def config_doc(ctx: Context, img: Image) -> dict[str, Any]:
     """The image's config blob (Created, History, full Config); {} if it cannot be read."""
     try:
-        doc = json.loads(front(request).ctx.images.content.read_bytes(img.id))
+        doc = json.loads(ctx.images.content.read_bytes(img.id))
     except (OSError, ValueError):
         return {}
     return doc if isinstance(doc, dict) else {}

@@ -77,6 +77,8 @@ def inspect(f: Front, rec: ContainerRecord) -> dict[str, Any]:
     cfg = dict(d.get("config") or {})
     image = f.ctx.images.get(rec.image_id)
     icfg = image.config if image else None
+    if d.get("healthcheck"):
+        cfg["Healthcheck"] = d["healthcheck"]
     cfg.update(Image=rec.image, Labels=rec.labels,
                Hostname=cfg.get("Hostname") or rec.id[:12],
                Env=[e for e in (rec.extra.get("process") or {}).get("env", [])],
@@ -101,7 +103,8 @@ def inspect(f: Front, rec: ContainerRecord) -> dict[str, Any]:
             "ExitCode": st.exit_code if st and st.status == "stopped" else 0,
             "Error": st.message if st and st.status == "stopped" and st.exit_code else "",
             "StartedAt": iso(st.started_ns if st else 0),
-            "FinishedAt": iso(st.finished_ns if st else 0)},
+            "FinishedAt": iso(st.finished_ns if st else 0),
+            **({"Health": f.health[rec.id].describe()} if rec.id in f.health else {})},
         "Image": rec.image_id, "ResolvConfPath": str(f.ctx.pod_dir(rec.pod_id) / "resolv.conf"),
         "HostnamePath": str(f.ctx.pod_dir(rec.pod_id) / "hostname"),
         "HostsPath": str(f.ctx.pod_dir(rec.pod_id) / "hosts"),
@@ -134,7 +137,10 @@ def summary(f: Front, rec: ContainerRecord) -> dict[str, Any]:
         "Id": rec.id, "Names": ["/" + rec.name], "Image": rec.image, "ImageID": rec.image_id,
         "Command": " ".join(argv), "Created": rec.created_ns // 1_000_000_000,
         "Ports": ports, "Labels": rec.labels, "State": status,
-        "Status": _status_line(st, status), "HostConfig": {"NetworkMode": next(iter(networks))},
+        "Status": _status_line(st, status) + (f" ({f.health[rec.id].status})"
+                                               if status == "running" and rec.id in f.health
+                                               else ""),
+        "HostConfig": {"NetworkMode": next(iter(networks))},
         "NetworkSettings": {"Networks": networks}, "Mounts": _mounts(rec)}
 
 
@@ -173,6 +179,9 @@ def _keep(f: Front, rec: ContainerRecord, flt: dict[str, list[str]]) -> bool:
         if key == "id" and not any(rec.id.startswith(w) for w in wanted):
             return False
         if key == "label" and not all(_label(rec.labels, w) for w in wanted):
+            return False
+        if key == "health" and (f.health[rec.id].status if rec.id in f.health
+                                else "none") not in wanted:
             return False
         if key == "exited" and not (st and st.status == "stopped"
                                     and str(st.exit_code) in wanted):

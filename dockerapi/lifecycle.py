@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from dockerapi import model
+from dockerapi import health, model
 from dockerapi import spec as specmod
 from dockerapi.body import CreateBody
 from dockerapi.model import Front
@@ -40,10 +40,12 @@ def _free_port(host_ip: str, proto: str) -> int:
         return int(s.getsockname()[1])
 
 
-async def create(front: Front, body: CreateBody, image: Image, name: str) -> ContainerRecord:
+async def create(front: Front, body: CreateBody, image: Image, name: str,
+                 image_doc: dict[str, Any]) -> ContainerRecord:
     """Pod, then container; a failure in either leaves neither."""
     ctx = front.ctx
     model.reserve_name(ctx, name)
+    check = health.resolve(body.config.get("Healthcheck"), image_doc)
     cid = new_id()
     ports = [{"host_port": p.host_port or _free_port(p.host_ip, p.protocol),
               "container_port": p.container_port, "protocol": p.protocol, "host_ip": p.host_ip}
@@ -64,7 +66,7 @@ async def create(front: Front, body: CreateBody, image: Image, name: str) -> Con
     docker = {"config": body.config, "host_config": body.host_config, "restart_count": 0,
               "ports": ports, "stop_timeout": body.stop_timeout, "auto_remove": body.auto_remove,
               "restart": body.restart, "restart_max": body.restart_max, "tty": body.tty,
-              "open_stdin": body.open_stdin}
+              "open_stdin": body.open_stdin, "healthcheck": check}
     try:
         model.reserve_name(ctx, name)  # again: another create may have taken it meanwhile
         await containers.create_container(
@@ -145,6 +147,10 @@ def on_event(front: Front, ev: ContainerEvent) -> None:
     front.resolve(ev.state.id, ev.kind, ev.state.exit_code)
     if rec is None or rec.owner != DOCKER:
         return
+    if ev.kind == "started":
+        health.start(front, rec)
+    elif ev.kind in ("stopped", "deleted"):
+        health.stop(front, rec.id)
     front.publish(rec, {"started": "start", "stopped": "die"}.get(ev.kind, ""),
                   {"exitCode": str(ev.state.exit_code)} if ev.kind == "stopped" else {})
     if ev.kind != "stopped" or rec.id in front.stopping:

@@ -38,6 +38,7 @@ class Front:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     paused: set[str] = field(default_factory=set)
     readers: dict[str, set[asyncio.Task[None]]] = field(default_factory=dict)  # attach output
+    health: dict[str, Any] = field(default_factory=dict)  # container id → health.Health
     history: list[dict[str, Any]] = field(default_factory=list)  # recent events, for `since`
 
     def waiter(self, cid: str, kind: str) -> asyncio.Future[int]:
@@ -69,7 +70,7 @@ class Front:
         task.add_done_callback(done)
 
     def forget(self, cid: str) -> None:
-        for d in (self.started, self.backoff):
+        for d in (self.started, self.backoff, self.health):
             d.pop(cid, None)
         self.stopping.discard(cid)
 

@@ -15,7 +15,18 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from dockerapi import attach, containers, execs, images, inspect, lifecycle, logs, stats, system
+from dockerapi import (
+    attach,
+    containers,
+    execs,
+    health,
+    images,
+    inspect,
+    lifecycle,
+    logs,
+    stats,
+    system,
+)
 from dockerapi.errors import reply, status_of
 from dockerapi.hijack import HijackableHandler
 from dockerapi.http import FRONT, Handler, Route
@@ -111,6 +122,7 @@ class DockerServer:
 
     async def stop(self) -> None:
         self._server.close()
+        health.cancel_all(self.front)
         for task in list(self.front.tasks):
             task.cancel()
         if self.runner is not None:

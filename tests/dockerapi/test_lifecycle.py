@@ -97,3 +97,25 @@ def test_attach_socket_stdin(dclient, busybox, cleanup):
     assert data[8:] == b"echo me\n" and data[0] == 1  # multiplexed: stdout frame
     raw.close()
     c.stop(timeout=0)
+
+
+def test_health_checks(dclient, busybox, cleanup):
+    cleanup += ["healthy", "sick"]
+    ms = 1_000_000
+    good = dclient.containers.run(busybox, ["sleep", "300"], name="healthy", detach=True,
+                                  healthcheck={"Test": ["CMD-SHELL", "test -d /tmp"],
+                                               "Interval": 200 * ms, "Retries": 2})
+    bad = dclient.containers.run(busybox, ["sleep", "300"], name="sick", detach=True,
+                                 healthcheck={"Test": ["CMD", "false"], "Interval": 200 * ms,
+                                              "Timeout": 2000 * ms, "Retries": 2})
+    since = time.time() - 1
+    _until(lambda: dclient.api.inspect_container(good.id)["State"]["Health"]["Status"]
+           == "healthy")
+    health = _until(lambda: (h := dclient.api.inspect_container(bad.id)["State"]["Health"])
+                    ["Status"] == "unhealthy" and h)
+    assert health["FailingStreak"] >= 2 and health["Log"][-1]["ExitCode"] == 1
+    events = dclient.events(since=since, until=time.time() + 1, decode=True,
+                            filters={"event": "health_status: healthy"})
+    assert good.id in {e["id"] for e in events}
+    good.stop(timeout=0)
+    bad.stop(timeout=0)
