@@ -234,8 +234,7 @@ async def serve(cfg: configmod.Config) -> None:
     docker = await _start_docker(cfg, ctx)
     relay = asyncio.create_task(follow_monitor(ctx))
     os.chmod(sock, 0o660)
-    log.info("serving", socket=sock, state_dir=cfg.state_dir, version=version("berth"),
-             grpc_server=cfg.grpc_server)
+    log.info("serving", socket=sock, state_dir=cfg.state_dir, version=version("berth"))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -10,7 +10,6 @@ from typing import Any
 
 DEFAULT_CONFIG_PATH = "/etc/berth/berth.toml"
 LOG_LEVELS = ("debug", "info", "warning", "error")
-GRPC_SERVERS = ("grpcio", "h2")
 
 
 class ConfigError(Exception):
@@ -67,7 +66,6 @@ class Config:
     state_dir: str = "/var/lib/berth"
     run_dir: str = "/run/berth"
     socket: str = ""
-    grpc_server: str = "h2"
     cni: CniConfig = field(default_factory=CniConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -119,8 +117,6 @@ def _validate(cfg: Config) -> None:
     for key in ("state_dir", "run_dir"):
         if not Path(getattr(cfg, key)).is_absolute():
             raise ConfigError(f"{key} must be an absolute path")
-    if cfg.grpc_server not in GRPC_SERVERS:
-        raise ConfigError(f"grpc_server must be one of {', '.join(GRPC_SERVERS)}")
     if not Path(cfg.socket_path).is_absolute():
         raise ConfigError("socket must be an absolute path")
     try:

@@ -41,7 +41,6 @@ def test_overlay(tmp_path):
     ("log_level = 3\n", "'log_level' must be str"),
     ("log_level = \"loud\"\n", "log_level must be one of"),
     ("state_dir = \"relative\"\n", "state_dir must be an absolute path"),
-    ("grpc_server = \"netty\"\n", "grpc_server must be one of grpcio, h2"),
     ("cni = 1\n", "'cni' must be a table"),
     ("[cni]\ndefault_subnet = \"10.88.0.0/33\"\n", "cni.default_subnet"),
     ("[metrics]\naddress = \"nonsense\"\n", "metrics.address must be HOST:PORT"),
