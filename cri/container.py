@@ -33,6 +33,7 @@ from runtime.bundle import Bundle
 from runtime.images.records import ImageConfig
 from runtime.init import InitError
 from runtime.procuser import process_user, user_string
+from runtime.stopping import graceful_stop
 
 
 def stop_signal(cfg: pb.ContainerConfig, image: ImageConfig) -> int:
@@ -176,10 +177,14 @@ class ContainerRPCs:
         rec = self.container(request.container_id)
         if request.timeout < 0:
             raise InvalidArgument(f"timeout {request.timeout} must not be negative")
-        with contextlib.suppress(monitor.NotFound):  # already gone: stopping is idempotent
-            self.ctx.states.apply(await self.ctx.monitor.stop(
-                rec.id, timeout=request.timeout,
-                sig=rec.extra.get("stop_signal", signal.SIGTERM)))
+        try:  # cancelled with the call: the stop is abandoned (runtime.stopping says why)
+            self.ctx.states.apply(await graceful_stop(
+                self.ctx.monitor, rec.id, request.timeout,
+                rec.extra.get("stop_signal", signal.SIGTERM)))
+        except monitor.NotFound:
+            pass  # already gone: stopping is idempotent
+        except monitor.InvalidState as exc:  # processes outlived SIGKILL past the bound
+            raise FailedPrecondition(f"stop container {rec.id}: {exc}") from None
         return pb.StopContainerResponse()
 
     async def kill_container(self, container_id: str) -> None:
@@ -201,8 +206,12 @@ class ContainerRPCs:
     async def remove_container(self, rec: ContainerRecord) -> None:
         """Force-stop, then drop the process record, the rootfs and the metadata."""
         await self.kill_container(rec.id)
-        with contextlib.suppress(monitor.NotFound):
+        try:
             await self.ctx.monitor.delete(rec.id)
+        except monitor.NotFound:
+            pass
+        except monitor.InvalidState as exc:  # still draining past the bound: say what is left
+            raise FailedPrecondition(f"remove container {rec.id}: {exc}") from None
         self.ctx.states.drop(rec.id)
         self.ctx.metadata.forget(rec.id)
         Bundle(self.ctx.bundle_dir(rec.id)).remove()

@@ -45,8 +45,9 @@ def process_user(rootfs: str, user: str, extra_groups: Iterable[int | str] = (),
     """Resolve `user` ("name", "uid", "name:group", "uid:gid"; "" is root) in the ROOTFS.
 
     `extra_groups` are gids or group names (names resolve in the image's /etc/group; an unknown
-    name raises UserNotFound, a bad gid ValueError, as `docker run --group-add` refuses it). With `image_groups`
-    False (Kubernetes' Strict supplemental groups policy) /etc/group memberships are skipped.
+    name raises UserNotFound and a bad gid ValueError, as `docker run --group-add` refuses
+    them). With `image_groups` False (Kubernetes' Strict supplemental groups policy) the
+    image's /etc/group memberships are skipped.
     """
     uid, gid, member_of = resolve_user(rootfs, user or "0")
     groups = [gid]
