@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from cri import failpoints, ocispec
+from cri import failpoints, ocispec, podconfig
 from cri.context import Context
 from cri.errors import (
     AlreadyExists,
@@ -24,7 +24,6 @@ from cri.errors import (
 )
 from cri.ids import lookup, new_id
 from cri.images import check_ref
-from cri.podconfig import check_name
 from cri.rollback import Rollback
 from cri.store import ContainerRecord, NameTaken, PodRecord
 from proto import api_pb2 as pb
@@ -88,7 +87,7 @@ class ContainerRPCs:
             raise InvalidArgument("config.metadata is required")
         require(cfg.metadata.name, "config.metadata.name")
         require(cfg.image.image, "config.image.image")
-        check_name(cfg.metadata.name, "config.metadata.name")
+        podconfig.check_name(cfg.metadata.name, "config.metadata.name")
         log_rel = os.path.normpath(cfg.log_path) if cfg.log_path else ""
         if os.path.isabs(log_rel) or log_rel.split(os.sep)[0] == ".." or "\x00" in log_rel:
             raise InvalidArgument(f"config.log_path '{cfg.log_path[:300]}' must be a relative "
@@ -132,13 +131,14 @@ class ContainerRPCs:
         failpoints.hit("container.after_rootfs")
         image_cfg = image.config
         extra = pod.extra
+        pod_cfg = pb.PodSandboxConfig.FromString(pod.config)
         pod_ctx = ocispec.PodContext(id=pod.id, ns_paths=extra.get("ns", {}),
                                      files=extra.get("files", {}),
-                                     cgroup_parent=extra.get("cgroup_parent") or "berth")
+                                     cgroup_parent=extra.get("cgroup_parent") or "berth",
+                                     hostname=podconfig.hostname(pod_cfg))
         spec = ocispec.build_spec(container_id=rec.id, cfg=cfg, image=image_cfg, pod=pod_ctx,
                                   user=user_of(bundle.rootfs, cfg, image_cfg), tty=cfg.tty)
         log_path = ""
-        pod_cfg = pb.PodSandboxConfig.FromString(pod.config)
         if pod_cfg.log_directory and cfg.log_path:
             log_path = str(Path(pod_cfg.log_directory) / cfg.log_path)
             Path(log_path).parent.mkdir(parents=True, exist_ok=True)
