@@ -24,6 +24,7 @@ from cri.errors import (
 )
 from cri.ids import lookup, new_id
 from cri.images import check_ref
+from cri.podconfig import check_name
 from cri.rollback import Rollback
 from cri.store import ContainerRecord, NameTaken, PodRecord
 from proto import api_pb2 as pb
@@ -87,7 +88,7 @@ class ContainerRPCs:
             raise InvalidArgument("config.metadata is required")
         require(cfg.metadata.name, "config.metadata.name")
         require(cfg.image.image, "config.image.image")
-        podconfig.check_name(cfg.metadata.name, "config.metadata.name")
+        check_name(cfg.metadata.name, "config.metadata.name")
         log_rel = os.path.normpath(cfg.log_path) if cfg.log_path else ""
         if os.path.isabs(log_rel) or log_rel.split(os.sep)[0] == ".." or "\x00" in log_rel:
             raise InvalidArgument(f"config.log_path '{cfg.log_path[:300]}' must be a relative "

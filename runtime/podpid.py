@@ -48,7 +48,7 @@ async def start(directory: Path, timeout: float = 10.0) -> str:
     deadline = time.monotonic() + timeout
     # The pin is mounted before unshare forks the init: wait for the init itself, or a stop
     # right after the start could find no process to kill and the init would outlive its pin.
-    while not (_is_pinned(pin) and log.read_bytes().startswith(READY)):
+    while not (_is_pinned(pin) and READY in log.read_bytes()):
         if proc.returncode != 0 or time.monotonic() > deadline:
             stop(directory)
             raise PidInitError(f"pod init did not start: {log.read_text().strip()}")
