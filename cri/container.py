@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from cri import ocispec
+from cri import ocispec, podconfig
 from cri.context import Context
 from cri.errors import (
     AlreadyExists,
@@ -26,7 +26,8 @@ from engine.ids import lookup, new_id
 from engine.store import ContainerRecord, NameTaken, PodRecord
 from proto import api_pb2 as pb
 from runtime.images.records import ImageConfig
-from runtime.init import InitError, resolve_user
+from runtime.init import InitError
+from runtime.procuser import process_user, user_string
 
 
 def stop_signal(cfg: pb.ContainerConfig, image: ImageConfig) -> int:
@@ -45,30 +46,23 @@ def stop_signal(cfg: pb.ContainerConfig, image: ImageConfig) -> int:
 
 def user_of(rootfs: Path, cfg: pb.ContainerConfig,
             image: ImageConfig) -> tuple[int, int, list[int]]:
-    """The security context's user wins over the image's; names resolve in the rootfs only."""
+    """The security context's user wins over the image's; runtime.procuser holds the rule."""
     sec = cfg.linux.security_context
     if sec.HasField("run_as_group") and not (sec.HasField("run_as_user") or sec.run_as_username):
         raise InvalidArgument("security_context.run_as_group needs run_as_user or "
                               "run_as_username (CRI: the runtime must refuse it alone)")
-    if sec.HasField("run_as_user"):
-        if sec.run_as_user.value < 0:
-            raise InvalidArgument(f"run_as_user {sec.run_as_user.value} must not be negative")
-        who: str = str(sec.run_as_user.value)
-    elif sec.run_as_username:
-        who = sec.run_as_username
-    else:
-        who = image.user or "0"
+    if sec.HasField("run_as_user") and sec.run_as_user.value < 0:
+        raise InvalidArgument(f"run_as_user {sec.run_as_user.value} must not be negative")
+    who = user_string(image.user,
+                      uid=sec.run_as_user.value if sec.HasField("run_as_user") else None,
+                      username=sec.run_as_username,
+                      gid=sec.run_as_group.value if sec.HasField("run_as_group") else None)
+    strict = sec.supplemental_groups_policy == pb.SupplementalGroupsPolicy.Strict
     try:
-        uid, gid, groups = resolve_user(str(rootfs), who)
-    except (InitError, LookupError) as exc:  # LookupError: no such user/group in the image
+        return process_user(str(rootfs), who, list(sec.supplemental_groups),
+                            image_groups=not strict).as_tuple()
+    except (InitError, LookupError, ValueError) as exc:  # LookupError: not in the image
         raise InvalidArgument(str(exc)) from None
-    if sec.HasField("run_as_group"):
-        gid = sec.run_as_group.value
-        groups = [gid, *groups[1:]]
-    if sec.supplemental_groups_policy == pb.SupplementalGroupsPolicy.Strict:
-        groups = [gid]
-    extra = [g for g in sec.supplemental_groups if g not in groups]
-    return uid, gid, [g for g in groups + extra if g != gid]
 
 
 class ContainerRPCs:
@@ -122,9 +116,11 @@ class ContainerRPCs:
               image: Any, rootfs: Path) -> dict[str, Any]:
         image_cfg = image.config
         extra = pod.extra
+        pod_cfg = pb.PodSandboxConfig.FromString(pod.config)
         pod_ctx = ocispec.PodContext(id=pod.id, ns_paths=extra.get("ns", {}),
                                      files=extra.get("files", {}),
-                                     cgroup_parent=extra.get("cgroup_parent") or "berth")
+                                     cgroup_parent=extra.get("cgroup_parent") or "berth",
+                                     hostname=podconfig.hostname(pod_cfg))
         return ocispec.build_spec(container_id=rec.id, cfg=cfg, image=image_cfg, pod=pod_ctx,
                                   user=user_of(rootfs, cfg, image_cfg), tty=cfg.tty)
 

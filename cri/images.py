@@ -134,13 +134,17 @@ class ImageRPCs:
                           context: grpc.aio.ServicerContext) -> pb.RemoveImageResponse:
         require(request.image.image, "image.image")
         check_ref(request.image.image, "image.image")
-        used = {c.image_id for c in self.ctx.store.containers.find()}
+        used: dict[str, list[str]] = {}
+        for c in self.ctx.store.containers.find():
+            used.setdefault(c.image_id, []).append(c.id[:12])
         try:
             # Removal garbage-collects blobs and snapshots: rmtree work, kept off the loop.
             await asyncio.to_thread(self.ctx.images.remove, request.image.image,
                                     in_use=used.__contains__)
-        except InUse as exc:
-            raise FailedPrecondition(str(exc)) from None
+        except InUse as exc:  # its snapshots are the containers' lowers (docs/cri-behaviour.md)
+            img = self.ctx.images.get(request.image.image)
+            users = ", ".join(used.get(img.id, [])) if img else ""
+            raise FailedPrecondition(f"{exc} ({users}); remove the container(s) first") from None
         return pb.RemoveImageResponse()
 
     async def ImageFsInfo(self, request: pb.ImageFsInfoRequest,

@@ -33,6 +33,7 @@ class PodContext:
     cgroup_parent: str
     host_pid: bool = False
     pod_pid: bool = False
+    hostname: str = ""  # the pod's (the node's for a host-network pod): HOSTNAME in the env
 
 
 def process_args(cfg: api_pb2.ContainerConfig, image: ImageConfig) -> list[str]:
@@ -50,9 +51,11 @@ def process_args(cfg: api_pb2.ContainerConfig, image: ImageConfig) -> list[str]:
     return argv
 
 
-def merge_env(image_env: list[str], cri_env: list[api_pb2.KeyValue]) -> list[str]:
-    """Image env first, CRI env overrides by key; PATH defaults like containerd's."""
-    env: dict[str, str] = {}
+def merge_env(image_env: list[str], cri_env: list[api_pb2.KeyValue],
+              hostname: str = "") -> list[str]:
+    """HOSTNAME (the pod's) first, then the image env, then the CRI env, each overriding by
+    key, as containerd and Docker layer them; PATH defaults like containerd's."""
+    env: dict[str, str] = {"HOSTNAME": hostname} if hostname else {}
     for item in image_env:
         key, _, value = item.partition("=")
         env[key] = value
@@ -127,7 +130,7 @@ def build_spec(*, container_id: str, cfg: api_pb2.ContainerConfig, image: ImageC
             "terminal": tty,
             "user": {"uid": uid, "gid": gid, "additionalGids": groups},
             "args": process_args(cfg, image),
-            "env": merge_env(image.env, list(cfg.envs)),
+            "env": merge_env(image.env, list(cfg.envs), pod.hostname),
             "cwd": cfg.working_dir or image.workdir or "/",
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": False,

@@ -51,6 +51,12 @@ def validate(cfg: pb.PodSandboxConfig) -> None:
         _ip(server, "config.dns_config.servers")
     opts = cfg.linux.security_context.namespace_options
     host_net = opts.network == pb.NamespaceMode.NODE
+    if host_net and cfg.hostname and cfg.hostname != socket.gethostname():
+        # a host-network pod shares the node's UTS namespace (as containerd's does)
+        raise InvalidArgument(
+            f"config.hostname '{cfg.hostname}': unable to set hostname without a private UTS "
+            f"namespace (a host-network pod uses the node's, whose hostname is "
+            f"'{socket.gethostname()}')")
     try:
         sysctl.validate(dict(cfg.linux.sysctls), host_net=host_net,
                         host_ipc=opts.ipc == pb.NamespaceMode.NODE, host_uts=host_net)

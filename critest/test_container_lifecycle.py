@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -204,3 +206,42 @@ def test_cgroup_visible_inside(busybox: str, pod: Pod) -> None:
                  container_config(cri, busybox, ["sleep", "600"], "cg", resources=res))
     limit = sh(cri, cid, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes").strip()
     assert limit == str(64 * 1024 * 1024)
+
+
+def test_stop_kills_execs_then_remove_succeeds(busybox: str, pod: Pod) -> None:
+    """An ExecSync in flight ends with 137 once StopContainer returns, and the first
+    RemoveContainer right after it succeeds (a few tries: tests/cri/test_stop.py does 50)."""
+    cri, pb = pod.cri, pod.cri.pb
+    main = "trap 'exit 0' TERM; sleep 600 >/dev/null 2>&1 & wait"
+    busy = "touch /tmp/exec-started; while :; do sleep 0.05; done"
+    for i in range(3):
+        cid = create(cri, pod.id, pod.config,
+                     container_config(cri, busybox, ["sh", "-c", main], f"busy{i}"))
+        result: list[Any] = []
+        thread = threading.Thread(target=lambda c=cid, out=result: out.append(
+            exec_sync(cri, c, ["sh", "-c", busy], timeout=120)), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while exec_sync(cri, cid, ["test", "-e", "/tmp/exec-started"]).exit_code != 0:
+            assert time.monotonic() < deadline, "the busy exec never started"
+            time.sleep(0.05)
+        cri.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=10),
+                                  timeout=60)
+        cri.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=60)
+        thread.join(30)
+        assert result and result[0].exit_code == 137, result
+
+
+def test_stop_abandoned_by_its_client(busybox: str, pod: Pod) -> None:
+    """A client deadline (1 s) shorter than the stop timeout (4 s): DEADLINE_EXCEEDED, and the
+    runtime drops the stop, so a container ignoring SIGTERM is still running after 5 s."""
+    cri, pb = pod.cri, pod.cri.pb
+    script = "trap '' TERM; while true; do sleep 1; done"
+    cid = create(cri, pod.id, pod.config, container_config(cri, busybox, ["sh", "-c", script], "a"))
+    time.sleep(0.3)  # let the shell install its trap
+    with pytest.raises(grpc.RpcError) as err:
+        cri.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=4), timeout=1)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    time.sleep(5)
+    assert status(cri, cid).state == pb.CONTAINER_RUNNING
+    assert sh(cri, cid, "echo alive").strip() == "alive"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import pytest
 
+from critest.util import container_config, create, sandbox
 from tests.fixtures.cri_client import CriClient
 from tests.fixtures.images import PushedImage
 from tests.fixtures.registry import Registry
@@ -93,3 +96,24 @@ def test_pull_with_credentials(
     reraise_unimplemented(exc.value)
     auth = cri.pb.AuthConfig(username=auth_registry.username, password=auth_registry.password)
     assert pull(cri, img.ref, pulled, auth) == img.config_digest
+
+
+@pytest.mark.differs(
+    "containerd",
+    reason="containerd 1.6 removes the reference of an image a container uses; the container "
+    "keeps running",
+    berth="answers FAILED_PRECONDITION naming the container: its rootfs lowers are the image's "
+    "snapshots (docs/cri-behaviour.md)",
+)
+def test_remove_image_in_use(cri: CriClient, e2e_images: dict[str, PushedImage],
+                             pulled: list[str], tmp_path: Path) -> None:
+    img = e2e_images["user-uid"]
+    pull(cri, img.ref, pulled)
+    with sandbox(cri, str(tmp_path)) as (pod_id, cfg):
+        cid = create(cri, pod_id, cfg, container_config(cri, img.ref, ["sleep", "600"], "c"))
+        with pytest.raises(grpc.RpcError) as err:
+            cri.image.RemoveImage(cri.pb.RemoveImageRequest(image=cri.pb.ImageSpec(image=img.ref)),
+                                  timeout=30)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert cid[:12] in err.value.details()
+        assert status(cri, img.ref).HasField("image")

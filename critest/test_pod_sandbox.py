@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import grpc
@@ -160,3 +161,38 @@ def test_stop_pod_stops_its_containers(
             st = status(cri, cid)
             assert st.state == pb.CONTAINER_EXITED and st.finished_at > 0
         assert sorted(list_containers(cri, pod_sandbox_id=pod_id)) == sorted(ids)
+
+
+def test_hostname_env(
+    cri: CriClient, tmp_path: Path, pulled: list[str], e2e_images: dict[str, PushedImage]
+) -> None:
+    """HOSTNAME is the pod's hostname (the node's in a host-network pod) unless the container
+    config sets it."""
+    pb, ref = cri.pb, e2e_images["busybox"].ref
+    pulled.append(ref)
+    with sandbox(cri, str(tmp_path), hostname="critest-env") as (pod_id, cfg):
+        cid = create(cri, pod_id, cfg, container_config(cri, ref, ["sleep", "600"], "c"))
+        assert sh(cri, cid, "echo $HOSTNAME").strip() == "critest-env"
+        own = container_config(cri, ref, ["sleep", "600"], "own",
+                               envs=[pb.KeyValue(key="HOSTNAME", value="mine")])
+        assert sh(cri, create(cri, pod_id, cfg, own), "echo $HOSTNAME").strip() == "mine"
+    linux = pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(
+        namespace_options=pb.NamespaceOption(network=pb.NODE)))
+    with sandbox(cri, str(tmp_path), linux=linux) as (pod_id, cfg):
+        cid = create(cri, pod_id, cfg, container_config(cri, ref, ["sleep", "600"], "c"))
+        assert sh(cri, cid, "echo $HOSTNAME").strip() == socket.gethostname()
+
+
+def test_host_network_pod_with_other_hostname_is_refused(cri: CriClient, tmp_path: Path) -> None:
+    """Without a private UTS namespace a pod cannot have a hostname of its own (runc's rule);
+    Berth refuses it with INVALID_ARGUMENT before creating anything (tests/cri/test_hostname)."""
+    pb = cri.pb
+    linux = pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(
+        namespace_options=pb.NamespaceOption(network=pb.NODE)))
+    cfg = sandbox_config(cri, unique("hn"), str(tmp_path), hostname="not-the-node-21",
+                         linux=linux)
+    with pytest.raises(grpc.RpcError) as err:
+        cri.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=120)
+    assert "private UTS namespace" in err.value.details()
+    assert [p for p in list_pods(cri)
+            if pod_status(cri, p).metadata.uid == cfg.metadata.uid] == []

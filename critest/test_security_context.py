@@ -20,6 +20,7 @@ from critest.util import (
     sh,
 )
 from tests.fixtures.cri_client import CriClient
+from tests.fixtures.image_defs import GROUPS_ID_CASES
 from tests.fixtures.images import PushedImage
 
 pytestmark = pytest.mark.timeout(180)
@@ -269,3 +270,22 @@ def test_seccomp_legacy_localhost_path(
     cid = run_in_pod(security=sec)
     res = exec_sync(cri, cid, ["mkdir", "/tmp/blocked"])
     assert res.exit_code != 0 and b"Operation not permitted" in res.stderr
+
+
+@pytest.mark.parametrize("case", range(len(GROUPS_ID_CASES)))
+def test_groups_include_primary_gid(cri: CriClient, run_in_pod: Runner,
+                                    e2e_images: dict[str, PushedImage], pulled: list[str],
+                                    case: int) -> None:
+    """runc/crun put additionalGids into setgroups as given; the runtime puts the primary gid
+    there with the image's memberships and SupplementalGroups (issue 21's `id` table)."""
+    uid, gid, name, extra, want = GROUPS_ID_CASES[case]
+    pb = cri.pb
+    sec = pb.LinuxContainerSecurityContext(run_as_username=name, supplemental_groups=extra)
+    if uid is not None:
+        sec.run_as_user.value = uid
+    if gid is not None:
+        sec.run_as_group.value = gid
+    ref = e2e_images["groups"].ref
+    pulled.append(ref)
+    cid = run_in_pod(security=sec, image=ref)
+    assert sh(cri, cid, "id").split("groups=")[-1].strip() == want

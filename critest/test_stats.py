@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from critest.harness import Pod
-from critest.util import container_config, create
+from critest.util import container_config, create, wait_exited
 from tests.fixtures.cri_client import CriClient
 
 pytestmark = pytest.mark.timeout(180)
@@ -157,3 +157,20 @@ def test_stream_stats_match_the_lists(cri: CriClient, pod: Pod,
     metrics = {m.pod_sandbox_id for r in cri.runtime.StreamPodSandboxMetrics(
         pb.StreamPodSandboxMetricsRequest(), timeout=10) for m in r.pod_sandbox_metrics}
     assert pod.id in metrics
+
+
+@pytest.mark.differs(
+    "containerd",
+    reason="containerd 1.6 answers an error for a container whose task has exited",
+    berth="answers the exited container's last figures: its cgroup stays until RemoveContainer "
+    "(docs/cri-behaviour.md)",
+)
+def test_stats_of_an_exited_container(cri: CriClient, pod: Pod,
+                                      e2e_images: dict[str, Any]) -> None:
+    cfg = container_config(cri, e2e_images["busybox"].ref,
+                           ["sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"], "done")
+    cid = create(cri, pod.id, pod.config, cfg)
+    assert wait_exited(cri, cid).state == cri.pb.CONTAINER_EXITED
+    stats = _stats(cri, cid)
+    assert stats.attributes.id == cid
+    assert stats.cpu.usage_core_nano_seconds.value > 0

@@ -31,6 +31,7 @@ from runtime import containers as monitor
 from runtime.bundle import Bundle
 from runtime.cgroups.model import CgroupStats
 from runtime.images.records import Image
+from runtime.stopping import graceful_stop
 
 SpecBuilder = Callable[[Path], dict[str, Any]]  # rootfs → OCI spec (users resolve in the rootfs)
 
@@ -117,8 +118,12 @@ async def stop(ctx: Context, rec: ContainerRecord, timeout: float,
     """The stop signal, then SIGKILL after `timeout` seconds; stopping twice is harmless."""
     if sig is None:
         sig = rec.extra.get("stop_signal", signal.SIGTERM)
-    with contextlib.suppress(monitor.NotFound):  # already gone: stopping is idempotent
-        ctx.states.apply(await ctx.monitor.stop(rec.id, timeout=timeout, sig=sig))
+    try:  # cancelled with the call: the stop is abandoned (runtime.stopping says why)
+        ctx.states.apply(await graceful_stop(ctx.monitor, rec.id, timeout, sig))
+    except monitor.NotFound:
+        pass  # already gone: stopping is idempotent
+    except monitor.InvalidState as exc:  # processes outlived SIGKILL past the bound
+        raise FailedPrecondition(f"stop container {rec.id}: {exc}") from None
 
 
 async def kill(ctx: Context, container_id: str) -> None:
@@ -131,8 +136,12 @@ async def kill(ctx: Context, container_id: str) -> None:
 async def remove(ctx: Context, rec: ContainerRecord) -> None:
     """Force-stop, then drop the process record, the rootfs and the metadata."""
     await kill(ctx, rec.id)
-    with contextlib.suppress(monitor.NotFound):
+    try:
         await ctx.monitor.delete(rec.id)
+    except monitor.NotFound:
+        pass
+    except monitor.InvalidState as exc:  # still draining past the bound: say what is left
+        raise FailedPrecondition(f"remove container {rec.id}: {exc}") from None
     ctx.states.drop(rec.id)
     Bundle(ctx.bundle_dir(rec.id)).remove()
     ctx.store.containers.delete(rec.id)

@@ -9,10 +9,12 @@ import os
 import signal
 
 STOP = {signal.SIGTERM, signal.SIGINT}
+READY = b"ready\n"
 
 
 def main() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP | {signal.SIGCHLD})
+    os.write(2, READY)  # runtime.podpid.start waits for this line in the init's log
     while True:
         try:
             while os.waitpid(-1, os.WNOHANG)[0] > 0:

@@ -2,7 +2,7 @@
 
 A pid namespace dies with its init, so it cannot be held by a bind mount alone. Pods that share
 one (kubelet's shareProcessNamespace) get a detached `unshare --pid=FILE --fork` whose child runs
-the loop below as pid 1: it reaps orphans (exec probes leave them) and exits on SIGTERM, which
+the loop below as pid 1: it reaps orphans (exec probes leave them); stop() SIGKILLs it, which
 kills everything left in the namespace. `unshare` pins the namespace at FILE, and containers
 join it by that path. Other pods pay nothing for this.
 """
@@ -20,6 +20,7 @@ from pathlib import Path
 from runtime import libc
 
 INIT = Path(__file__).with_name("podinit.py")
+READY = b"ready\n"  # what podinit.py writes to its log once SIGTERM/SIGCHLD are blocked
 PIN = "pid"
 
 
@@ -45,7 +46,9 @@ async def start(directory: Path, timeout: float = 10.0) -> str:
             stderr=err)
         await proc.wait()
     deadline = time.monotonic() + timeout
-    while not _is_pinned(pin):
+    # The pin is mounted before unshare forks the init: wait for the init itself, or a stop
+    # right after the start could find no process to kill and the init would outlive its pin.
+    while not (_is_pinned(pin) and READY in log.read_bytes()):
         if proc.returncode != 0 or time.monotonic() > deadline:
             stop(directory)
             raise PidInitError(f"pod init did not start: {log.read_text().strip()}")
@@ -74,7 +77,12 @@ def _is_ns_init(pid: int) -> bool:
 
 
 def stop(directory: Path, timeout: float = 5.0) -> None:
-    """SIGTERM the init (the kernel then kills the namespace), wait, unpin; idempotent."""
+    """SIGKILL the init (the kernel then kills the namespace), wait, unpin; idempotent.
+
+    Not SIGTERM: a pod stopped right after it started (a host-network pod has no CNI step to
+    wait for) met an init that had not yet blocked SIGTERM, and pid 1 of a namespace drops a
+    signal it has no handler for, so every such stop waited out the whole timeout. The init
+    has nothing to clean up, and SIGKILL from the parent namespace always lands."""
     pin = directory / PIN
     if not pin.exists():
         return
@@ -82,7 +90,7 @@ def stop(directory: Path, timeout: float = 5.0) -> None:
         members = _members(pin)
         for pid in members[:1]:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + timeout
         while _members(pin) and time.monotonic() < deadline:
             time.sleep(0.005)

@@ -305,7 +305,7 @@ def resolve_user(rootfs_path: str, user: str | int) -> tuple[int, int, list[int]
     if uid is None:
         raise UserNotFound(f"unable to find user {name}: no matching entries in passwd file")
     if group:
-        gid = _group_id(groups, group)
+        gid = group_id(groups, group)
     extra = [gid]
     for line in groups:
         f = line.split(":")
@@ -314,7 +314,8 @@ def resolve_user(rootfs_path: str, user: str | int) -> tuple[int, int, list[int]
     return uid, gid, extra
 
 
-def _group_id(lines: list[str], group: str) -> int:
+def group_id(lines: list[str], group: str) -> int:
+    """A group name or number as a gid, names looked up in /etc/group lines."""
     if group.isdigit():
         return int(group)
     for line in lines:
@@ -322,6 +323,15 @@ def _group_id(lines: list[str], group: str) -> int:
         if len(f) >= 3 and f[0] == group:
             return int(f[2])
     raise UserNotFound(f"unable to find group {group}: no matching entries in group file")
+
+
+def read_group_file(rootfs_path: str) -> list[str]:
+    """The ROOTFS's /etc/group lines (resolved inside the root, like resolve_user's reads)."""
+    rootfd = os.open(rootfs_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return _read_in_root(rootfd, "/etc/group")
+    finally:
+        os.close(rootfd)
 
 
 def _read_in_root(rootfd: int, path: str) -> list[str]:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
+import time
 from dataclasses import asdict
 from typing import Any
 
 from runtime import cgroups
 
 KILL_TIMEOUT = 1.0  # kill_all polls synchronously: keep the monitor loop's stall short
+KILL_ROUND = 0.05  # one synchronous kill_all inside drain(): short, drain() waits between rounds
+DRAIN_TIMEOUT = 10.0  # how long stop/delete wait for a killed cgroup to empty before saying so
 
 
 @functools.cache
@@ -68,6 +72,42 @@ def kill_all(path: str) -> None:
     if drv is not None and path:
         with contextlib.suppress(OSError, ValueError):
             drv.kill_all(path, KILL_TIMEOUT)
+
+
+async def drain(path: str, timeout: float = DRAIN_TIMEOUT) -> list[int]:
+    """SIGKILL everything in the cgroup (frozen first, or cgroup.kill on v2) until it is empty,
+    without blocking the loop between rounds; the pids still there at the deadline ([] when
+    it emptied). A process in uninterruptible sleep can outlive SIGKILL for a while."""
+    drv = _driver()
+    if drv is None or not path:
+        return []
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        try:
+            left = drv.pids(path) if drv.exists(path) else []
+        except OSError:
+            return []
+        if not left or time.monotonic() > deadline:
+            return left
+        with contextlib.suppress(OSError, ValueError, TimeoutError):
+            drv.kill_all(path, KILL_ROUND)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def describe(pids: list[int], limit: int = 5) -> str:
+    """'pid 12 (sleep, D), pid 13 (sh, Z)': what a person needs to see why a cgroup is busy."""
+    out = []
+    for pid in pids[:limit]:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                head, _, tail = f.read().rpartition(")")
+            out.append(f"pid {pid} ({head.partition('(')[2]}, {tail.split()[0]})")
+        except (OSError, IndexError):
+            out.append(f"pid {pid}")
+    more = f" and {len(pids) - limit} more" if len(pids) > limit else ""
+    return ", ".join(out) + more
 
 
 def remove(path: str) -> None:

@@ -313,11 +313,11 @@ class Lifecycle:
         os.kill(live.st.pid, sig)
 
     async def stop(self, cid: str, timeout: float, sig: int = signal.SIGTERM) -> S.ContainerState:
-        """Signal, wait up to timeout, then SIGKILL the init and everything in its cgroup."""
+        """Signal, wait up to timeout, then SIGKILL the init; either way everything else in the
+        cgroup (execs, their children, a shared pid namespace's strays) is killed and gone, or
+        named in the error, before the container is reported stopped."""
         live = self.get(cid)
-        if live.exited.is_set():
-            return live.st
-        if timeout > 0 and live.st.status == S.RUNNING:
+        if not live.exited.is_set() and timeout > 0 and live.st.status == S.RUNNING:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(live.st.pid, sig)
             with contextlib.suppress(asyncio.TimeoutError):
@@ -325,9 +325,18 @@ class Lifecycle:
         if not live.exited.is_set():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(live.st.pid, signal.SIGKILL)
-            cg.kill_all(live.st.cgroup_path)
-            await live.exited.wait()
+        await self._drain(live)
+        await live.exited.wait()
         return live.st
+
+    async def _drain(self, live: Live) -> None:
+        """Kill whatever is left in the container's cgroup; InvalidState names what outlived
+        the bound (a process stuck in the kernel), never a bare EBUSY."""
+        left = await cg.drain(live.st.cgroup_path)
+        if left:
+            raise proto.InvalidState(
+                f"container {live.st.id!r}: {len(left)} process(es) still in its cgroup "
+                f"{cg.DRAIN_TIMEOUT:g} s after SIGKILL: {cg.describe(left)}; try again later")
 
     async def delete(self, cid: str) -> None:
         """Forget a stopped (or never started) container: cgroup, state dir, nothing else."""
@@ -336,10 +345,15 @@ class Lifecycle:
             raise proto.InvalidState(f"container {cid!r} is running; stop it first")
         if not live.exited.is_set():  # created, never started: its process waits for start()
             await self.stop(cid, 0)
+        await self._drain(live)  # an exec started after the stop, or a straggler
         if self.containers.get(cid) is not live:
             return  # a concurrent delete won
+        try:
+            cg.remove(live.st.cgroup_path)
+        except OSError as e:
+            raise proto.InvalidState(f"container {cid!r}: its cgroup could not be removed "
+                                     f"({e.strerror}); try again") from None
         del self.containers[cid]
-        cg.remove(live.st.cgroup_path)
         S.remove(self.state_dir, cid)
         self._save(live.st, "deleted")
 

@@ -112,6 +112,9 @@ POD_CASES = [
     Case("RunPodSandbox", pod_config(hostname="bad_host!"), INV, ("hostname",),
          why="bad hostname"),
     Case("RunPodSandbox", pod_config(hostname=HUGE), INV, ("hostname",), why="huge hostname"),
+    Case("RunPodSandbox", pod_config(hostname="not-the-node-21", linux={
+        "security_context": {"namespace_options": {"network": "NODE"}}}), INV,
+        ("private UTS namespace",), why="own hostname without own UTS namespace"),
     Case("RunPodSandbox", pod_config(log_directory="relative/logs"), INV, ("log_directory",),
          why="relative log dir"),
     Case("RunPodSandbox", pod_config(log_directory=f"/tmp/{NUL}"), INV, ("log_directory",),
@@ -223,6 +226,8 @@ CONTAINER_CASES = [
          why="group without user"),
     Case("CreateContainer", ctr(**sec(run_as_username="no-such-user")), INV,
          ("no-such-user",), why="unknown user name"),
+    Case("CreateContainer", ctr(**sec(supplemental_groups=[-1])), INV, ("gid",),
+         why="negative supplemental group"),
     Case("CreateContainer", ctr(**sec(apparmor={"profile_type": "Localhost",
                                                 "localhost_ref": "x"})),
          INV, ("apparmor",), why="apparmor on a node without it"),
