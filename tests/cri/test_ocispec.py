@@ -105,6 +105,28 @@ def test_seccomp_profiles(tmp_path):
             seccomp_profile_path="bogus"))
 
 
+def _allowed(spec: dict) -> set:
+    return {n for s in spec["linux"]["seccomp"]["syscalls"] if s["action"] == "SCMP_ACT_ALLOW"
+            and not s.get("args") for n in s["names"]}
+
+
+def test_runtime_default_follows_granted_capabilities():
+    """Docker's capability rules: added caps open their syscalls, dropped ones close them."""
+    P = pb.SecurityProfile.ProfileType
+    rd = pb.SecurityProfile(profile_type=P.RuntimeDefault)
+    plain = build(pb.ContainerConfig(linux=pb.LinuxContainerConfig(
+        security_context=pb.LinuxContainerSecurityContext(seccomp=rd))))
+    admin = build(pb.ContainerConfig(linux=pb.LinuxContainerConfig(
+        security_context=pb.LinuxContainerSecurityContext(
+            seccomp=rd, capabilities=pb.Capability(add_capabilities=["SYS_ADMIN", "SYS_TIME"])))))
+    assert not {"sethostname", "mount", "clock_settime"} & _allowed(plain)
+    assert {"sethostname", "mount", "clock_settime"} <= _allowed(admin)
+    no_chroot = build(pb.ContainerConfig(linux=pb.LinuxContainerConfig(
+        security_context=pb.LinuxContainerSecurityContext(
+            seccomp=rd, capabilities=pb.Capability(drop_capabilities=["SYS_CHROOT"])))))
+    assert "chroot" in _allowed(plain) and "chroot" not in _allowed(no_chroot)
+
+
 @pytest.mark.parametrize("field, value", [("cpu_shares", -1), ("memory_limit_in_bytes", -5),
                                           ("oom_score_adj", 5000)])
 def test_bad_resources(field, value):
