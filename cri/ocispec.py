@@ -8,9 +8,10 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
-from cri.errors import InvalidArgument, NotFound
+from cri.errors import FailedPrecondition, InvalidArgument, NotFound
 from cri.ocisecurity import apply_security
 from proto import api_pb2
+from runtime import propagation
 from runtime import spec as spec_defaults
 from runtime.images.records import ImageConfig
 
@@ -101,7 +102,12 @@ def cri_mounts(cfg: api_pb2.ContainerConfig) -> list[dict[str, Any]]:
         if dest in seen:
             raise InvalidArgument(f"mount {dest} is given twice")
         seen.add(dest)
-        opts = ["rbind", PROPAGATION.get(m.propagation, "rprivate")]
+        prop = PROPAGATION.get(m.propagation, "rprivate")
+        try:
+            propagation.check_source(m.host_path, prop)
+        except propagation.PropagationError as exc:
+            raise FailedPrecondition(f"mount {dest}: {exc}") from None
+        opts = ["rbind", prop]
         if m.readonly:
             opts.append("ro")
         out.append({"destination": dest, "type": "bind", "source": m.host_path,
@@ -160,6 +166,9 @@ def build_spec(*, container_id: str, cfg: api_pb2.ContainerConfig, image: ImageC
     }
     if not os.path.isabs(spec["process"]["cwd"]):
         raise InvalidArgument(f"working_dir '{spec['process']['cwd']}' must be absolute")
+    if any("rshared" in m["options"] for m in spec["mounts"]):
+        # runc's rule: a Bidirectional volume needs "/" to stay in the host's peer groups
+        spec["linux"]["rootfsPropagation"] = "rshared"
     devices(cfg, spec)
     apply_security(spec, sec, cfg)
     return spec

@@ -10,7 +10,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime import libc
+from runtime import libc, propagation
 from runtime import spec as oci
 from runtime.mounts import (
     clean,
@@ -114,11 +114,16 @@ def prepare(spec: dict[str, Any], rootfs: str, *, overlay: Overlay | None = None
     """Set up the mount namespace we are already in, ending pivoted into rootfs.
 
     "/" becomes rslave unless linux.rootfsPropagation says otherwise (runc's default): nothing
-    we mount propagates to the host, yet rslave volumes still see host mounts appear.
+    we mount propagates to the host, yet rslave volumes still see host mounts appear. rshared
+    (a Bidirectional volume) keeps every mount in the host's peer groups, so the volume's bind
+    joins its source's group; the mount holding the rootfs is then made private, as runc does,
+    so that nothing mounted inside the rootfs reaches the host and pivot_root accepts it.
     """
     lin = oci.linux(spec)
     prop = _ROOT_PROPAGATION[lin.get("rootfsPropagation") or "rslave"]
     libc.mount(None, "/", None, prop)
+    if prop & libc.MS_SHARED:
+        libc.mount(None, propagation.mount_of(rootfs).mount_point, None, libc.MS_PRIVATE)
     overlay = overlay or Overlay.from_spec(spec)
     if overlay is not None:
         overlay.mount(rootfs)
@@ -340,9 +345,16 @@ def _readonly(rootfd: int, path: str) -> None:
 
 def _pivot(rootfd: int) -> None:
     """pivot_root(".", ".") then detach the old root, so no host path stays reachable."""
-    os.fchdir(rootfd)
-    libc.pivot_root(".", ".")
-    # the old root is stacked on "."; make it a slave so the detach never propagates to the host
+    oldroot = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fchdir(rootfd)
+        libc.pivot_root(".", ".")
+        # The old root is stacked on "/": enter it by fd, as runc does, since "." still names
+        # the new root's own mount. Making it a slave keeps the detach from reaching the host;
+        # done on the new root it would turn a Bidirectional volume into a one-way slave.
+        os.fchdir(oldroot)
+    finally:
+        os.close(oldroot)
     libc.mount(None, ".", None, libc.MS_SLAVE | libc.MS_REC)
     libc.umount2(".", libc.MNT_DETACH)
     os.chdir("/")

@@ -1,13 +1,15 @@
 """CRI → OCI translation: Docker's command rules, env merge, mounts, security, resources."""
 
 import json
+import subprocess
 
 import pytest
 
 from cri import ocisecurity, ocispec
-from cri.errors import InvalidArgument, NotFound
+from cri.errors import FailedPrecondition, InvalidArgument, NotFound
 from proto import api_pb2 as pb
 from runtime.images.records import ImageConfig
+from tests.fixtures.hostclean import unmount_all
 
 POD = ocispec.PodContext(id="p1", ns_paths={"network": "/run/x/net", "ipc": "/run/x/ipc",
                                             "uts": "/run/x/uts"},
@@ -57,8 +59,21 @@ def test_spec_shape_namespaces_and_cgroup(tmp_path):
     json.dumps(spec)
 
 
-def test_mount_validation(tmp_path):
-    ok = pb.Mount(container_path="/data", host_path=str(tmp_path), readonly=True,
+@pytest.fixture
+def shared_tmpfs(tmp_path):
+    """A tmpfs made rshared: a source that can carry mount propagation."""
+    d = tmp_path / "shared"
+    d.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "berth-ocispec", str(d)], check=True)
+    try:
+        subprocess.run(["mount", "--make-rshared", str(d)], check=True)
+        yield d
+    finally:
+        unmount_all(d)
+
+
+def test_mount_validation(tmp_path, shared_tmpfs):
+    ok = pb.Mount(container_path="/data", host_path=str(shared_tmpfs), readonly=True,
                   propagation=pb.MountPropagation.PROPAGATION_HOST_TO_CONTAINER)
     spec = build(pb.ContainerConfig(mounts=[ok]))
     m = next(m for m in spec["mounts"] if m["destination"] == "/data")
@@ -139,3 +154,26 @@ def test_resources_shape():
                                                      memory_limit_in_bytes=64 << 20))
     assert r["cpu"] == {"quota": 50000, "period": 100000}
     assert r["memory"] == {"limit": 64 << 20}
+
+
+def test_propagating_volume_needs_a_propagating_source(tmp_path):
+    """/ is private on these hosts: Bidirectional and HostToContainer refuse it, naming the path."""
+    MP = pb.MountPropagation
+    for prop in (MP.PROPAGATION_BIDIRECTIONAL, MP.PROPAGATION_HOST_TO_CONTAINER):
+        cfg = pb.ContainerConfig(mounts=[pb.Mount(container_path="/v", host_path=str(tmp_path),
+                                                  propagation=prop)])
+        with pytest.raises(FailedPrecondition, match=f"{tmp_path} is mounted on .*shared"):
+            build(cfg)
+    spec = build(pb.ContainerConfig(mounts=[pb.Mount(container_path="/v",
+                                                     host_path=str(tmp_path))]))
+    assert "rootfsPropagation" not in spec["linux"]
+
+
+def test_bidirectional_volume_keeps_the_root_shared(shared_tmpfs):
+    """runc's rule: a Bidirectional volume needs rootfsPropagation rshared to reach the host."""
+    spec = build(pb.ContainerConfig(mounts=[pb.Mount(
+        container_path="/v", host_path=str(shared_tmpfs),
+        propagation=pb.MountPropagation.PROPAGATION_BIDIRECTIONAL)]))
+    assert spec["linux"]["rootfsPropagation"] == "rshared"
+    assert next(m for m in spec["mounts"] if m["destination"] == "/v")["options"] == [
+        "rbind", "rshared"]
