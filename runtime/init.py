@@ -172,8 +172,9 @@ def spawn(spec: dict[str, Any], rootfs_path: str, *, stdio: tuple[int, int, int]
     status_r, status_w = os.pipe()
     try:
         if userns:
-            pid = libc.fork_with_flags(libc.CLONE_NEWUSER | (
-                libc.CLONE_NEWPID if "pid" in plan.new_types else 0))
+            with namespaces.joined_for_userns_fork(plan):
+                pid = libc.fork_with_flags(libc.CLONE_NEWUSER | (
+                    libc.CLONE_NEWPID if "pid" in plan.new_types else 0))
         else:
             with namespaces.pid_ns_for_fork(plan):
                 pid = os.fork()
@@ -358,7 +359,8 @@ def _init_child(job: _Job, start_r: int, status_w: int) -> None:
         libc.set_pdeathsig(signal.SIGKILL)
     elif job.cg is not None:
         job.cg.join(job.cgroup_path)
-    namespaces.join_all(plan)
+    namespaces.join_all(plan, skip=("pid", *namespaces.INHERITED_BY_USERNS) if job.userns
+                        else ("pid",))
     plan.close()
     libc.unshare(plan.new_flags & ~(libc.CLONE_NEWPID | libc.CLONE_NEWUSER))
     if job.sysctls:

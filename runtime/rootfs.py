@@ -203,7 +203,18 @@ def _typed_mount(rootfd: int, fd: int, m: oci.Mount, flags: int, data: str) -> N
     if m.type in ("cgroup", "cgroup2"):
         _mount_cgroup(rootfd, m.destination, fd, flags)
         return
-    libc.mount(m.source or m.type, libc.proc_fd(fd), m.type, flags, data or None)
+    try:
+        libc.mount(m.source or m.type, libc.proc_fd(fd), m.type, flags, data or None)
+    except PermissionError:
+        # In a user namespace, sysfs and mqueue need privilege over the net and ipc namespaces,
+        # which a pod's host-owned ones withhold. runc's answer for sysfs: bind the host's /sys,
+        # read-only; an mqueue of the host's ipc namespace would be the wrong one, so none.
+        if m.type == "mqueue":
+            return
+        if m.type != "sysfs":
+            raise
+        libc.mount("/sys", libc.proc_fd(fd), None, libc.MS_BIND | libc.MS_REC)
+        remount_at(rootfd, m.destination, libc.MS_RDONLY | (flags & ~libc.MS_RDONLY))
 
 
 def _host_cgroup_mounts() -> list[tuple[str, str, str]]:
