@@ -29,6 +29,7 @@ from cri.rollback import Rollback
 from cri.store import ContainerRecord, NameTaken, PodRecord
 from proto import api_pb2 as pb
 from runtime import containers as monitor
+from runtime import idmap
 from runtime.bundle import Bundle
 from runtime.images.records import ImageConfig
 from runtime.init import InitError, resolve_user
@@ -133,7 +134,14 @@ class ContainerRPCs:
                       image: Any, undo: Rollback) -> dict[str, Any]:
         bundle = Bundle(self.ctx.bundle_dir(rec.id))
         undo.push("rootfs", bundle.remove)
-        bundle.create(self.ctx.images.rootfs_lowers(image.id))
+        userns = ocispec.user_namespace(cfg)
+        idmap_fd = await idmap.userns_fd(*userns) if userns else None
+        try:
+            bundle.create(self.ctx.images.rootfs_lowers(image.id), idmap_fd=idmap_fd,
+                          root_owner=idmap.root_owner(*userns) if userns else None)
+        finally:
+            if idmap_fd is not None:
+                os.close(idmap_fd)
         failpoints.hit("container.after_rootfs")
         image_cfg = image.config
         extra = pod.extra

@@ -70,7 +70,7 @@ def plan_from_pid(pid: int) -> NsPlan:
 
 
 def join_all(plan: NsPlan, *, skip: tuple[str, ...] = ("pid",)) -> None:
-    """setns in NS_JOIN_ORDER: user first for the caps, mount last since it swaps our root."""
+    """setns in NS_JOIN_ORDER: mount late since it swaps our root, user last (see there)."""
     for typ in oci.NS_JOIN_ORDER:
         fd = plan.join.get(typ)
         if fd is None or typ in skip:
