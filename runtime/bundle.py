@@ -86,7 +86,7 @@ class Bundle:
 
     @property
     def staging(self) -> Path:
-        """Idmapped clones (layers, volumes) attached while something needs them by path."""
+        """Idmapped clones of the layers, attached only while the overlay is being mounted."""
         return self.dir / "idmap"
 
     def create(self, lowers: list[str], *, idmap_fd: int | None = None,
@@ -108,11 +108,11 @@ class Bundle:
                 mount_overlay(str(self.rootfs), lowers, str(self.upper), str(self.dir / "work"))
             else:
                 try:
-                    staged = idmap.stage(lowers, self.staging / "layers", idmap_fd)
+                    staged = idmap.stage(lowers, self.staging, idmap_fd)
                     mount_overlay(str(self.rootfs), staged, str(self.upper),
                                   str(self.dir / "work"))
                 finally:
-                    idmap.unstage(self.staging / "layers")
+                    idmap.unstage(self.staging)
         except OSError:
             self.remove()
             raise

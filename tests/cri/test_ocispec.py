@@ -177,3 +177,46 @@ def test_bidirectional_volume_keeps_the_root_shared(shared_tmpfs):
     assert spec["linux"]["rootfsPropagation"] == "rshared"
     assert next(m for m in spec["mounts"] if m["destination"] == "/v")["options"] == [
         "rbind", "rshared"]
+
+
+def _userns_cfg(host=100000, size=65536, **sec):
+    ids = [pb.IDMapping(container_id=0, host_id=host, length=size)]
+    ns = pb.NamespaceOption(pid=pb.NamespaceMode.CONTAINER, userns_options=pb.UserNamespace(
+        mode=pb.NamespaceMode.POD, uids=ids, gids=ids))
+    return pb.ContainerConfig(linux=pb.LinuxContainerConfig(
+        security_context=pb.LinuxContainerSecurityContext(namespace_options=ns, **sec)))
+
+
+def test_user_namespace_spec(tmp_path):
+    cfg = _userns_cfg()
+    cfg.mounts.append(pb.Mount(container_path="/v", host_path=str(tmp_path)))
+    spec = build(cfg)
+    assert {"type": "user"} in spec["linux"]["namespaces"]
+    assert spec["linux"]["uidMappings"] == [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    assert spec["linux"]["gidMappings"] == spec["linux"]["uidMappings"]
+    vol = next(m for m in spec["mounts"] if m["destination"] == "/v")
+    assert "ridmap" in vol["options"]
+    hosts = next(m for m in spec["mounts"] if m["destination"] == "/etc/hosts")
+    assert "ridmap" not in hosts["options"]
+    assert ocispec.user_namespace(pb.ContainerConfig()) is None
+
+
+@pytest.mark.parametrize("cfg, message", [
+    (_userns_cfg(host=0), "includes host id 0"),
+    (_userns_cfg(host=1, size=0), "length 0"),
+    (_userns_cfg(privileged=True), "privileged"),
+])
+def test_user_namespace_refusals(cfg, message):
+    with pytest.raises(InvalidArgument, match=message):
+        build(cfg)
+
+
+def test_user_namespace_needs_its_own_pid_namespace():
+    cfg = _userns_cfg()
+    cfg.linux.security_context.namespace_options.pid = pb.NamespaceMode.NODE
+    with pytest.raises(InvalidArgument, match="own pid namespace"):
+        build(cfg)
+    cfg = _userns_cfg()
+    cfg.linux.security_context.namespace_options.userns_options.mode = pb.NamespaceMode.CONTAINER
+    with pytest.raises(InvalidArgument, match="not supported"):
+        build(cfg)
