@@ -1,4 +1,4 @@
-"""User namespaces in Berth itself: what is left on the host, and what is refused before any work."""
+"""User namespaces in Berth itself: what stays on the host, what is refused before any work."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ def test_userns_container_leaves_only_its_rootfs(berthd: Berthd, tmp_path: Path,
         assert not (bundle / "idmap").exists()
         st = os.stat(bundle / "upper")
         assert (st.st_uid, st.st_gid) == (HOST, HOST)
+        assert berthd.proc is not None
         kids = Path(f"/proc/{berthd.proc.pid}/task/{berthd.proc.pid}/children").read_text()
         assert not [p for p in kids.split()
                     if Path(f"/proc/{p}/comm").read_text().strip() in ("unshare", "cat")]
