@@ -18,6 +18,7 @@ from bench.harness import Plan
 from bench.metrics import Metric, cold_pull, exec_sync, lifecycle
 from bench.netbench import cni_add
 from bench.population import population
+from bench.sharedpid import shared_pid_memory
 from bench.startbench import container_start
 from bench.stats import Row
 
@@ -27,6 +28,7 @@ METRICS: dict[str, Metric] = {
     "lifecycle": lifecycle,
     "exec": exec_sync,
     "population": population,
+    "sharedpid": shared_pid_memory,
     "cni": cni_add,
     "start": container_start,
 }

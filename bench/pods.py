@@ -50,13 +50,13 @@ def pull(peer: Peer, ref: str) -> str:
     return str(peer.client.image.PullImage(req, timeout=300).image_ref)
 
 
-def namespaces(pb: Any) -> Any:
-    """What kubelet sends for a pod without shareProcessNamespace (pid POD is the proto default)."""
-    return pb.NamespaceOption(network=pb.NamespaceMode.POD, pid=pb.NamespaceMode.CONTAINER,
-                              ipc=pb.NamespaceMode.POD)
+def namespaces(pb: Any, shared_pid: bool = False) -> Any:
+    """What kubelet sends for a pod, with or without shareProcessNamespace (pid POD)."""
+    pid = pb.NamespaceMode.POD if shared_pid else pb.NamespaceMode.CONTAINER
+    return pb.NamespaceOption(network=pb.NamespaceMode.POD, pid=pid, ipc=pb.NamespaceMode.POD)
 
 
-def run_pod(peer: Peer, logs: Path, t: Timings | None = None) -> Pod:
+def run_pod(peer: Peer, logs: Path, t: Timings | None = None, shared_pid: bool = False) -> Pod:
     """RunPodSandbox with a kubelet-like config (unique name and uid, a log directory)."""
     pb = peer.client.pb
     n = next(_seq)
@@ -64,7 +64,7 @@ def run_pod(peer: Peer, logs: Path, t: Timings | None = None) -> Pod:
     log_dir.mkdir(parents=True, exist_ok=True)
     meta = pb.PodSandboxMetadata(name=f"bench-{n}", uid=uuid.uuid4().hex, namespace="bench")
     linux = pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(
-        namespace_options=namespaces(pb)))
+        namespace_options=namespaces(pb, shared_pid)))
     config = pb.PodSandboxConfig(metadata=meta, log_directory=str(log_dir),
                                  hostname=f"bench-{n}", linux=linux)
     t0 = time.perf_counter()
@@ -74,7 +74,8 @@ def run_pod(peer: Peer, logs: Path, t: Timings | None = None) -> Pod:
     return Pod(peer, resp.pod_sandbox_id, config)
 
 
-def start_container(pod: Pod, t: Timings | None = None, command: list[str] | None = None) -> str:
+def start_container(pod: Pod, t: Timings | None = None, command: list[str] | None = None,
+                    shared_pid: bool = False) -> str:
     """CreateContainer + StartContainer of a busybox sleeper in the pod."""
     peer = pod.peer
     pb = peer.client.pb
@@ -84,7 +85,7 @@ def start_container(pod: Pod, t: Timings | None = None, command: list[str] | Non
                                 command=command or SLEEPER, log_path=f"{name}.log",
                                 linux=pb.LinuxContainerConfig(
                                     security_context=pb.LinuxContainerSecurityContext(
-                                        namespace_options=namespaces(pb))))
+                                        namespace_options=namespaces(pb, shared_pid))))
     req = pb.CreateContainerRequest(pod_sandbox_id=pod.id, config=config,
                                     sandbox_config=pod.config)
     t0 = time.perf_counter()

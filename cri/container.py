@@ -105,7 +105,8 @@ class ContainerRPCs:
                 self.ctx, rec, image, lambda rootfs: self._spec(rec, pod, cfg, image, rootfs),
                 lifecycle.Stdio(log_path=self._log_path(pod, cfg), tty=cfg.tty, stdin=cfg.stdin,
                                 stdin_once=cfg.stdin_once),
-                stop_signal(cfg, image.config), cfg.metadata.name)
+                stop_signal(cfg, image.config), cfg.metadata.name,
+                userns=ocispec.user_namespace(cfg))
         except NameTaken as exc:
             raise AlreadyExists(f"container name {cfg.metadata.name} (attempt "
                                 f"{cfg.metadata.attempt}) in pod {pod.id} is already reserved "

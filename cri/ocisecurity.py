@@ -46,8 +46,13 @@ def capabilities(sec: api_pb2.LinuxContainerSecurityContext) -> list[str]:
     return sorted(current)
 
 
-def seccomp_profile(sec: api_pb2.LinuxContainerSecurityContext) -> dict[str, Any] | None:
-    """Resolve the structured field first, then the legacy string, as kubelet sends either."""
+def seccomp_profile(sec: api_pb2.LinuxContainerSecurityContext,
+                    caps: list[str] | None = None) -> dict[str, Any] | None:
+    """Resolve the structured field first, then the legacy string, as kubelet sends either.
+
+    RuntimeDefault opens the syscalls Docker's profile gates on a capability the container holds
+    (`caps`, its bounding set: sethostname with CAP_SYS_ADMIN, ptrace's kin with CAP_SYS_PTRACE).
+    """
     if sec.privileged:
         return None
     if sec.HasField("seccomp"):
@@ -65,7 +70,7 @@ def seccomp_profile(sec: api_pb2.LinuxContainerSecurityContext) -> dict[str, Any
     if kind == PROFILE.Unconfined:
         return None
     if kind == PROFILE.RuntimeDefault:
-        return seccomp.default_profile()
+        return seccomp.default_profile(capabilities(sec) if caps is None else caps)
     if not ref or not os.path.isabs(ref):
         raise InvalidArgument(f"seccomp localhost profile path '{ref}' must be absolute")
     try:
@@ -99,7 +104,7 @@ def apply_security(spec: dict[str, Any], sec: api_pb2.LinuxContainerSecurityCont
                             "inheritable": [], "ambient": []}
     proc["noNewPrivileges"] = sec.no_new_privs
     linux = spec["linux"]
-    profile = seccomp_profile(sec)
+    profile = seccomp_profile(sec, caps)
     if profile is not None:
         linux["seccomp"] = profile
     if sec.privileged:

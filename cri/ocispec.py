@@ -8,10 +8,12 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
-from cri.errors import InvalidArgument, NotFound
+from cri.errors import FailedPrecondition, InvalidArgument, NotFound
 from cri.ocisecurity import apply_security
 from proto import api_pb2
+from runtime import propagation
 from runtime import spec as spec_defaults
+from runtime.idmap import Mapping, host_of
 from runtime.images.records import ImageConfig
 from runtime.spec import DEFAULT_DEVICES
 
@@ -96,12 +98,55 @@ def cri_mounts(cfg: api_pb2.ContainerConfig) -> list[dict[str, Any]]:
         if dest in seen:
             raise InvalidArgument(f"mount {dest} is given twice")
         seen.add(dest)
-        opts = ["rbind", PROPAGATION.get(m.propagation, "rprivate")]
+        prop = PROPAGATION.get(m.propagation, "rprivate")
+        try:
+            propagation.check_source(m.host_path, prop)
+        except propagation.PropagationError as exc:
+            raise FailedPrecondition(f"mount {dest}: {exc}") from None
+        opts = ["rbind", prop]
         if m.readonly:
             opts.append("ro")
         out.append({"destination": dest, "type": "bind", "source": m.host_path,
                     "options": opts})
     return out
+
+
+def user_namespace(cfg: api_pb2.ContainerConfig) -> tuple[list[Mapping], list[Mapping]] | None:
+    """CRI userns_options (hostUsers: false) → uid and gid maps; None keeps the host's users.
+
+    Root inside must map to an unprivileged host range: no range may cover host id 0.
+    """
+    opts = cfg.linux.security_context.namespace_options
+    if not opts.HasField("userns_options") or \
+            opts.userns_options.mode == api_pb2.NamespaceMode.NODE:
+        return None
+    u = opts.userns_options
+    if u.mode != api_pb2.NamespaceMode.POD:
+        raise InvalidArgument(f"userns_options mode {api_pb2.NamespaceMode.Name(u.mode)} is not "
+                              "supported; kubelet sends POD (hostUsers: false) or NODE")
+    maps = ([Mapping(m.container_id, m.host_id, m.length) for m in u.uids],
+            [Mapping(m.container_id, m.host_id, m.length) for m in u.gids])
+    for kind, ranges in zip(("uids", "gids"), maps, strict=True):
+        if not ranges:
+            raise InvalidArgument(f"userns_options: a user namespace needs {kind} mappings")
+        for m in ranges:
+            if m.size == 0:
+                raise InvalidArgument(f"userns_options {kind}: a mapping of length 0")
+            if m.host <= 0 < m.host + m.size:
+                raise InvalidArgument(f"userns_options {kind}: host range {m.host}+{m.size} "
+                                      "includes host id 0; root must map to an unprivileged "
+                                      "host range")
+        try:
+            host_of(ranges, 0)
+        except ValueError:
+            raise InvalidArgument(f"userns_options {kind}: container id 0 is not mapped") from None
+    sec = cfg.linux.security_context
+    if sec.privileged:
+        raise InvalidArgument("a privileged container cannot run in a user namespace")
+    if any(m.propagation != api_pb2.MountPropagation.PROPAGATION_PRIVATE for m in cfg.mounts):
+        raise InvalidArgument("mount propagation cannot be combined with a user namespace: "
+                              "its volumes are private idmapped clones")
+    return maps
 
 
 def namespaces(pod: PodContext, cfg: api_pb2.ContainerConfig) -> list[dict[str, str]]:
@@ -155,6 +200,22 @@ def build_spec(*, container_id: str, cfg: api_pb2.ContainerConfig, image: ImageC
     }
     if not os.path.isabs(spec["process"]["cwd"]):
         raise InvalidArgument(f"working_dir '{spec['process']['cwd']}' must be absolute")
+    userns = user_namespace(cfg)
+    if userns is not None:
+        if not any(n["type"] == "pid" and "path" not in n for n in spec["linux"]["namespaces"]):
+            raise InvalidArgument("a user-namespaced container needs its own pid namespace: "
+                                  "shareProcessNamespace and hostPID need hostUsers: true")
+        spec["linux"]["namespaces"].append({"type": "user"})
+        volumes = {os.path.normpath(m.container_path) for m in cfg.mounts}
+        for m in spec["mounts"]:
+            if m["destination"] in volumes:
+                m["options"].append("ridmap")  # files keep their owners inside
+        for key, maps in zip(("uidMappings", "gidMappings"), userns, strict=True):
+            spec["linux"][key] = [{"containerID": m.container, "hostID": m.host, "size": m.size}
+                                  for m in maps]
+    if any("rshared" in m["options"] for m in spec["mounts"]):
+        # runc's rule: a Bidirectional volume needs "/" to stay in the host's peer groups
+        spec["linux"]["rootfsPropagation"] = "rshared"
     devices(cfg, spec)
     apply_security(spec, sec, cfg)
     return spec

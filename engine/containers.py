@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,10 +27,11 @@ from engine.errors import (
 )
 from engine.rollback import Rollback
 from engine.store import ContainerRecord
-from runtime import cgroups
+from runtime import cgroups, idmap
 from runtime import containers as monitor
 from runtime.bundle import Bundle
 from runtime.cgroups.model import CgroupStats
+from runtime.idmap import Mapping
 from runtime.images.records import Image
 from runtime.stopping import graceful_stop
 
@@ -49,17 +51,20 @@ class Stdio:
 async def create_container(ctx: Context, rec: ContainerRecord, image: Image,
                            build_spec: SpecBuilder, stdio: Stdio, stop_signal: int,
                            what: str, extra: dict[str, Any] | None = None,
-                           rerunnable: bool = False) -> ContainerRecord:
+                           rerunnable: bool = False,
+                           userns: tuple[list[Mapping], list[Mapping]] | None = None
+                           ) -> ContainerRecord:
     """Reserve the record (NameTaken propagates), then rootfs, spec and process; all or nothing.
 
     `extra` is the front end's own part of the record, stored with the engine's; a
     `rerunnable` container keeps its spec so `rerun` can start it again after it exits.
+    `userns` (uid and gid maps) mounts the layers idmapped for a user-namespaced container.
     """
     ctx.store.containers.add(rec)
     undo = Rollback()
     undo.push("forget container", lambda: ctx.store.containers.delete(rec.id))
     try:
-        rec.extra = await _create(ctx, rec, image, build_spec, stdio, undo, rerunnable)
+        rec.extra = await _create(ctx, rec, image, build_spec, stdio, undo, rerunnable, userns)
         rec.extra["stop_signal"] = stop_signal
         rec.extra.update(extra or {})
         ctx.store.containers.put(rec)
@@ -72,10 +77,17 @@ async def create_container(ctx: Context, rec: ContainerRecord, image: Image,
 
 
 async def _create(ctx: Context, rec: ContainerRecord, image: Image, build_spec: SpecBuilder,
-                  stdio: Stdio, undo: Rollback, rerunnable: bool) -> dict[str, Any]:
+                  stdio: Stdio, undo: Rollback, rerunnable: bool,
+                  userns: tuple[list[Mapping], list[Mapping]] | None) -> dict[str, Any]:
     bundle = Bundle(ctx.bundle_dir(rec.id))
     undo.push("rootfs", bundle.remove)
-    bundle.create(ctx.images.rootfs_lowers(image.id))
+    idmap_fd = await idmap.userns_fd(*userns) if userns else None
+    try:
+        bundle.create(ctx.images.rootfs_lowers(image.id), idmap_fd=idmap_fd,
+                      root_owner=idmap.root_owner(*userns) if userns else None)
+    finally:
+        if idmap_fd is not None:
+            os.close(idmap_fd)
     failpoints.hit("container.after_rootfs")
     spec = build_spec(bundle.rootfs)
     if rerunnable:

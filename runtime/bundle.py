@@ -14,6 +14,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime import idmap
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 SYS_FSOPEN, SYS_FSCONFIG, SYS_FSMOUNT, SYS_MOVE_MOUNT = 430, 431, 432, 429
@@ -82,20 +84,49 @@ class Bundle:
     def upper(self) -> Path:
         return self.dir / "upper"
 
-    def create(self, lowers: list[str]) -> None:
-        """Make the dirs and mount; undo everything if the mount fails."""
+    @property
+    def staging(self) -> Path:
+        """Idmapped clones of the layers, attached only while the overlay is being mounted."""
+        return self.dir / "idmap"
+
+    def create(self, lowers: list[str], *, idmap_fd: int | None = None,
+               root_owner: tuple[int, int] | None = None) -> None:
+        """Make the dirs and mount; undo everything if the mount fails.
+
+        For a user namespace, `idmap_fd` carries its mapping: the layers are mounted through
+        idmapped clones, and the upper dir's root belongs to the container's root
+        (`root_owner`, host ids), so `/` stays writable to it.
+        """
         if not lowers:
             raise ValueError("an image needs at least one layer")
         for sub in ("rootfs", "upper", "work"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         try:
-            mount_overlay(str(self.rootfs), lowers, str(self.upper), str(self.dir / "work"))
+            if root_owner is not None:
+                os.chown(self.upper, *root_owner)
+            if idmap_fd is None:
+                mount_overlay(str(self.rootfs), lowers, str(self.upper), str(self.dir / "work"))
+            else:
+                try:
+                    staged = idmap.stage(lowers, self.staging, idmap_fd)
+                    mount_overlay(str(self.rootfs), staged, str(self.upper),
+                                  str(self.dir / "work"))
+                finally:
+                    idmap.unstage(self.staging)
         except OSError:
             self.remove()
             raise
 
     def remove(self) -> None:
-        """Unmount (repeatedly, in case of stacked mounts) and delete; idempotent."""
+        """Unmount (repeatedly, in case of stacked mounts) and delete; idempotent.
+
+        Staged idmapped clones are detached first: deleting through one would delete the
+        volume's own files.
+        """
+        idmap.unstage(self.staging)
+        if self.staging.exists():
+            raise OSError(errno.EBUSY, f"{self.staging} still has mounts; not deleting through "
+                          "them")
         for _ in range(8):
             try:
                 unmount(str(self.rootfs))

@@ -141,6 +141,7 @@ class _Job:
     overlay: rootfs.Overlay | None
     bpf: bytes | None
     userns: bool
+    trees: list[int]  # user ns: detached clones of the bind sources, in oci.mounts order
 
 
 def spawn(spec: dict[str, Any], rootfs_path: str, *, stdio: tuple[int, int, int],
@@ -166,19 +167,29 @@ def spawn(spec: dict[str, Any], rootfs_path: str, *, stdio: tuple[int, int, int]
     except BaseException:
         plan.close()
         raise
+    try:
+        trees = rootfs.bind_trees(spec) if userns else []
+    except BaseException:
+        plan.close()
+        raise
     job = _Job(spec, rootfs_path, process, plan, stdio, cg, cgroup_path, sysctls, overlay, bpf,
-               userns)
+               userns, trees)
     start_r, start_w = os.pipe()
     status_r, status_w = os.pipe()
     try:
         if userns:
-            pid = libc.fork_with_flags(libc.CLONE_NEWUSER | (
-                libc.CLONE_NEWPID if "pid" in plan.new_types else 0))
+            with namespaces.joined_for_userns_fork(plan):
+                pid = libc.fork_with_flags(libc.CLONE_NEWUSER | (
+                    libc.CLONE_NEWPID if "pid" in plan.new_types else 0))
         else:
             with namespaces.pid_ns_for_fork(plan):
                 pid = os.fork()
         if pid == 0:
             _child_guard(status_w, lambda: _init_child(job, start_r, status_w))
+    except BaseException:
+        for fd in trees:
+            os.close(fd)
+        raise
     finally:
         plan.close()
         os.close(start_r)
@@ -190,6 +201,9 @@ def spawn(spec: dict[str, Any], rootfs_path: str, *, stdio: tuple[int, int, int]
     except BaseException as e:
         os.kill(pid, signal.SIGKILL)
         status = error_text(e)
+    finally:
+        for fd in trees:
+            os.close(fd)
     if status != "R":
         os.close(start_w)
         os.close(status_r)
@@ -216,6 +230,7 @@ def _setup_userns_child(spec: dict[str, Any], pid: int, job: _Job, start_w: int)
     """Host-side steps the child cannot do from inside its user namespace, then release it."""
     namespaces.write_id_maps(pid, oci.id_mappings(spec, "uidMappings"),
                              oci.id_mappings(spec, "gidMappings"))
+    rootfs.idmap_trees(spec, job.trees, f"/proc/{pid}/ns/user")
     if job.cg is not None:
         job.cg.add_pid(job.cgroup_path, pid)
     if job.proc.oom_score_adj is not None:
@@ -342,14 +357,21 @@ def _early_child(stdio: tuple[int, int, int], keep: list[int], terminal: bool) -
 def _init_child(job: _Job, start_r: int, status_w: int) -> None:
     """Pid 1 of the new container: cgroup, namespaces, mounts, limits; park; then exec."""
     plan, proc = job.plan, job.proc
-    keep = [start_r, status_w] + list(plan.join.values())
+    keep = [start_r, status_w] + list(plan.join.values()) + job.trees
     fds = _early_child(job.stdio, keep, proc.terminal)
     start_r, status_w = fds[0], fds[1]
     _status_fd[0] = status_w
-    plan.join = dict(zip(plan.join.keys(), fds[2:], strict=True))
+    plan.join = dict(zip(plan.join.keys(), fds[2:2 + len(plan.join)], strict=True))
+    trees = fds[2 + len(plan.join):]
+    rootfs_path = job.rootfs_path
     if job.userns:
         if os.read(start_r, 1) != b"M":
             os._exit(1)
+        # Still host uid 0 (the owner of the state dirs, which may be 0700): step next to the
+        # rootfs now, as root inside would be refused the walk. unshare(CLONE_NEWNS) carries
+        # the cwd into the new mount namespace.
+        os.chdir(os.path.dirname(os.path.abspath(rootfs_path)))
+        rootfs_path = os.path.basename(rootfs_path)
         try:
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
@@ -358,7 +380,8 @@ def _init_child(job: _Job, start_r: int, status_w: int) -> None:
         libc.set_pdeathsig(signal.SIGKILL)
     elif job.cg is not None:
         job.cg.join(job.cgroup_path)
-    namespaces.join_all(plan)
+    namespaces.join_all(plan, skip=("pid", *namespaces.INHERITED_BY_USERNS) if job.userns
+                        else ("pid",))
     plan.close()
     libc.unshare(plan.new_flags & ~(libc.CLONE_NEWPID | libc.CLONE_NEWUSER))
     if job.sysctls:
@@ -367,7 +390,7 @@ def _init_child(job: _Job, start_r: int, status_w: int) -> None:
         libc.sethostname(job.spec["hostname"])
     if job.spec.get("domainname"):
         libc.setdomainname(job.spec["domainname"])
-    rootfs.prepare(job.spec, job.rootfs_path, overlay=job.overlay,
+    rootfs.prepare(job.spec, rootfs_path, overlay=job.overlay, trees=trees,
                    console_fd=0 if proc.terminal else None)
     oci.apply_limits(proc, oom=not job.userns)
     os.write(status_w, b"R")

@@ -70,7 +70,7 @@ def plan_from_pid(pid: int) -> NsPlan:
 
 
 def join_all(plan: NsPlan, *, skip: tuple[str, ...] = ("pid",)) -> None:
-    """setns in NS_JOIN_ORDER: user first for the caps, mount last since it swaps our root."""
+    """setns in NS_JOIN_ORDER: mount late since it swaps our root, user last (see there)."""
     for typ in oci.NS_JOIN_ORDER:
         fd = plan.join.get(typ)
         if fd is None or typ in skip:
@@ -112,6 +112,34 @@ def pid_ns_for_fork(plan: NsPlan) -> Iterator[None]:
     finally:
         if os.getpid() == pid:
             libc.setns(own, libc.CLONE_NEWPID)
+
+
+# Joined by the caller around a fork that creates a user namespace: from inside it the child
+# would lack CAP_SYS_ADMIN over namespaces the host's user namespace owns, so setns would fail.
+INHERITED_BY_USERNS = ("ipc", "uts", "network")
+
+
+@contextlib.contextmanager
+def joined_for_userns_fork(plan: NsPlan) -> Iterator[None]:
+    """Move the (single-threaded) caller into the pod's ipc/uts/net for one fork, then back.
+
+    The child, cloned with CLONE_NEWUSER, keeps these namespaces (it holds no privilege over
+    them, as in a pod whose namespaces the host owns). Only the parent runs the restore.
+    """
+    kinds = [k for k in INHERITED_BY_USERNS if k in plan.join]
+    own = {k: os.open(f"/proc/self/ns/{oci.NS_PROC_NAME[k]}", os.O_RDONLY | os.O_CLOEXEC)
+           for k in kinds}
+    pid = os.getpid()
+    try:
+        for k in kinds:
+            libc.setns(plan.join[k], oci.NS_FLAGS[k])
+        yield
+    finally:
+        if os.getpid() == pid:
+            for k in kinds:
+                libc.setns(own[k], oci.NS_FLAGS[k])
+            for fd in own.values():
+                os.close(fd)
 
 
 def write_id_maps(pid: int, uid_maps: list[oci.IdMapping], gid_maps: list[oci.IdMapping]) -> None:

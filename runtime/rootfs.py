@@ -10,7 +10,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime import libc
+from runtime import idmap, libc, propagation
 from runtime import spec as oci
 from runtime.mounts import (
     clean,
@@ -109,16 +109,47 @@ class HostDevNull:
         return libc.proc_fd(self.fd)
 
 
+def _binds(spec: dict[str, Any]) -> list[tuple[int, oci.Mount]]:
+    """(index in oci.mounts, mount) of every bind mount, the ones a user ns init attaches."""
+    return [(i, m) for i, m in enumerate(oci.mounts(spec))
+            if m.type == "bind" or parse_options(m.options).is_bind]
+
+
+def bind_trees(spec: dict[str, Any]) -> list[int]:
+    """Host side, before the fork: a detached clone of every bind source (see idmap)."""
+    return idmap.bind_trees([(m.source, bool(parse_options(m.options).flags & libc.MS_REC))
+                             for _, m in _binds(spec)])
+
+
+def idmap_trees(spec: dict[str, Any], trees: list[int], userns_path: str) -> None:
+    """Host side, once the maps are written: idmap the clones whose mounts ask for it."""
+    wanted = [(fd, m) for fd, (_, m) in zip(trees, _binds(spec), strict=True)
+              if idmap.wants_idmap(m.options)]
+    if not wanted:
+        return
+    ns = os.open(userns_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for fd, m in wanted:
+            idmap.set_idmap(fd, ns, m.source)
+    finally:
+        os.close(ns)
+
+
 def prepare(spec: dict[str, Any], rootfs: str, *, overlay: Overlay | None = None,
-            console_fd: int | None = None) -> None:
+            console_fd: int | None = None, trees: list[int] | None = None) -> None:
     """Set up the mount namespace we are already in, ending pivoted into rootfs.
 
     "/" becomes rslave unless linux.rootfsPropagation says otherwise (runc's default): nothing
-    we mount propagates to the host, yet rslave volumes still see host mounts appear.
+    we mount propagates to the host, yet rslave volumes still see host mounts appear. rshared
+    (a Bidirectional volume) keeps every mount in the host's peer groups, so the volume's bind
+    joins its source's group; the mount holding the rootfs is then made private, as runc does,
+    so that nothing mounted inside the rootfs reaches the host and pivot_root accepts it.
     """
     lin = oci.linux(spec)
     prop = _ROOT_PROPAGATION[lin.get("rootfsPropagation") or "rslave"]
     libc.mount(None, "/", None, prop)
+    if prop & libc.MS_SHARED:
+        libc.mount(None, propagation.mount_of(rootfs).mount_point, None, libc.MS_PRIVATE)
     overlay = overlay or Overlay.from_spec(spec)
     if overlay is not None:
         overlay.mount(rootfs)
@@ -127,8 +158,9 @@ def prepare(spec: dict[str, Any], rootfs: str, *, overlay: Overlay | None = None
     rootfd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         dev_is_tmpfs = False
-        for m in oci.mounts(spec):
-            _mount_one(rootfd, m)
+        tree_of = dict(zip([i for i, _ in _binds(spec)], trees or [], strict=False))
+        for i, m in enumerate(oci.mounts(spec)):
+            _mount_one(rootfd, m, tree_of.get(i))
             dev_is_tmpfs |= clean(m.destination) == "dev" and m.type == "tmpfs"
         if dev_is_tmpfs:
             _populate_dev(rootfd)
@@ -164,16 +196,24 @@ def _source_is_dir(m: oci.Mount) -> bool:
                       f"{os.strerror(e.errno or 0)}") from None
 
 
-def _mount_one(rootfd: int, m: oci.Mount) -> None:
-    """One mounts[] entry: create the target in-root, mount through the fd, then fix flags."""
+def _mount_one(rootfd: int, m: oci.Mount, tree: int | None = None) -> None:
+    """One mounts[] entry: create the target in-root, mount through the fd, then fix flags.
+
+    A bind whose source was cloned host-side (`tree`, user namespaces) attaches the clone.
+    """
     opts = parse_options(m.options)
     bind = opts.is_bind or m.type == "bind"
     try:
         if bind:
             flags = opts.flags | libc.MS_BIND
-            fd = ensure(rootfd, m.destination, directory=_source_is_dir(m))
+            is_dir = is_dir_fd(tree) if tree is not None else _source_is_dir(m)
+            fd = ensure(rootfd, m.destination, directory=is_dir)
             try:
-                libc.mount(m.source, libc.proc_fd(fd), None, flags & (libc.MS_BIND | libc.MS_REC))
+                if tree is not None:
+                    idmap.attach(tree, libc.proc_fd(fd))
+                else:
+                    libc.mount(m.source, libc.proc_fd(fd), None,
+                               flags & (libc.MS_BIND | libc.MS_REC))
             finally:
                 os.close(fd)
             rest = flags & ~(libc.MS_BIND | libc.MS_REC | libc.MS_REMOUNT)
@@ -198,7 +238,18 @@ def _typed_mount(rootfd: int, fd: int, m: oci.Mount, flags: int, data: str) -> N
     if m.type in ("cgroup", "cgroup2"):
         _mount_cgroup(rootfd, m.destination, fd, flags)
         return
-    libc.mount(m.source or m.type, libc.proc_fd(fd), m.type, flags, data or None)
+    try:
+        libc.mount(m.source or m.type, libc.proc_fd(fd), m.type, flags, data or None)
+    except PermissionError:
+        # In a user namespace, sysfs and mqueue need privilege over the net and ipc namespaces,
+        # which a pod's host-owned ones withhold. runc's answer for sysfs: bind the host's /sys,
+        # read-only; an mqueue of the host's ipc namespace would be the wrong one, so none.
+        if m.type == "mqueue":
+            return
+        if m.type != "sysfs":
+            raise
+        libc.mount("/sys", libc.proc_fd(fd), None, libc.MS_BIND | libc.MS_REC)
+        remount_at(rootfd, m.destination, libc.MS_RDONLY | (flags & ~libc.MS_RDONLY))
 
 
 def _host_cgroup_mounts() -> list[tuple[str, str, str]]:
@@ -340,9 +391,16 @@ def _readonly(rootfd: int, path: str) -> None:
 
 def _pivot(rootfd: int) -> None:
     """pivot_root(".", ".") then detach the old root, so no host path stays reachable."""
-    os.fchdir(rootfd)
-    libc.pivot_root(".", ".")
-    # the old root is stacked on "."; make it a slave so the detach never propagates to the host
+    oldroot = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fchdir(rootfd)
+        libc.pivot_root(".", ".")
+        # The old root is stacked on "/": enter it by fd, as runc does, since "." still names
+        # the new root's own mount. Making it a slave keeps the detach from reaching the host;
+        # done on the new root it would turn a Bidirectional volume into a one-way slave.
+        os.fchdir(oldroot)
+    finally:
+        os.close(oldroot)
     libc.mount(None, ".", None, libc.MS_SLAVE | libc.MS_REC)
     libc.umount2(".", libc.MNT_DETACH)
     os.chdir("/")

@@ -28,7 +28,9 @@ NS_PROC_NAME: dict[str, str] = {
     "mount": "mnt", "cgroup": "cgroup", "time": "time",
 }
 # setns order: user first (it grants the caps for the rest), mount last (paths change after it)
-NS_JOIN_ORDER = ["user", "ipc", "uts", "network", "cgroup", "time", "pid", "mount"]
+# Our callers are host root: every namespace is joined while that root still holds its caps, the
+# user namespace last (the pod's ipc/uts/net belong to the host's, beyond a container's root).
+NS_JOIN_ORDER = ["ipc", "uts", "network", "cgroup", "time", "pid", "mount", "user"]
 
 _RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

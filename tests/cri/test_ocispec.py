@@ -1,13 +1,15 @@
 """CRI → OCI translation: Docker's command rules, env merge, mounts, security, resources."""
 
 import json
+import subprocess
 
 import pytest
 
 from cri import ocisecurity, ocispec
-from cri.errors import InvalidArgument, NotFound
+from cri.errors import FailedPrecondition, InvalidArgument, NotFound
 from proto import api_pb2 as pb
 from runtime.images.records import ImageConfig
+from tests.fixtures.hostclean import unmount_all
 
 POD = ocispec.PodContext(id="p1", ns_paths={"network": "/run/x/net", "ipc": "/run/x/ipc",
                                             "uts": "/run/x/uts"},
@@ -57,8 +59,21 @@ def test_spec_shape_namespaces_and_cgroup(tmp_path):
     json.dumps(spec)
 
 
-def test_mount_validation(tmp_path):
-    ok = pb.Mount(container_path="/data", host_path=str(tmp_path), readonly=True,
+@pytest.fixture
+def shared_tmpfs(tmp_path):
+    """A tmpfs made rshared: a source that can carry mount propagation."""
+    d = tmp_path / "shared"
+    d.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "berth-ocispec", str(d)], check=True)
+    try:
+        subprocess.run(["mount", "--make-rshared", str(d)], check=True)
+        yield d
+    finally:
+        unmount_all(d)
+
+
+def test_mount_validation(tmp_path, shared_tmpfs):
+    ok = pb.Mount(container_path="/data", host_path=str(shared_tmpfs), readonly=True,
                   propagation=pb.MountPropagation.PROPAGATION_HOST_TO_CONTAINER)
     spec = build(pb.ContainerConfig(mounts=[ok]))
     m = next(m for m in spec["mounts"] if m["destination"] == "/data")
@@ -105,6 +120,28 @@ def test_seccomp_profiles(tmp_path):
             seccomp_profile_path="bogus"))
 
 
+def _allowed(spec: dict) -> set:
+    return {n for s in spec["linux"]["seccomp"]["syscalls"] if s["action"] == "SCMP_ACT_ALLOW"
+            and not s.get("args") for n in s["names"]}
+
+
+def test_runtime_default_follows_granted_capabilities():
+    """Docker's capability rules: added caps open their syscalls, dropped ones close them."""
+    P = pb.SecurityProfile.ProfileType
+    rd = pb.SecurityProfile(profile_type=P.RuntimeDefault)
+    plain = build(pb.ContainerConfig(linux=pb.LinuxContainerConfig(
+        security_context=pb.LinuxContainerSecurityContext(seccomp=rd))))
+    admin = build(pb.ContainerConfig(linux=pb.LinuxContainerConfig(
+        security_context=pb.LinuxContainerSecurityContext(
+            seccomp=rd, capabilities=pb.Capability(add_capabilities=["SYS_ADMIN", "SYS_TIME"])))))
+    assert not {"sethostname", "mount", "clock_settime"} & _allowed(plain)
+    assert {"sethostname", "mount", "clock_settime"} <= _allowed(admin)
+    no_chroot = build(pb.ContainerConfig(linux=pb.LinuxContainerConfig(
+        security_context=pb.LinuxContainerSecurityContext(
+            seccomp=rd, capabilities=pb.Capability(drop_capabilities=["SYS_CHROOT"])))))
+    assert "chroot" in _allowed(plain) and "chroot" not in _allowed(no_chroot)
+
+
 @pytest.mark.parametrize("field, value", [("cpu_shares", -1), ("memory_limit_in_bytes", -5),
                                           ("oom_score_adj", 5000)])
 def test_bad_resources(field, value):
@@ -117,3 +154,69 @@ def test_resources_shape():
                                                      memory_limit_in_bytes=64 << 20))
     assert r["cpu"] == {"quota": 50000, "period": 100000}
     assert r["memory"] == {"limit": 64 << 20}
+
+
+def test_propagating_volume_needs_a_propagating_source(tmp_path):
+    """/ is private on these hosts: Bidirectional and HostToContainer refuse it, naming the path."""
+    MP = pb.MountPropagation
+    for prop in (MP.PROPAGATION_BIDIRECTIONAL, MP.PROPAGATION_HOST_TO_CONTAINER):
+        cfg = pb.ContainerConfig(mounts=[pb.Mount(container_path="/v", host_path=str(tmp_path),
+                                                  propagation=prop)])
+        with pytest.raises(FailedPrecondition, match=f"{tmp_path} is mounted on .*shared"):
+            build(cfg)
+    spec = build(pb.ContainerConfig(mounts=[pb.Mount(container_path="/v",
+                                                     host_path=str(tmp_path))]))
+    assert "rootfsPropagation" not in spec["linux"]
+
+
+def test_bidirectional_volume_keeps_the_root_shared(shared_tmpfs):
+    """runc's rule: a Bidirectional volume needs rootfsPropagation rshared to reach the host."""
+    spec = build(pb.ContainerConfig(mounts=[pb.Mount(
+        container_path="/v", host_path=str(shared_tmpfs),
+        propagation=pb.MountPropagation.PROPAGATION_BIDIRECTIONAL)]))
+    assert spec["linux"]["rootfsPropagation"] == "rshared"
+    assert next(m for m in spec["mounts"] if m["destination"] == "/v")["options"] == [
+        "rbind", "rshared"]
+
+
+def _userns_cfg(host=100000, size=65536, **sec):
+    ids = [pb.IDMapping(container_id=0, host_id=host, length=size)]
+    ns = pb.NamespaceOption(pid=pb.NamespaceMode.CONTAINER, userns_options=pb.UserNamespace(
+        mode=pb.NamespaceMode.POD, uids=ids, gids=ids))
+    return pb.ContainerConfig(linux=pb.LinuxContainerConfig(
+        security_context=pb.LinuxContainerSecurityContext(namespace_options=ns, **sec)))
+
+
+def test_user_namespace_spec(tmp_path):
+    cfg = _userns_cfg()
+    cfg.mounts.append(pb.Mount(container_path="/v", host_path=str(tmp_path)))
+    spec = build(cfg)
+    assert {"type": "user"} in spec["linux"]["namespaces"]
+    assert spec["linux"]["uidMappings"] == [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    assert spec["linux"]["gidMappings"] == spec["linux"]["uidMappings"]
+    vol = next(m for m in spec["mounts"] if m["destination"] == "/v")
+    assert "ridmap" in vol["options"]
+    hosts = next(m for m in spec["mounts"] if m["destination"] == "/etc/hosts")
+    assert "ridmap" not in hosts["options"]
+    assert ocispec.user_namespace(pb.ContainerConfig()) is None
+
+
+@pytest.mark.parametrize("cfg, message", [
+    (_userns_cfg(host=0), "includes host id 0"),
+    (_userns_cfg(host=1, size=0), "length 0"),
+    (_userns_cfg(privileged=True), "privileged"),
+])
+def test_user_namespace_refusals(cfg, message):
+    with pytest.raises(InvalidArgument, match=message):
+        build(cfg)
+
+
+def test_user_namespace_needs_its_own_pid_namespace():
+    cfg = _userns_cfg()
+    cfg.linux.security_context.namespace_options.pid = pb.NamespaceMode.NODE
+    with pytest.raises(InvalidArgument, match="own pid namespace"):
+        build(cfg)
+    cfg = _userns_cfg()
+    cfg.linux.security_context.namespace_options.userns_options.mode = pb.NamespaceMode.CONTAINER
+    with pytest.raises(InvalidArgument, match="not supported"):
+        build(cfg)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
+from runtime import podpid
 from tests.fixtures.berthd import Berthd
 from tests.fixtures.cri_client import sandbox_config
 from tests.fixtures.hostclean import pids_with_arg
@@ -41,7 +44,8 @@ def test_shared_pid_pod_reaps_orphans_and_cleans_up(berthd: Berthd,
         return cli.runtime.ExecSync(pb.ExecSyncRequest(
             container_id=cid, cmd=["sh", "-c", script], timeout=10), timeout=20).stdout.decode()
 
-    assert "podinit.py" in sh("cat /proc/1/cmdline | tr '\\0' ' '")
+    assert sh("cat /proc/1/cmdline | tr '\\0' ' '").split()[-1:] == ["-P"]
+    assert sh("cat /proc/1/comm").strip() == "catatonit"
     for _ in range(5):
         sh("(sleep 0.1 &) ; exit 0")  # each leaves an orphan behind
     time.sleep(1)
@@ -49,3 +53,12 @@ def test_shared_pid_pod_reaps_orphans_and_cleans_up(berthd: Berthd,
     cli.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=30)
     assert pids_with_arg(pin) == []
     cli.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=30)
+
+
+def test_missing_init_is_named_and_leaves_nothing(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without catatonit on PATH the pod fails saying what to install, before creating anything."""
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(podpid.PidInitError, match="apt-get install catatonit"):
+        asyncio.run(podpid.start(tmp_path / "pins"))
+    assert not (tmp_path / "pins").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -62,3 +63,34 @@ def test_exec_into_userns_container(userns_rootfs, run_container):
     assert lines[0] == "1000"
     assert lines[1].split() == ["0", str(HOST_ID), "65536"]
     assert lines[2] == "uns"
+
+
+@pytest.fixture
+def pinned_net_uts(tmp_path):
+    """A net and a uts namespace pinned on files, as a pod's are (owned by the host's userns)."""
+    pins = {k: tmp_path / k for k in ("net", "uts")}
+    for p in pins.values():
+        p.touch()
+    subprocess.run(["unshare", f"--net={pins['net']}", f"--uts={pins['uts']}", "hostname",
+                    "podhost"], check=True)
+    yield pins
+    for p in pins.values():
+        subprocess.run(["umount", str(p)], check=False)
+
+
+def test_userns_container_joins_host_owned_pod_namespaces(userns_rootfs, run_container,
+                                                          pinned_net_uts):
+    """The pod's net/uts are joined before the user ns exists; the container holds no caps there."""
+    spec = _userns_spec(userns_rootfs, "hostname; stat -L -c %i /proc/self/ns/net; "
+                                       "hostname other 2>&1 || echo refused")
+    spec["hostname"] = ""
+    spec["linux"]["namespaces"] = [
+        n for n in spec["linux"]["namespaces"] if n["type"] not in ("network", "uts")
+    ] + [{"type": "network", "path": str(pinned_net_uts["net"])},
+         {"type": "uts", "path": str(pinned_net_uts["uts"])}]
+    r = run_container({"spec": spec, "rootfs": str(userns_rootfs)})
+    assert r.exit == 0, r
+    lines = r.stdout.splitlines()
+    assert lines[0] == "podhost"
+    assert int(lines[1]) == os.stat(pinned_net_uts["net"]).st_ino
+    assert lines[-1] == "refused"

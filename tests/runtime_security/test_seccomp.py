@@ -160,12 +160,52 @@ def test_compiled_program_shape() -> None:
 def test_default_profile_follows_capabilities() -> None:
     plain = default_profile(default_caps(), arch="x86_64")
     names = {n for s in plain["syscalls"] for n in s["names"]}
-    assert "chroot" in names and "ptrace" not in names and "mount" not in names
+    assert "chroot" in names and "ptrace" in names and "mount" not in names
     assert "arch_prctl" in names and "set_tls" not in names
     admin = default_profile([*default_caps(), "CAP_SYS_ADMIN"], arch="x86_64")
     clone_rules = [s for s in admin["syscalls"] if "clone" in s["names"]]
     assert clone_rules and all(not s.get("args") for s in clone_rules)
     assert plain["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+
+
+# One syscall per capability that Docker's profile gates on it (moby profiles/seccomp).
+GATED = {
+    "CAP_SYS_ADMIN": ["sethostname", "setns", "unshare", "mount", "umount2", "fsopen", "syslog",
+                      "bpf", "perf_event_open", "quotactl"],
+    "CAP_SYS_PTRACE": ["kcmp", "pidfd_getfd", "process_madvise"],
+    "CAP_SYS_BOOT": ["reboot"],
+    "CAP_SYS_MODULE": ["init_module", "finit_module", "delete_module"],
+    "CAP_SYS_TIME": ["settimeofday", "clock_settime"],
+    "CAP_SYS_NICE": ["mbind", "set_mempolicy", "get_mempolicy"],
+    "CAP_SYS_RAWIO": ["iopl", "ioperm"],
+    "CAP_SYS_PACCT": ["acct"],
+    "CAP_SYSLOG": ["syslog"],
+    "CAP_BPF": ["bpf"],
+    "CAP_PERFMON": ["perf_event_open"],
+}
+
+
+@pytest.mark.parametrize("cap", sorted(GATED))
+def test_capability_opens_its_syscalls(cap: str) -> None:
+    """Each capability Docker's profile names opens its syscalls, and only with it."""
+    def allowed(caps: list[str]) -> set[str]:
+        prof = default_profile(caps, arch="x86_64")
+        return {n for s in prof["syscalls"] if s["action"] == "SCMP_ACT_ALLOW" and not s.get("args")
+                for n in s["names"]}
+
+    assert not set(GATED[cap]) & allowed(default_caps())
+    assert set(GATED[cap]) <= allowed([*default_caps(), cap])
+
+
+def test_sethostname_with_sys_admin_under_runtime_default() -> None:
+    """The filter lets sethostname through once CAP_SYS_ADMIN is in the set.
+
+    A bad name pointer (1) makes an allowed call fail with EFAULT, so the host keeps its name.
+    """
+    plain = run(default_profile(default_caps()), ["sethostname", 1, 5])
+    admin = run(default_profile([*default_caps(), "CAP_SYS_ADMIN"]), ["sethostname", 1, 5])
+    assert plain["results"] == [[-1, errno.EPERM]]
+    assert admin["results"] == [[-1, errno.EFAULT]]
 
 
 @pytest.mark.parametrize(
