@@ -40,6 +40,7 @@ INNER = [
     "critest/test_container_lifecycle.py::test_cgroup_visible_inside[berth]",
     "critest/test_stats.py::test_container_stats_memory_and_writable_layer[berth]",
     "critest/test_stats.py::test_pod_sandbox_metrics_use_cadvisor_names[berth]",
+    "critest/test_stats.py::test_stats_and_metrics_carry_psi_on_cgroup_v2[berth]",
 ]
 # must pass inside (a skip would hide that the guest lacks what the stage is for)
 REQUIRED = [
@@ -52,6 +53,8 @@ REQUIRED = [
     "test_container.py::test_cgroup_mount_is_read_only_everywhere",
     "test_container.py::test_cgroup_namespace_shows_the_container_its_own_cgroup_as_root",
     "test_container_lifecycle.py::test_oom_killed_reason[berth]",
+    "test_stats.py::test_stats_and_metrics_carry_psi_on_cgroup_v2[berth]",
+    "test_cgroups_v2_real.py::test_block_io_weight_and_throttles_land_in_io_files",
 ]
 pytestmark = [
     pytest.mark.timeout(GUEST_TIMEOUT + 120),
