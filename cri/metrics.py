@@ -76,7 +76,14 @@ FAMILIES = {f.name: f for f in (
     Family("container_spec_cpu_quota", "CPU quota of the container.", "gauge"),
     Family("container_spec_cpu_period", "CPU period of the container.", "gauge"),
     Family("container_spec_cpu_shares", "CPU share of the container.", "gauge"),
+    *(Family(f"container_pressure_{res}_{name}_seconds_total",
+             f"Total time duration {who} due to {res.upper() if res != 'memory' else res} "
+             "congestion.", "counter")
+      for res in ("cpu", "memory", "io")
+      for name, who in (("stalled", "no tasks in the container could make progress"),
+                        ("waiting", "tasks in the container have waited"))),
 )}
+PSI_KIND = {"stalled": "full", "waiting": "some"}  # cAdvisor's names for the kernel's lines
 
 Point = tuple[str, tuple[str, ...], tuple[str, ...], float]  # family, labels, extra, value
 
@@ -122,6 +129,11 @@ def container_points(pod: PodSample, c: ContainerSample, fs_device: str) -> list
         ("container_spec_memory_limit_bytes", lbl, (), cg.memory_limit or 0),
         ("container_spec_cpu_shares", lbl, (), res.cpu_shares or 1024),
     ]
+    for resource, lines in (cg.psi or {}).items():  # cgroup v2 only: v1 has no per-cgroup PSI
+        for name, kind in PSI_KIND.items():
+            if kind in lines:
+                out.append((f"container_pressure_{resource}_{name}_seconds_total", lbl, (),
+                            lines[kind]["total"] / 1e6))
     if res.cpu_quota > 0:  # cAdvisor emits the CFS families only for a container with a quota
         out += [
             ("container_spec_cpu_quota", lbl, (), res.cpu_quota),

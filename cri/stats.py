@@ -13,12 +13,27 @@ from cri.metrics import FAMILIES, Point, container_points, pod_points
 from cri.samples import ContainerSample, PodSample, Sampler, pod_processes
 from engine.store import K8S, ContainerRecord, PodRecord
 from proto import api_pb2 as pb
+from runtime.cgroups import CgroupStats
 
 STREAM_BATCH = 500
 
 
 def _u64(value: int) -> pb.UInt64Value:
     return pb.UInt64Value(value=max(int(value), 0))
+
+
+def _psi(cg: CgroupStats, resource: str) -> pb.PsiStats | None:
+    """cgroup v2 pressure of one resource; the kernel's totals are µs, CRI's are ns."""
+    lines = (cg.psi or {}).get(resource)
+    if not lines:
+        return None
+    out = pb.PsiStats()
+    for kind, data in (("some", out.Some), ("full", out.Full)):
+        if kind in lines:
+            d = lines[kind]
+            data.Total = int(d.get("total", 0)) * 1000
+            data.Avg10, data.Avg60, data.Avg300 = d["avg10"], d["avg60"], d["avg300"]
+    return out
 
 
 def container_stats(c: ContainerSample, fs_mount: str) -> pb.ContainerStats:
@@ -41,6 +56,12 @@ def container_stats(c: ContainerSample, fs_mount: str) -> pb.ContainerStats:
             available_bytes=_u64(available), usage_bytes=_u64(cg.memory_usage),
             rss_bytes=_u64(cg.memory_rss), page_faults=_u64(c.page_faults),
             major_page_faults=_u64(c.major_page_faults)))
+        for resource, usage in (("cpu", out.cpu), ("memory", out.memory), ("io", out.io)):
+            psi = _psi(cg, resource)
+            if psi is not None:
+                usage.psi.CopyFrom(psi)
+        if out.HasField("io"):
+            out.io.timestamp = ts
     return out
 
 

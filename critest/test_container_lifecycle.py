@@ -162,15 +162,34 @@ def test_volume_mounts(busybox: str, pod: Pod, tmp_path: Path) -> None:
     assert {m.container_path for m in status(cri, cid).mounts} >= {"/data", "/via-link", "/ro"}
 
 
-def _cgroup_value(pod: Pod, cid: str, controller: str, name: str) -> str:
-    """The container's cgroup file read on the node, found through its pid (verbose info)."""
+V2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()  # a pure cgroup2 node
+
+
+def _cgroup_value(pod: Pod, cid: str, controller: str, v1_name: str, v2_name: str) -> str:
+    """The container's cgroup file read on the node, found through its pid (verbose info).
+
+    The first word of it: v2's cpu.max holds "quota period", v1's cfs_quota_us the quota only.
+    """
     req = pod.cri.pb.ContainerStatusRequest(container_id=cid, verbose=True)
     pid = json.loads(pod.cri.runtime.ContainerStatus(req, timeout=10).info["info"])["pid"]
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
         _, controllers, path = line.split(":", 2)
-        if controller in controllers.split(","):
-            return (Path(f"/sys/fs/cgroup/{controller}{path}") / name).read_text().strip()
+        if V2 and not controllers:
+            file = Path(f"/sys/fs/cgroup{path}") / v2_name
+        elif not V2 and controller in controllers.split(","):
+            file = Path(f"/sys/fs/cgroup/{controller}{path}") / v1_name
+        else:
+            continue
+        return file.read_text().split()[0]
     raise AssertionError(f"pid {pid} has no {controller} cgroup")
+
+
+def _memory_limit(pod: Pod, cid: str) -> str:
+    return _cgroup_value(pod, cid, "memory", "memory.limit_in_bytes", "memory.max")
+
+
+def _cpu_quota(pod: Pod, cid: str) -> str:
+    return _cgroup_value(pod, cid, "cpu", "cpu.cfs_quota_us", "cpu.max")
 
 
 def test_update_container_resources(busybox: str, pod: Pod) -> None:
@@ -179,14 +198,14 @@ def test_update_container_resources(busybox: str, pod: Pod) -> None:
                                      memory_limit_in_bytes=256 * 1024 * 1024)
     cid = create(cri, pod.id, pod.config,
                  container_config(cri, busybox, ["sleep", "600"], "res", resources=res))
-    assert _cgroup_value(pod, cid, "memory", "memory.limit_in_bytes") == str(256 * 1024 * 1024)
-    assert _cgroup_value(pod, cid, "cpu", "cpu.cfs_quota_us") == "50000"
+    assert _memory_limit(pod, cid) == str(256 * 1024 * 1024)
+    assert _cpu_quota(pod, cid) == "50000"
     new = pb.LinuxContainerResources(cpu_period=100000, cpu_quota=20000,
                                      memory_limit_in_bytes=128 * 1024 * 1024)
     cri.runtime.UpdateContainerResources(
         pb.UpdateContainerResourcesRequest(container_id=cid, linux=new), timeout=30)
-    assert _cgroup_value(pod, cid, "memory", "memory.limit_in_bytes") == str(128 * 1024 * 1024)
-    assert _cgroup_value(pod, cid, "cpu", "cpu.cfs_quota_us") == "20000"
+    assert _memory_limit(pod, cid) == str(128 * 1024 * 1024)
+    assert _cpu_quota(pod, cid) == "20000"
 
 
 def test_oom_killed_reason(busybox: str, pod: Pod) -> None:
@@ -204,7 +223,8 @@ def test_cgroup_visible_inside(busybox: str, pod: Pod) -> None:
     res = pb.LinuxContainerResources(memory_limit_in_bytes=64 * 1024 * 1024)
     cid = create(cri, pod.id, pod.config,
                  container_config(cri, busybox, ["sleep", "600"], "cg", resources=res))
-    limit = sh(cri, cid, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes").strip()
+    limit = sh(cri, cid, "cat /sys/fs/cgroup/memory.max 2>/dev/null || "
+                         "cat /sys/fs/cgroup/memory/memory.limit_in_bytes").strip()
     assert limit == str(64 * 1024 * 1024)
 
 

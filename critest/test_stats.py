@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -139,6 +140,24 @@ def test_pod_sandbox_metrics_use_cadvisor_names(cri: CriClient, pod: Pod,
     assert labels["namespace"] == pod.config.metadata.namespace
     for m in (m for c in mine.container_metrics for m in c.metrics):
         assert len(m.label_values) == len(keys[m.name]), m.name
+
+
+@pytest.mark.skipif(not Path("/sys/fs/cgroup/cpu.pressure").exists(),
+                    reason="per-cgroup PSI needs a cgroup v2 node (the guest stage has one)")
+@pytest.mark.differs("containerd", reason="containerd 1.6 predates PSI in CRI stats",
+                     berth="reads the cgroup's cpu/memory/io.pressure")
+def test_stats_and_metrics_carry_psi_on_cgroup_v2(cri: CriClient, pod: Pod,
+                                                  e2e_images: dict[str, Any]) -> None:
+    pb = cri.pb
+    burn, _ = _burn_and_sleep(cri, pod, e2e_images["busybox"].ref)
+    st = _stats(cri, burn)
+    for usage in (st.cpu, st.memory, st.io):
+        assert usage.HasField("psi"), st
+    resp = cri.runtime.ListPodSandboxMetrics(pb.ListPodSandboxMetricsRequest(), timeout=10)
+    names = {m.name for pm in resp.pod_metrics for c in pm.container_metrics
+             if c.container_id == burn for m in c.metrics}
+    assert {f"container_pressure_{r}_{k}_seconds_total" for r in ("cpu", "memory", "io")
+            for k in ("stalled", "waiting")} <= names
 
 
 @pytest.mark.differs("containerd", **NEW_IN_136)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything Berth needs on Debian 12 (as root), then run berthd or the test suite.
 #   deploy/install.sh --run            install, then start berthd in the foreground
-#   deploy/install.sh --test [ARGS]    install, then run the whole test suite (ARGS go to pytest)
+#   deploy/install.sh --test [ARGS]    install, then run the whole test suite (ARGS go to pytest),
+#                                      including the cgroup-v2 guest stage (deploy/guest/)
 #   deploy/install.sh                  install only
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ APT_PACKAGES=(
   docker-registry skopeo umoci busybox-static apache2-utils socat
   containerd runc crun containernetworking-plugins catatonit
   systemd
+  qemu-system-x86 kmod xz-utils
 )
 
 if [ "$(id -u)" != 0 ]; then
@@ -43,6 +45,8 @@ case "${1:-}" in
     ;;
   --test)
     shift
+    # the guest stage (tests/guest): Debian 6.1 kernel unpacked into a cache, never installed
+    bash deploy/guest/v2guest.sh setup
     exec "$top/.venv/bin/python" -m pytest "$@"
     ;;
   "") ;;

@@ -1,7 +1,7 @@
 """A container's rootfs on the host: an overlay of image snapshots plus its own upper dir.
 
-The overlay is built with the new mount API (fsopen/fsconfig `lowerdir+`), so an image of any
-depth fits: mount(2) options are capped at one page, about 200 absolute lowerdir paths.
+`runtime.overlay` fits an image of any depth on any kernel; berthd is threaded, so a deep image
+on a kernel before 6.8 is mounted by a helper process (see there).
 """
 
 from __future__ import annotations
@@ -14,52 +14,15 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime import idmap
+from runtime import idmap, overlay
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-SYS_FSOPEN, SYS_FSCONFIG, SYS_FSMOUNT, SYS_MOVE_MOUNT = 430, 431, 432, 429
-FSCONFIG_SET_FLAG, FSCONFIG_SET_STRING, FSCONFIG_CMD_CREATE = 0, 1, 6
-FSOPEN_CLOEXEC, FSMOUNT_CLOEXEC = 1, 1
-MOVE_MOUNT_F_EMPTY_PATH = 4
-AT_FDCWD = -100
 MNT_DETACH = 2
-
-
-def _sys(nr: int, *args: object, what: str) -> int:
-    ret = int(_libc.syscall(nr, *args))
-    if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-    return ret
 
 
 def mount_overlay(target: str, lowers: list[str], upper: str, work: str) -> None:
     """Mount an overlay at target; lowers are listed top layer first, as overlayfs wants."""
-    fs = _sys(SYS_FSOPEN, b"overlay", FSOPEN_CLOEXEC, what="fsopen overlay")
-    try:
-        def put(key: str, value: str | None = None) -> None:
-            if value is None:
-                _sys(SYS_FSCONFIG, fs, FSCONFIG_SET_FLAG, key.encode(), None, 0,
-                     what=f"overlay option {key}")
-            else:
-                _sys(SYS_FSCONFIG, fs, FSCONFIG_SET_STRING, key.encode(), value.encode(), 0,
-                     what=f"overlay {key}={value}")
-
-        for lower in lowers:
-            put("lowerdir+", lower)
-        put("upperdir", upper)
-        put("workdir", work)
-        put("index", "off")
-        _sys(SYS_FSCONFIG, fs, FSCONFIG_CMD_CREATE, None, None, 0, what="create overlay")
-        mnt = _sys(SYS_FSMOUNT, fs, FSMOUNT_CLOEXEC, 0, what="fsmount overlay")
-        try:
-            _sys(SYS_MOVE_MOUNT, mnt, b"", AT_FDCWD, target.encode(), MOVE_MOUNT_F_EMPTY_PATH,
-                 what=f"move_mount overlay to {target}")
-        finally:
-            os.close(mnt)
-    finally:
-        os.close(fs)
+    overlay.mount(target, overlay.OverlaySpec(lowers, upper, work, ["index=off"]), threaded=True)
 
 
 def unmount(target: str) -> None:

@@ -10,7 +10,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime import idmap, libc, propagation
+from runtime import idmap, libc, overlay, propagation
 from runtime import spec as oci
 from runtime.mounts import (
     clean,
@@ -33,7 +33,6 @@ _ROOT_PROPAGATION = {"private": libc.MS_PRIVATE, "rprivate": libc.MS_PRIVATE | l
 
 
 OVERLAY_ANNOTATION = "io.berth.rootfs.overlay"
-_MAX_MOUNT_DATA = 4000  # the kernel copies at most one page of mount options
 
 
 @dataclass
@@ -44,13 +43,6 @@ class Overlay:
     upperdir: str | None = None
     workdir: str | None = None
     options: list[str] = field(default_factory=list)
-
-    def data(self) -> str:
-        """mount(2) data for the classic call."""
-        opts = ["lowerdir=" + ":".join(self.lowerdirs)]
-        if self.upperdir and self.workdir:
-            opts += [f"upperdir={self.upperdir}", f"workdir={self.workdir}"]
-        return ",".join(opts + self.options)
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Overlay | None:
@@ -63,32 +55,9 @@ class Overlay:
                    list(d.get("options") or []))
 
     def mount(self, target: str) -> None:
-        """Mount at target; past mount(2)'s one-page option cap, add lowers one by one."""
-        data = self.data()
-        if len(data) < _MAX_MOUNT_DATA:
-            libc.mount("overlay", target, "overlay", 0, data)
-            return
-        fs = libc.fsopen("overlay")
-        try:
-            for d in self.lowerdirs:
-                libc.fsconfig(fs, libc.FSCONFIG_SET_STRING, "lowerdir+", d)
-            if self.upperdir and self.workdir:
-                libc.fsconfig(fs, libc.FSCONFIG_SET_STRING, "upperdir", self.upperdir)
-                libc.fsconfig(fs, libc.FSCONFIG_SET_STRING, "workdir", self.workdir)
-            for opt in self.options:
-                key, eq, value = opt.partition("=")
-                if eq:
-                    libc.fsconfig(fs, libc.FSCONFIG_SET_STRING, key, value)
-                else:
-                    libc.fsconfig(fs, libc.FSCONFIG_SET_FLAG, key)
-            libc.fsconfig(fs, libc.FSCONFIG_CMD_CREATE)
-            mfd = libc.fsmount(fs)
-        finally:
-            os.close(fs)
-        try:
-            libc.move_mount_fd(mfd, target)
-        finally:
-            os.close(mfd)
+        """Mount at target; container init is single-threaded, so it may chdir to do it."""
+        spec = overlay.OverlaySpec(self.lowerdirs, self.upperdir, self.workdir, self.options)
+        overlay.mount(target, spec, threaded=False)
 
 
 class HostDevNull:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 
-from runtime.cgroups.model import CgroupDriver, CgroupStats, Resources
+from runtime.cgroups.model import IO_KEYS, CgroupDriver, CgroupStats, IoLimit, Resources
 from runtime.cgroups.v1 import V1Driver
 from runtime.cgroups.v2 import V2Driver, shares_to_weight
 
-__all__ = ["CgroupDriver", "CgroupStats", "Resources", "V1Driver", "V2Driver", "detect",
-           "driver", "shares_to_weight"]
+__all__ = ["IO_KEYS", "CgroupDriver", "CgroupStats", "IoLimit", "Resources", "V1Driver",
+           "V2Driver", "detect", "driver", "shares_to_weight"]
 
 
 def _unescape(field: str) -> str:

@@ -14,6 +14,20 @@ from typing import Protocol
 UNLIMITED_V1 = 1 << 62  # v1 reports "no limit" as PAGE_COUNTER_MAX pages: anything above this
 
 
+@dataclass(frozen=True)
+class IoLimit:
+    """One OCI blockIO throttle: `key` is v2's io.max name (rbps, wbps, riops, wiops)."""
+
+    major: int
+    minor: int
+    key: str
+    rate: int
+
+
+IO_KEYS = {"throttleReadBpsDevice": "rbps", "throttleWriteBpsDevice": "wbps",
+           "throttleReadIOPSDevice": "riops", "throttleWriteIOPSDevice": "wiops"}
+
+
 @dataclass
 class Resources:
     """Limits for one cgroup; None leaves a knob at the kernel default (or as it is on update)."""
@@ -27,6 +41,8 @@ class Resources:
     memory_swap_limit: int | None = None  # memory + swap, bytes, as in OCI; -1 unlimited
     pids_limit: int | None = None  # <= 0 unlimited
     hugepage_limits: dict[str, int] = field(default_factory=dict)
+    io_weight: int | None = None  # OCI blockIO.weight, 10..1000
+    io_limits: list[IoLimit] = field(default_factory=list)
     unified: dict[str, str] = field(default_factory=dict)
 
 

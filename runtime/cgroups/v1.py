@@ -32,6 +32,8 @@ from runtime.cgroups.model import (
 CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids",
                "hugetlb", "systemd")
 USER_HZ = os.sysconf("SC_CLK_TCK")
+V1_IO_FILES = {"rbps": "read_bps", "wbps": "write_bps", "riops": "read_iops",
+               "wiops": "write_iops"}
 
 
 class V1Driver:
@@ -90,9 +92,22 @@ class V1Driver:
         if "pids" in self.mounts and res.pids_limit is not None:
             pids_max = str(res.pids_limit) if res.pids_limit > 0 else "max"
             write(self._file("pids", rel, "pids.max"), pids_max)
+        if "blkio" in self.mounts:
+            self._blkio(rel, res)
         if "hugetlb" in self.mounts:
             for size, limit in res.hugepage_limits.items():
                 write(self._file("hugetlb", rel, f"hugetlb.{size}.limit_in_bytes"), limit)
+
+    def _blkio(self, rel: str, res: Resources) -> None:
+        """Throttles always exist; blkio.weight only under the BFQ/CFQ schedulers."""
+        if res.io_weight is not None:
+            for name in ("blkio.weight", "blkio.bfq.weight"):
+                if os.path.exists(self._file("blkio", rel, name)):
+                    write(self._file("blkio", rel, name), res.io_weight)
+                    break
+        for lim in res.io_limits:
+            name = f"blkio.throttle.{V1_IO_FILES[lim.key]}_device"
+            write(self._file("blkio", rel, name), f"{lim.major}:{lim.minor} {lim.rate}")
 
     def _memory(self, rel: str, res: Resources) -> None:
         """memsw must stay >= memory after every write, so the order follows the direction."""

@@ -1,11 +1,9 @@
 """cgroup v2 (unified) driver.
 
-This machine runs cgroup v1 and a v2 hierarchy with cpu/memory/pids cannot be had here, so this
-driver takes its root as a parameter and its limits and stats are tested against a directory of
-fake interface files (cpu.max, memory.max, memory.events, ...); writes a real cgroupfs would
-reject cannot be caught that way, so keep the formats in step with the kernel's cgroup-v2.rst.
-The core files (procs, freeze, kill, events, cpu.stat, PSI) are also tested for real under the
-hybrid host's controller-less /sys/fs/cgroup/unified mount.
+Takes its root as a parameter. Its limits, OOM counting, cgroup.kill and PSI run against the real
+kernel in the cgroup-v2 guest stage (tests/guest: Debian 6.1, cgroup2 alone at /sys/fs/cgroup);
+on the v1-hybrid CI host only the core files are real (the unified mount has no controllers) and
+the formats are checked against fake interface files, so keep them in step with cgroup-v2.rst.
 """
 
 from __future__ import annotations
@@ -41,6 +39,12 @@ def shares_to_weight(shares: int) -> int:
         return 100
     shares = min(max(shares, 2), 262144)
     return 1 + ((shares - 2) * 9999) // 262142
+
+
+def blkio_to_io_weight(weight: int) -> int:
+    """runc's mapping of OCI/v1 blkio weight [10, 1000] onto io.weight [1, 10000]."""
+    weight = min(max(weight, 10), 1000)
+    return 1 + (weight - 10) * 9999 // 990
 
 
 class V2Driver:
@@ -93,6 +97,10 @@ class V2Driver:
             write(self._file(rel, "pids.max"), res.pids_limit if res.pids_limit > 0 else "max")
         for size, limit in res.hugepage_limits.items():
             write(self._file(rel, f"hugetlb.{size}.max"), limit)
+        if res.io_weight is not None:
+            write(self._file(rel, "io.weight"), f"default {blkio_to_io_weight(res.io_weight)}")
+        for lim in res.io_limits:  # one device and key per write; the others keep their value
+            write(self._file(rel, "io.max"), f"{lim.major}:{lim.minor} {lim.key}={lim.rate}")
         for key, value in res.unified.items():
             if "/" in key or key.startswith(".") or not key:
                 raise ValueError(f"unified key {key!r} is not a cgroup interface file")

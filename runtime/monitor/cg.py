@@ -27,12 +27,16 @@ def _driver() -> Any | None:
 def _resources(oci: dict[str, Any]) -> Any:
     """OCI linux.resources to the drivers' Resources."""
     cpu, mem, pids = oci.get("cpu") or {}, oci.get("memory") or {}, oci.get("pids") or {}
+    blkio = oci.get("blockIO") or {}
     return cgroups.Resources(
         cpu_shares=cpu.get("shares"), cpu_quota=cpu.get("quota"), cpu_period=cpu.get("period"),
         cpuset_cpus=cpu.get("cpus") or None, cpuset_mems=cpu.get("mems") or None,
         memory_limit=mem.get("limit"), memory_swap_limit=mem.get("swap"),
         pids_limit=pids.get("limit"),
         hugepage_limits={h["pageSize"]: h["limit"] for h in oci.get("hugepageLimits") or []},
+        io_weight=blkio.get("weight"), io_limits=[
+            cgroups.IoLimit(int(d["major"]), int(d["minor"]), key, int(d["rate"]))
+            for field, key in cgroups.IO_KEYS.items() for d in blkio.get(field) or []],
         unified=dict(oci.get("unified") or {}))
 
 

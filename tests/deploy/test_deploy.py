@@ -110,6 +110,22 @@ def test_install_script_lists_systemd() -> None:
     assert packages and "systemd" in packages.group(1).split()
 
 
+def test_install_script_prepares_the_guest_stage() -> None:
+    """`--test` needs QEMU, kmod (depmod) and xz for tests/guest, and the kernel unpacked."""
+    script = (DEPLOY / "install.sh").read_text()
+    packages = re.search(r"APT_PACKAGES=\((.*?)\)", script, re.S)
+    assert packages and {"qemu-system-x86", "kmod", "xz-utils", "busybox-static"} <= set(
+        packages.group(1).split())
+    assert "deploy/guest/v2guest.sh setup" in script
+
+
+@pytest.mark.parametrize("shell, name", [("bash", "v2guest.sh"), ("busybox", "guest-init.sh"),
+                                         ("busybox", "guest-stage2.sh")])
+def test_guest_scripts_parse(shell: str, name: str) -> None:
+    args = ["busybox", "sh", "-n"] if shell == "busybox" else ["bash", "-n"]
+    subprocess.run([*args, str(DEPLOY / "guest" / name)], check=True)
+
+
 def test_deploy_doc_names_real_files_and_the_socket() -> None:
     doc = (REPO / "docs" / "deploy.md").read_text()
     for name in set(re.findall(r"deploy/([\w.-]+)", doc)):

@@ -298,6 +298,14 @@ def test_no_mounts_left_on_host(busybox_rootfs, run_container):
     assert str(busybox_rootfs) not in Path("/proc/self/mountinfo").read_text()
 
 
+def _own_cgroup_lines(stdout: str) -> list[str]:
+    """The /proc/self/cgroup line of the hierarchy the driver manages: pids on v1, 0:: on v2."""
+    from runtime import cgroups
+
+    key = "0::" if cgroups.detect() == "v2" else ":pids:"
+    return [ln for ln in stdout.splitlines() if key in ln]
+
+
 def test_joins_cgroup(busybox_rootfs, run_container):
     from runtime import cgroups
 
@@ -307,12 +315,12 @@ def test_joins_cgroup(busybox_rootfs, run_container):
     try:
         spec = sh(busybox_rootfs, "cat /proc/self/cgroup")
         r = go(run_container, busybox_rootfs, spec, cgroup_path=path)
-        lines = [ln for ln in r.stdout.splitlines() if ":pids:" in ln]
-        assert lines and lines[0].endswith("/" + path)
+        lines = _own_cgroup_lines(r.stdout)
+        assert lines and lines[0].endswith("/" + path), r.stdout
         spec["linux"]["namespaces"].append({"type": "cgroup"})  # joined first, then unshared
         r = go(run_container, busybox_rootfs, spec, cgroup_path=path)
-        lines = [ln for ln in r.stdout.splitlines() if ":pids:" in ln]
-        assert lines and lines[0].endswith(":pids:/")
+        lines = _own_cgroup_lines(r.stdout)
+        assert lines and lines[0].endswith(":/"), r.stdout
         assert drv.pids(path) == []
     finally:
         drv.remove(path)
@@ -328,19 +336,59 @@ def test_terminal_and_console(busybox_rootfs, run_container):
     assert out[2] == "isatty"
 
 
+CGROUP_MOUNT = {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
+
+
 def test_cgroup_mount_is_read_only_everywhere(busybox_rootfs, run_container):
+    """v1: a read-only tmpfs of read-only hierarchies; v2: one read-only cgroup2 mount."""
+    from runtime import cgroups
+
+    v2 = cgroups.detect() == "v2"
+    inner = "/sys/fs/cgroup/berth-x" if v2 else "/sys/fs/cgroup/memory/berth-x"
     spec = sh(busybox_rootfs, "ls /sys/fs/cgroup | tr '\\n' ' '; echo; "
-                              "mkdir /sys/fs/cgroup/memory/berth-x 2>&1; "
-                              "mkdir /sys/fs/cgroup/y 2>&1")
-    spec["mounts"].append({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-                           "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]})
+                              f"mkdir {inner} 2>&1; mkdir /sys/fs/cgroup/y 2>&1; "
+                              "awk '$5 ~ \"^/sys/fs/cgroup\" { for (i = 7; $i != \"-\"; i++) ; "
+                              "print $6, $(i + 1) }' /proc/self/mountinfo")
+    spec["mounts"].append(dict(CGROUP_MOUNT))
     r = go(run_container, busybox_rootfs, spec)
     lines = r.stdout.splitlines()
     present = set(lines[0].split())
-    want = {p.name for p in Path("/sys/fs/cgroup").iterdir() if p.name in ("memory", "pids")}
-    assert want <= present
+    if v2:
+        want = {"cgroup.procs", "cgroup.controllers", "memory.stat"}  # the root has no *.max
+    else:
+        want = {p.name for p in Path("/sys/fs/cgroup").iterdir() if p.name in ("memory", "pids")}
+    assert want <= present, r.stdout
     assert all("Read-only file system" in ln for ln in lines[1:3]), r.stdout
-    assert not Path("/sys/fs/cgroup/memory/berth-x").exists()
+    mounts = [ln.split() for ln in lines[3:]]
+    assert mounts and all(opts.split(",")[0] == "ro" for opts, _ in mounts), r.stdout
+    if v2:
+        assert [fstype for _, fstype in mounts] == ["cgroup2"], r.stdout
+    assert not Path(inner).exists()
+
+
+@pytest.mark.skipif("__import__('runtime.cgroups').cgroups.detect() != 'v2'",
+                    reason="cgroup namespaces root a cgroup2 mount only; v1 mounts show all")
+def test_cgroup_namespace_shows_the_container_its_own_cgroup_as_root(busybox_rootfs,
+                                                                     run_container):
+    """With a cgroupns the container's /sys/fs/cgroup is its own cgroup: its limits at the top."""
+    from runtime import cgroups
+
+    path = f"berth-init-test-{secrets.token_hex(4)}"
+    drv = cgroups.driver()
+    drv.create(path, cgroups.Resources(pids_limit=42))
+    try:
+        spec = sh(busybox_rootfs, "cat /proc/self/cgroup /sys/fs/cgroup/pids.max; "
+                                  "(echo 1 > /sys/fs/cgroup/cgroup.freeze) 2>&1; echo rc=$?")
+        spec["linux"]["namespaces"].append({"type": "cgroup"})
+        spec["mounts"].append(dict(CGROUP_MOUNT))
+        r = go(run_container, busybox_rootfs, spec, cgroup_path=path)
+        lines = r.stdout.splitlines()
+        assert lines[:2] == ["0::/", "42"], r.stdout
+        assert "Read-only file system" in lines[2] and lines[3] != "rc=0", r.stdout
+        assert r.exit == 0 and drv.pids(path) == []
+    finally:
+        drv.remove(path)
 
 
 def test_second_container_joins_pid_net_ipc_uts_of_first(busybox_rootfs, run_container):

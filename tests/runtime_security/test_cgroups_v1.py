@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from runtime.cgroups import CgroupDriver, Resources, V1Driver, detect, driver
+from runtime.cgroups import CgroupDriver, IoLimit, Resources, V1Driver, detect, driver
 from tests.runtime_security.conftest import PY, release, spawn_waiting
 
 MiB = 1024 * 1024
@@ -48,6 +49,23 @@ def test_create_writes_limits_in_every_hierarchy(v1: V1Driver, cg_root: str) -> 
     assert knob(v1, "pids", path, "pids.max") == "30"
     assert knob(v1, "cpu", path, "cpu.cfs_quota_us") == "50000"
     assert knob(v1, "memory", path, "memory.limit_in_bytes") == str(64 * MiB)
+
+
+def _a_block_device() -> tuple[int, int]:
+    for name in sorted(os.listdir("/sys/block")):
+        if not name.startswith(("loop", "ram", "zram")):
+            major, minor = Path(f"/sys/block/{name}/dev").read_text().split(":")
+            return int(major), int(minor)
+    pytest.skip("no disk block device on this host")
+
+
+def test_block_io_throttles_land_in_blkio(v1: V1Driver, cg_root: str) -> None:
+    major, minor = _a_block_device()
+    path = f"{cg_root}/io"
+    v1.create(path, Resources(io_limits=[IoLimit(major, minor, "rbps", 1048576),
+                                         IoLimit(major, minor, "wiops", 300)]))
+    assert knob(v1, "blkio", path, "blkio.throttle.read_bps_device") == f"{major}:{minor} 1048576"
+    assert knob(v1, "blkio", path, "blkio.throttle.write_iops_device") == f"{major}:{minor} 300"
 
 
 def test_update_raises_and_lowers_memory_with_swap(v1: V1Driver, cg_root: str) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.cgroups import Resources, V2Driver, detect, shares_to_weight
+from runtime.cgroups import IoLimit, Resources, V2Driver, detect, shares_to_weight
 
 MiB = 1024 * 1024
 pytestmark = pytest.mark.timeout(30)
@@ -24,7 +24,8 @@ PSI = "some avg10=1.50 avg60=0.20 avg300=0.00 total=12345\nfull avg10=0.00 avg60
 
 
 LIMIT_FILES = ("cpu.weight", "cpu.max", "cpuset.cpus", "cpuset.mems", "memory.max",
-               "memory.swap.max", "memory.high", "pids.max", "hugetlb.2MB.max")
+               "memory.swap.max", "memory.high", "pids.max", "hugetlb.2MB.max", "io.weight",
+               "io.max")
 
 
 def fake_cgroup(d: Path, **files: str) -> None:
@@ -61,8 +62,8 @@ def test_create_delegates_controllers_and_writes_limits(root: Path) -> None:
         fake_cgroup(root / rel)
     res = Resources(cpu_shares=1024, cpu_quota=50000, cpu_period=100000, cpuset_cpus="0-1",
                     cpuset_mems="0", memory_limit=64 * MiB, memory_swap_limit=96 * MiB,
-                    pids_limit=50, hugepage_limits={"2MB": 4 * MiB},
-                    unified={"memory.high": "50000000"})
+                    pids_limit=50, hugepage_limits={"2MB": 4 * MiB}, io_weight=500,
+                    io_limits=[IoLimit(254, 0, "wiops", 300)], unified={"memory.high": "50000000"})
     drv.create("kubepods/burstable/podx/ctr", res)
     for cg in (root, root / "kubepods", root / "kubepods/burstable/podx"):
         assert (cg / "cgroup.subtree_control").read_text() == "+cpu +cpuset +io +memory +pids"
@@ -76,6 +77,8 @@ def test_create_delegates_controllers_and_writes_limits(root: Path) -> None:
     assert (leaf / "pids.max").read_text() == "50"
     assert (leaf / "hugetlb.2MB.max").read_text() == str(4 * MiB)
     assert (leaf / "memory.high").read_text() == "50000000"
+    assert (leaf / "io.weight").read_text() == "default 4950"  # runc's blkio mapping
+    assert (leaf / "io.max").read_text() == "254:0 wiops=300"
     assert drv.exists("kubepods/burstable/podx/ctr")
 
 
