@@ -47,6 +47,11 @@ class StreamingConfig:
 
 
 @dataclass
+class StatsConfig:
+    fs_scan_period: float = 10.0  # seconds between walks of every container's writable layer
+
+
+@dataclass
 class RuntimeConfig:
     cgroup_driver: str = "cgroupfs"
     cgroup_root: str = "/sys/fs/cgroup"
@@ -64,6 +69,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
 
     @property
     def socket_path(self) -> str:
@@ -116,6 +122,8 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}.address must be HOST:PORT, got '{addr}'")
     if cfg.runtime.cgroup_driver != "cgroupfs":
         raise ConfigError("runtime.cgroup_driver: only \"cgroupfs\" is supported")
+    if cfg.stats.fs_scan_period <= 0:
+        raise ConfigError("stats.fs_scan_period must be positive")
     if cfg.registry.progress_timeout <= 0:
         raise ConfigError("registry.progress_timeout must be positive")
     if cfg.registry.max_concurrent_downloads < 1:
