@@ -47,6 +47,11 @@ class StreamingConfig:
 
 
 @dataclass
+class CdiConfig:
+    spec_dirs: list[str] = field(default_factory=lambda: ["/etc/cdi", "/var/run/cdi"])
+
+
+@dataclass
 class StatsConfig:
     fs_scan_period: float = 10.0  # seconds between walks of every container's writable layer
 
@@ -70,6 +75,7 @@ class Config:
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
+    cdi: CdiConfig = field(default_factory=CdiConfig)
 
     @property
     def socket_path(self) -> str:

@@ -141,7 +141,8 @@ class ContainerRPCs:
                                      files=extra.get("files", {}),
                                      cgroup_parent=extra.get("cgroup_parent") or "berth")
         spec = ocispec.build_spec(container_id=rec.id, cfg=cfg, image=image_cfg, pod=pod_ctx,
-                                  user=user_of(bundle.rootfs, cfg, image_cfg), tty=cfg.tty)
+                                  user=user_of(bundle.rootfs, cfg, image_cfg), tty=cfg.tty,
+                                  cdi_dirs=self.ctx.config.cdi.spec_dirs)
         log_path = ""
         pod_cfg = pb.PodSandboxConfig.FromString(pod.config)
         if pod_cfg.log_directory and cfg.log_path:

@@ -11,6 +11,7 @@ from typing import Any
 from cri.errors import InvalidArgument, NotFound
 from cri.ocisecurity import apply_security
 from proto import api_pb2
+from runtime import cdi
 from runtime import spec as spec_defaults
 from runtime.images.records import ImageConfig
 
@@ -125,7 +126,8 @@ def namespaces(pod: PodContext, cfg: api_pb2.ContainerConfig) -> list[dict[str, 
 
 
 def build_spec(*, container_id: str, cfg: api_pb2.ContainerConfig, image: ImageConfig,
-               pod: PodContext, user: tuple[int, int, list[int]], tty: bool) -> dict[str, Any]:
+               pod: PodContext, user: tuple[int, int, list[int]], tty: bool,
+               cdi_dirs: list[str] | None = None) -> dict[str, Any]:
     """A complete config.json for runtime/init; everything kubelet asked for lands here."""
     sec = cfg.linux.security_context
     uid, gid, groups = user
@@ -161,8 +163,19 @@ def build_spec(*, container_id: str, cfg: api_pb2.ContainerConfig, image: ImageC
     if not os.path.isabs(spec["process"]["cwd"]):
         raise InvalidArgument(f"working_dir '{spec['process']['cwd']}' must be absolute")
     devices(cfg, spec)
+    cdi_devices(cfg, spec, cdi_dirs)
     apply_security(spec, sec, cfg)
     return spec
+
+
+def cdi_devices(cfg: api_pb2.ContainerConfig, spec: dict[str, Any],
+                dirs: list[str] | None) -> None:
+    """CDI devices named by CDI_devices and by `cdi.k8s.io/*` annotations (runtime/cdi.py)."""
+    names = [d.name for d in cfg.CDI_devices] + cdi.annotation_devices(dict(cfg.annotations))
+    try:
+        cdi.inject(spec, names, dirs)
+    except cdi.CdiError as exc:
+        raise InvalidArgument(str(exc)) from None
 
 
 _CPUSET = re.compile(r"(\d+(-\d+)?(,\d+(-\d+)?)*)?")
