@@ -123,7 +123,8 @@ class ContainerRPCs:
                                      cgroup_parent=extra.get("cgroup_parent") or "berth",
                                      hostname=podconfig.hostname(pod_cfg))
         return ocispec.build_spec(container_id=rec.id, cfg=cfg, image=image_cfg, pod=pod_ctx,
-                                  user=user_of(rootfs, cfg, image_cfg), tty=cfg.tty)
+                                  user=user_of(rootfs, cfg, image_cfg), tty=cfg.tty,
+                                  cdi_dirs=self.ctx.config.cdi.spec_dirs)
 
     @staticmethod
     def _log_path(pod: PodRecord, cfg: pb.ContainerConfig) -> str:

@@ -16,8 +16,8 @@ import grpc
 from cri import errors
 from cri.context import Context
 from cri.errors import FailedPrecondition, InvalidArgument, require
+from cri.samples import layer_usage
 from proto import api_pb2 as pb
-from runtime.bundle import Bundle
 from runtime.images import reference
 from runtime.images.records import Image
 from runtime.images.registry import Auth, RegistryError
@@ -149,20 +149,23 @@ class ImageRPCs:
 
     async def ImageFsInfo(self, request: pb.ImageFsInfoRequest,
                           context: grpc.aio.ServicerContext) -> pb.ImageFsInfoResponse:
-        now = time.time_ns()
+        """Snapshots answer from the usage recorded at their commit (blobs are stat'ed, in a
+        thread); writable layers from the background scanner, stamped with its oldest walk."""
         state = Path(self.ctx.config.state_dir)
-        used, inodes = self.ctx.images.fs_usage()
-        c_used = c_inodes = 0
-        for rec in self.ctx.store.containers.find():
-            b, i = Bundle(self.ctx.bundle_dir(rec.id)).usage()
-            c_used, c_inodes = c_used + b, c_inodes + i
+        scanner = layer_usage(self.ctx)
+        used, inodes = await asyncio.to_thread(self.ctx.images.fs_usage)
+        now = time.time_ns()
+        layers = [u for r in self.ctx.store.containers.scan()
+                  if (u := scanner.get(r.id)) is not None]
 
-        def usage(mount: Path, nbytes: int, ninodes: int) -> pb.FilesystemUsage:
-            return pb.FilesystemUsage(timestamp=now,
+        def usage(mount: Path, nbytes: int, ninodes: int, ts: int) -> pb.FilesystemUsage:
+            return pb.FilesystemUsage(timestamp=ts,
                                       fs_id=pb.FilesystemIdentifier(mountpoint=str(mount)),
                                       used_bytes=pb.UInt64Value(value=nbytes),
                                       inodes_used=pb.UInt64Value(value=ninodes))
 
         return pb.ImageFsInfoResponse(
-            image_filesystems=[usage(state / "images", used, inodes)],
-            container_filesystems=[usage(state / "bundles", c_used, c_inodes)])
+            image_filesystems=[usage(state / "images", used, inodes, now)],
+            container_filesystems=[usage(state / "bundles", sum(u.bytes for u in layers),
+                                         sum(u.inodes for u in layers),
+                                         min((u.taken_ns for u in layers), default=now))])

@@ -6,21 +6,22 @@ both always agree.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter as Tally
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from cri.container_status import cri_state
 from cri.context import Context
+from cri.loopwatch import LoopWatch
 from cri.samples import ContainerSample, PodSample, Sampler, pod_processes
 
 BASE_LABELS = ("container", "id", "image", "name", "namespace", "pod")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
                    30, 60, 120)
-FS_TTL = 10.0  # seconds a scrape reuses a writable-layer figure (a directory walk each)
 PULL_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
@@ -230,12 +231,15 @@ def state_lines(pods: list[PodSample]) -> str:
     return "".join(out)
 
 
+STALL_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
 class BerthMetrics:
     """Owns the registry; observers feed the counters, `scrape()` renders one exposition."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.sampler = Sampler(ctx, fs_ttl=FS_TTL)
+        self.sampler = Sampler(ctx)
         self.registry = CollectorRegistry(auto_describe=False)
         self._oom_seen: dict[str, int] = {}
         r = self.registry
@@ -259,6 +263,14 @@ class BerthMetrics:
         self.scrape_seconds = Histogram("berth_metrics_scrape_duration_seconds",
                                         "Time to sample and render the container families.",
                                         buckets=LATENCY_BUCKETS, registry=r)
+        stalls = Histogram("berth_event_loop_stall_cpu_seconds",
+                           "CPU the event-loop thread spent while one loop ping (every 10 ms) "
+                           "waited; above 0.05 a handler blocked the loop.",
+                           buckets=STALL_BUCKETS, registry=r)
+        self.loop_watch = LoopWatch(asyncio.get_running_loop(), stalls.observe)
+        Gauge("berth_event_loop_lag_max_seconds", "Longest wait of a loop ping so far "
+              "(includes time the process was not scheduled).",
+              registry=r).set_function(lambda: self.loop_watch.max_lag)
 
     def observe_rpc(self, method: str, code: str, seconds: float) -> None:
         """RpcInterceptor observer."""

@@ -11,7 +11,7 @@ from typing import Any
 from cri.errors import FailedPrecondition, InvalidArgument, NotFound
 from cri.ocisecurity import apply_security
 from proto import api_pb2
-from runtime import propagation
+from runtime import cdi, propagation
 from runtime import spec as spec_defaults
 from runtime.idmap import Mapping, host_of
 from runtime.images.records import ImageConfig
@@ -165,7 +165,8 @@ def namespaces(pod: PodContext, cfg: api_pb2.ContainerConfig) -> list[dict[str, 
 
 
 def build_spec(*, container_id: str, cfg: api_pb2.ContainerConfig, image: ImageConfig,
-               pod: PodContext, user: tuple[int, int, list[int]], tty: bool) -> dict[str, Any]:
+               pod: PodContext, user: tuple[int, int, list[int]], tty: bool,
+               cdi_dirs: list[str] | None = None) -> dict[str, Any]:
     """A complete config.json for runtime/init; everything kubelet asked for lands here."""
     sec = cfg.linux.security_context
     uid, gid, groups = user
@@ -217,8 +218,19 @@ def build_spec(*, container_id: str, cfg: api_pb2.ContainerConfig, image: ImageC
         # runc's rule: a Bidirectional volume needs "/" to stay in the host's peer groups
         spec["linux"]["rootfsPropagation"] = "rshared"
     devices(cfg, spec)
+    cdi_devices(cfg, spec, cdi_dirs)
     apply_security(spec, sec, cfg)
     return spec
+
+
+def cdi_devices(cfg: api_pb2.ContainerConfig, spec: dict[str, Any],
+                dirs: list[str] | None) -> None:
+    """CDI devices named by CDI_devices and by `cdi.k8s.io/*` annotations (runtime/cdi.py)."""
+    names = [d.name for d in cfg.CDI_devices] + cdi.annotation_devices(dict(cfg.annotations))
+    try:
+        cdi.inject(spec, names, dirs)
+    except cdi.CdiError as exc:
+        raise InvalidArgument(str(exc)) from None
 
 
 _CPUSET = re.compile(r"(\d+(-\d+)?(,\d+(-\d+)?)*)?")

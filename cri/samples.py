@@ -1,14 +1,19 @@
 """One sample of every pod and container, read straight from cgroup files and /proc.
 
 berthd reads the files itself rather than asking the monitor per container: a cgroup file read
-costs microseconds and needs no fork or round trip, so a 100-container scrape stays cheap.
-The /metrics collector and the CRI stats RPCs share this sampler (and its CPU-rate memory).
+costs microseconds and needs no fork or round trip. Still, 100 containers are ~1,000 file reads,
+so the reads run in a worker thread and the event loop only collects the records. Writable-layer
+usage is never walked on request: one `UsageScanner` per state dir walks every container's upper
+dir in its own thread every `stats.fs_scan_period` seconds, and samples carry its last figure
+with the time it was taken.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +25,7 @@ from runtime import cgroups
 from runtime.bundle import Bundle
 from runtime.cgroups import CgroupStats
 from runtime.monitor.state import ContainerState
+from runtime.usage import UsageScanner
 
 USER_HZ = os.sysconf("SC_CLK_TCK")
 RATE_WINDOW_NS = 1_000_000_000  # keep a CPU baseline at least this old, so rates are not noise
@@ -47,6 +53,7 @@ class ContainerSample:
     major_page_faults: int = 0
     fs_bytes: int = 0
     fs_inodes: int = 0
+    fs_taken_ns: int = 0  # when the writable layer was last walked (0: not yet)
     nano_cores: int | None = None
     taken_ns: int = 0
 
@@ -85,16 +92,29 @@ def parse_net_dev(text: str) -> list[Iface]:
     return out
 
 
+_SCANNERS: dict[str, UsageScanner] = {}
+
+
+def layer_usage(ctx: Context) -> UsageScanner:
+    """The state dir's one writable-layer scanner, now tracking every container it has.
+    Called on the loop (the store serves reads from memory); it never walks."""
+    scanner = _SCANNERS.get(ctx.config.state_dir)
+    if scanner is None:
+        scanner = _SCANNERS[ctx.config.state_dir] = UsageScanner(ctx.config.stats.fs_scan_period)
+    scanner.track({r.id: str(Bundle(ctx.bundle_dir(r.id)).upper)
+                   for r in ctx.store.containers.scan()})
+    return scanner
+
+
 class Sampler:
     """Takes samples; remembers an older CPU reading per id for usage_nano_cores."""
 
-    def __init__(self, ctx: Context, fs_ttl: float = 0.0) -> None:
+    def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.fs_ttl = fs_ttl
         self.driver = cgroups.driver(ctx.config.runtime.cgroup_root)
         self.fs_mount = str(Path(ctx.config.state_dir) / "bundles")
         self._cpu_base: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}
-        self._fs: dict[str, tuple[float, int, int]] = {}
+        self._lock = threading.Lock()  # two RPCs may sample at once, each in its own thread
 
     async def states(self) -> dict[str, ContainerState]:
         """An unreachable monitor means no states, not a failed scrape."""
@@ -106,55 +126,57 @@ class Sampler:
     async def pods(self, pod_ids: set[str] | None = None,
                    container_ids: set[str] | None = None) -> list[PodSample]:
         """Samples of the chosen pods (all when None), with their chosen containers."""
-        states = await self.states()
+        states = dict(await self.states())
+        pods = self.ctx.store.pods.owned(K8S)
+        records = self.ctx.store.containers.owned(K8S)
+        usage = layer_usage(self.ctx)
+        return await asyncio.to_thread(self._take, pods, records, states, usage, pod_ids,
+                                       container_ids)
+
+    def _take(self, pods: list[PodRecord], records: list[ContainerRecord],
+              states: dict[str, ContainerState], usage: UsageScanner, pod_ids: set[str] | None,
+              container_ids: set[str] | None) -> list[PodSample]:
+        """The file reads, in a worker thread, from records the loop collected."""
         now = time.time_ns()
         by_pod: dict[str, PodSample] = {}
-        for prec in self.ctx.store.pods.owned(K8S):
+        for prec in pods:
             if pod_ids is not None and prec.id not in pod_ids:
                 continue
             parent = str(prec.extra.get("cgroup_parent") or "berth").strip("/")
             by_pod[prec.id] = PodSample(prec, pb.PodSandboxConfig.FromString(prec.config),
                                         parent, taken_ns=now)
-        records = self.ctx.store.containers.scan()
-        alive = {r.id for r in records}
-        self._cpu_base = {k: v for k, v in self._cpu_base.items() if k in alive}
-        self._fs = {k: v for k, v in self._fs.items() if k in alive}
-        for crec in records:
-            pod = by_pod.get(crec.pod_id)
-            if pod is None or (container_ids is not None and crec.id not in container_ids):
-                continue
-            pod.containers.append(self.container(crec, states.get(crec.id), pod.cgroup_parent))
+        with self._lock:
+            alive = {r.id for r in records}
+            self._cpu_base = {k: v for k, v in self._cpu_base.items() if k in alive}
+            for crec in records:
+                pod = by_pod.get(crec.pod_id)
+                if pod is None or (container_ids is not None and crec.id not in container_ids):
+                    continue
+                pod.containers.append(self.container(crec, states.get(crec.id),
+                                                     pod.cgroup_parent, usage))
         for pod in by_pod.values():
             pod.interfaces = self.interfaces(pod)
         return list(by_pod.values())
 
     def container(self, rec: ContainerRecord, st: ContainerState | None,
-                  parent: str) -> ContainerSample:
+                  parent: str, usage: UsageScanner) -> ContainerSample:
         path = (st.cgroup_path if st and st.cgroup_path else f"{parent}/{rec.id}").strip("/")
         cfg = pb.ContainerConfig.FromString(rec.config)
         cg: CgroupStats | None = None
         if st is not None:
             with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
                 cg = self.driver.stats(path)
-        fs_bytes, fs_inodes = self._fs_usage(rec.id)
+        fs = usage.get(rec.id)
         sample = ContainerSample(rec, cfg, st, path, cg,
                                  page_faults=cg.page_faults if cg else 0,
                                  major_page_faults=cg.major_page_faults if cg else 0,
-                                 fs_bytes=fs_bytes, fs_inodes=fs_inodes,
+                                 fs_bytes=fs.bytes if fs else 0,
+                                 fs_inodes=fs.inodes if fs else 0,
+                                 fs_taken_ns=fs.taken_ns if fs else 0,
                                  taken_ns=cg.timestamp_ns if cg else time.time_ns())
         if cg is not None:
             sample.nano_cores = self._rate(rec.id, cg.timestamp_ns, cg.cpu_usage_ns)
         return sample
-
-    def _fs_usage(self, cid: str) -> tuple[int, int]:
-        """Walking the upper dir is the priciest read: /metrics redoes it every fs_ttl s only."""
-        if self.fs_ttl <= 0:
-            return Bundle(self.ctx.bundle_dir(cid)).usage()
-        now = time.monotonic()
-        hit = self._fs.get(cid)
-        if hit is None or now - hit[0] >= self.fs_ttl:
-            hit = self._fs[cid] = (now, *Bundle(self.ctx.bundle_dir(cid)).usage())
-        return hit[1], hit[2]
 
     def _rate(self, cid: str, ts: int, usage: int) -> int | None:
         """Cores in use against the older of two baselines, which advance a window apart."""

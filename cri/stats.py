@@ -37,13 +37,14 @@ def _psi(cg: CgroupStats, resource: str) -> pb.PsiStats | None:
 
 
 def container_stats(c: ContainerSample, fs_mount: str) -> pb.ContainerStats:
-    """cpu and memory only while the cgroup exists; the writable layer always."""
+    """cpu and memory only while the cgroup exists; the writable layer always, stamped with
+    the time of the background walk it comes from."""
     ts = c.taken_ns
     out = pb.ContainerStats(
         attributes=pb.ContainerAttributes(id=c.rec.id, metadata=c.cfg.metadata,
                                           labels=c.rec.labels, annotations=c.rec.annotations),
         writable_layer=pb.FilesystemUsage(
-            timestamp=ts, fs_id=pb.FilesystemIdentifier(mountpoint=fs_mount),
+            timestamp=c.fs_taken_ns or ts, fs_id=pb.FilesystemIdentifier(mountpoint=fs_mount),
             used_bytes=_u64(c.fs_bytes), inodes_used=_u64(c.fs_inodes)))
     cg = c.cg
     if cg is not None:
@@ -125,7 +126,8 @@ def _batches(items: list[T]) -> list[list[T]]:
 
 
 class StatsRPCs:
-    """Every call samples afresh: stats are read from cgroup files, never cached."""
+    """cpu, memory and processes are read afresh from cgroup files on every call (in a thread);
+    writable-layer usage comes from the background scanner (`samples.layer_usage`)."""
 
     ctx: Context
     _stats_sampler: Sampler | None = None

@@ -19,6 +19,7 @@ from dockerapi.http import Route, filters, front
 from engine.errors import InvalidArgument
 from engine.store import DOCKER
 from runtime.bundle import Bundle
+from runtime.usage import du
 
 API_VERSION = "1.41"
 MIN_API_VERSION = "1.12"
@@ -150,7 +151,7 @@ async def df(request: web.Request) -> web.StreamResponse:
     used = {r.image_id for r in ctx.store.containers.find()}
 
     def sizes() -> list[tuple[str, int]]:
-        return [(r.id, Bundle(ctx.bundle_dir(r.id)).usage()[0])
+        return [(r.id, du(str(Bundle(ctx.bundle_dir(r.id)).upper))[0])
                 for r in ctx.store.containers.owned(DOCKER)]
 
     per = dict(await asyncio.to_thread(sizes))

@@ -55,6 +55,16 @@ class DockerConfig:
 
 
 @dataclass
+class CdiConfig:
+    spec_dirs: list[str] = field(default_factory=lambda: ["/etc/cdi", "/var/run/cdi"])
+
+
+@dataclass
+class StatsConfig:
+    fs_scan_period: float = 10.0  # seconds between walks of every container's writable layer
+
+
+@dataclass
 class RuntimeConfig:
     cgroup_driver: str = "cgroupfs"
     cgroup_root: str = "/sys/fs/cgroup"
@@ -72,6 +82,8 @@ class Config:
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     docker: DockerConfig = field(default_factory=DockerConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
+    cdi: CdiConfig = field(default_factory=CdiConfig)
 
     @property
     def socket_path(self) -> str:
@@ -134,6 +146,8 @@ def _validate(cfg: Config) -> None:
                           "at least 1024")
     if cfg.runtime.cgroup_driver != "cgroupfs":
         raise ConfigError("runtime.cgroup_driver: only \"cgroupfs\" is supported")
+    if cfg.stats.fs_scan_period <= 0:
+        raise ConfigError("stats.fs_scan_period must be positive")
     if cfg.registry.progress_timeout <= 0:
         raise ConfigError("registry.progress_timeout must be positive")
     if cfg.registry.max_concurrent_downloads < 1:

@@ -99,14 +99,3 @@ class Bundle:
                 break
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(self.dir)
-
-    def usage(self) -> tuple[int, int]:
-        """Bytes and inodes the container has written: its upper dir, as CRI stats report."""
-        size = inodes = 0
-        for root, dirs, files in os.walk(self.upper):
-            for name in dirs + files:
-                with contextlib.suppress(OSError):
-                    st = os.lstat(os.path.join(root, name))
-                    size += st.st_blocks * 512
-                    inodes += 1
-        return size, inodes

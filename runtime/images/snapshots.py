@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import threading
 import uuid
 from pathlib import Path
 
+from runtime.usage import du
+
 _TMP = ".tmp-"
+USAGE = "usage.json"  # beside fs/: the snapshot's (bytes, inodes), measured once at commit
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -41,6 +46,8 @@ class Snapshots:
         self._locks: dict[Path, int] = {}
         self._flush_lock = threading.Lock()
         self._flushes_started = self._flushes_done = 0
+        self._usage: dict[str, tuple[int, int]] = {}  # by chain id; snapshots never change
+        self._usage_lock = threading.Lock()
 
     def fs(self, chain_id: str) -> Path:
         """Directory of the committed diff for chain_id."""
@@ -90,6 +97,44 @@ class Snapshots:
                 os.close(fd)
             self._flushes_done = started
 
+    def measure(self, tmp: Path) -> None:
+        """Record the unpacked layer's usage beside its fs/ before commit: a snapshot is
+        immutable, so ImageFsInfo never walks it again (not flushed: a lost record is
+        measured again)."""
+        _write_usage(tmp, du(str(tmp / "fs")))
+
+    def usage(self, chain_id: str) -> tuple[int, int]:
+        """(bytes, inodes) of a committed snapshot: memory, else its record, else one walk that
+        back-fills the record (snapshots committed before records existed). Thread only."""
+        hit = self._usage.get(chain_id)
+        if hit is not None:
+            return hit
+        with self._usage_lock:  # a back-fill and a caller never walk the same tree twice
+            hit = self._usage.get(chain_id)
+            if hit is None:
+                d = self.root / _hex(chain_id)
+                try:
+                    got = json.loads((d / USAGE).read_bytes())
+                    hit = (int(got["bytes"]), int(got["inodes"]))
+                except (OSError, ValueError, KeyError, TypeError):
+                    hit = du(str(d / "fs"))
+                    with contextlib.suppress(OSError):  # removed meanwhile: nothing to record
+                        _write_usage(d, hit)
+                self._usage[chain_id] = hit
+            return hit
+
+    def total(self) -> tuple[int, int]:
+        """(bytes, inodes) of every committed snapshot, from their records."""
+        size = inodes = 0
+        for chain in self.list():
+            b, i = self.usage(chain)
+            size, inodes = size + b, inodes + i
+        return size, inodes
+
+    def unmeasured(self) -> bool:
+        """Whether some committed snapshot has no usage record yet (made by an older Berth)."""
+        return any(not (self.root / c[7:] / USAGE).exists() for c in self.list())
+
     def commit(self, tmp: Path, chain_id: str) -> Path:
         """Publish tmp as chain_id; if another pull won the race, keep theirs."""
         dst = self.root / _hex(chain_id)
@@ -110,6 +155,7 @@ class Snapshots:
     def remove(self, chain_id: str) -> None:
         """Rename away first so no half-deleted snapshot is ever visible under its id."""
         src = self.root / _hex(chain_id)
+        self._usage.pop(chain_id, None)
         if not src.exists():
             return
         tmp = self.root / f"{_TMP}del-{uuid.uuid4().hex}"
@@ -125,6 +171,12 @@ class Snapshots:
         for p in self.root.iterdir():
             if p.name.startswith(_TMP) and _unlocked(p):
                 shutil.rmtree(p, ignore_errors=True)
+
+
+def _write_usage(d: Path, usage: tuple[int, int]) -> None:
+    tmp = d / f"{USAGE}.tmp"
+    tmp.write_text(json.dumps({"bytes": usage[0], "inodes": usage[1]}))
+    os.rename(tmp, d / USAGE)
 
 
 def _unlocked(p: Path) -> bool:

@@ -7,7 +7,6 @@ import builtins
 import contextlib
 import ctypes
 import json
-import os
 import re
 import threading
 import time
@@ -65,6 +64,9 @@ class ImageStore:
         self.snapshots.cleanup()
         # layers of pulls abandoned long ago; recent ones stay so a retry resumes cheaply
         self.gc(min_age=self.content.stale_after)
+        if self.snapshots.unmeasured():  # once, after an upgrade: walk them off the caller's path
+            threading.Thread(target=self.snapshots.total, name="usage-backfill",
+                             daemon=True).start()
 
     async def aclose(self) -> None:
         """Release the registry client's connections (a dead loop's client is just dropped)."""
@@ -264,17 +266,11 @@ class ImageStore:
                     self.snapshots.remove(c)
 
     def fs_usage(self) -> tuple[int, int]:
-        """(bytes, inodes) used by the image filesystem, counting hard links once."""
+        """(bytes, inodes) used by the image filesystem: blobs are stat'ed, snapshots answer
+        from the usage recorded at their commit. Blocking (a few hundred stats): thread only."""
         size, inodes = self.content.usage()
-        seen: set[int] = set()
-        for dirpath, dirs, files in os.walk(self.snapshots.root):
-            for name in dirs + files:
-                with contextlib.suppress(FileNotFoundError):
-                    st = os.lstat(os.path.join(dirpath, name))
-                    if st.st_ino not in seen:
-                        seen.add(st.st_ino)
-                        size += st.st_blocks * 512
-        return size, inodes + len(seen)
+        snap_bytes, snap_inodes = self.snapshots.total()
+        return size + snap_bytes, inodes + snap_inodes
 
     def rootfs_lowers(self, image_id: str) -> builtins.list[str]:
         """Overlay lowerdirs for a container of this image, top layer first."""
