@@ -40,8 +40,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "docker_daemon" in metafunc.fixturenames:
         given = metafunc.config.getoption("--docker-host")
         params = [g.split("=", 1) for g in given] if given else [[n, ""] for n in BUILTIN]
-        metafunc.parametrize("docker_daemon", [tuple(p) for p in params],
-                             ids=[p[0] for p in params], indirect=True, scope="session")  # fmt: skip
+        ids = [p[0] for p in params]
+        metafunc.parametrize("docker_daemon", [tuple(p) for p in params], ids=ids,
+                             indirect=True, scope="session")  # fmt: skip
 
 
 def _berth_socket(request: pytest.FixtureRequest) -> Path:

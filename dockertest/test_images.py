@@ -3,6 +3,8 @@ tag, remove and history. Every image comes from the loopback test registries."""
 
 from __future__ import annotations
 
+import contextlib
+
 import docker
 import pytest
 
@@ -12,10 +14,8 @@ from tests.fixtures.registry import Registry
 
 
 def _drop(dk: Daemon, ref: str) -> None:
-    try:
+    with contextlib.suppress(docker.errors.NotFound):
         dk.api.remove_image(ref)  # by name: untags only when other tags remain
-    except docker.errors.NotFound:
-        pass
 
 
 def test_pull_streams_per_layer_progress(dk: Daemon, e2e_images: dict[str, PushedImage]) -> None:
