@@ -58,6 +58,20 @@ class Daemon:
             )
         return res
 
+    def output(self, cmd: list[str], **create: Any) -> bytes:
+        """Run a container to its end and return its stdout.
+
+        dockerd can answer logs right after wait before its log copier has flushed the last
+        bytes of a short-lived container, so the (non-empty) output is polled for.
+        """
+        c = self.client.containers.run(self.busybox, cmd, detach=True, **create)
+        try:
+            c.wait(timeout=120)
+            return bytes(wait_for(lambda: c.logs(stdout=True, stderr=False), 10,
+                                  f"output of {cmd}"))  # fmt: skip
+        finally:
+            c.remove(force=True)
+
     def container_ids(self) -> set[str]:
         """Every container the daemon knows, running or not."""
         return {c["Id"] for c in self.api.containers(all=True)}

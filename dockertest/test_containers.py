@@ -65,16 +65,14 @@ def test_create_fields_round_trip(dk: Daemon, tmp_path) -> None:
 def test_mounts_api_bind(dk: Daemon, tmp_path) -> None:
     (tmp_path / "f").write_text("via-mounts")
     mount = docker.types.Mount("/m", str(tmp_path), type="bind", read_only=False)
-    out = dk.client.containers.run(dk.busybox, ["sh", "-c", "cat /m/f; echo w > /m/g"],
-                                   mounts=[mount], remove=True)  # fmt: skip
+    out = dk.output(["sh", "-c", "cat /m/f; echo w > /m/g"], mounts=[mount])
     assert out == b"via-mounts"
     assert (tmp_path / "g").read_text() == "w\n"
 
 
 @pytest.mark.parametrize("mode", ["host", "none"])
 def test_network_modes(dk: Daemon, mode: str) -> None:
-    out = dk.client.containers.run(dk.busybox, ["sh", "-c", "ls /sys/class/net | sort"],
-                                   network_mode=mode, remove=True).decode()  # fmt: skip
+    out = dk.output(["sh", "-c", "ls /sys/class/net | sort"], network_mode=mode).decode()
     if mode == "none":
         assert out.split() == ["lo"]
     else:
@@ -88,9 +86,8 @@ def test_network_modes(dk: Daemon, mode: str) -> None:
     berth="grants the capabilities berthd holds, and the host's devices",
 )
 def test_privileged_sees_devices(dk: Daemon) -> None:
-    out = dk.client.containers.run(dk.busybox, ["sh", "-c", "ls /dev | wc -l"],
-                                   privileged=True, remove=True)  # fmt: skip
-    plain = dk.client.containers.run(dk.busybox, ["sh", "-c", "ls /dev | wc -l"], remove=True)
+    out = dk.output(["sh", "-c", "ls /dev | wc -l"], privileged=True)
+    plain = dk.output(["sh", "-c", "ls /dev | wc -l"])
     assert int(out) > int(plain)
 
 

@@ -31,6 +31,8 @@ def test_logs_streams_tail_timestamps_since(dk: Daemon) -> None:
     """
     c = dk.client.containers.run(dk.busybox, ["sh", "-c", SCRIPT], detach=True)
     c.wait(timeout=60)
+    # dockerd's log copier may still be flushing right after wait
+    wait_for(lambda: len(c.logs().split()) == 4, 10, "all four lines in the log")
     assert c.logs(stdout=True, stderr=False) == b"out1\nout2\n"
     assert c.logs(stdout=False, stderr=True) == b"err1\nerr2\n"
     assert sorted(c.logs().split()) == [b"err1", b"err2", b"out1", b"out2"]
@@ -58,7 +60,7 @@ def test_logs_follow(dk: Daemon) -> None:
 def test_logs_tty_is_raw(dk: Daemon) -> None:
     c = dk.client.containers.run(dk.busybox, ["echo", "tty-out"], detach=True, tty=True)
     c.wait(timeout=60)
-    assert c.logs() == b"tty-out\r\n"
+    assert wait_for(c.logs, 10, "the TTY's output in the log") == b"tty-out\r\n"
 
 
 def _read_until(sock: socket.socket, want: bytes, timeout: float = 30) -> bytes:
