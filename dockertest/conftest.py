@@ -68,13 +68,17 @@ def docker_daemon(
 ) -> Iterator[Daemon]:
     """A daemon with the suite's images pulled; its containers are removed at the end."""
     name, host = request.param
+    pid = None
     if not host:
         if name == "berth":
             host = f"unix://{_berth_socket(request)}"
+            proc = request.getfixturevalue("berthd").proc
         else:
             host = request.getfixturevalue("dockerd").host
+            proc = request.getfixturevalue("dockerd").dockerd
+        pid = proc.pid if proc is not None else None
     images = {n: img.ref for n, img in e2e_images.items()}
-    d = Daemon(name, host, images, tmp_path_factory.mktemp(f"dockertest-{name}"))
+    d = Daemon(name, host, images, tmp_path_factory.mktemp(f"dockertest-{name}"), pid)
     for key in ("busybox", "user-uid"):
         d.client.images.pull(images[key])
     try:

@@ -23,6 +23,7 @@ class Daemon:
     host: str  # unix:///path/docker.sock
     images: dict[str, str]
     workdir: Path
+    pid: int | None = None  # the daemon's process, when the suite started it (fd checks)
     client: docker.DockerClient = field(init=False)
 
     def __post_init__(self) -> None:
@@ -81,6 +82,12 @@ class Daemon:
         for cid in self.container_ids():
             with suppress(docker.errors.NotFound):
                 self.api.remove_container(cid, force=True, v=True)
+
+    def open_fds(self) -> int | None:
+        """How many fds the daemon holds now (None for a daemon the suite did not start)."""
+        if self.pid is None:
+            return None
+        return len(list(Path(f"/proc/{self.pid}/fd").iterdir()))
 
     def close(self) -> None:
         self.client.close()
