@@ -1,4 +1,5 @@
-"""python -m bench [--quick] [--out DIR] [--only a,b] [--profile]: berth vs containerd, one run."""
+"""python -m bench [--quick] [--out DIR] [--only a,b] [--profile]: berth vs containerd (and
+dockerd for the Docker path), one run."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import report
+from bench.docker_bench import docker_path
 from bench.env import environment
 from bench.harness import Plan
 from bench.metrics import Metric, cold_pull, exec_sync, lifecycle
@@ -31,6 +33,7 @@ METRICS: dict[str, Metric] = {
     "sharedpid": shared_pid_memory,
     "cni": cni_add,
     "start": container_start,
+    "docker": docker_path,  # Docker API path vs a private dockerd 20.10, docker CLI as client
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

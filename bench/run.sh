@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Berth vs containerd, side by side in one run (as root):
-#   bench/run.sh [--quick] [--out DIR] [--only pull,lifecycle,exec,population,sharedpid,cni,start] [--profile]
+#   bench/run.sh [--quick] [--out DIR] [--only pull,lifecycle,exec,population,sharedpid,cni,start,docker] [--profile]
 # Installs everything first (deploy/install.sh), then prints the table and writes results.json,
 # results.png (and profile.txt with --profile) under bench/results/<YYYY-MM-DD-HHMM>/.
 set -euo pipefail

@@ -13,6 +13,7 @@ APT_PACKAGES=(
   iproute2 util-linux iptables nftables
   docker-registry skopeo umoci busybox-static apache2-utils socat
   containerd runc crun containernetworking-plugins catatonit
+  docker.io docker-compose
   systemd
   qemu-system-x86 kmod xz-utils
 )
@@ -28,8 +29,16 @@ for p in "${APT_PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install.sh: apt-get install ${missing[*]}"
+  # docker.io and containerd are test peers only (tests start them privately): a policy-rc.d
+  # that refuses every start keeps their packaged services (and a system dockerd) from running.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT  # ours, for the install only: gone even if apt fails
+  fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if trap -p EXIT | grep -q policy; then rm -f "$policy"; trap - EXIT; fi  # before any exec
 fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

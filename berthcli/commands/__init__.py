@@ -1,0 +1,1 @@
+"""One module per verb: HELP, configure(parser) and main(client, args) -> exit code."""
