@@ -15,7 +15,18 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from dockerapi import attach, containers, execs, images, inspect, lifecycle, logs, system
+from dockerapi import (
+    attach,
+    builds,
+    containers,
+    execs,
+    images,
+    inspect,
+    lifecycle,
+    logs,
+    push,
+    system,
+)
 from dockerapi.errors import reply, status_of
 from dockerapi.http import FRONT, Handler, Route
 from dockerapi.model import Front
@@ -28,7 +39,8 @@ VERSION = re.compile(r"^/v(\d+)\.(\d+)(/.*)$")
 ID = "{id:/?[^/]+}"
 MAX_LINE = 8190  # request line and each header line, as aiohttp's (and Go's) defaults
 ROUTES: list[Route] = [*system.ROUTES, *inspect.ROUTES, *containers.ROUTES, *logs.ROUTES,
-                       *attach.ROUTES, *execs.ROUTES, *images.ROUTES]
+                       *attach.ROUTES, *execs.ROUTES, *push.ROUTES, *images.ROUTES,
+                       *builds.ROUTES]
 
 
 @web.middleware
