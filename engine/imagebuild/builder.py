@@ -196,7 +196,9 @@ class Build:
                         self.opts.build_args:
                     value = self.meta[name]
                 args[name] = value
-                return state
+                key = step_key(state, f"ARG {name}={value}")
+                return await self._cached(key, state, lambda s: None,
+                                          f"/bin/sh -c #(nop)  ARG {ins.values[0]}")
             words = [expand(w, env, df.escape) for w in ins.values] \
                 if ins.cmd in EXPANDS and ins.cmd not in ("ENV", "LABEL") else list(ins.values)
             kv = pairs(ins.values, env, df.escape) if ins.cmd in ("ENV", "LABEL") else []

@@ -152,7 +152,7 @@ def test_build_every_instruction_then_cache(env: Env, e2e_images, tmp_path: Path
                                     "Retries": 3}
         assert c["Entrypoint"] == ["/bin/sh", "-c"] and c["Cmd"] == ["cat greeting"]
         assert c["OnBuild"] == ["RUN echo child"]
-        assert len(cfg["history"]) == 17 and len(img.layers) == len(img.diff_ids)
+        assert len(cfg["history"]) == 18 and len(img.layers) == len(img.diff_ids)
         tree = await asyncio.to_thread(read_tree, e.store, img, tmp_path / "t1", [
             "/app/out.txt", "/app/src/a.txt", "/app/src/deep/b.txt", "/owned/one.txt",
             "/unpacked/inner/x.txt", "/app/greeting", "/bin/true", "/bin/sh", "/opt/b/y"])
@@ -168,7 +168,7 @@ def test_build_every_instruction_then_cache(env: Env, e2e_images, tmp_path: Path
         again, msgs2 = await e.build(context_files(), tags=[tag],
                                      build_args={"BASE": base, "WHO": "tester"})
         assert again.id == img.id
-        assert text(msgs2).count("Using cache") == 17
+        assert text(msgs2).count("Using cache") == 18
 
         # one copied file changed: the steps before that COPY hit, the rest run
         third, msgs3 = await e.build(context_files("v2"), tags=[tag],
@@ -176,7 +176,7 @@ def test_build_every_instruction_then_cache(env: Env, e2e_images, tmp_path: Path
         assert third.id != img.id
         t3 = text(msgs3)
         before, after = t3.split("COPY src/ ./src/", 1)
-        assert before.count("Using cache") == 5 and "Using cache" not in after
+        assert before.count("Using cache") == 6 and "Using cache" not in after
         tree3 = await asyncio.to_thread(read_tree, e.store, third, tmp_path / "t3",
                                         ["/app/src/a.txt"])
         assert tree3["/app/src/a.txt"] == ("v2", 0)
@@ -280,3 +280,39 @@ def test_symlinks_in_the_context_stay_in_the_context(env: Env, e2e_images,
                         BuildOptions(), lambda m: None)
 
     env.run(job)
+
+
+def test_add_from_a_loopback_url(env: Env, e2e_images) -> None:
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            body = b"downloaded\n" if self.path == "/files/data.txt" else b""
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}"
+    base = e2e_images["busybox"].ref
+
+    async def job(e: Env) -> None:
+        img, _ = await e.build({"Dockerfile": f"FROM {base}\nADD {url}/files/data.txt /dl/\n"
+                                              "RUN stat -c %a /dl/data.txt > /mode\n"})
+        tree = await asyncio.to_thread(read_tree, e.store, img, env.base / "t", [
+            "/dl/data.txt", "/mode"])
+        assert tree["/dl/data.txt"][0] == "downloaded\n" and tree["/mode"][0] == "600\n"
+        with pytest.raises(BuildError, match="got HTTP status code 404"):
+            await e.build({"Dockerfile": f"FROM {base}\nADD {url}/missing /x\n"})
+
+    try:
+        env.run(job)
+    finally:
+        srv.shutdown()
+        srv.server_close()
