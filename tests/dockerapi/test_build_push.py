@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import tarfile
+import time
 import uuid
 
 import docker
@@ -88,3 +89,55 @@ def test_push_unknown_image_is_404(dclient, registry) -> None:
                               decode=True))
     assert exc.value.response.status_code == 404
     assert "does not exist locally" in str(exc.value)
+
+
+def _run_by_cri(client, image: str, tmp_path, name: str) -> str:
+    """A pod and one container through CRI; returns what the container printed."""
+    from tests.fixtures.cri_client import sandbox_config
+
+    pb = client.pb
+    log_dir = tmp_path / f"logs-{name}"
+    pod_cfg = sandbox_config(client, name, str(log_dir))
+    pod = client.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_cfg),
+                                       timeout=60).pod_sandbox_id
+    try:
+        cfg = pb.ContainerConfig(metadata=pb.ContainerMetadata(name=name),
+                                 image=pb.ImageSpec(image=image), log_path=f"{name}.log")
+        cid = client.runtime.CreateContainer(pb.CreateContainerRequest(
+            pod_sandbox_id=pod, config=cfg, sandbox_config=pod_cfg), timeout=60).container_id
+        client.runtime.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=60)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            st = client.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=cid),
+                                                timeout=10).status
+            if st.state == pb.CONTAINER_EXITED:
+                break
+            time.sleep(0.1)
+        return "".join(line.split(" ", 3)[3] + "\n"
+                       for line in (log_dir / f"{name}.log").read_text().splitlines())
+    finally:
+        client.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+        client.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod),
+                                        timeout=60)
+
+
+def test_built_image_is_plain_oci_for_cri_and_containerd(dclient, busybox, registry, berthd,
+                                                         containerd, tmp_path) -> None:
+    """Built on Berth: kubelet's CRI on the same node runs it without a pull; pushed, the
+    containerd peer pulls and runs it the same."""
+    from tests.fixtures.cri_client import CriClient
+
+    repo = f"{registry.host}/oci-{uuid.uuid4().hex[:8]}"
+    files = {"Dockerfile": f"FROM {busybox}\nRUN echo layered > /l\n"
+                           "CMD [\"cat\", \"/l\"]\n"}
+    build(dclient, files, tag=f"{repo}:1")
+    with berthd.client() as cri:
+        listed = cri.image.ListImages(cri.pb.ListImagesRequest(), timeout=10).images
+        assert any(f"{repo}:1" in i.repo_tags for i in listed)  # no pull needed
+        assert _run_by_cri(cri, f"{repo}:1", tmp_path, "built-on-berth") == "layered\n"
+    lines = list(dclient.api.push(repo, tag="1", stream=True, decode=True))
+    assert not [m for m in lines if "error" in m], lines
+    with CriClient(containerd, "containerd") as ctrd:
+        ctrd.image.PullImage(ctrd.pb.PullImageRequest(
+            image=ctrd.pb.ImageSpec(image=f"{repo}:1")), timeout=120)
+        assert _run_by_cri(ctrd, f"{repo}:1", tmp_path, "built-pulled") == "layered\n"
