@@ -26,6 +26,7 @@ from dockerapi import (
     logs,
     push,
     system,
+    volumes,
 )
 from dockerapi.errors import reply, status_of
 from dockerapi.http import FRONT, Handler, Route
@@ -40,7 +41,7 @@ ID = "{id:/?[^/]+}"
 MAX_LINE = 8190  # request line and each header line, as aiohttp's (and Go's) defaults
 ROUTES: list[Route] = [*system.ROUTES, *inspect.ROUTES, *containers.ROUTES, *logs.ROUTES,
                        *attach.ROUTES, *execs.ROUTES, *push.ROUTES, *images.ROUTES,
-                       *builds.ROUTES]
+                       *builds.ROUTES, *volumes.ROUTES]
 
 
 @web.middleware
