@@ -87,6 +87,15 @@ class Front:
         del self.history[:-HISTORY]
         self.hub.publish(ev)
 
+    def publish_volume(self, name: str, action: str) -> None:
+        now = time.time_ns()
+        ev = {"Type": "volume", "Action": action,
+              "Actor": {"ID": name, "Attributes": {"driver": "local"}}, "scope": "local",
+              "time": now // 1_000_000_000, "timeNano": now}
+        self.history.append(ev)
+        del self.history[:-HISTORY]
+        self.hub.publish(ev)
+
     def publish_image(self, ref: str, action: str) -> None:
         now = time.time_ns()
         ev = {"status": action, "id": ref, "Type": "image", "Action": action,

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from dockerapi import (
     attach,
+    builds,
     containers,
     execs,
     health,
@@ -24,8 +25,10 @@ from dockerapi import (
     inspect,
     lifecycle,
     logs,
+    push,
     stats,
     system,
+    volumes,
 )
 from dockerapi.errors import reply, status_of
 from dockerapi.hijack import HijackableHandler
@@ -40,7 +43,8 @@ VERSION = re.compile(r"^/v(\d+)\.(\d+)(/.*)$")
 ID = "{id:/?[^/]+}"
 MAX_LINE = 8190  # request line and each header line, as aiohttp's (and Go's) defaults
 ROUTES: list[Route] = [*system.ROUTES, *inspect.ROUTES, *containers.ROUTES, *logs.ROUTES,
-                       *attach.ROUTES, *execs.ROUTES, *images.ROUTES, *stats.ROUTES]
+                       *attach.ROUTES, *execs.ROUTES, *push.ROUTES, *images.ROUTES,
+                       *stats.ROUTES, *builds.ROUTES, *volumes.ROUTES]
 
 
 @web.middleware

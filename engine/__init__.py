@@ -1,0 +1,1 @@
+"""The engine beneath both front ends (CRI and the Docker API)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -13,6 +14,7 @@ from typing import Any
 from engine.config import Config
 from engine.statecache import ListCache, StateCache
 from engine.store import PodRecord, Store
+from engine.volumes import Volumes
 from runtime.containers import ContainerEvent, MonitorClient
 from runtime.images.store import ImageStore
 from runtime.monitor.state import ContainerState
@@ -42,6 +44,16 @@ class Context:
     # called with every monitor event, after the state cache took it (front ends' event feeds)
     listeners: list[Callable[[ContainerEvent], None]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
+
+    @functools.cached_property
+    def volumes(self) -> Volumes:
+        """Local volumes under the state dir (the Docker front end's; kubelet mounts paths)."""
+        return Volumes(self.store, self.config.state_dir)
+
+    def volume_users(self, name: str) -> list[str]:
+        """Names of the containers whose mounts use volume `name`."""
+        return [c.name for c in self.store.containers.scan()
+                if name in c.extra.get("volumes", ())]
 
     @property
     def cgroup_version(self) -> str:

@@ -64,6 +64,17 @@ class ImageRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class VolumeRecord:
+    """A named (or anonymous) local volume; its data is `<state_dir>/volumes/<id>/_data`."""
+
+    id: str  # the volume's name
+    driver: str
+    created_ns: int
+    labels: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # options, anonymous
+
+
 # Each entry upgrades the schema by one version; never edit a released entry, append.
 MIGRATIONS: list[str] = [
     """
@@ -93,9 +104,15 @@ MIGRATIONS: list[str] = [
     ALTER TABLE containers ADD COLUMN owner TEXT NOT NULL DEFAULT 'k8s';
     CREATE INDEX containers_by_owner ON containers (owner);
     """,
+    """
+    CREATE TABLE volumes (
+        id TEXT PRIMARY KEY, driver TEXT NOT NULL, created_ns INTEGER NOT NULL,
+        labels TEXT NOT NULL, extra TEXT NOT NULL
+    );
+    """,
 ]
 
-R = TypeVar("R", PodRecord, ContainerRecord, ImageRecord)
+R = TypeVar("R", PodRecord, ContainerRecord, ImageRecord, VolumeRecord)
 _JSON_FIELDS = {"labels", "annotations", "extra", "repo_tags", "repo_digests", "ports"}
 
 
@@ -218,6 +235,7 @@ class Store:
         self.containers: Table[ContainerRecord] = Table(
             self, "containers", ContainerRecord, _container_holder)
         self.images: Table[ImageRecord] = Table(self, "images", ImageRecord)
+        self.volumes: Table[VolumeRecord] = Table(self, "volumes", VolumeRecord)
 
     @property
     def schema_version(self) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 
 from runtime.images.content import ContentStore, DigestMismatch, DownloadFailed, Retryable
 from runtime.images.puller import Pull
+from runtime.images.pusher import Progress, Push, PushResult
 from runtime.images.records import Image, ImageConfig, ImageIndex
 from runtime.images.reference import normalize, parse
 from runtime.images.registry import Auth, Platform, RegistryClient, RegistryConfig, RegistryError
@@ -113,6 +114,13 @@ class ImageStore:
             if not self._pulls and self._pool_ is not None:
                 pool, self._pool_ = self._pool_, None
                 self._idle = asyncio.get_running_loop().run_in_executor(None, _let_go, pool)
+
+    async def push(self, source: str, target: str | None = None, auth: Auth | None = None,
+                   progress: Progress | None = None) -> PushResult:
+        """Upload an image's blobs and manifest; GC keeps away from them meanwhile."""
+        job = Push(self, source, target, auth, progress)
+        with self.pin([job.image.manifest_digest, *job.image.blobs]):
+            return await job.run()
 
     def make_image(self, manifest: dict[str, Any], manifest_size: int, cfg: dict[str, Any],
                    manifest_digest: str, platform: str, blobs: list[str]) -> Image:

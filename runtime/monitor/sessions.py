@@ -129,8 +129,13 @@ async def reader_frame(reader: asyncio.StreamReader) -> tuple[int, bytes] | None
 
 async def attach(lc: Lifecycle, cid: str, args: dict[str, Any], rid: int,
                  reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Fan the container's output out to this client too, and feed its input to stdin."""
-    live = _running(lc, cid)
+    """Fan the container's output out to this client too, and feed its input to stdin.
+
+    A created container may be attached before it starts (`docker run`, build steps), so no
+    byte of its output is missed."""
+    live = lc.get(cid)
+    if live.exited.is_set() or live.st.status not in ("created", "running"):
+        raise proto.InvalidState(f"container {cid!r} is not running")
     want_stdin = bool(args.get("stdin")) and live.stdin is not None
     att = Attachment(writer, bool(args.get("stdout", True)), bool(args.get("stderr", True)))
     live.attachments.add(att)

@@ -1,0 +1,1 @@
+"""Dockerfile builds: parse, context, cache, steps, layers (the classic builder's protocol)."""

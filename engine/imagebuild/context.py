@@ -1,0 +1,98 @@
+"""The build context: an untrusted tar, checked entry by entry, then unpacked confined.
+
+A context is treated like an image layer from a stranger. Before anything is written, every
+header is checked: absolute names, `..`, device nodes, FIFOs, `.wh.` names and hard links that
+leave the context are refused with a message naming the entry. The unpack itself is the image
+unpacker (`runtime.images.unpack.apply_layer`), which resolves every path beneath the context
+root with openat2(RESOLVE_IN_ROOT), so even a symlink the context plants cannot point a later
+write outside it.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import lzma
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from runtime.images.unpack import WHITEOUT_PREFIX, UnpackError, apply_layer
+
+MAX_CONTEXT_BYTES = 8 << 30
+MAX_CONTEXT_ENTRIES = 500_000
+
+
+class ContextError(ValueError):
+    """The build context cannot be used; the message names the entry and why."""
+
+
+def _check_name(name: str, what: str) -> None:
+    if name.startswith("/"):
+        raise ContextError(f"build context {what} {name!r} has an absolute path")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ContextError(f"build context {what} {name!r} points outside the context ('..')")
+    if any(p.startswith(WHITEOUT_PREFIX) for p in parts):
+        raise ContextError(f"build context {what} {name!r} uses the reserved prefix "
+                           f"{WHITEOUT_PREFIX!r}")
+
+
+def check(path: Path) -> int:
+    """Refuse a hostile context before a byte of it is written; returns the entry count."""
+    count = 0
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            for m in tf:
+                count += 1
+                if count > MAX_CONTEXT_ENTRIES:
+                    raise ContextError(f"build context has more than {MAX_CONTEXT_ENTRIES} "
+                                       "entries")
+                _check_name(m.name, "entry")
+                if m.ischr() or m.isblk():
+                    raise ContextError(f"build context entry {m.name!r} is a device node; "
+                                       "device nodes are not allowed in a build context")
+                if m.isfifo():
+                    raise ContextError(f"build context entry {m.name!r} is a FIFO")
+                if m.islnk():
+                    _check_name(m.linkname, "hard link target")
+                if not (m.isreg() or m.isdir() or m.issym() or m.islnk()):
+                    raise ContextError(f"build context entry {m.name!r} has unsupported type "
+                                       f"{m.type!r}")
+    except tarfile.ReadError as e:
+        if path.stat().st_size == 0:
+            return 0
+        raise ContextError(f"build context is not a valid tar archive: {e}") from None
+    except (tarfile.TarError, EOFError, OSError, lzma.LZMAError) as e:
+        raise ContextError(f"build context is not a valid tar archive: {e}") from None
+    return count
+
+
+@contextlib.contextmanager
+def decompressing(raw: IO[bytes]) -> Iterator[IO[bytes]]:
+    """bzip2 and xz are unwrapped here; plain and gzip pass as they are (the unpacker reads
+    gzip itself). raw must be seekable."""
+    head = raw.read(6)
+    raw.seek(0)
+    if head.startswith(b"BZh"):
+        with bz2.open(raw, "rb") as src:
+            yield src
+    elif head.startswith(b"\xfd7zXZ\x00"):
+        with lzma.open(raw, "rb") as src:
+            yield src
+    else:
+        yield raw
+
+
+def extract(path: Path, dest: Path) -> None:
+    """Check, then unpack the context tar at path into the empty dir dest (blocking)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if not check(path):
+        return
+    try:
+        with path.open("rb") as raw, decompressing(raw) as src:
+            apply_layer(src, str(dest), [], max_bytes=MAX_CONTEXT_BYTES,
+                        max_entries=MAX_CONTEXT_ENTRIES)
+    except UnpackError as e:
+        raise ContextError(f"build context: {e}") from None

@@ -1,0 +1,191 @@
+"""COPY and ADD steps: where the sources come from, their digest, and the write itself.
+
+Sources come from the build context, from an earlier stage or an image (`--from`, staged into a
+private dir first so the cache key and the write see the same bytes), or, for ADD, from a URL
+(downloaded into the same kind of dir). `--chown` names resolve in the destination image's own
+/etc/passwd and /etc/group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import posixpath
+import urllib.parse
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+
+from engine.imagebuild.copy import (
+    Copier,
+    CopyError,
+    Owner,
+    Source,
+    copy_sources,
+    digest_sources,
+    stat_in,
+)
+from engine.imagebuild.copy import expand_sources as _expand
+from engine.imagebuild.dockerfile import Instruction
+from engine.imagebuild.image import BuildImage
+from runtime.spec import resolve_user
+
+if TYPE_CHECKING:
+    from engine.imagebuild.builder import Build
+
+MAX_URL_BYTES = 4 << 30
+
+
+@dataclass(frozen=True)
+class FileStep:
+    """A COPY or ADD, resolved: sources under src_root, and how to write them."""
+
+    cmd: str
+    src_root: Path
+    sources: list[Source]
+    dest: str
+    chown: str | None
+    chmod: int | None
+    keep_owner: bool
+    add_archives: bool
+    digest: str
+
+
+def _open_root(path: Path) -> int:
+    return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def _dest(words: list[str], workdir: str) -> str:
+    dest = words[-1]
+    as_dir = dest.endswith("/") or dest in (".", "..") or dest.endswith(("/.", "/.."))
+    full = posixpath.normpath(posixpath.join(workdir or "/", dest))
+    return full.rstrip("/") + "/" if as_dir else full
+
+
+def _chmod(ins: Instruction) -> int | None:
+    raw = ins.flags.get("chmod")
+    if raw is None:
+        return None
+    try:
+        mode = int(raw, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o7777:
+        raise CopyError(f"{ins.where()}: invalid --chmod={raw}: give an octal mode like 0755")
+    return mode
+
+
+async def _download(build: Build, url: str, into: Path) -> str:
+    """ADD's remote file: fetched whole into the staging dir; its name is the URL's last part."""
+    name = posixpath.basename(urllib.parse.urlparse(url).path) or "download"
+    target = into / name
+    try:
+        async with httpx.AsyncClient(follow_redirects=True, trust_env=False,
+                                     timeout=httpx.Timeout(300, connect=30)) as client, \
+                client.stream("GET", url) as resp:
+            if resp.status_code != 200:
+                raise CopyError(f"ADD {url}: got HTTP status code {resp.status_code}")
+            size = 0
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                async for chunk in resp.aiter_bytes(1 << 20):
+                    size += len(chunk)
+                    if size > MAX_URL_BYTES:
+                        raise CopyError(f"ADD {url}: larger than {MAX_URL_BYTES} bytes")
+                    await asyncio.to_thread(os.write, fd, chunk)
+            finally:
+                os.close(fd)
+    except httpx.HTTPError as e:
+        raise CopyError(f"ADD {url}: {e}") from None
+    os.chmod(target, 0o600)  # Docker gives downloaded files mode 0600
+    return name
+
+
+async def _stage_from(build: Build, ref: str, state_words: list[str], staging: Path
+                      ) -> list[str]:
+    """COPY --from: the named sources, copied out of that stage's (or image's) rootfs."""
+    idx = next((i for i, s in enumerate(build.stage_names) if s and s == ref.lower()), None)
+    if idx is None and ref.isdigit() and int(ref) < len(build.stages):
+        idx = int(ref)
+    if idx is not None:
+        source = build.stages[idx]
+    else:
+        img = build.store.get(ref) or await build.pull_image(ref)
+        build.pin([img.id, *img.blobs, *img.chain_ids])
+        source = await asyncio.to_thread(BuildImage.from_image, build.store, img)
+    async with build.rootfs(source) as root:
+        def stage() -> list[str]:
+            rfd, sfd = _open_root(root), _open_root(staging)
+            try:
+                found = _expand(rfd, state_words)
+                copier = Copier(sfd, None, None, keep_owner=True)
+                out = []
+                for src in found:
+                    rel = src.rel
+                    if src.is_dir:
+                        copier.tree(rfd, rel, rel)
+                    else:
+                        st = stat_in(rfd, rel)
+                        assert st is not None
+                        copier.entry(rfd, rel, st, rel, follow=True)
+                    out.append(rel)
+                return out
+            finally:
+                os.close(rfd)
+                os.close(sfd)
+
+        return await asyncio.to_thread(stage)
+
+
+async def prepare_sources(ins: Instruction, words: list[str], build: Build,
+                          state: BuildImage) -> FileStep:
+    """Resolve a COPY/ADD's sources and their digest (for the cache key) before any write."""
+    if len(words) < 2:
+        raise CopyError(f"{ins.where()}: {ins.cmd} requires at least two arguments")
+    dest = _dest(words, state.config.get("WorkingDir") or "/")
+    patterns = words[:-1]
+    src_root, keep_owner = build.ctx, False
+    staging = build.work / f"src-{uuid.uuid4().hex[:12]}"
+    if "from" in ins.flags:
+        staging.mkdir()
+        patterns = await _stage_from(build, ins.flags["from"], patterns, staging)
+        src_root, keep_owner = staging, True
+    elif ins.cmd == "ADD" and any(p.startswith(("http://", "https://")) for p in patterns):
+        if len(patterns) != 1:
+            raise CopyError(f"{ins.where()}: ADD takes one URL at a time here")
+        staging.mkdir()
+        patterns = [await _download(build, patterns[0], staging)]
+        src_root = staging
+
+    def resolve() -> tuple[list[Source], str]:
+        fd = _open_root(src_root)
+        try:
+            found = _expand(fd, patterns)
+            return found, digest_sources(fd, found)
+        finally:
+            os.close(fd)
+
+    sources, digest = await asyncio.to_thread(resolve)
+    return FileStep(ins.cmd, src_root, sources, dest, ins.flags.get("chown"), _chmod(ins),
+                    keep_owner, ins.cmd == "ADD" and src_root == build.ctx, digest)
+
+
+def write_files(step: FileStep, root: Path) -> None:
+    """The copy into the step's mounted rootfs (blocking)."""
+    owner = None
+    if step.chown:
+        try:
+            uid, gid, _ = resolve_user(str(root), step.chown)
+        except LookupError as e:
+            raise CopyError(f"{step.cmd} --chown={step.chown}: {e}") from None
+        owner = Owner(uid, gid)
+    rfd, sfd = _open_root(root), _open_root(step.src_root)
+    try:
+        copier = Copier(rfd, owner, step.chmod, step.keep_owner)
+        copy_sources(sfd, step.sources, step.dest, copier, add_archives=step.add_archives)
+    finally:
+        os.close(rfd)
+        os.close(sfd)

@@ -1,0 +1,189 @@
+"""Local volumes: a directory under the state dir per volume, recorded in the metadata store.
+
+A volume outlives its containers and berthd restarts. Names follow dockerd's rule, so a name can
+never be a path (`/` and `..` are refused). Anonymous volumes (an image's VOLUME, `-v /path`) get a
+random 64-hex name and go with their container when it is removed with `v`. The first time an
+empty volume is mounted over a path the image has content at, that content is copied in, as Docker
+does.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from engine.store import Store, VolumeRecord
+from runtime.images._sys import openat2, proc_fd_path
+
+NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")  # dockerd's volume name pattern
+MAX_NAME = 255
+DRIVERS = ("local",)
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    removed: list[str]
+    reclaimed: int
+
+
+def check_name(name: str) -> str:
+    if not name or len(name) > MAX_NAME or not NAME.match(name):
+        raise InvalidArgument(
+            f"create {name[:300]}: {name[:300]!r} includes invalid characters for a local volume "
+            "name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a "
+            "host directory, use absolute path")
+    return name
+
+
+def _usage(path: Path) -> int:
+    size = 0
+    for root, dirs, files in os.walk(path):
+        for n in dirs + files:
+            try:
+                size += os.lstat(os.path.join(root, n)).st_blocks * 512
+            except OSError:
+                continue
+    return size
+
+
+class Volumes:
+    """The volume table plus the directories it names."""
+
+    def __init__(self, store: Store, state_dir: str | Path) -> None:
+        self.store = store
+        self.root = Path(state_dir) / "volumes"
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o701)
+
+    def mountpoint(self, name: str) -> Path:
+        return self.root / name / "_data"
+
+    def get(self, name: str) -> VolumeRecord:
+        rec = self.store.volumes.get(name)
+        if rec is None:
+            raise NotFound(f"get {name[:300]}: no such volume")
+        return rec
+
+    def list(self) -> list[VolumeRecord]:
+        return self.store.volumes.find()
+
+    def create(self, name: str = "", driver: str = "local", labels: dict[str, str] | None = None,
+               options: dict[str, str] | None = None, anonymous: bool = False) -> VolumeRecord:
+        """Idempotent for a name that exists with the same driver, as dockerd is."""
+        if driver not in DRIVERS:
+            raise InvalidArgument(f"error looking up volume plugin {driver[:100]}: plugin "
+                                  f"\"{driver[:100]}\" not found (Berth serves the local driver)")
+        if options:
+            raise InvalidArgument(f"invalid option for the local driver: "
+                                  f"{sorted(options)[0][:100]!r} (Berth's local volumes are "
+                                  "plain directories and take no options)")
+        if not name:
+            name, anonymous = secrets.token_hex(32), True
+        check_name(name)
+        existing = self.store.volumes.get(name)
+        if existing is not None:
+            if existing.driver != driver:
+                raise AlreadyExists(f"a volume named {name} already exists with the "
+                                    f"{existing.driver} driver")
+            return existing
+        rec = VolumeRecord(id=name, driver=driver, created_ns=time.time_ns(),
+                           labels=dict(labels or {}), extra={"anonymous": anonymous})
+        data = self.mountpoint(name)
+        data.mkdir(parents=True, exist_ok=True)
+        try:
+            self.store.volumes.add(rec)
+        except Exception:
+            shutil.rmtree(data.parent, ignore_errors=True)
+            raise
+        return rec
+
+    def ensure(self, name: str) -> VolumeRecord:
+        """`-v name:/path` creates the volume on first use."""
+        rec = self.store.volumes.get(check_name(name))
+        return rec if rec is not None else self.create(name)
+
+    def remove(self, name: str, users: Callable[[str], builtins.list[str]],
+               force: bool = False) -> None:
+        """409 while a container uses it (force too, as dockerd); missing is a 404 unless force."""
+        rec = self.store.volumes.get(name)
+        if rec is None:
+            if force:
+                return
+            raise NotFound(f"get {name[:300]}: no such volume")
+        using = users(name)
+        if using:
+            raise FailedPrecondition(f"remove {name}: volume is in use - "
+                                     f"[{', '.join(using)}]")
+        self._delete(name)
+
+    def _delete(self, name: str) -> None:
+        """Record first, then the data: a crash between leaves a dir that prune finds."""
+        self.store.volumes.delete(name)
+        target = self.root / name
+        if target.exists():
+            trash = self.root / f".rm-{secrets.token_hex(8)}"
+            os.rename(target, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def prune(self, users: Callable[[str], builtins.list[str]],
+              keep: Callable[[VolumeRecord], bool] = lambda _r: False) -> PruneResult:
+        """Every volume no container uses (API 1.41: named ones too), blocking (walks data)."""
+        removed: builtins.list[str] = []
+        reclaimed = 0
+        for rec in self.list():
+            if users(rec.id) or keep(rec):
+                continue
+            reclaimed += _usage(self.mountpoint(rec.id))
+            self._delete(rec.id)
+            removed.append(rec.id)
+        for stray in self.root.glob(".rm-*"):
+            shutil.rmtree(stray, ignore_errors=True)
+        return PruneResult(removed, reclaimed)
+
+    def usage(self, name: str) -> int:
+        """Bytes in the volume (blocking: it walks the data)."""
+        return _usage(self.mountpoint(name))
+
+    def copy_up(self, name: str, rootfs: Path, path: str) -> bool:
+        """Fill an empty volume from the image's content at `path` (blocking).
+
+        Runs once, at the first mount: a volume with anything in it is left alone. The path is
+        resolved beneath the rootfs (a symlink in the image cannot point the copy at the host)."""
+        data = self.mountpoint(name)
+        if any(data.iterdir()):
+            return False
+        rootfd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = openat2(rootfd, path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return False
+        finally:
+            os.close(rootfd)
+        try:
+            source = Path(proc_fd_path(fd))
+            for entry in sorted(source.iterdir()):
+                dst = data / entry.name
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.copytree(entry, dst, symlinks=True)
+                else:
+                    shutil.copy2(entry, dst, follow_symlinks=False)
+            for src_root, dirs, files in os.walk(source):
+                for n in dirs + files:
+                    s = os.path.join(src_root, n)
+                    st = os.lstat(s)
+                    os.lchown(os.path.join(data, os.path.relpath(s, source)), st.st_uid,
+                              st.st_gid)
+            st = os.fstat(fd)
+            os.chown(data, st.st_uid, st.st_gid)
+            os.chmod(data, st.st_mode & 0o7777)
+        finally:
+            os.close(fd)
+        return True
