@@ -41,7 +41,7 @@ class Daemon:
         """Environment for the docker CLI: this daemon only, a private client config."""
         cfg = self.workdir / "cli-config"
         cfg.mkdir(parents=True, exist_ok=True)
-        return {"DOCKER_HOST": self.host, "DOCKER_CONFIG": str(cfg),
+        return {"DOCKER_HOST": self.host, "DOCKER_CONFIG": str(cfg), "DOCKER_BUILDKIT": "0",
                 "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}  # fmt: skip
 
     def cli(
