@@ -42,6 +42,7 @@ VERSION = re.compile(r"^/v(\d+)\.(\d+)(/.*)$")
 # docker-py asks for `/containers//name/json` when given "/name": the slash is the name's.
 ID = "{id:/?[^/]+}"
 MAX_LINE = 8190  # request line and each header line, as aiohttp's (and Go's) defaults
+BACKLOG = 4096  # pending connects, as Go asks (somaxconn caps it): a burst of clients waits
 ROUTES: list[Route] = [*system.ROUTES, *inspect.ROUTES, *containers.ROUTES, *logs.ROUTES,
                        *attach.ROUTES, *execs.ROUTES, *push.ROUTES, *images.ROUTES,
                        *stats.ROUTES, *builds.ROUTES, *volumes.ROUTES]
@@ -121,7 +122,7 @@ class DockerServer:
                 return _Refuse()
             return HijackableHandler(server, loop=loop, **handler_args)
 
-        self._server = await loop.create_unix_server(factory, self.path, backlog=128)
+        self._server = await loop.create_unix_server(factory, self.path, backlog=BACKLOG)
         os.chmod(self.path, 0o660)
 
     async def stop(self) -> None:
