@@ -142,8 +142,8 @@ async def build_image(request: web.Request) -> web.StreamResponse:
         try:
             img = await build(f.ctx.images, Runner(f.ctx.monitor), _cache(f.ctx.config.state_dir),
                               work, ctx_tar, opts, emit)
-            if quiet:
-                emit({"stream": img.id + "\n"})
+            if quiet:  # the one line `docker build -q` prints
+                out.put_nowait({"stream": img.id + "\n"})
             for tag in opts.tags:
                 f.publish_image(_short(tag), "tag")
         except BuildError as exc:

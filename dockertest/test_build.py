@@ -74,11 +74,24 @@ def build(dk: Daemon, ctx: Path, tag: str, base: str) -> tuple[str, str]:
     return image_id, res.stdout
 
 
+def _image_ids(dk: Daemon) -> set[str]:
+    return {i["Id"] for i in dk.api.images(all=True)}
+
+
 @pytest.fixture
 def tag(dk: Daemon):
+    """A fresh tag; every image the test built goes afterwards (dockerd keeps a rebuilt tag's
+    old image dangling, and a dangling child of busybox would block other tests' rmi)."""
+    before = _image_ids(dk)
     name = f"dt-build-{uuid.uuid4().hex[:8]}:1"
     yield name
     dk.cli("rmi", "-f", name, check=False)
+    for _ in range(3):
+        left = _image_ids(dk) - before
+        if not left:
+            break
+        for image_id in left:
+            dk.cli("rmi", "-f", image_id, check=False)
 
 
 def test_every_instruction_with_the_cli(dk: Daemon, tag: str, tmp_path: Path) -> None:
@@ -140,14 +153,14 @@ def test_onbuild_trigger_runs_in_the_child(dk: Daemon, tag: str, tmp_path: Path)
     dk.cli("rmi", "-f", out, check=False)
 
 
-def test_failing_run_fails_the_build(dk: Daemon, tmp_path: Path) -> None:
+def test_failing_run_fails_the_build(dk: Daemon, tag: str, tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text(f"FROM {dk.busybox}\nRUN echo before; exit 3\n")
     res = dk.cli("build", str(tmp_path), check=False)
     assert res.returncode != 0
     assert "returned a non-zero code: 3" in res.stderr + res.stdout
 
 
-def test_copy_outside_the_context_is_refused(dk: Daemon, tmp_path: Path) -> None:
+def test_copy_outside_the_context_is_refused(dk: Daemon, tag: str, tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text(f"FROM {dk.busybox}\nCOPY ../../etc/passwd /p\n")
     res = dk.cli("build", str(tmp_path), check=False)
     assert res.returncode != 0

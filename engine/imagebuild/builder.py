@@ -32,6 +32,7 @@ from engine.imagebuild.words import EXPANDS, WordError, expand, pairs
 from runtime.bundle import mount_overlay, unmount
 from runtime.images.layerdiff import write_layer
 from runtime.images.records import Image
+from runtime.images.reference import familiar, parse
 from runtime.images.registry import Auth
 from runtime.images.store import ImageStore
 
@@ -105,7 +106,7 @@ class Build:
         self.emit({"aux": {"ID": img.id}})
         self.say(f"Successfully built {short(img.id)}\n")
         for tag in self.opts.tags:
-            self.say(f"Successfully tagged {tag}\n")
+            self.say(f"Successfully tagged {familiar(parse(tag))}\n")
         return img
 
     def _read_dockerfile(self) -> str:
