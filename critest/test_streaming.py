@@ -220,20 +220,13 @@ def _forward(cri: CriClient, pod_id: str, port: int, transport: str) -> bytes:
             return answer
         pf = await SpdyPortForward.connect(url)
         try:
-            error, deadline = "", time.monotonic() + 30  # httpd may be slow to start
-            while time.monotonic() < deadline:
-                try:
-                    answer, error = await pf.request(port, HTTP_GET)
-                except TimeoutError:
-                    answer, error = b"", "timed out"
-                if answer:
-                    # a second connection over the same session, and two at once
-                    both = await asyncio.gather(pf.request(port, HTTP_GET),
-                                                pf.request(port, HTTP_GET))
-                    assert all(b"hello-pf" in a for a, _ in both), both
-                    return answer
-                await asyncio.sleep(0.1)
-            raise AssertionError(f"no answer through port-forward: {error}")
+            await pf.wait_listening(port)  # httpd may be slow to start
+            answer, error = await pf.request(port, HTTP_GET)
+            # a second connection over the same session, and two at once
+            both = await asyncio.gather(pf.request(port, HTTP_GET), pf.request(port, HTTP_GET))
+            assert all(b"hello-pf" in a for a, _ in both), both
+            assert answer, f"no answer through port-forward: {error}"
+            return answer
         finally:
             await pf.aclose()
 
@@ -266,15 +259,10 @@ def test_port_forward_two_ports_one_session(cri: CriClient, pod: Pod,
     async def go() -> list[tuple[bytes, str]]:
         pf = await SpdyPortForward.connect(url)
         try:
-            got: list[tuple[bytes, str]] = []
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                got = list(await asyncio.gather(pf.request(8080, HTTP_GET),
-                                                pf.request(8081, HTTP_GET)))
-                if all(answer for answer, _ in got):
-                    break
-                await asyncio.sleep(0.1)
-            return got
+            for port in (8080, 8081):
+                await pf.wait_listening(port)
+            return list(await asyncio.gather(pf.request(8080, HTTP_GET),
+                                             pf.request(8081, HTTP_GET)))
         finally:
             await pf.aclose()
 
