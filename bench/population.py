@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -63,17 +66,40 @@ def _ramp(fleets: list[Fleet], target: int, clients: int, logs: Path) -> None:
         i += 1
 
 
+# Issue 17: correctness first; list latency must stay within 1.5x containerd's.
+LIST_TARGET = 1.5
+# crictl (cri-tools) as kubelet's users run it; built by `go install
+# sigs.k8s.io/cri-tools/cmd/crictl@v1.26.1` on machines that have Go.
+CRICTL = next((c for c in (os.environ.get("BERTH_CRICTL"), "/root/go/bin/crictl",
+                           shutil.which("crictl")) if c and Path(c).is_file()), None)
+
+
 def _lists(env: Env, plan: Plan, pods: int) -> list[Row]:
+    """Through the in-process grpcio client, and through crictl when it is installed."""
     def lister(peer: Peer, rpc: str) -> Callable[[], float]:
         pb, rt = peer.client.pb, peer.client.runtime
         req = getattr(pb, rpc + "Request")()
         call = getattr(rt, rpc)
         return lambda: timed(lambda: call(req, timeout=30))
 
+    def crictl(peer: Peer, args: list[str]) -> Callable[[], float]:
+        cmd = [str(CRICTL), "--runtime-endpoint", peer.client.endpoint, "--timeout", "30s", *args]
+        return lambda: timed(lambda: subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL))
+
     rows = []
     for rpc in ("ListContainers", "ListPodSandbox"):
         b, c = interleave(lister(env.berth, rpc), lister(env.ctrd, rpc), plan.n, plan.warmup)
-        rows.append(Row(f"{rpc}, {pods} pods", "ms", b, c, 1.0))
+        rows.append(Row(f"{rpc}, {pods} pods", "ms", b, c, LIST_TARGET,
+                        note="in-process grpcio client"))
+    for args in (["ps", "-a"], ["pods"]):
+        name = f"crictl {' '.join(args)}, {pods} pods"
+        if CRICTL is None:
+            rows.append(Row(name, "ms", [], [], LIST_TARGET, note="not measured: no crictl "
+                            "(/root/go/bin/crictl, PATH or BERTH_CRICTL)"))
+            continue
+        b, c = interleave(crictl(env.berth, args), crictl(env.ctrd, args), plan.n, plan.warmup)
+        rows.append(Row(name, "ms", b, c, LIST_TARGET, note="whole crictl process, as a user "
+                        "runs it"))
     return rows
 
 

@@ -220,20 +220,13 @@ def _forward(cri: CriClient, pod_id: str, port: int, transport: str) -> bytes:
             return answer
         pf = await SpdyPortForward.connect(url)
         try:
-            error, deadline = "", time.monotonic() + 30  # httpd may be slow to start
-            while time.monotonic() < deadline:
-                try:
-                    answer, error = await pf.request(port, HTTP_GET)
-                except TimeoutError:
-                    answer, error = b"", "timed out"
-                if answer:
-                    # a second connection over the same session, and two at once
-                    both = await asyncio.gather(pf.request(port, HTTP_GET),
-                                                pf.request(port, HTTP_GET))
-                    assert all(b"hello-pf" in a for a, _ in both), both
-                    return answer
-                await asyncio.sleep(0.1)
-            raise AssertionError(f"no answer through port-forward: {error}")
+            await pf.wait_listening(port)  # httpd may be slow to start
+            answer, error = await pf.request(port, HTTP_GET)
+            # a second connection over the same session, and two at once
+            both = await asyncio.gather(pf.request(port, HTTP_GET), pf.request(port, HTTP_GET))
+            assert all(b"hello-pf" in a for a, _ in both), both
+            assert answer, f"no answer through port-forward: {error}"
+            return answer
         finally:
             await pf.aclose()
 
@@ -266,15 +259,10 @@ def test_port_forward_two_ports_one_session(cri: CriClient, pod: Pod,
     async def go() -> list[tuple[bytes, str]]:
         pf = await SpdyPortForward.connect(url)
         try:
-            got: list[tuple[bytes, str]] = []
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                got = list(await asyncio.gather(pf.request(8080, HTTP_GET),
-                                                pf.request(8081, HTTP_GET)))
-                if all(answer for answer, _ in got):
-                    break
-                await asyncio.sleep(0.1)
-            return got
+            for port in (8080, 8081):
+                await pf.wait_listening(port)
+            return list(await asyncio.gather(pf.request(8080, HTTP_GET),
+                                             pf.request(8081, HTTP_GET)))
         finally:
             await pf.aclose()
 
@@ -349,6 +337,34 @@ def test_port_forward_refused_port_reports_error(cri: CriClient, pod: Pod,
 
     answer, error = arun(go())
     assert answer == b"" and "9" in error, error
+
+
+@pytest.mark.differs(
+    "containerd",
+    reason="its SPDY server (spdystream) blocks one of five per-session frame workers on the "
+    "unread payload of a failed forward: measured here, 2 of the next 10 streams never got a "
+    "SYN_REPLY",
+    berth="every later stream is answered")
+def test_port_forward_streams_after_refused_payload(cri: CriClient, pod: Pod,
+                                                    e2e_images: dict[str, PushedImage]) -> None:
+    """A payload sent to a port nobody listens on must not stall the session's later streams."""
+    sleeper(pod, e2e_images)
+    url = str(cri.runtime.PortForward(
+        cri.pb.PortForwardRequest(pod_sandbox_id=pod.id, port=[9]), timeout=10).url)
+
+    async def go() -> None:
+        pf = await SpdyPortForward.connect(url)
+        try:
+            answer, error = await pf.request(9, b"x")
+            assert answer == b"" and error
+            for i in range(10):  # odd ids 5..23: every residue mod 5 twice
+                await pf.link.conn.open_stream(
+                    {"streamtype": ["error"], "port": ["9"], "requestid": [f"after{i}"]},
+                    timeout=10)
+        finally:
+            await pf.aclose()
+
+    arun(go())
 
 
 @pytest.mark.parametrize("fields", [dict(tty=True, stderr=True),

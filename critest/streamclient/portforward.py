@@ -54,6 +54,29 @@ class SpdyPortForward:
         await data.close()
         return answer, error.decode(errors="replace")
 
+    async def wait_listening(self, port: int, timeout: float = 60.0) -> None:
+        """Probe port with payload-free connections until one is forwarded without an error.
+
+        Never send a payload to a port that may not listen yet: containerd's SPDY server
+        (spdystream) hands each DATA frame to the stream's reader on one of five per-session
+        frame workers and blocks until it is read. When the forward's dial fails nobody reads
+        it, and the FIN or RST that would free it queue behind it on the same worker, so every
+        later SYN_STREAM that maps to that worker waits for a SYN_REPLY that never comes."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            rid = str(next(self._ids))
+            head = {"port": [str(port)], "requestid": [rid]}
+            err = await self.link.conn.open_stream({"streamtype": ["error"], **head})
+            await err.close()
+            data = await self.link.conn.open_stream({"streamtype": ["data"], **head})
+            await data.close()  # no payload: the forward ends as soon as it has dialled
+            await _read_all(data.read, 10.0)
+            if not (error := await _read_all(err.read, 10.0)):
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"port {port} never listened: {error.decode(errors='replace')}")
+            await asyncio.sleep(0.1)
+
     async def aclose(self) -> None:
         await self.link.aclose()
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from cri.streaming.spdyconn import Connection
+from critest.streamclient.spdy3 import SpdySession
 
 MAX_RESPONSE_HEAD = 16 << 10
 
@@ -18,15 +17,11 @@ MAX_RESPONSE_HEAD = 16 << 10
 class SpdyLink:
     """An upgraded connection: the SPDY session and the subprotocol the server chose."""
 
-    conn: Connection
+    conn: SpdySession
     protocol: str
-    pump: asyncio.Task[None]
 
     async def aclose(self) -> None:
         await self.conn.aclose()
-        self.pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.pump
 
 
 async def spdy_connect(url: str, protocols: list[str], timeout: float = 10.0) -> SpdyLink:
@@ -53,28 +48,7 @@ async def spdy_connect(url: str, protocols: list[str], timeout: float = 10.0) ->
         name, _, value = line.partition(":")
         if name.strip().lower() == "x-stream-protocol-version":
             chosen = value.strip()
-    resume = asyncio.Event()
-    resume.set()
-
-    def pause(on: bool) -> None:
-        (resume.clear if on else resume.set)()
-
-    conn = Connection(writer.write, writer.drain, pause, writer.close, server=False)
-
-    async def pump() -> None:
-        try:
-            while True:
-                await resume.wait()
-                chunk = await reader.read(65536)
-                if not chunk:
-                    break
-                conn.feed(chunk)
-        except ConnectionError:
-            pass
-        finally:
-            conn.feed_eof()
-
-    return SpdyLink(conn, chosen, asyncio.get_running_loop().create_task(pump()))
+    return SpdyLink(SpdySession(reader, writer), chosen)
 
 
 @dataclass
