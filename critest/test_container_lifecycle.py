@@ -194,12 +194,15 @@ def _cpu_quota(pod: Pod, cid: str) -> str:
 
 def test_update_container_resources(busybox: str, pod: Pod) -> None:
     cri, pb = pod.cri, pod.cri.pb
-    res = pb.LinuxContainerResources(cpu_period=100000, cpu_quota=50000,
+    res = pb.LinuxContainerResources(cpu_period=100000, cpu_quota=50000, cpu_shares=512,
                                      memory_limit_in_bytes=256 * 1024 * 1024)
     cid = create(cri, pod.id, pod.config,
                  container_config(cri, busybox, ["sleep", "600"], "res", resources=res))
     assert _memory_limit(pod, cid) == str(256 * 1024 * 1024)
     assert _cpu_quota(pod, cid) == "50000"
+    # v2 has no shares: kubelet's formula, 1 + ((shares - 2) * 9999) / 262142
+    want = str(1 + (512 - 2) * 9999 // 262142) if V2 else "512"  # 20 on v2
+    assert _cgroup_value(pod, cid, "cpu", "cpu.shares", "cpu.weight") == want
     new = pb.LinuxContainerResources(cpu_period=100000, cpu_quota=20000,
                                      memory_limit_in_bytes=128 * 1024 * 1024)
     cri.runtime.UpdateContainerResources(

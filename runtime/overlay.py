@@ -47,7 +47,8 @@ def mount(target: str, spec: OverlaySpec, *, threaded: bool) -> None:
     if not spec.lowers:
         raise ValueError("an overlay needs at least one lower layer")
     data = spec.data(spec.lowers)
-    if len(data) < MAX_MOUNT_DATA:
+    if len(data) < MAX_MOUNT_DATA and all(map(_plain, [*spec.lowers, spec.upper or "",
+                                                       spec.work or ""])):
         libc.mount("overlay", target, "overlay", 0, data)
     elif appending_supported():
         mount_appending(target, spec)
@@ -101,6 +102,10 @@ def mount_by_fd(target: str, spec: OverlaySpec, *, threaded: bool) -> None:
     try:
         for lower in spec.lowers:
             fds.append(os.open(lower, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+        for path in (spec.upper, spec.work):
+            if path and not _plain(path):
+                raise ValueError(f"overlay on {target}: {path!r} holds one of , : \\ which "
+                                 "this kernel's single option string cannot carry")
         data = spec.data([str(fd) for fd in fds])
         if len(data) >= MAX_MOUNT_DATA:
             raise OSError(errno.E2BIG, f"overlay on {target}: the options do not fit in one "
@@ -112,6 +117,11 @@ def mount_by_fd(target: str, spec: OverlaySpec, *, threaded: bool) -> None:
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def _plain(path: str) -> bool:
+    """Whether a path can sit in a classic option string (',' splits options, ':' lowers)."""
+    return not any(c in path for c in ",:\\")
 
 
 def _mount_in_fd_dir(target: str, data: str) -> None:

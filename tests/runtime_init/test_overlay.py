@@ -78,6 +78,21 @@ def test_fd_names_in_a_single_threaded_process(tmp_path: Path) -> None:
     _check_and_unmount(tmp_path / "merged", tmp_path / "upper")
 
 
+def test_a_lower_with_a_colon_is_mounted_whole(tmp_path: Path) -> None:
+    """':' separates lowers in an option string: such a path takes the path-free ways."""
+    lower = tmp_path / "a:b,c"
+    lower.mkdir()
+    (lower / "f").write_text("x")
+    for sub in ("upper", "work", "merged"):
+        (tmp_path / sub).mkdir()
+    spec = overlay.OverlaySpec([str(lower)], str(tmp_path / "upper"), str(tmp_path / "work"))
+    overlay.mount(str(tmp_path / "merged"), spec, threaded=True)
+    try:
+        assert (tmp_path / "merged/f").read_text() == "x"
+    finally:
+        unmount(str(tmp_path / "merged"))
+
+
 def test_options_past_one_page_are_a_clear_error(tmp_path: Path) -> None:
     """Even short fd names cannot help when upper and work alone fill the page."""
     spec = overlay.OverlaySpec([str(tmp_path)] * 2, "/" + "u" * 2000, "/" + "w" * 2000)
