@@ -87,6 +87,14 @@ def test_stop_timeout_then_sigkill(busybox: str, pod: Pod) -> None:
     cri, pb = pod.cri, pod.cri.pb
     script = "trap '' TERM; echo ready; while true; do sleep 1; done"
     cid = create(cri, pod.id, pod.config, container_config(cri, busybox, ["sh", "-c", script], "k"))
+    # In the pod's shared pid namespace the shell is not pid 1, so a SIGTERM before its trap is
+    # set kills it (143): wait until some shell there ignores SIGTERM (SigIgn bit 14).
+    probe = "grep -h '^SigIgn' /proc/[0-9]*/status"
+    deadline = time.monotonic() + 30
+    while not any(int(line.split()[1], 16) & (1 << 14)
+                  for line in sh(cri, cid, probe).splitlines()):
+        assert time.monotonic() < deadline, "the shell never set its trap"
+        time.sleep(0.05)
     t0 = time.monotonic()
     cri.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=2), timeout=60)
     took = time.monotonic() - t0
