@@ -106,6 +106,7 @@ def unpack_detached(
         ap.close()  # the fds kept for the commit's fsync: no commit is coming
         raise
     finally:
+        ap.drop_parent()
         os.close(root_fd)
     result = UnpackResult("sha256:" + counted.h.hexdigest(), counted.n, ap.file_bytes, entries)
     return Detached(root, result, ap)

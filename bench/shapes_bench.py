@@ -1,0 +1,136 @@
+"""Cold PullImage of real image shapes, berthd vs containerd 1.6 in the same run, interleaved.
+
+Run: nice -n -15 .venv/bin/python -m bench.shapes_bench [N] [SHAPES]
+  N: cold samples per runtime, shape and client (default 5); SHAPES: comma-separated subset of
+  big (the 50 MB / 10-layer fixture image), python (~30,000 files of 1-50 KB over 11 layers),
+  model (two weight files of 240 and 320 MiB of incompressible data plus a small runtime).
+
+Every sample is RemoveImage, a check that no layer blob or snapshot of the image is left in
+either store, then a timed PullImage. Two clients: the in-process CRI client (gRPC), and crictl
+(`crictl pull`, timed from outside the process) when CRICTL exists.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import images as bench_images
+from bench.pull_bench import _blobs, _cpu, _layer_hexes, _p, cold_pull
+
+CRICTL = Path("/root/go/bin/crictl")
+SHAPES = ("big", "python", "model")
+
+
+@dataclass
+class Store:
+    """Where a runtime keeps what a cold pull must not find."""
+
+    endpoint: str
+    blobs: Path
+    snapshots: Path
+    pid: int
+
+
+@dataclass
+class Result:
+    seconds: dict[str, list[float]] = field(default_factory=dict)  # "<runtime> <client>" -> s
+    cpu: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _crictl_pull(endpoint: str, ref: str) -> float:
+    """crictl rmi (ignored when absent), then a timed crictl pull."""
+    base = [str(CRICTL), "--runtime-endpoint", endpoint, "--image-endpoint", endpoint,
+            "--timeout", "600s"]
+    subprocess.run([*base, "rmi", ref], capture_output=True, timeout=600)
+    t0 = time.perf_counter()
+    subprocess.run([*base, "pull", ref], check=True, capture_output=True, timeout=900)
+    took = time.perf_counter() - t0
+    subprocess.run([*base, "rmi", ref], capture_output=True, timeout=600)
+    return took
+
+
+def _check_cold(name: str, st: Store, layers: set[str]) -> None:
+    left = _blobs(st.blobs) & layers
+    snapped = {x for x in _blobs(st.snapshots) if not x.startswith(".tmp-")}
+    if left or snapped:
+        raise AssertionError(f"{name}: {len(left)} blobs, {len(snapped)} snapshots left after "
+                             "RemoveImage: the next pull would not be cold")
+
+
+def run(n: int, shapes: list[str]) -> dict[str, Result]:
+    from tests.fixtures.berthd import run_berthd
+    from tests.fixtures.containerd import run_containerd
+    from tests.fixtures.images import push_images
+    from tests.fixtures.registry import run_registry
+
+    clients = ["grpc", "crictl"] if CRICTL.exists() else ["grpc"]
+    out: dict[str, Result] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        with run_registry(t / "reg") as reg:
+            pushed = push_images(reg.host, ["big", "pause"])
+            refs = {s: pushed["big"].ref if s == "big" else bench_images.push(s, reg.host)
+                    for s in shapes}
+            layouts = {s: pushed["big"].layout if s == "big" else bench_images.layout(s)
+                       for s in shapes}
+            with run_berthd(t / "berthd") as bd, \
+                    run_containerd(t / "ctrd", [reg.host], pushed["pause"].ref) as cd:
+                assert bd.proc is not None and cd.proc is not None
+                bimg = Path(bd.state_dir) / "images"
+                stores = {
+                    "berthd": Store(bd.endpoint, bimg / "blobs" / "sha256",
+                                    bimg / "snapshots", bd.proc.pid),
+                    "containerd": Store(cd.endpoint, cd.root / "io.containerd.content.v1.content"
+                                        / "blobs" / "sha256", cd.root
+                                        / "io.containerd.snapshotter.v1.overlayfs"
+                                        / "snapshots", cd.proc.pid)}
+                for shape in shapes:
+                    res = out[shape] = Result()
+                    layers = _layer_hexes(layouts[shape])
+                    for i in range(n):
+                        for client in clients:
+                            order = list(stores) if i % 2 == 0 else list(reversed(stores))
+                            for name in order:
+                                st = stores[name]
+                                c0 = _cpu(st.pid)
+                                took = (cold_pull(st.endpoint, refs[shape], 1)[0]
+                                        if client == "grpc"
+                                        else _crictl_pull(st.endpoint, refs[shape]))
+                                key = f"{name} {client}"
+                                res.seconds.setdefault(key, []).append(took)
+                                res.cpu.setdefault(key, []).append(_cpu(st.pid) - c0)
+                                _check_cold(name, st, layers)
+    return out
+
+
+def report(out: dict[str, Result]) -> None:
+    load = os.getloadavg()
+    print("| image | client | berth p50 s | berth p90 s | containerd p50 s | containerd p90 s "
+          "| ratio p50 | berthd CPU p50 s | containerd CPU p50 s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for shape, res in out.items():
+        for client in sorted({k.split()[1] for k in res.seconds}):
+            b, c = res.seconds[f"berthd {client}"], res.seconds[f"containerd {client}"]
+            print(f"| {shape} | {client} | {statistics.median(b):.2f} | {_p(b, 0.9):.2f} | "
+                  f"{statistics.median(c):.2f} | {_p(c, 0.9):.2f} | "
+                  f"{statistics.median(b) / statistics.median(c):.2f} | "
+                  f"{statistics.median(res.cpu[f'berthd {client}']):.2f} | "
+                  f"{statistics.median(res.cpu[f'containerd {client}']):.2f} |")
+    if not CRICTL.exists():
+        print(f"crictl: {CRICTL} does not exist, so only the in-process gRPC client was timed")
+    print(f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cpus")
+
+
+if __name__ == "__main__":
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    chosen = sys.argv[2].split(",") if len(sys.argv) > 2 else list(SHAPES)
+    if count < 1 or set(chosen) - set(SHAPES):
+        sys.exit(f"usage: python -m bench.shapes_bench [N>=1] [{','.join(SHAPES)}]")
+    report(run(count, chosen))
