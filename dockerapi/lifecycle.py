@@ -107,6 +107,11 @@ async def resume(front: Front) -> None:
     """After a berthd restart: health checks for running containers, restarts for exited ones
     whose policy says so (the monitor kept the running ones running)."""
     states = await front.ctx.container_states()
+    have = {c.pod_id for c in front.ctx.store.containers.owned(DOCKER)}
+    for pod in front.ctx.store.pods.owned(DOCKER):
+        if pod.id not in have:  # berthd died between the pod and its container: finish undo
+            log.warning("removing a Docker pod whose container was never made", pod=pod.id)
+            await _drop_pod(front, pod)
     for rec in front.ctx.store.containers.owned(DOCKER):
         st = states.get(rec.id)
         if st is not None and st.status == "running":
