@@ -236,16 +236,15 @@ async def serve(cfg: configmod.Config) -> None:
     await server.start()
     docker = _docker_server(cfg, ctx)  # its event listener is in place before the relay
     relay = asyncio.create_task(follow_monitor(ctx))
-    if docker is not None:
-        await _start_docker(docker)
     os.chmod(sock, 0o660)
-    log.info("serving", socket=sock, state_dir=cfg.state_dir, version=version("berth"),
-             grpc_server=cfg.grpc_server)
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if docker is not None:
+        await _start_docker(docker)
+    log.info("serving", socket=sock, state_dir=cfg.state_dir, version=version("berth"),
+             grpc_server=cfg.grpc_server, docker_socket=cfg.docker_socket_path)
     await stop.wait()
     log.info("stopping")
     if docker is not None:
