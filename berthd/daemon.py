@@ -184,19 +184,22 @@ async def _start_streaming(cfg: configmod.Config, ctx: Context) -> StreamingServ
     return srv
 
 
-async def _start_docker(cfg: configmod.Config, ctx: Context) -> DockerServer | None:
+def _docker_server(cfg: configmod.Config, ctx: Context) -> DockerServer | None:
     """The Docker Engine API on its own socket; docker.socket = "" turns it off."""
     path = cfg.docker_socket_path
     if not path:
         return None
     from dockerapi.server import DockerServer
 
-    srv = DockerServer(ctx, path, cfg.docker.max_connections, cfg.docker.max_body)
+    return DockerServer(ctx, path, cfg.docker.max_connections, cfg.docker.max_body)
+
+
+async def _start_docker(srv: DockerServer) -> None:
     try:
         await srv.start()
     except OSError as exc:
-        raise StartupError(f"cannot serve the Docker API on {path}: {exc.strerror}") from None
-    return srv
+        raise StartupError(f"cannot serve the Docker API on {srv.path}: {exc.strerror}") \
+            from None
 
 
 async def serve(cfg: configmod.Config) -> None:
@@ -231,15 +234,17 @@ async def serve(cfg: configmod.Config) -> None:
     if server.add_insecure_port(f"unix://{sock}") == 0:
         raise StartupError(f"cannot listen on {sock}")
     await server.start()
-    docker = await _start_docker(cfg, ctx)
+    docker = _docker_server(cfg, ctx)  # its event listener is in place before the relay
     relay = asyncio.create_task(follow_monitor(ctx))
     os.chmod(sock, 0o660)
-    log.info("serving", socket=sock, state_dir=cfg.state_dir, version=version("berth"))
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if docker is not None:
+        await _start_docker(docker)
+    log.info("serving", socket=sock, state_dir=cfg.state_dir, version=version("berth"),
+             docker_socket=cfg.docker_socket_path)
     await stop.wait()
     log.info("stopping")
     if docker is not None:

@@ -41,7 +41,7 @@ def iso(ns: int) -> str:
 
 def _state(f: Front, rec: ContainerRecord) -> tuple[ContainerState | None, str]:
     st = f.ctx.states.states.get(rec.id)
-    return st, model.status(st, rec.id in f.paused)
+    return st, model.status(st, rec.id in f.paused, rec.id in f.restarting)
 
 
 def _argv(rec: ContainerRecord) -> list[str]:
@@ -98,7 +98,8 @@ def inspect(f: Front, rec: ContainerRecord) -> dict[str, Any]:
         "Id": rec.id, "Created": iso(rec.created_ns), "Path": argv[0] if argv else "",
         "Args": argv[1:], "State": {
             "Status": status, "Running": running, "Paused": status == "paused",
-            "Restarting": False, "OOMKilled": bool(st and st.reason == "OOMKilled"),
+            "Restarting": status == "restarting",
+            "OOMKilled": bool(st and st.reason == "OOMKilled"),
             "Dead": False, "Pid": st.pid if st and running else 0,
             "ExitCode": st.exit_code if st and st.status == "stopped" else 0,
             "Error": st.message if st and st.status == "stopped" and st.exit_code else "",

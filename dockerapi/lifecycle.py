@@ -86,6 +86,41 @@ async def _drop_pod(front: Front, pod: PodRecord) -> None:
     pods.forget_pod(front.ctx, pod)
 
 
+def _mark_user_stopped(front: Front, rec: ContainerRecord, stopped: bool) -> None:
+    """Persisted, so unless-stopped still knows after a berthd restart."""
+    d = model.docker(rec)
+    if bool(d.get("user_stopped")) != stopped:
+        d["user_stopped"] = stopped
+        rec.extra["docker"] = d
+        front.ctx.store.containers.put(rec)
+
+
+def _wants_restart(d: dict[str, Any], exit_code: int) -> bool:
+    policy, count = d.get("restart", "no"), int(d.get("restart_count", 0))
+    if policy == "always" or (policy == "unless-stopped" and not d.get("user_stopped")):
+        return True
+    return policy == "on-failure" and exit_code != 0 and (
+        not d.get("restart_max") or count < int(d["restart_max"]))
+
+
+async def resume(front: Front) -> None:
+    """After a berthd restart: health checks for running containers, restarts for exited ones
+    whose policy says so (the monitor kept the running ones running)."""
+    states = await front.ctx.container_states()
+    have = {c.pod_id for c in front.ctx.store.containers.owned(DOCKER)}
+    for pod in front.ctx.store.pods.owned(DOCKER):
+        if pod.id not in have:  # berthd died between the pod and its container: finish undo
+            log.warning("removing a Docker pod whose container was never made", pod=pod.id)
+            await _drop_pod(front, pod)
+    for rec in front.ctx.store.containers.owned(DOCKER):
+        st = states.get(rec.id)
+        if st is not None and st.status == "running":
+            health.start(front, rec)
+        elif st is not None and st.status == "stopped" and not model.docker(rec).get(
+                "user_stopped") and _wants_restart(model.docker(rec), st.exit_code):
+            front.spawn(_restart_later(front, rec.id))
+
+
 def running(front: Front, rec: ContainerRecord) -> bool:
     st = front.ctx.states.states.get(rec.id)
     return st is not None and st.status == "running"
@@ -97,6 +132,7 @@ async def start(front: Front, rec: ContainerRecord) -> bool:
     if st is not None and st.status == "running":
         return False
     front.stopping.discard(rec.id)
+    _mark_user_stopped(front, rec, False)
     front.started[rec.id] = time.monotonic()
     if st is None or st.status == "created":
         await containers.start(front.ctx, rec)
@@ -111,6 +147,7 @@ async def stop(front: Front, rec: ContainerRecord, timeout: float | None,
     if not running(front, rec):
         return False
     front.stopping.add(rec.id)
+    _mark_user_stopped(front, rec, True)
     if timeout is None:
         timeout = model.docker(rec).get("stop_timeout")
         timeout = 10 if timeout is None else timeout
@@ -159,10 +196,7 @@ def on_event(front: Front, ev: ContainerEvent) -> None:
     if d.get("auto_remove"):
         front.spawn(_auto_remove(front, rec.id))
         return
-    policy, count = d.get("restart", "no"), int(d.get("restart_count", 0))
-    if policy in ("always", "unless-stopped") or (
-            policy == "on-failure" and ev.state.exit_code != 0
-            and (not d.get("restart_max") or count < int(d["restart_max"]))):
+    if _wants_restart(d, ev.state.exit_code):
         front.spawn(_restart_later(front, rec.id))
 
 
@@ -183,17 +217,21 @@ async def _restart_later(front: Front, cid: str) -> None:
     delay = BACKOFF_START if ran >= BACKOFF_RESET else min(
         front.backoff.get(cid, BACKOFF_START / 2) * 2, 60.0)
     front.backoff[cid] = delay
-    await asyncio.sleep(delay)
-    rec = front.ctx.store.containers.get(cid)
-    if rec is None or cid in front.stopping:
-        return
-    d = model.docker(rec)
-    d["restart_count"] = int(d.get("restart_count", 0)) + 1
-    rec.extra["docker"] = d
-    front.ctx.store.containers.put(rec)
-    with contextlib.suppress(NotFound, FailedPrecondition):
-        await start(front, rec)
-        front.publish(rec, "restart", {})
+    front.restarting.add(cid)
+    try:
+        await asyncio.sleep(delay)
+        rec = front.ctx.store.containers.get(cid)
+        if rec is None or cid in front.stopping:
+            return
+        d = model.docker(rec)
+        d["restart_count"] = int(d.get("restart_count", 0)) + 1
+        rec.extra["docker"] = d
+        front.ctx.store.containers.put(rec)
+        with contextlib.suppress(NotFound, FailedPrecondition):
+            await start(front, rec)
+            front.publish(rec, "restart", {})
+    finally:
+        front.restarting.discard(cid)
 
 
 def describe_ports(rec: ContainerRecord) -> dict[str, Any]:

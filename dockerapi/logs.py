@@ -8,6 +8,7 @@ timestamps, from `since`, the last `tail` lines, and, with follow, new lines as 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 
@@ -54,7 +55,11 @@ async def records(path: str, follow: bool, done: asyncio.Event | None,
             continue
         if not follow or (done is not None and done.is_set()):
             return
-        await asyncio.sleep(FOLLOW_POLL)
+        if done is None:
+            await asyncio.sleep(FOLLOW_POLL)
+        else:  # an exit wakes us at once for the last read
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), FOLLOW_POLL)
 
 
 def _read(path: str, offset: int) -> bytes:

@@ -37,6 +37,7 @@ class Front:
     waiters: dict[tuple[str, str], list[asyncio.Future[int]]] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     paused: set[str] = field(default_factory=set)
+    restarting: set[str] = field(default_factory=set)  # waiting out the restart back-off
     readers: dict[str, set[asyncio.Task[None]]] = field(default_factory=dict)  # attach output
     health: dict[str, Any] = field(default_factory=dict)  # container id → health.Health
     history: list[dict[str, Any]] = field(default_factory=list)  # recent events, for `since`
@@ -161,8 +162,10 @@ def docker(rec: ContainerRecord) -> dict[str, Any]:
     return dict(rec.extra.get("docker") or {})
 
 
-def status(st: ContainerState | None, paused: bool = False) -> str:
+def status(st: ContainerState | None, paused: bool = False, restarting: bool = False) -> str:
     """Docker's State.Status word."""
+    if restarting:
+        return "restarting"
     if st is None:
         return "created"
     if st.status == "running":

@@ -41,6 +41,7 @@ log = structlog.get_logger("dockerapi")
 VERSION = re.compile(r"^/v(\d+)\.(\d+)(/.*)$")
 # docker-py asks for `/containers//name/json` when given "/name": the slash is the name's.
 ID = "{id:/?[^/]+}"
+SYNC_WAIT = 10.0
 MAX_LINE = 8190  # request line and each header line, as aiohttp's (and Go's) defaults
 BACKLOG = 4096  # pending connects, as Go asks (somaxconn caps it): a burst of clients waits
 ROUTES: list[Route] = [*system.ROUTES, *inspect.ROUTES, *containers.ROUTES, *logs.ROUTES,
@@ -107,6 +108,12 @@ class DockerServer:
         ctx.listeners.append(lambda ev: lifecycle.on_event(self.front, ev))
 
     async def start(self) -> None:
+        """Listen once the state cache holds the monitor's view (bounded wait): Docker's
+        answers read it, and a container must not look "created" after a berthd restart."""
+        for _ in range(int(SYNC_WAIT / 0.02)):
+            if self.front.ctx.states.synced:
+                break
+            await asyncio.sleep(0.02)
         handler_args: dict[str, Any] = {"access_log": None, "max_line_size": MAX_LINE,
                                         "max_field_size": MAX_LINE}
         self.runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=1.0,
@@ -124,6 +131,7 @@ class DockerServer:
 
         self._server = await loop.create_unix_server(factory, self.path, backlog=BACKLOG)
         os.chmod(self.path, 0o660)
+        self.front.spawn(lifecycle.resume(self.front))
 
     async def stop(self) -> None:
         self._server.close()

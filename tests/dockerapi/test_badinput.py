@@ -80,3 +80,17 @@ def test_huge_body_refused(berthd):
 def test_too_new_api_version(berthd):
     got, reply = call(berthd, "GET", "/v1.99/version")
     assert got == 400 and "too new" in reply["message"]
+
+
+def test_failed_create_leaves_nothing(berthd, dclient, busybox):
+    """A create that fails after its pod is up (unknown user) rolls the pod back too."""
+    pods = berthd.state_dir / "pods"
+    before_pods = set(pods.iterdir()) if pods.exists() else set()
+    before = len(dclient.containers.list(all=True))
+    got, reply = call(berthd, "POST", "/containers/create?name=nouser",
+                      json.dumps({"Image": busybox, "User": "nosuchuser"}).encode())
+    assert got == 400 and "nosuchuser" in reply["message"]
+    assert len(dclient.containers.list(all=True)) == before
+    assert (set(pods.iterdir()) if pods.exists() else set()) == before_pods
+    got, _ = call(berthd, "GET", "/containers/nouser/json")
+    assert got == 404
