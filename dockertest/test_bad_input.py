@@ -224,7 +224,12 @@ def test_many_streams_disconnect_mid_stream(dk: Daemon) -> None:
     assert len(got) == STREAMS and all(g.startswith(b"HTTP/1.1") for g in got), got[:5]
     assert dk.api.ping()
     c.remove(force=True)
-    if fds_before is not None:  # every cut stream's fds are given back (a little slack for
-        # the daemon's own pools, which grow and shrink on their own)
-        wait_for(lambda: (dk.open_fds() or 0) <= fds_before + 8, 30,
-                 f"the daemon's fds back to {fds_before} (+8)")  # fmt: skip
+    if fds_before is None:
+        return
+    # Every cut stream's fd is given back, with a little slack for the daemon's own pools.
+    # dockerd 20.10 differs: it keeps one fd per cut attach stream (measured: 50 cut attaches
+    # left 50 fds, still held after the container's removal); its cut logs streams are freed.
+    # Berth must give back all of them.
+    slack = 8 + (STREAMS // 2 if dk.name == "dockerd" else 0)
+    wait_for(lambda: (dk.open_fds() or 0) <= fds_before + slack, 30,
+             f"the daemon's fds back to {fds_before} (+{slack})")  # fmt: skip
