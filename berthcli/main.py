@@ -10,11 +10,25 @@ import docker
 import requests
 
 from berthcli.client import connect, resolve_host
+from berthcli.commands import (
+    build,
+    images,
+    inspect,
+    logs,
+    ps,
+    pull,
+    push,
+    rm,
+    rmi,
+    run,
+    stop,
+    tag,
+)
 from berthcli.commands import exec as exec_cmd
-from berthcli.commands import images, inspect, logs, ps, pull, rm, rmi, run, stop
 from berthcli.progress import PullError
 
-VERBS: list[ModuleType] = [run, ps, images, pull, exec_cmd, logs, stop, rm, rmi, inspect]
+VERBS: list[ModuleType] = [run, ps, images, pull, push, build, tag, exec_cmd, logs, stop, rm,
+                           rmi, inspect]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -124,3 +124,28 @@ def test_unknown_image_error(dk: Daemon) -> None:
     missing = dk.busybox.rsplit("/", 2)[0] + "/e2e/none:1.0"
     res = berth(dk, "run", "--rm", missing, "true", check=False)
     assert res.returncode != 0 and "none" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_build_tag_push(dk: Daemon, registry, tmp_path: Path) -> None:
+    """berth build / tag / push, and the pushed image pulls back as the same one."""
+    import uuid
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {dk.busybox}\nARG WHAT\nRUN echo $WHAT > /what\n"
+                                    'CMD ["cat", "/what"]\n')
+    name = f"bc-built-{uuid.uuid4().hex[:6]}:1"
+    out = berth(dk, "build", "-t", name, "--build-arg", "WHAT=built-by-berth", str(ctx)).stdout
+    assert "Step 3/4" in out and "Successfully built" in out
+    image_id = berth(dk, "build", "-q", "-t", name, "--build-arg", "WHAT=built-by-berth",
+                     str(ctx)).stdout.strip()
+    assert image_id.startswith("sha256:")
+    target = f"{registry.host}/bc-pushed-{uuid.uuid4().hex[:6]}:1"
+    berth(dk, "tag", name, target)
+    pushed = berth(dk, "push", target).stdout
+    assert "Pushed" in pushed or "Mounted from" in pushed or "already exists" in pushed
+    berth(dk, "rmi", target)
+    berth(dk, "rmi", name)
+    berth(dk, "pull", "-q", target)
+    assert berth(dk, "run", "--rm", target).stdout == "built-by-berth\n"
+    berth(dk, "rmi", target)
