@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pytest
 
@@ -40,7 +41,7 @@ def test_run_takes_the_command_after_the_image() -> None:
 
 
 def test_pull_view_plain_and_tty() -> None:
-    events = [{"status": "Pulling from e2e/big", "id": "1.0"},
+    events: list[dict[str, Any]] = [{"status": "Pulling from e2e/big", "id": "1.0"},
               {"status": "Downloading", "id": "aa", "progressDetail": {"current": 5, "total": 10}},
               {"status": "Downloading", "id": "aa", "progressDetail": {"current": 9, "total": 10}},
               {"status": "Pull complete", "id": "aa"}]  # fmt: skip
