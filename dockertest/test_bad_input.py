@@ -190,7 +190,7 @@ def test_hijack_closed_early(dk: Daemon) -> None:
         dk.api.remove_container(c["Id"], force=True)
 
 
-STREAMS = 200  # the issue asks for 1,000; bounded here by the machine (2 shared cores)
+STREAMS = 1000  # what the issue asks: logs -f and attach, half each
 
 
 def test_many_streams_disconnect_mid_stream(dk: Daemon) -> None:
@@ -202,6 +202,7 @@ def test_many_streams_disconnect_mid_stream(dk: Daemon) -> None:
     paths = [f"/v1.41/containers/{c.id}/logs?follow=1&stdout=1",
              f"/v1.41/containers/{c.id}/attach?stream=1&stdout=1"]  # fmt: skip
     got = []
+    together = threading.Barrier(STREAMS, timeout=120)
 
     def one(i: int) -> None:
         s = socket.socket(socket.AF_UNIX)
@@ -213,6 +214,7 @@ def test_many_streams_disconnect_mid_stream(dk: Daemon) -> None:
             method = "POST" if "attach" in path else "GET"
             s.sendall(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n{hdr}\r\n".encode())
             got.append(s.recv(4096)[:12])
+            together.wait()  # every stream is open and flowing at once, then all are cut
         finally:
             s.close()
 
@@ -220,7 +222,7 @@ def test_many_streams_disconnect_mid_stream(dk: Daemon) -> None:
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
+        t.join(150)
     assert len(got) == STREAMS and all(g.startswith(b"HTTP/1.1") for g in got), got[:5]
     assert dk.api.ping()
     c.remove(force=True)

@@ -18,7 +18,8 @@ def test_ruff_clean(tmp_path: Path) -> None:
 
 def test_mypy_clean(tmp_path: Path) -> None:
     res = subprocess.run([str(BIN / "mypy"), "--cache-dir", str(tmp_path), "cri", "engine",
-                          "berthd", "dockerapi", "runtime", "cni_plugins", "bench",
+                          "berthd", "dockerapi", "runtime", "cni_plugins", "bench", "berthcli",
+                          "dockertest",
                           "proto/generate.py"], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-4000:]
