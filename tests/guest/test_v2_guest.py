@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +108,8 @@ def _inner_command(results: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def guest_run() -> GuestRun:
+def guest_run() -> Iterator[GuestRun]:
+    """One boot per session; its results dir (inner log, JUnit, console) is kept on failure."""
     build_layouts({spec.layout for spec in IMAGES.values()})  # build on the host, not under TCG
     results = Path(tempfile.mkdtemp(prefix="berth-guest-"))
     env = dict(os.environ, GUEST_RESULTS=str(results), GUEST_TIMEOUT=str(GUEST_TIMEOUT),
@@ -118,8 +120,11 @@ def guest_run() -> GuestRun:
     run = GuestRun(proc.returncode, proc.stdout + proc.stderr, results,
                    time.monotonic() - start)
     (results / "output.txt").write_text(run.output)
-    SUMMARY.append(f"guest stage: {run.wall:.0f} s wall, exit {run.rc}, log {results}/output.txt")
-    return run
+    kept = f", log {results}/output.txt" if run.rc else ""
+    SUMMARY.append(f"guest stage: {run.wall:.0f} s wall, exit {run.rc}{kept}")
+    yield run
+    if run.rc == 0:
+        shutil.rmtree(results, ignore_errors=True)
 
 
 def test_guest_is_debian_6_1_with_pure_cgroup_v2(guest_run: GuestRun) -> None:
