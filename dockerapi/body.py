@@ -95,6 +95,7 @@ class CreateBody:
     pids_limit: int = 0
     privileged: bool = False
     cap_add: list[str] = field(default_factory=list)
+    group_add: list[str] = field(default_factory=list)  # gids or group names in the image
     cap_drop: list[str] = field(default_factory=list)
     readonly_rootfs: bool = False
     auto_remove: bool = False
@@ -186,6 +187,7 @@ def _host(hc: dict[str, Any], out: CreateBody) -> None:
     out.pids_limit = _nonneg(hc, "PidsLimit", where)
     out.privileged = bool(_want(hc, "Privileged", bool, where))
     out.cap_add = _strs(hc, "CapAdd", where) or []
+    out.group_add = _strs(hc, "GroupAdd", where) or []
     out.cap_drop = _strs(hc, "CapDrop", where) or []
     out.readonly_rootfs = bool(_want(hc, "ReadonlyRootfs", bool, where))
     out.auto_remove = bool(_want(hc, "AutoRemove", bool, where))

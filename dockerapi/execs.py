@@ -17,7 +17,8 @@ from dockerapi.model import Front
 from engine.errors import FailedPrecondition, InvalidArgument, NotFound
 from runtime import containers as monitor
 from runtime.bundle import Bundle
-from runtime.init import InitError, resolve_user
+from runtime.init import InitError
+from runtime.procuser import process_user
 
 MAX_EXECS = 1000  # exec records kept per daemon; the oldest finished ones go first
 
@@ -98,8 +99,9 @@ async def create(request: web.Request) -> web.StreamResponse:
         if not isinstance(user, str):
             raise InvalidArgument("User must be a string")
         try:
-            uid, gid, groups = resolve_user(str(Bundle(f.ctx.bundle_dir(rec.id)).rootfs), user)
-        except (InitError, LookupError) as exc:
+            uid, gid, groups = process_user(str(Bundle(f.ctx.bundle_dir(rec.id)).rootfs),
+                                            user).as_tuple()
+        except (InitError, LookupError, ValueError) as exc:
             raise InvalidArgument(f"unable to find user {user}: {exc}") from None
         process["user"] = {"uid": uid, "gid": gid, "additionalGids": groups}
     _prune(f)

@@ -13,7 +13,8 @@ from runtime import caps as capsmod
 from runtime import seccomp
 from runtime import spec as defaults
 from runtime.images.records import ImageConfig
-from runtime.init import InitError, resolve_user
+from runtime.init import InitError
+from runtime.procuser import process_user
 
 CPU_PERIOD = 100_000  # µs; NanoCpus become a quota over this period, as dockerd does
 
@@ -97,9 +98,10 @@ def resources(body: CreateBody) -> dict[str, Any]:
 def build(cid: str, body: CreateBody, image: ImageConfig, pod_extra: dict[str, Any],
           rootfs: Path) -> dict[str, Any]:
     """A complete config.json: the pod's namespaces and files, the body's process and limits."""
-    try:
-        uid, gid, groups = resolve_user(str(rootfs), body.user or image.user or "0")
-    except (InitError, LookupError) as exc:
+    try:  # the same rule as CRI's: primary gid, image memberships, then --group-add
+        uid, gid, groups = process_user(str(rootfs), body.user or image.user or "0",
+                                        body.group_add).as_tuple()
+    except (InitError, LookupError, ValueError) as exc:
         raise InvalidArgument(f"unable to find user {body.user or image.user}: {exc}") from None
     caps = capabilities(body)
     mounts = defaults.default_mounts()
