@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.env import _label as label
 from bench.env import cpu_seconds, daemon_pids, environment, rss_kib
 from bench.harness import Peer
 from bench.pods import Pod, remove_pod, run_pod, start_container
@@ -40,6 +41,7 @@ class Load:
     """One runtime's figures over the window."""
 
     cpu: float = 0.0
+    cpu_by: dict[str, float] = field(default_factory=dict)  # program -> CPU seconds
     rss_mib: float = 0.0
     ms: dict[str, list[float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -131,7 +133,7 @@ def drive(peer: Peer, endpoint: str, pods: list[Pod], duration: float) -> Load:
                 _every(10.0 / len(probed), stop, probe)
 
     pids = daemon_pids(peer)
-    c0 = cpu_seconds(pids)
+    c0 = {pid: cpu_seconds([pid]) for pid in pids}
     threads = [threading.Thread(target=loop, args=(k,)) for k in ("pleg", "stats", "probe")]
     for t in threads:
         t.start()
@@ -139,8 +141,11 @@ def drive(peer: Peer, endpoint: str, pods: list[Pod], duration: float) -> Load:
     stop.set()
     for t in threads:
         t.join()
-    pids = daemon_pids(peer)  # shims may have come and gone; count who is there now
-    out.cpu = cpu_seconds(pids) - c0
+    pids = daemon_pids(peer)  # a process that started meanwhile counts from zero
+    for pid in pids:
+        used = cpu_seconds([pid]) - c0.get(pid, 0.0)
+        out.cpu_by[label(pid)] = out.cpu_by.get(label(pid), 0.0) + used
+        out.cpu += used
     out.rss_mib = rss_kib(pids) / 1024
     return out
 
@@ -159,6 +164,8 @@ def report(loads: dict[str, Load], pods: int, duration: float) -> None:
                   f"{_p(bx, .99):.2f} | {_p(cx, .5):.2f} / {_p(cx, .99):.2f} | "
                   f"{_p(bx, .99) / _p(cx, .99):.2f} (p99) |")
     for name, load in loads.items():
+        print(f"{name} CPU seconds by program: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in sorted(load.cpu_by.items(), key=lambda kv: -kv[1])))
         if load.errors:
             print(f"{name}: {len(load.errors)} errors, first: {load.errors[0]}")
     print(f"all polled calls p99: berth {_p([x for v in b.ms.values() for x in v], .99):.2f} ms,"

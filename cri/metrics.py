@@ -264,8 +264,8 @@ class BerthMetrics:
                                         "Time to sample and render the container families.",
                                         buckets=LATENCY_BUCKETS, registry=r)
         stalls = Histogram("berth_event_loop_stall_cpu_seconds",
-                           "CPU the event-loop thread spent while one loop ping (every 10 ms) "
-                           "waited; above 0.05 a handler blocked the loop.",
+                           "CPU the event-loop thread spent while one loop ping waited (pinged "
+                           "only while it is busy); above 0.05 a handler blocked the loop.",
                            buckets=STALL_BUCKETS, registry=r)
         self.loop_watch = LoopWatch(asyncio.get_running_loop(), stalls.observe)
         Gauge("berth_event_loop_lag_max_seconds", "Longest wait of a loop ping so far "

@@ -14,6 +14,7 @@ from runtime.images.fsops import (
     clone_meta,
     copy_fd,
     lstat_at,
+    process_umask,
     rmtree_fd,
     set_xattr,
     write_all,
@@ -61,13 +62,13 @@ def clean_parts(name: str) -> list[str]:
     return parts
 
 
-def _umask() -> int:
-    """The process umask, read without setting it (os.umask would race other threads)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    return 0o777  # unknown: never trust a create mode, always fchmod
+def _default_acl(fd: int) -> bool:
+    """Whether the dir behind an O_PATH fd has a default ACL."""
+    try:
+        os.getxattr(proc_fd_path(fd), "system.posix_acl_default")
+        return True
+    except OSError:
+        return False
 
 
 def _split(rel: str) -> tuple[list[str], str]:
@@ -87,22 +88,24 @@ class Applier:
     placeholders: dict[str, _Link] = field(default_factory=dict)  # by target path
     written: list[int] = field(default_factory=list)  # fds of files to fsync before commit
     many_files: bool = False  # more than FSYNC_FILES: the commit flushes with syncfs instead
-    umask: int = field(default_factory=lambda: _umask())
-    # the last regular file's parent: (rel, O_PATH fd, setgid). Tars list a dir's files
+    umask: int = field(default_factory=process_umask)
+    # the last regular file's parent: (rel, O_PATH fd, plain). Tars list a dir's files
     # together, so this saves an openat2 and a close per file; any entry but a regular file
     # drops it, since only those entries can remove or replace a directory.
     _parent: tuple[str, int, bool] | None = None
 
     def parent_fd(self, parts: list[str]) -> tuple[int, bool]:
-        """Cached O_PATH fd of a regular file's parent dir and whether that dir is setgid."""
+        """Cached O_PATH fd of a regular file's parent dir, and whether a file created in it
+        gets just root:root and its mode less the umask: not so under a setgid dir (its group)
+        or a default ACL (which replaces the umask)."""
         rel = "/".join(parts)
         if self._parent is not None and self._parent[0] == rel:
             return self._parent[1], self._parent[2]
         self.drop_parent()
         fd = self.open_dir(parts, create=True)
-        setgid = bool(os.fstat(fd).st_mode & stat.S_ISGID)
-        self._parent = (rel, fd, setgid)
-        return fd, setgid
+        plain = not os.fstat(fd).st_mode & stat.S_ISGID and not _default_acl(fd)
+        self._parent = (rel, fd, plain)
+        return fd, plain
 
     def drop_parent(self) -> None:
         if self._parent is not None:
@@ -246,17 +249,18 @@ class Applier:
         else:
             raise UnpackError(f"{rel!r}: unsupported tar entry type {m.type!r}")
 
-    def _file(self, pfd: int, setgid_parent: bool, parts: list[str], m: tarfile.TarInfo,
+    def _file(self, pfd: int, plain_parent: bool, parts: list[str], m: tarfile.TarInfo,
               body: Body) -> None:
         """A regular file, in as few syscalls as it allows: created with its final mode when
         the umask and no special bits are in the way, chowned only when not root's (or the
-        parent is setgid), and over an existing entry only when the create says one is there."""
+        parent is not plain), and over an existing entry only when the create says one is
+        there."""
         rel, base = "/".join(parts), parts[-1]
         if self.file_bytes + m.size > self.cap:
             raise UnpackError(f"{rel!r} ({m.size} bytes) exceeds the layer size cap {self.cap}")
         self.file_bytes += m.size
         mode = stat.S_IMODE(m.mode)
-        direct = not mode & (0o7000 | self.umask)
+        direct = plain_parent and not mode & (0o7000 | self.umask)
         try:
             fd = os.open(base, _NEW, mode if direct else 0o600, dir_fd=pfd)
         except FileExistsError:
@@ -270,7 +274,7 @@ class Applier:
                 else:
                     self.many_files = True
                     self.close()
-            if not direct or m.uid or m.gid or setgid_parent:
+            if not direct or m.uid or m.gid:
                 os.fchown(fd, m.uid, m.gid)
             if not direct:
                 os.fchmod(fd, mode)  # after the chown, which clears setuid

@@ -177,7 +177,7 @@ def _unpack_blobs(store: ImageStore, layers: list[dict[str, Any]], diff_ids: lis
                                      f"does not match config {diff_ids[i]}")
             if store.sync_snapshots:
                 store.snapshots.sync(tmp)
-            store.snapshots.measure(tmp)
+            store.snapshots.measure(tmp, chains[i])
             store.snapshots.commit(tmp, chains[i])
         except BaseException:
             store.snapshots.discard(tmp)

@@ -79,3 +79,12 @@ def rmtree_fd(dfd: int) -> None:
             os.rmdir(name, dir_fd=dfd)
         else:
             os.unlink(name, dir_fd=dfd)
+
+
+def process_umask() -> int:
+    """The process umask, read without setting it (os.umask would race other threads)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o777  # unknown: never trust a create mode, always fchmod

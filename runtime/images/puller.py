@@ -224,7 +224,7 @@ class Pull:
         await self.in_thread(detached.resolve, st.snapshots.lowers(chains[:-1]))
         if st.sync_snapshots and detached.applier.links:  # copied-up file data (rare)
             await self.in_thread(st.snapshots.sync, got.tmp)
-        await self.in_thread(st.snapshots.measure, got.tmp)
+        await self.in_thread(st.snapshots.measure, got.tmp, chains[-1])
         st.snapshots.commit(got.tmp, chains[-1])
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:

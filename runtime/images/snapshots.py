@@ -97,38 +97,46 @@ class Snapshots:
                 os.close(fd)
             self._flushes_done = started
 
-    def measure(self, tmp: Path) -> None:
-        """Record the unpacked layer's usage beside its fs/ before commit: a snapshot is
-        immutable, so ImageFsInfo never walks it again (not flushed: a lost record is
-        measured again)."""
-        _write_usage(tmp, du(str(tmp / "fs")))
+    def measure(self, tmp: Path, chain_id: str) -> None:
+        """Record the unpacked layer's usage beside its fs/ before its commit as chain_id: a
+        snapshot is immutable, so ImageFsInfo never walks it again (not flushed: a lost
+        record is measured again)."""
+        usage = du(str(tmp / "fs"))
+        _write_usage(tmp, usage)
+        self._usage[chain_id] = usage
 
-    def usage(self, chain_id: str) -> tuple[int, int]:
-        """(bytes, inodes) of a committed snapshot: memory, else its record, else one walk that
-        back-fills the record (snapshots committed before records existed). Thread only."""
+    def usage(self, chain_id: str, walk: bool = True) -> tuple[int, int] | None:
+        """(bytes, inodes) of a committed snapshot: memory, else its record (one small read),
+        else, with walk, one walk that back-fills the record (snapshots committed before
+        records existed; blocking: thread only), else None."""
         hit = self._usage.get(chain_id)
         if hit is not None:
             return hit
+        d = self.root / _hex(chain_id)
+        try:
+            got = json.loads((d / USAGE).read_bytes())
+            hit = self._usage[chain_id] = (int(got["bytes"]), int(got["inodes"]))
+            return hit
+        except (OSError, ValueError, KeyError, TypeError):
+            if not walk:
+                return None
         with self._usage_lock:  # a back-fill and a caller never walk the same tree twice
             hit = self._usage.get(chain_id)
             if hit is None:
-                d = self.root / _hex(chain_id)
-                try:
-                    got = json.loads((d / USAGE).read_bytes())
-                    hit = (int(got["bytes"]), int(got["inodes"]))
-                except (OSError, ValueError, KeyError, TypeError):
-                    hit = du(str(d / "fs"))
-                    with contextlib.suppress(OSError):  # removed meanwhile: nothing to record
-                        _write_usage(d, hit)
+                hit = du(str(d / "fs"))
+                with contextlib.suppress(OSError):  # removed meanwhile: nothing to record
+                    _write_usage(d, hit)
                 self._usage[chain_id] = hit
             return hit
 
-    def total(self) -> tuple[int, int]:
-        """(bytes, inodes) of every committed snapshot, from their records."""
+    def total(self, walk: bool = True) -> tuple[int, int]:
+        """(bytes, inodes) of every committed snapshot from their records; without walk, a
+        snapshot not measured yet (its back-fill is running) counts as empty."""
         size = inodes = 0
         for chain in self.list():
-            b, i = self.usage(chain)
-            size, inodes = size + b, inodes + i
+            got = self.usage(chain, walk)
+            if got is not None:
+                size, inodes = size + got[0], inodes + got[1]
         return size, inodes
 
     def unmeasured(self) -> bool:

@@ -274,10 +274,11 @@ class ImageStore:
                     self.snapshots.remove(c)
 
     def fs_usage(self) -> tuple[int, int]:
-        """(bytes, inodes) used by the image filesystem: blobs are stat'ed, snapshots answer
-        from the usage recorded at their commit. Blocking (a few hundred stats): thread only."""
+        """(bytes, inodes) used by the image filesystem, cheap enough for the event loop: blobs
+        are stat'ed once each, snapshots answer from the usage recorded at their commit (one
+        still being back-filled after an upgrade counts as empty until its walk is done)."""
         size, inodes = self.content.usage()
-        snap_bytes, snap_inodes = self.snapshots.total()
+        snap_bytes, snap_inodes = self.snapshots.total(walk=False)
         return size + snap_bytes, inodes + snap_inodes
 
     def rootfs_lowers(self, image_id: str) -> builtins.list[str]:

@@ -109,3 +109,27 @@ def test_a_corrupt_layer_leaves_no_fds_open(tmp_path: Path) -> None:
     with pytest.raises(UnpackError, match="corrupt layer"):
         unpack_detached(io.BytesIO(truncated), str(root))
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def _acl(*entries: tuple[int, int]) -> str:
+    """A POSIX ACL xattr value (version 2; tag, perm, id per entry), as a PAX header carries."""
+    import struct
+
+    raw = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", t, p, 0xFFFFFFFF)
+                                           for t, p in entries)
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def test_files_keep_tar_owner_and_mode_under_setgid_dir_and_default_acl(tmp_path: Path) -> None:
+    """The fast create path (final mode at open, no chown for root's files) must not let a
+    setgid parent's group or a default ACL's mask stand in for what the tar says."""
+    default_acl = _acl((0x01, 7), (0x04, 0), (0x20, 0))  # user::rwx group::--- other::---
+    layer = (Layer().dir("s", mode=0o2775, gid=50).file("s/f", b"x", mode=0o644)
+             .dir("a", mode=0o755, xattrs={"system.posix_acl_default": default_acl})
+             .file("a/f", b"y", mode=0o644).bytes())
+    (root,) = _stack(tmp_path, layer)
+    s, a = os.stat(root / "s" / "f"), os.stat(root / "a" / "f")
+    assert (s.st_uid, s.st_gid, stat.S_IMODE(s.st_mode)) == (0, 0, 0o644)
+    assert os.stat(root / "s").st_gid == 50
+    assert stat.S_IMODE(a.st_mode) == 0o644
+    assert os.getxattr(root / "a", "system.posix_acl_default")  # the ACL itself was applied

@@ -4,8 +4,9 @@ An image of FILES small files and CONTAINERS containers that each wrote WRITTEN 
 disk-usage answers expensive (a walk of tens of thousands of inodes). ImageFsInfo,
 ListContainerStats, ListPodSandboxStats, ContainerStats and /metrics then run back to back
 while Version runs in a loop beside them, and berthd's loop watchdog (`cri/loopwatch.py`) must
-have seen no loop iteration burn more than STALL_LIMIT of CPU. The watchdog counts the loop
-thread's CPU, not wall time, so a busy shared machine does not make the test flaky.
+have seen no loop iteration burn more than STALL_LIMIT of CPU (it undercounts by at most its
+20 ms interval, so a 75 ms stall always fails the test). The watchdog counts the loop thread's
+CPU, not wall time, so a busy shared machine does not make the test flaky.
 """
 
 from __future__ import annotations
