@@ -148,6 +148,7 @@ async def stop(front: Front, rec: ContainerRecord, timeout: float | None,
         return False
     front.stopping.add(rec.id)
     _mark_user_stopped(front, rec, True)
+    await _thaw(front, rec)
     if timeout is None:
         timeout = model.docker(rec).get("stop_timeout")
         timeout = 10 if timeout is None else timeout
@@ -160,11 +161,20 @@ async def remove(front: Front, rec: ContainerRecord, force: bool) -> None:
         raise FailedPrecondition(f"You cannot remove a running container {rec.id}. Stop the "
                                  "container before attempting removal or force remove")
     front.stopping.add(rec.id)
+    await _thaw(front, rec)
     await containers.remove(front.ctx, rec)
     pod = front.ctx.store.pods.get(rec.pod_id)
     if pod is not None:
         await _drop_pod(front, pod)
     front.forget(rec.id)
+
+
+async def _thaw(front: Front, rec: ContainerRecord) -> None:
+    """A frozen process cannot act on a signal, not even SIGKILL: dockerd thaws first too."""
+    if rec.id in front.paused:
+        with contextlib.suppress(FailedPrecondition):
+            await containers.freeze(front.ctx, rec, False)
+        front.paused.discard(rec.id)
 
 
 async def wait(front: Front, rec: ContainerRecord, condition: str) -> int:

@@ -168,13 +168,13 @@ async def rerun(ctx: Context, rec: ContainerRecord) -> None:
 
 async def freeze(ctx: Context, rec: ContainerRecord, frozen: bool) -> None:
     """Pause or resume every process of the container through its cgroup's freezer."""
-    path = ctx.states.states.get(rec.id)
-    if path is None or path.status != "running":
+    st = ctx.states.states.get(rec.id)
+    if st is None or st.status != "running":
         raise FailedPrecondition(f"container {rec.id} is not running")
     drv = cgroups.driver(ctx.config.runtime.cgroup_root)
     op = drv.freeze if frozen else drv.thaw
     try:
-        await asyncio.to_thread(op, path.cgroup_path)
+        await asyncio.to_thread(op, st.cgroup_path)
     except OSError as exc:
         raise Internal(f"{'pause' if frozen else 'unpause'} {rec.id}: {exc}") from None
 
