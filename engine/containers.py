@@ -23,6 +23,7 @@ from engine.errors import (
     Internal,
     InvalidArgument,
     NotFound,
+    Unavailable,
 )
 from engine.rollback import Rollback
 from engine.store import ContainerRecord
@@ -153,8 +154,12 @@ async def rerun(ctx: Context, rec: ContainerRecord) -> None:
     except FileNotFoundError:
         raise FailedPrecondition(f"container {rec.id} cannot be run again") from None
     st = ctx.states.states.get(rec.id)
-    with contextlib.suppress(monitor.NotFound):
+    try:
         await ctx.monitor.delete(rec.id)
+    except monitor.NotFound:
+        pass
+    except monitor.MonitorError as exc:  # e.g. its cgroup is still busy with exiting tasks
+        raise Unavailable(f"container {rec.id} cannot be run again yet: {exc}") from None
     ctx.states.drop(rec.id)
     try:
         ctx.states.apply(await ctx.monitor.create(
