@@ -38,7 +38,8 @@ async def create(request: web.Request) -> web.StreamResponse:
         except ValueError:
             raise InvalidArgument(f"invalid reference format: {parsed.image[:300]}") from None
         raise NotFound(f"No such image: {ref}")
-    rec = await lifecycle.create(f, parsed, image, name, images.config_doc(f.ctx, image))
+    rec = await f.complete(lifecycle.create(f, parsed, image, name,
+                                            images.config_doc(f.ctx, image)))
     f.publish(rec, "create", {})
     return web.json_response({"Id": rec.id, "Warnings": []}, status=201)
 
@@ -46,7 +47,7 @@ async def create(request: web.Request) -> web.StreamResponse:
 async def start(request: web.Request) -> web.StreamResponse:
     f = front(request)
     rec = model.container(f.ctx, request.match_info["id"])
-    return _no_content() if await lifecycle.start(f, rec) else _not_modified()
+    return _no_content() if await f.complete(lifecycle.start(f, rec)) else _not_modified()
 
 
 def _timeout(request: web.Request) -> int | None:
@@ -60,8 +61,8 @@ async def stop(request: web.Request) -> web.StreamResponse:
     f = front(request)
     rec = model.container(f.ctx, request.match_info["id"])
     sig = request.query.get("signal")
-    stopped = await lifecycle.stop(f, rec, _timeout(request),
-                                   bodymod.parse_signal(sig, "signal") if sig else None)
+    stopped = await f.complete(lifecycle.stop(
+        f, rec, _timeout(request), bodymod.parse_signal(sig, "signal") if sig else None))
     if stopped:
         f.publish(rec, "stop", {})
     return _no_content() if stopped else _not_modified()
@@ -85,8 +86,8 @@ async def kill(request: web.Request) -> web.StreamResponse:
 async def restart(request: web.Request) -> web.StreamResponse:
     f = front(request)
     rec = model.container(f.ctx, request.match_info["id"])
-    await lifecycle.stop(f, rec, _timeout(request))
-    await lifecycle.start(f, rec)
+    await f.complete(lifecycle.stop(f, rec, _timeout(request)))
+    await f.complete(lifecycle.start(f, rec))
     f.publish(rec, "restart", {})
     return _no_content()
 
@@ -109,7 +110,7 @@ async def remove(request: web.Request) -> web.StreamResponse:
     rec = model.container(f.ctx, request.match_info["id"])
     if qbool(request, "link"):
         raise InvalidArgument("links are not supported")
-    await lifecycle.remove(f, rec, qbool(request, "force"))
+    await f.complete(lifecycle.remove(f, rec, qbool(request, "force")))
     f.publish(rec, "destroy", {})
     return _no_content()
 

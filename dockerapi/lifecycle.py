@@ -19,7 +19,7 @@ from dockerapi import spec as specmod
 from dockerapi.body import CreateBody
 from dockerapi.model import Front
 from engine import containers, pods
-from engine.errors import AlreadyExists, FailedPrecondition, NotFound
+from engine.errors import AlreadyExists, EngineError, FailedPrecondition, NotFound
 from engine.ids import new_id
 from engine.store import DOCKER, ContainerRecord, NameTaken, PodRecord
 from runtime.containers import ContainerEvent
@@ -28,6 +28,7 @@ from runtime.network import podfiles
 
 log = structlog.get_logger("dockerapi")
 BACKOFF_START, BACKOFF_RESET = 0.1, 10.0
+RESTART_ATTEMPTS = 6  # a just-exited container's cgroup can be busy for a moment
 READER_GRACE = 10.0  # s an auto-remove waits for attached clients to read the last output
 
 
@@ -148,6 +149,7 @@ async def stop(front: Front, rec: ContainerRecord, timeout: float | None,
         return False
     front.stopping.add(rec.id)
     _mark_user_stopped(front, rec, True)
+    await _thaw(front, rec)
     if timeout is None:
         timeout = model.docker(rec).get("stop_timeout")
         timeout = 10 if timeout is None else timeout
@@ -160,11 +162,20 @@ async def remove(front: Front, rec: ContainerRecord, force: bool) -> None:
         raise FailedPrecondition(f"You cannot remove a running container {rec.id}. Stop the "
                                  "container before attempting removal or force remove")
     front.stopping.add(rec.id)
+    await _thaw(front, rec)
     await containers.remove(front.ctx, rec)
     pod = front.ctx.store.pods.get(rec.pod_id)
     if pod is not None:
         await _drop_pod(front, pod)
     front.forget(rec.id)
+
+
+async def _thaw(front: Front, rec: ContainerRecord) -> None:
+    """A frozen process cannot act on a signal, not even SIGKILL: dockerd thaws first too."""
+    if rec.id in front.paused:
+        with contextlib.suppress(FailedPrecondition):
+            await containers.freeze(front.ctx, rec, False)
+        front.paused.discard(rec.id)
 
 
 async def wait(front: Front, rec: ContainerRecord, condition: str) -> int:
@@ -227,9 +238,17 @@ async def _restart_later(front: Front, cid: str) -> None:
         d["restart_count"] = int(d.get("restart_count", 0)) + 1
         rec.extra["docker"] = d
         front.ctx.store.containers.put(rec)
-        with contextlib.suppress(NotFound, FailedPrecondition):
-            await start(front, rec)
+        for attempt in range(RESTART_ATTEMPTS):
+            try:
+                await start(front, rec)
+            except NotFound:
+                return  # removed meanwhile
+            except EngineError as exc:
+                log.warning("restart failed; retrying", container=cid, error=str(exc))
+                await asyncio.sleep(BACKOFF_START * 2 ** attempt)
+                continue
             front.publish(rec, "restart", {})
+            return
     finally:
         front.restarting.discard(cid)
 

@@ -8,7 +8,7 @@ import secrets
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.context import Context
 from engine.errors import AlreadyExists, InvalidArgument, NotFound
@@ -17,6 +17,7 @@ from engine.store import DOCKER, ContainerRecord
 from runtime.monitor.state import ContainerState
 
 NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")  # dockerd's validContainerNamePattern
+T = TypeVar("T")
 MAX_NAME = 253
 HISTORY = 1000
 _LEFT = ("brave", "calm", "eager", "happy", "keen", "lucid", "merry", "quiet", "swift", "wise")
@@ -69,6 +70,14 @@ class Front:
             if not tasks:
                 self.readers.pop(cid, None)
         task.add_done_callback(done)
+
+    async def complete(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run engine work to its end even if the client hangs up (aiohttp then cancels the
+        handler): a create or remove cut in half would leave half an object behind."""
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return await asyncio.shield(task)
 
     def forget(self, cid: str) -> None:
         for d in (self.started, self.backoff, self.health):

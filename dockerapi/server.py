@@ -116,8 +116,10 @@ class DockerServer:
             await asyncio.sleep(0.02)
         handler_args: dict[str, Any] = {"access_log": None, "max_line_size": MAX_LINE,
                                         "max_field_size": MAX_LINE}
+        # handler_cancellation: a client that hangs up cancels its handler, so an idle
+        # events or logs stream does not hold its connection (and a slot) forever
         self.runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=1.0,
-                                    **handler_args)
+                                    handler_cancellation=True, **handler_args)
         await self.runner.setup()
         server = self.runner.server
         assert server is not None

@@ -24,6 +24,7 @@ from engine.errors import (
     Internal,
     InvalidArgument,
     NotFound,
+    Unavailable,
 )
 from engine.rollback import Rollback
 from engine.store import ContainerRecord
@@ -174,8 +175,12 @@ async def rerun(ctx: Context, rec: ContainerRecord) -> None:
     except FileNotFoundError:
         raise FailedPrecondition(f"container {rec.id} cannot be run again") from None
     st = ctx.states.states.get(rec.id)
-    with contextlib.suppress(monitor.NotFound):
+    try:
         await ctx.monitor.delete(rec.id)
+    except monitor.NotFound:
+        pass
+    except monitor.MonitorError as exc:  # e.g. its cgroup is still busy with exiting tasks
+        raise Unavailable(f"container {rec.id} cannot be run again yet: {exc}") from None
     ctx.states.drop(rec.id)
     try:
         ctx.states.apply(await ctx.monitor.create(
@@ -189,13 +194,13 @@ async def rerun(ctx: Context, rec: ContainerRecord) -> None:
 
 async def freeze(ctx: Context, rec: ContainerRecord, frozen: bool) -> None:
     """Pause or resume every process of the container through its cgroup's freezer."""
-    path = ctx.states.states.get(rec.id)
-    if path is None or path.status != "running":
+    st = ctx.states.states.get(rec.id)
+    if st is None or st.status != "running":
         raise FailedPrecondition(f"container {rec.id} is not running")
     drv = cgroups.driver(ctx.config.runtime.cgroup_root)
     op = drv.freeze if frozen else drv.thaw
     try:
-        await asyncio.to_thread(op, path.cgroup_path)
+        await asyncio.to_thread(op, st.cgroup_path)
     except OSError as exc:
         raise Internal(f"{'pause' if frozen else 'unpause'} {rec.id}: {exc}") from None
 

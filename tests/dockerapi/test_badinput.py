@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import time
 
 import pytest
 
@@ -27,7 +28,7 @@ def call(berthd, method: str, path: str, body: bytes | None = None,
                      headers={"Content-Type": "application/json", **(headers or {})})
         resp = conn.getresponse()
         data = resp.read()
-        return resp.status, json.loads(data) if data else {}
+        return resp.status, json.loads(data) if data.startswith(b"{") else {}
     finally:
         conn.close()
 
@@ -94,3 +95,34 @@ def test_failed_create_leaves_nothing(berthd, dclient, busybox):
     assert (set(pods.iterdir()) if pods.exists() else set()) == before_pods
     got, _ = call(berthd, "GET", "/containers/nouser/json")
     assert got == 404
+
+
+def test_connection_limit(tmp_path, registry):
+    """Past docker.max_connections a client gets one 503 and the rest keep being served."""
+    from tests.fixtures.berthd import run_berthd
+
+    with run_berthd(tmp_path / "b", registry={"insecure": [registry.host]},
+                    docker={"max_connections": 4}) as d:
+        held = []
+        for _ in range(4):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(str(d.docker_socket))
+            s.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.settimeout(30)
+            assert s.recv(64).startswith(b"HTTP/1.1 200")
+            held.append(s)
+        extra = socket.socket(socket.AF_UNIX)
+        extra.connect(str(d.docker_socket))
+        extra.settimeout(30)
+        assert extra.recv(64).startswith(b"HTTP/1.1 503")
+        extra.close()
+        for s in held:
+            s.close()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert call(d, "GET", "/_ping")[0] == 200
+                break
+            except (AssertionError, OSError):
+                assert time.monotonic() < deadline
+                time.sleep(0.2)

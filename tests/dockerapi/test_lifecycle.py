@@ -51,7 +51,10 @@ def test_pause_top_stats(dclient, busybox, cleanup):
     c.unpause()
     c.reload()
     assert c.status == "running"
-    c.stop(timeout=0)
+    c.pause()
+    c.stop(timeout=0)  # a paused container is thawed to be stopped
+    c.reload()
+    assert c.status == "exited"
 
 
 def test_wait_conditions(dclient, busybox, cleanup):
