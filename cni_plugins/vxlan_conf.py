@@ -154,7 +154,7 @@ def delegate_conf(conf: dict[str, Any], node: NodeConf, mtu: int) -> dict[str, A
     ipam = {
         "type": "host-local",
         "ranges": [[{"subnet": node.subnet.text, "gateway": node.subnet.gateway}]],
-        "routes": [{"dst": node.cluster.text}],
+        "routes": [{"dst": node.cluster.text, "gw": node.subnet.gateway}],
         **conf.get("ipam", {}),
     }
     out: dict[str, Any] = {

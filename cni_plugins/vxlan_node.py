@@ -99,7 +99,8 @@ def ensure(sock: nl.Netlink, node: NodeConf, created: list[Entry]) -> int:
             _apply(sock, entry)
         except FileExistsError:
             continue  # ours from an earlier ADD (recorded then) or someone else's: left alone
-        created.append(entry)
+        if entry not in created:  # recorded, then removed by someone: made again, recorded once
+            created.append(entry)
     stale = [e for e in created if e[0] in ("fdb", "brfdb", "neigh", "route") and e not in want]
     for entry in reversed(stale):  # a peer that left the config
         _remove(sock, entry)

@@ -68,6 +68,7 @@ class Cluster:
         self.root = root
         self.bin_dir = bin_dir
         self.cni_path = cni_path
+        self.delegates = "ours"  # or "reference": which bridge/host-local cni_path finds first
         self.sfx = os.urandom(3).hex()
         self.pods: list[Pod] = []
         self.nodes: list[Node] = []
@@ -167,7 +168,7 @@ def node_state(netns: str) -> dict[str, object]:
         "neigh": neigh,
         "fdb": js("bridge", "-j", "fdb", "show"),
         "nft": sh(netns, "nft", "list", "ruleset"),
-        "iptables": [ln for ln in sh(netns, "iptables-save").splitlines() if not ln.startswith("#")],
+        "iptables": [x for x in sh(netns, "iptables-save").splitlines() if not x.startswith("#")],
     }
 
 
