@@ -17,6 +17,7 @@ from bench.env import environment
 from bench.harness import Plan
 from bench.metrics import Metric, cold_pull, exec_sync, lifecycle
 from bench.netbench import cni_add
+from bench.overlaybench import overlay
 from bench.population import population
 from bench.startbench import container_start
 from bench.stats import Row
@@ -28,6 +29,7 @@ METRICS: dict[str, Metric] = {
     "exec": exec_sync,
     "population": population,
     "cni": cni_add,
+    "overlay": overlay,
     "start": container_start,
 }
 RESULTS = Path(__file__).resolve().parent / "results"

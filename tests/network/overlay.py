@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 from dataclasses import dataclass, field
+from typing import Any
 
 from runtime.network import netns as netns_mod
 
@@ -151,7 +152,7 @@ class Cluster:
 def node_state(netns: str) -> dict[str, object]:
     """What a plugin could leave behind in a netns: links, addresses, routes, static
     neighbours, FDB entries, firewall rules. Dynamic ARP entries are the kernel's, left out."""
-    def js(*args: str) -> object:
+    def js(*args: str) -> list[dict[str, Any]]:
         out = sh(netns, *args)
         return json.loads(out) if out.strip() else []
 
