@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from cni_plugins.vxlan_conf import NodeConf
 from tests.fixtures._proc import wait_until
 from tests.network.helpers import REFERENCE_BIN, cni, ok
 from tests.network.overlay import PORT, VNI, Cluster, Pod, node_state, pin_netns, sh, snmp
@@ -177,3 +179,17 @@ def test_bad_config_is_refused_with_nothing_created(tmp_path, our_bin, change, m
 def test_version(our_bin):
     res = ok(cni(our_bin, "vxlan", "VERSION", {"cniVersion": "1.0.0"}))
     assert "1.0.0" in res["supportedVersions"] and "0.4.0" in res["supportedVersions"]
+
+
+def test_deploy_conflists_are_valid_and_symmetric():
+    """deploy/overlay: each node's vxlan config validates, and each lists the other as a peer."""
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "overlay")
+    nodes = []
+    for name in ("node-a.conflist", "node-b.conflist"):
+        with open(os.path.join(root, name)) as f:
+            conflist = json.load(f)
+        assert [p["type"] for p in conflist["plugins"]] == ["vxlan", "portmap"]
+        nodes.append(NodeConf({**conflist["plugins"][0], "name": conflist["name"]}))
+    a, b = nodes
+    assert [(p.ip, p.subnet.text) for p in a.peers] == [(b.local_ip, b.subnet.text)]
+    assert [(p.ip, p.subnet.text) for p in b.peers] == [(a.local_ip, a.subnet.text)]
