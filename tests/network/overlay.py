@@ -65,7 +65,13 @@ def sh(netns: str, *cmd: str, timeout: float = 30, check: bool = True) -> str:
 class Cluster:
     """`n` nodes; `bin_dir` holds the vxlan plugin, `cni_path` is where delegates are found."""
 
-    def __init__(self, root: str, n: int, bin_dir: str, cni_path: str) -> None:
+    def __init__(
+        self, root: str, n: int, bin_dir: str, cni_path: str, wire: bool = False
+    ) -> None:
+        """`wire`: two nodes joined by one veth pair instead of a switch (the bench: a software
+        bridge in between would be a cost a real underlay does not put on the nodes' CPUs)."""
+        if wire and n != 2:
+            raise ValueError("a wire joins exactly two nodes")
         self.root = root
         self.bin_dir = bin_dir
         self.cni_path = cni_path
@@ -87,6 +93,9 @@ class Cluster:
             port = f"n{i}{self.sfx}"
             batch += [f"link add {port} type veth peer name eth0 netns {node.netns}",
                       f"link set {port} master ul{self.sfx} up"]
+        if wire:
+            a, b = self.nodes
+            batch = [f"link add eth0 netns {a.netns} type veth peer name eth0 netns {b.netns}"]
         subprocess.run(["nsenter", f"--net={self.switch}", "ip", "-batch", "-"],
                        input="\n".join(batch) + "\n", text=True, check=True)
         for node in self.nodes:

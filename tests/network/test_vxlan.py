@@ -148,6 +148,21 @@ def test_peer_entries_checked_and_restored_by_the_next_add(cluster):
     assert _leases(c) == []
 
 
+def test_concurrent_adds_and_dels_on_one_node(cluster):
+    """The node lock: parallel first ADDs build the node once, parallel last DELs undo it once."""
+    c = cluster
+    node = c.nodes[1]
+    before = node_state(node.netns)
+    with ThreadPoolExecutor(4) as pool:
+        pods = list(pool.map(lambda _i: c.add_pod(node), range(4)))
+    assert len({p.ip for p in pods}) == 4
+    assert sh(node.netns, "ip", "-o", "link", "show", "type", "vxlan").count("\n") == 1
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(c.del_pod, pods))
+    assert node_state(node.netns) == before
+    assert _leases(c) == []
+
+
 BAD = [
     ({"subnet": "10.245.1.0/24"}, "not inside clusterCIDR"),
     ({"peers": [{"ip": "192.168.250.2", "subnet": "10.244.1.128/25"}]}, "overlaps"),
