@@ -168,7 +168,7 @@ def delegate_conf(conf: dict[str, Any], node: NodeConf, mtu: int) -> dict[str, A
         "ipam": ipam,
         **conf.get("delegate", {}),
     }
-    for key in ("runtimeConfig", "args", "prevResult"):
+    for key in ("runtimeConfig", "args", "prevResult", "cni.dev/valid-attachments"):
         if key in conf:
             out[key] = conf[key]
     return out

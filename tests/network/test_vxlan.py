@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from cni_plugins.vxlan_conf import NodeConf
+from runtime.network import netns as netns_mod
 from tests.fixtures._proc import wait_until
 from tests.network.helpers import REFERENCE_BIN, cni, ok
 from tests.network.overlay import PORT, VNI, Cluster, Pod, node_state, pin_netns, sh, snmp
@@ -161,6 +162,32 @@ def test_concurrent_adds_and_dels_on_one_node(cluster):
         list(pool.map(c.del_pod, pods))
     assert node_state(node.netns) == before
     assert _leases(c) == []
+
+
+def test_gc_forgets_stale_pods_and_tears_an_empty_node_down(tmp_path, our_bin):
+    """CNI 1.1 GC (ours only: the reference plugins 1.1.1 predate GC)."""
+    c = Cluster(str(tmp_path), 2, our_bin, our_bin)
+    try:
+        node = c.nodes[0]
+        before = node_state(node.netns)
+        keep, stale = c.add_pod(node), c.add_pod(node)
+        valid = [{"containerID": keep.cid, "ifname": "eth0"}]
+        gc = {**c.conf(node, "1.1.0"), "cni.dev/valid-attachments": valid}
+        rc, out, err = c.cni(node, "GC", gc)
+        assert rc == 0, (out, err)
+        assert [os.path.basename(p) for p in _leases(c) if "/pods/" in p] == [f"{keep.cid}.eth0"]
+        assert len([p for p in _leases(c) if "/ipam/" in p]) == 1
+        rc, out, err = c.cni(node, "GC", {**gc, "cni.dev/valid-attachments": []})
+        assert rc == 0, (out, err)
+        assert _leases(c) == []
+        assert "vxlan" not in sh(node.netns, "ip", "-d", "link")
+        for pod in (keep, stale):  # the runtime removes a stale pod's netns, veth and all
+            c.pods.remove(pod)
+            netns_mod.remove(pod.netns)
+        # the kernel cleans a dead netns up (its veths too) from a workqueue, a moment later
+        wait_until(lambda: node_state(node.netns) == before, 30, "the node restored")
+    finally:
+        c.close()
 
 
 BAD = [
