@@ -86,9 +86,10 @@ class Cluster:
             node = Node(i, pin_netns(os.path.join(root, "ns", f"node{i}-{self.sfx}")),
                         os.path.join(root, f"node{i}"))
             os.makedirs(node.state_dir, exist_ok=True)
-            # IPv4 only: link-local addresses finishing DAD would make state snapshots drift
+            # IPv4 only: link-local addresses finishing DAD would make state snapshots drift;
+            # forwarding off as on a fresh host (a new netns copies the host's current value)
             sh(node.netns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
-               "net.ipv6.conf.default.disable_ipv6=1")
+               "net.ipv6.conf.default.disable_ipv6=1", "net.ipv4.ip_forward=0")
             self.nodes.append(node)
             port = f"n{i}{self.sfx}"
             batch += [f"link add {port} type veth peer name eth0 netns {node.netns}",
