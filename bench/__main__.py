@@ -19,6 +19,7 @@ from bench.env import environment
 from bench.harness import Plan
 from bench.metrics import Metric, cold_pull, exec_sync, lifecycle
 from bench.netbench import cni_add
+from bench.overlaybench import overlay
 from bench.population import population
 from bench.sharedpid import shared_pid_memory
 from bench.startbench import container_start
@@ -32,6 +33,7 @@ METRICS: dict[str, Metric] = {
     "population": population,
     "sharedpid": shared_pid_memory,
     "cni": cni_add,
+    "overlay": overlay,
     "start": container_start,
     "docker": docker_path,  # Docker API path vs a private dockerd 20.10, docker CLI as client
 }

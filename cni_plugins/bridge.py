@@ -12,6 +12,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from cni_plugins.skel import Handler
+
 DEFAULT_BRIDGE = "cni0"
 
 
@@ -95,8 +97,7 @@ def _plumb(
         raise CNIError(skel.E_IO, f"host veth {veth} missing after creation")
     host.set_link(hl.index, master=br.index, up=True)
     if conf.get("hairpinMode"):
-        with open(f"/sys/class/net/{veth}/brport/hairpin_mode", "w") as f:
-            f.write("1")
+        host.set_hairpin(hl.index)
     if is_gw:
         for ip in ips:
             if ip.get("gateway"):
@@ -239,8 +240,10 @@ def cmd_status(args: Args) -> None:
     delegate.call(_conf(args)["ipam"]["type"], "STATUS", args)
 
 
+HANDLERS: dict[str, Handler] = {
+    "ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check, "GC": cmd_gc, "STATUS": cmd_status
+}
+
+
 def main() -> int:
-    return skel.run(
-        {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check, "GC": cmd_gc, "STATUS": cmd_status},
-        "bridge",
-    )
+    return skel.run(HANDLERS, "bridge")

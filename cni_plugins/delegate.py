@@ -11,6 +11,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from cni_plugins.skel import Handler
+
 
 def find(name: str, path: list[str]) -> str:
     if "/" in name:
@@ -41,23 +43,38 @@ def is_our_launcher(exe: str, name: str) -> bool:
         return False
 
 
-def call(kind: str, command: str, args: Args) -> dict[str, Any] | None:
-    """Run `kind` with our env (CNI_COMMAND overridden) and the same config on stdin.
+def _in_process(kind: str) -> dict[str, Handler] | None:
+    """Handlers of the plugins whose code may run inside the delegating plugin."""
+    if kind == "host-local":
+        from cni_plugins import host_local
 
-    When CNI_PATH's `kind` is our own host-local launcher, its code runs in this process
-    instead: same handlers, same env and stdin, same result, minus an exec and a fork.
+        return host_local.HANDLERS
+    if kind == "bridge":
+        from cni_plugins import bridge
+
+        return bridge.HANDLERS
+    return None
+
+
+def call(
+    kind: str, command: str, args: Args, stdin: bytes | None = None
+) -> dict[str, Any] | None:
+    """Run `kind` with our env (CNI_COMMAND overridden) and our config, or `stdin`, on stdin.
+
+    When CNI_PATH's `kind` is our own host-local or bridge launcher, its code runs in this
+    process instead: same handlers, same env and stdin, same result, minus an exec and a fork.
     """
     exe = find(kind, args.path)
     env = dict(os.environ)
     env["CNI_COMMAND"] = command
+    conf = args.raw_conf if stdin is None else stdin
     parsed: dict[str, Any] | None = None
     stderr = b""
-    if kind == "host-local" and is_our_launcher(exe, kind):
-        from cni_plugins import host_local
-
-        rc, parsed = skel.invoke(host_local.HANDLERS, env, args.raw_conf, kind)
+    handlers = _in_process(kind)
+    if handlers is not None and is_our_launcher(exe, kind):
+        rc, parsed = skel.invoke(handlers, env, conf, kind)
     else:
-        rc, stdout, stderr = lean.run([exe], args.raw_conf, env)
+        rc, stdout, stderr = lean.run([exe], conf, env)
         out = stdout.strip()
         if out:
             try:

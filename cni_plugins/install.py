@@ -17,6 +17,7 @@ PLUGINS = {
     "host-local": "cni_plugins.host_local",
     "loopback": "cni_plugins.loopback",
     "portmap": "cni_plugins.portmap",
+    "vxlan": "cni_plugins.vxlan",
 }
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = os.path.join(ROOT, "cni_plugins", "launcher.c")

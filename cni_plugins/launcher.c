@@ -1,4 +1,4 @@
-/* CNI plugin executable: hands this call (env, stdin/stdout/stderr, cwd) to the warm plugin
+/* CNI plugin executable: hands this call (env, stdin/stdout/stderr, cwd, netns) to the warm plugin
  * server over a unix socket and exits with the plugin's code; execs the Python plugin directly
  * when no server answers. Built per plugin by cni_plugins/install.py, which defines
  * BERTH_PLUGIN, BERTH_MODULE, BERTH_PYTHON, BERTH_ROOT_LITERAL, BERTH_SOCKET, BERTH_AUTOSTART
@@ -85,9 +85,13 @@ static size_t build_request(char *buf) {
 }
 
 static int send_request(int sock, const char *buf, size_t len) {
-    int fds[4] = {0, 1, 2, open(".", O_PATH | O_DIRECTORY | O_CLOEXEC)};
-    if (fds[3] < 0)
+    int fds[5] = {0, 1, 2, open(".", O_PATH | O_DIRECTORY | O_CLOEXEC),
+                  open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC)};
+    if (fds[3] < 0 || fds[4] < 0) {
+        if (fds[3] >= 0)
+            close(fds[3]);
         return -1;
+    }
     char cbuf[CMSG_SPACE(sizeof fds)];
     memset(cbuf, 0, sizeof cbuf);
     struct iovec iov = {(void *)buf, len};
@@ -102,6 +106,7 @@ static int send_request(int sock, const char *buf, size_t len) {
     while ((sent = sendmsg(sock, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR)
         ;
     close(fds[3]);
+    close(fds[4]);
     return sent == (ssize_t)len ? 0 : -1;
 }
 

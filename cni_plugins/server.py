@@ -26,7 +26,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from cni_plugins import bridge, host_local, lean, loopback, nl, portmap, skel
+from cni_plugins import bridge, host_local, lean, loopback, nl, portmap, skel, vxlan
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -35,12 +35,13 @@ if TYPE_CHECKING:
 DEFAULT_SOCKET = "/run/berth/cni-plugins.sock"
 PROTO = b"berth-cni/1"
 MAX_REQUEST = 65536
-N_FDS = 4  # stdin, stdout, stderr, cwd
+N_FDS = 5  # stdin, stdout, stderr, cwd, the caller's netns
 MAINS: dict[str, Callable[[], int]] = {
     "bridge": bridge.main,
     "host-local": host_local.main,
     "loopback": loopback.main,
     "portmap": portmap.main,
+    "vxlan": vxlan.main,
 }
 
 
@@ -63,7 +64,7 @@ def _received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
 
 
 def read_request(conn: socket.socket) -> Request:
-    """Only a root peer (same uid as us), one of our four plugins, within the size cap."""
+    """Only a root peer (same uid as us), one of our plugins, within the size cap."""
     uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
     msg, ancdata, flags, _addr = conn.recvmsg(
         MAX_REQUEST, socket.CMSG_SPACE(N_FDS * 4), socket.MSG_CMSG_CLOEXEC
@@ -116,11 +117,15 @@ def _warm() -> None:
 
 
 def run_plugin(req: Request) -> int:
-    """Become the plugin process: its stdio, cwd, umask and environment, then its main()."""
+    """Become the plugin process: its stdio, cwd, netns, umask and environment, then its main().
+
+    The netns matters: "the host" of a plugin is the netns it was called in (a node that is
+    itself a netns, a runtime in one), not the server's."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # plugins wait for their own children
     for target, fd in enumerate(req.fds[:3]):
         os.dup2(fd, target)
     os.fchdir(req.fds[3])
+    lean.setns(req.fds[4])
     for fd in req.fds:
         os.close(fd)
     os.umask(req.umask)

@@ -11,7 +11,7 @@ top=$PWD
 APT_PACKAGES=(
   python3 python3-venv python3-dev gcc
   iproute2 util-linux iptables nftables
-  docker-registry skopeo umoci busybox-static apache2-utils socat
+  docker-registry skopeo umoci busybox-static apache2-utils socat curl
   containerd runc crun containernetworking-plugins catatonit
   docker.io docker-compose
   systemd

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import stat
@@ -118,6 +119,25 @@ def test_concurrent_bridge_adds_through_server(our_bin, make_netns, net):
     for cid, ns in pods:
         assert ip_json("addr", "show", "eth0", netns=ns)[0]["addr_info"]
         ok(cni(our_bin, "bridge", "DEL", conf, cid, ns))
+
+
+def test_plugin_works_in_the_netns_it_was_called_in(our_bin, make_netns, net):
+    """A worker joins the caller's netns: a bridge ADD run inside a "node" netns makes the
+    bridge and the pod's host veth there, and nothing in the server's (host) netns."""
+    node, pod, cid = make_netns(), make_netns(), new_cid(net)
+    conf = bridge_conf(net["name"], net["bridge"], net["subnet"], net["data_dir"], ipMasq=False)
+    env = {"PATH": os.environ["PATH"], "CNI_COMMAND": "ADD", "CNI_CONTAINERID": cid,
+           "CNI_NETNS": pod, "CNI_IFNAME": "eth0", "CNI_PATH": our_bin}
+    run = subprocess.run(["nsenter", f"--net={node}", f"{our_bin}/bridge"], env=env,
+                         input=json.dumps(conf).encode(), capture_output=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    veth = json.loads(run.stdout)["interfaces"][1]["name"]
+    assert {x["ifname"] for x in ip_json("link", netns=node)} >= {net["bridge"], veth}
+    assert not [x for x in ip_json("link") if x["ifname"] in (net["bridge"], veth)]
+    env["CNI_COMMAND"] = "DEL"
+    run = subprocess.run(["nsenter", f"--net={node}", f"{our_bin}/bridge"], env=env,
+                         input=json.dumps(conf).encode(), capture_output=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
 
 
 @pytest.mark.parametrize("payload", [b"nonsense", b"x" * 70000, b"berth-cni/1\0evil\x0022\0\0"])
