@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import report
+from bench.buildbench import build_path
 from bench.docker_bench import docker_path
 from bench.env import environment
 from bench.harness import Plan
@@ -36,6 +37,7 @@ METRICS: dict[str, Metric] = {
     "overlay": overlay,
     "start": container_start,
     "docker": docker_path,  # Docker API path vs a private dockerd 20.10, docker CLI as client
+    "build": build_path,  # classic builds and a push, same peer and client
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -19,8 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.env import Env
 from bench.harness import Plan, interleave
 from bench.stats import Row
+from tests.fixtures.dockerd import run_dockerd
 from tests.fixtures.registry import run_registry
 
 DOCKER_CLI = "/usr/bin/docker"  # Debian's 20.10 client
@@ -112,3 +114,12 @@ def build_rows(sides: tuple[DockerSide, DockerSide], base_refs: tuple[str, str],
 
 def _now() -> float:
     return time.perf_counter()
+
+
+def build_path(env: Env, plan: Plan) -> list[Row]:
+    """The build and push rows, berthd's Docker socket against a private dockerd."""
+    image = env.images["busybox"].ref
+    sock = getattr(env.berthd, "docker_socket", None)
+    with run_dockerd(env.workdir / "dockerd-build", [env.registry.host]) as d:
+        sides = (DockerSide("berth", f"unix://{sock}"), DockerSide("dockerd", d.host))
+        return build_rows(sides, (image, image), plan, env.workdir)
