@@ -98,9 +98,11 @@ def resources(body: CreateBody) -> dict[str, Any]:
 def build(cid: str, body: CreateBody, image: ImageConfig, pod_extra: dict[str, Any],
           rootfs: Path) -> dict[str, Any]:
     """A complete config.json: the pod's namespaces and files, the body's process and limits."""
-    try:  # the same rule as CRI's: primary gid, image memberships, then --group-add
-        uid, gid, groups = process_user(str(rootfs), body.user or image.user or "0",
-                                        body.group_add).as_tuple()
+    user = body.user or image.user or "0"
+    try:  # CRI's rule: primary gid, image memberships, --group-add; an explicit group in
+        # --user drops the image's memberships, as dockerd (runc) does
+        uid, gid, groups = process_user(str(rootfs), user, body.group_add,
+                                        image_groups=":" not in user).as_tuple()
     except (InitError, LookupError, ValueError) as exc:
         raise InvalidArgument(f"unable to find user {body.user or image.user}: {exc}") from None
     caps = capabilities(body)
@@ -122,7 +124,7 @@ def build(cid: str, body: CreateBody, image: ImageConfig, pod_extra: dict[str, A
         "ociVersion": defaults.OCI_VERSION,
         "process": {
             "terminal": body.tty,
-            "user": {"uid": uid, "gid": gid, "additionalGids": [g for g in groups if g != gid]},
+            "user": {"uid": uid, "gid": gid, "additionalGids": groups},
             "args": argv(body, image),
             "env": env(body, image),
             "cwd": body.workdir or image.workdir or "/",
