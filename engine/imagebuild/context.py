@@ -1,6 +1,6 @@
-"""The build context: an untrusted tar, checked entry by entry, then unpacked confined.
+"""The build context: an untrusted tar, checked entry by entry as it is unpacked, confined.
 
-A context is treated like an image layer from a stranger. Before anything is written, every
+A context is treated like an image layer from a stranger. Before an entry is written, its
 header is checked: absolute names, `..`, device nodes, FIFOs, `.wh.` names and hard links that
 leave the context are refused with a message naming the entry. The unpack itself is the image
 unpacker (`runtime.images.unpack.apply_layer`), which resolves every path beneath the context
@@ -39,34 +39,18 @@ def _check_name(name: str, what: str) -> None:
                            f"{WHITEOUT_PREFIX!r}")
 
 
-def check(path: Path) -> int:
-    """Refuse a hostile context before a byte of it is written; returns the entry count."""
-    count = 0
-    try:
-        with tarfile.open(path, "r:*") as tf:
-            for m in tf:
-                count += 1
-                if count > MAX_CONTEXT_ENTRIES:
-                    raise ContextError(f"build context has more than {MAX_CONTEXT_ENTRIES} "
-                                       "entries")
-                _check_name(m.name, "entry")
-                if m.ischr() or m.isblk():
-                    raise ContextError(f"build context entry {m.name!r} is a device node; "
-                                       "device nodes are not allowed in a build context")
-                if m.isfifo():
-                    raise ContextError(f"build context entry {m.name!r} is a FIFO")
-                if m.islnk():
-                    _check_name(m.linkname, "hard link target")
-                if not (m.isreg() or m.isdir() or m.issym() or m.islnk()):
-                    raise ContextError(f"build context entry {m.name!r} has unsupported type "
-                                       f"{m.type!r}")
-    except tarfile.ReadError as e:
-        if path.stat().st_size == 0:
-            return 0
-        raise ContextError(f"build context is not a valid tar archive: {e}") from None
-    except (tarfile.TarError, EOFError, OSError, lzma.LZMAError) as e:
-        raise ContextError(f"build context is not a valid tar archive: {e}") from None
-    return count
+def vet(m: tarfile.TarInfo) -> None:
+    """One header of the context, refused before it is applied if it is hostile."""
+    _check_name(m.name, "entry")
+    if m.ischr() or m.isblk():
+        raise ContextError(f"build context entry {m.name!r} is a device node; "
+                           "device nodes are not allowed in a build context")
+    if m.isfifo():
+        raise ContextError(f"build context entry {m.name!r} is a FIFO")
+    if m.islnk():
+        _check_name(m.linkname, "hard link target")
+    if not (m.isreg() or m.isdir() or m.issym() or m.islnk()):
+        raise ContextError(f"build context entry {m.name!r} has unsupported type {m.type!r}")
 
 
 @contextlib.contextmanager
@@ -86,13 +70,16 @@ def decompressing(raw: IO[bytes]) -> Iterator[IO[bytes]]:
 
 
 def extract(path: Path, dest: Path) -> None:
-    """Check, then unpack the context tar at path into the empty dir dest (blocking)."""
+    """Unpack the context tar at path into the empty dir dest, every header vetted first
+    (blocking). One pass: a refused entry stops the unpack, and the caller drops dest."""
     dest.mkdir(parents=True, exist_ok=True)
-    if not check(path):
+    if path.stat().st_size == 0:
         return
     try:
         with path.open("rb") as raw, decompressing(raw) as src:
             apply_layer(src, str(dest), [], max_bytes=MAX_CONTEXT_BYTES,
-                        max_entries=MAX_CONTEXT_ENTRIES)
+                        max_entries=MAX_CONTEXT_ENTRIES, vet=vet)
     except UnpackError as e:
-        raise ContextError(f"build context: {e}") from None
+        raise ContextError(f"build context: {str(e).replace('layer', 'archive')}") from None
+    except (lzma.LZMAError, OSError, EOFError) as e:
+        raise ContextError(f"build context is not a valid tar archive: {e}") from None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import zstandard
@@ -73,8 +73,12 @@ def unpack_detached(
     media_type: str = "",
     max_bytes: int = DEFAULT_MAX_LAYER_BYTES,
     max_entries: int = DEFAULT_MAX_ENTRIES,
+    vet: Callable[[tarfile.TarInfo], None] | None = None,
 ) -> Detached:
-    """Unpack a (possibly compressed) layer stream into root, touching nothing of its parents."""
+    """Unpack a (possibly compressed) layer stream into root, touching nothing of its parents.
+
+    `vet` sees every header before it is applied and may refuse it by raising (build
+    contexts refuse what a layer may hold, such as device nodes)."""
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     ap = Applier(root_fd, None, max_bytes)
     entries = 0
@@ -95,6 +99,8 @@ def unpack_detached(
                     entries += 1
                     if entries > max_entries:
                         raise UnpackError(f"layer has more than the cap of {max_entries} entries")
+                    if vet is not None:
+                        vet(m)
                     ap.apply(m, body)
             counted.drain()
         except (OverCap, MislabelledLayer) as e:
@@ -119,9 +125,10 @@ def apply_layer(
     media_type: str = "",
     max_bytes: int = DEFAULT_MAX_LAYER_BYTES,
     max_entries: int = DEFAULT_MAX_ENTRIES,
+    vet: Callable[[tarfile.TarInfo], None] | None = None,
 ) -> UnpackResult:
     """Unpack a layer stream into root on top of lowers (parents, top first), in one go."""
-    detached = unpack_detached(stream, root, media_type, max_bytes, max_entries)
+    detached = unpack_detached(stream, root, media_type, max_bytes, max_entries, vet)
     try:
         return detached.resolve(lowers)
     finally:
