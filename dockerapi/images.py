@@ -16,14 +16,15 @@ from typing import Any
 
 from aiohttp import web
 
+from dockerapi import image_delete
 from dockerapi.http import Route, filters, front, qbool
 from engine import errors
 from engine.context import Context
-from engine.errors import FailedPrecondition, InvalidArgument, NotFound
+from engine.errors import InvalidArgument, NotFound
 from runtime.images import reference
 from runtime.images.records import Image
 from runtime.images.registry import Auth, RegistryError
-from runtime.images.store import InUse, PullError
+from runtime.images.store import PullError
 
 BY_HTTP_STATUS: dict[int, type[errors.EngineError]] = {
     401: errors.Unauthenticated, 403: errors.PermissionDenied, 404: errors.NotFound,
@@ -145,33 +146,14 @@ async def remove(request: web.Request) -> web.StreamResponse:
     f = front(request)
     given = request.match_info["name"]
     img = image(request, given)
-    force = qbool(request, "force")
-    used = {c.image_id for c in f.ctx.store.containers.find()}
-    whole = not any(t == _normalized(given) for t in img.repo_tags) or len(img.repo_tags) < 2
-    if whole and img.id in used and not force:
-        raise FailedPrecondition(f"conflict: unable to remove repository reference "
-                                 f"\"{given[:300]}\" (must force) - container is using its "
-                                 f"referenced image {img.id[7:19]}")
-    if whole and img.id in used:
-        raise FailedPrecondition(f"conflict: unable to delete {img.id[7:19]} (cannot be forced)"
-                                 " - image is being used by a container")
-    try:
-        await asyncio.to_thread(f.ctx.images.remove, given, in_use=used.__contains__)
-    except InUse as exc:
-        raise FailedPrecondition(str(exc)) from None
-    out: list[dict[str, str]] = [{"Untagged": _short(t)} for t in img.repo_tags
-                                 if whole or t == _normalized(given)]
-    if whole:
-        out.append({"Deleted": img.id})
-    f.publish_image(img.id, "delete" if whole else "untag")
-    return web.json_response(out)
-
-
-def _normalized(given: str) -> str:
-    try:
-        return str(reference.normalize(given).tagged())
-    except ValueError:
-        return given
+    states = f.ctx.states.states
+    users = [(c.id, (st := states.get(c.id)) is not None and st.status == "running")
+             for c in f.ctx.store.containers.find() if c.image_id == img.id]
+    done = await asyncio.to_thread(image_delete.delete, f.ctx.images, img, given, users,
+                                   qbool(request, "force"))
+    for ref, action in done.events:
+        f.publish_image(ref, action)
+    return web.json_response(done.rows)
 
 
 def _auth(request: web.Request) -> Auth | None:

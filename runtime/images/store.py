@@ -243,6 +243,19 @@ class ImageStore:
             self.index.save()
             self.gc()
 
+    def untag(self, image_id: str, ref: str) -> bool:
+        """Drop one tag or digest reference, keeping the image even when it is left dangling
+        (Docker's untag; the front end decides whether to delete it after)."""
+        with self._lock:
+            img = self.index.images.get(image_id)
+            if img is None or ref not in (*img.repo_tags, *img.repo_digests):
+                return False
+            for refs in (img.repo_tags, img.repo_digests):
+                if ref in refs:
+                    refs.remove(ref)
+            self.index.save()
+            return True
+
     def tag(self, image_id: str, ref: str) -> str:
         """Point a tag at an image, moving it off whichever image held it; returns the tag."""
         tag = normalize(ref).tagged()
