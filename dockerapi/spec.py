@@ -122,7 +122,7 @@ def build(cid: str, body: CreateBody, image: ImageConfig, pod_extra: dict[str, A
         "ociVersion": defaults.OCI_VERSION,
         "process": {
             "terminal": body.tty,
-            "user": {"uid": uid, "gid": gid, "additionalGids": [g for g in groups if g != gid]},
+            "user": {"uid": uid, "gid": gid, "additionalGids": groups},
             "args": argv(body, image),
             "env": env(body, image),
             "cwd": body.workdir or image.workdir or "/",
