@@ -96,8 +96,9 @@ def resources(body: CreateBody) -> dict[str, Any]:
 
 
 def build(cid: str, body: CreateBody, image: ImageConfig, pod_extra: dict[str, Any],
-          rootfs: Path) -> dict[str, Any]:
-    """A complete config.json: the pod's namespaces and files, the body's process and limits."""
+          rootfs: Path, devices: list[dict[str, Any]]) -> dict[str, Any]:
+    """A complete config.json: the pod's namespaces and files, the body's process and limits;
+    devices are the host's nodes a privileged container gets (runtime.hostdevices)."""
     try:  # the same rule as CRI's: primary gid, image memberships, then --group-add
         uid, gid, groups = process_user(str(rootfs), body.user or image.user or "0",
                                         body.group_add).as_tuple()
@@ -139,7 +140,7 @@ def build(cid: str, body: CreateBody, image: ImageConfig, pod_extra: dict[str, A
             "namespaces": ns,
             "cgroupsPath": f"berth/{cid}",
             "resources": resources(body),
-            "devices": [],
+            "devices": devices,
             "sysctl": {},
             "maskedPaths": [] if body.privileged else list(defaults.DEFAULT_MASKED),
             "readonlyPaths": [] if body.privileged else list(defaults.DEFAULT_READONLY),
