@@ -99,9 +99,10 @@ def build(cid: str, body: CreateBody, image: ImageConfig, pod_extra: dict[str, A
           rootfs: Path, devices: list[dict[str, Any]]) -> dict[str, Any]:
     """A complete config.json: the pod's namespaces and files, the body's process and limits;
     devices are the host's nodes a privileged container gets (runtime.hostdevices)."""
-    try:  # the same rule as CRI's: primary gid, image memberships, then --group-add
-        uid, gid, groups = process_user(str(rootfs), body.user or image.user or "0",
-                                        body.group_add).as_tuple()
+    user = body.user or image.user or "0"
+    try:  # CRI's rule, but as dockerd: an explicit group drops the image's memberships
+        uid, gid, groups = process_user(str(rootfs), user, body.group_add,
+                                        image_groups=":" not in user).as_tuple()
     except (InitError, LookupError, ValueError) as exc:
         raise InvalidArgument(f"unable to find user {body.user or image.user}: {exc}") from None
     caps = capabilities(body)
