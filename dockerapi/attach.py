@@ -69,6 +69,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
     else:
         done.set()
     h = await hijack(request, RAW if tty else MULTIPLEXED)
+    f.publish(rec, "attach", {})  # dockerd's containerAttach logs it once the streams are up
     out = asyncio.create_task(_output(h, path, start, done, want, tty))
     f.reading(rec.id, out)
     use_stdin = qbool(request, "stdin") and bool(d.get("open_stdin"))

@@ -99,8 +99,10 @@ async def create(request: web.Request) -> web.StreamResponse:
         if not isinstance(user, str):
             raise InvalidArgument("User must be a string")
         try:
-            uid, gid, groups = process_user(str(Bundle(f.ctx.bundle_dir(rec.id)).rootfs),
-                                            user).as_tuple()
+            uid, gid, groups = process_user(  # dockerd's getUser: the container's --group-add
+                str(Bundle(f.ctx.bundle_dir(rec.id)).rootfs), user,
+                model.docker(rec).get("host_config", {}).get("GroupAdd") or [],
+                image_groups=":" not in user).as_tuple()
         except (InitError, LookupError, ValueError) as exc:
             raise InvalidArgument(f"unable to find user {user}: {exc}") from None
         process["user"] = {"uid": uid, "gid": gid, "additionalGids": groups}

@@ -9,6 +9,7 @@ import asyncio
 import base64
 import binascii
 import calendar
+import contextlib
 import fnmatch
 import json
 import time
@@ -16,14 +17,16 @@ from typing import Any
 
 from aiohttp import web
 
+from dockerapi import image_delete
 from dockerapi.http import Route, filters, front, qbool
 from engine import errors
 from engine.context import Context
-from engine.errors import FailedPrecondition, InvalidArgument, NotFound
+from engine.errors import InvalidArgument, NotFound
 from runtime.images import reference
+from runtime.images.puller import PullEvent
 from runtime.images.records import Image
 from runtime.images.registry import Auth, RegistryError
-from runtime.images.store import InUse, PullError
+from runtime.images.store import PullError
 
 BY_HTTP_STATUS: dict[int, type[errors.EngineError]] = {
     401: errors.Unauthenticated, 403: errors.PermissionDenied, 404: errors.NotFound,
@@ -145,33 +148,14 @@ async def remove(request: web.Request) -> web.StreamResponse:
     f = front(request)
     given = request.match_info["name"]
     img = image(request, given)
-    force = qbool(request, "force")
-    used = {c.image_id for c in f.ctx.store.containers.find()}
-    whole = not any(t == _normalized(given) for t in img.repo_tags) or len(img.repo_tags) < 2
-    if whole and img.id in used and not force:
-        raise FailedPrecondition(f"conflict: unable to remove repository reference "
-                                 f"\"{given[:300]}\" (must force) - container is using its "
-                                 f"referenced image {img.id[7:19]}")
-    if whole and img.id in used:
-        raise FailedPrecondition(f"conflict: unable to delete {img.id[7:19]} (cannot be forced)"
-                                 " - image is being used by a container")
-    try:
-        await asyncio.to_thread(f.ctx.images.remove, given, in_use=used.__contains__)
-    except InUse as exc:
-        raise FailedPrecondition(str(exc)) from None
-    out: list[dict[str, str]] = [{"Untagged": _short(t)} for t in img.repo_tags
-                                 if whole or t == _normalized(given)]
-    if whole:
-        out.append({"Deleted": img.id})
-    f.publish_image(img.id, "delete" if whole else "untag")
-    return web.json_response(out)
-
-
-def _normalized(given: str) -> str:
-    try:
-        return str(reference.normalize(given).tagged())
-    except ValueError:
-        return given
+    states = f.ctx.states.states
+    users = [(c.id, (st := states.get(c.id)) is not None and st.status == "running")
+             for c in f.ctx.store.containers.find() if c.image_id == img.id]
+    done = await asyncio.to_thread(image_delete.delete, f.ctx.images, img, given, users,
+                                   qbool(request, "force"))
+    for ref, action in done.events:
+        f.publish_image(ref, action)
+    return web.json_response(done.rows)
 
 
 def _auth(request: web.Request) -> Auth | None:
@@ -195,7 +179,8 @@ def _auth(request: web.Request) -> Auth | None:
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    """Pull, then report it as Docker's progress lines (one per layer, then the digest)."""
+    """Pull, streaming Docker's progress lines (per layer, with byte counts) while it runs.
+    An error before the first line is a status code; after it, an `error` line, as dockerd."""
     f = front(request)
     if request.query.get("fromSrc"):
         raise InvalidArgument("image import (fromSrc) is not supported yet")
@@ -211,36 +196,61 @@ async def create(request: web.Request) -> web.StreamResponse:
         raise InvalidArgument(f"invalid reference format: {exc}") from None
     auth = _auth(request)
     had = f.ctx.images.get(str(norm))
+    short = _short(str(norm))
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    events: asyncio.Queue[PullEvent | None] = asyncio.Queue()
     started, ok, new_bytes = time.monotonic(), False, 0
+    pull = asyncio.ensure_future(f.ctx.images.pull(str(norm), auth, progress=events.put_nowait))
+    pull.add_done_callback(lambda _p: events.put_nowait(None))
     try:
-        img = await f.ctx.images.pull(str(norm), auth)
+        while (ev := await events.get()) is not None:
+            if not resp.prepared:
+                await resp.prepare(request)
+                await _write(resp, {"status": f"Pulling from {short.rsplit(':', 1)[0]}",
+                                    "id": norm.tag or norm.digest or "latest"})
+            await _write(resp, _progress_line(ev))
+        img = await pull
         ok, new_bytes = True, 0 if had else img.size
     except ValueError as exc:
-        raise InvalidArgument(f"invalid reference format: {exc}") from None
+        return await _failed(request, resp, InvalidArgument(f"invalid reference format: {exc}"))
     except RegistryError as exc:
-        raise BY_HTTP_STATUS.get(exc.status, errors.EngineError)(str(exc)) from None
+        return await _failed(request, resp,
+                             BY_HTTP_STATUS.get(exc.status, errors.EngineError)(str(exc)))
     except PullError as exc:
-        raise errors.Internal(str(exc)) from None
+        return await _failed(request, resp, errors.Internal(str(exc)))
     finally:
+        if not pull.done():  # the client went away mid-stream: let the pull finish its work
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pull)
         for observe in f.ctx.pull_observers:
             observe(str(norm), new_bytes, time.monotonic() - started, ok)
-    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-    await resp.prepare(request)
-    short = _short(str(norm))
-    lines: list[dict[str, Any]] = [{"status": f"Pulling from {short.rsplit(':', 1)[0]}",
-                                    "id": norm.tag or norm.digest or "latest"}]
-    for layer in img.layers:
-        lid = layer.split(":")[-1][:12]
-        if had is None:
-            lines.append({"status": "Pulling fs layer", "progressDetail": {}, "id": lid})
-        lines.append({"status": "Pull complete" if had is None else "Already exists",
-                      "progressDetail": {}, "id": lid})
-    lines.append({"status": f"Digest: {img.manifest_digest}"})
-    lines.append({"status": f"Status: {'Image is up to date' if had else 'Downloaded newer image'}"
-                            f" for {short}"})
-    for line in lines:
-        await resp.write(json.dumps(line).encode() + b"\r\n")
+    if not resp.prepared:
+        await resp.prepare(request)
+    await _write(resp, {"status": f"Digest: {img.manifest_digest}"})
+    done = "Image is up to date" if had else "Downloaded newer image"
+    await _write(resp, {"status": f"Status: {done} for {short}"})
     f.publish_image(short, "pull")
+    return resp
+
+
+def _progress_line(ev: PullEvent) -> dict[str, Any]:
+    lid = ev.digest.split(":")[-1][:12]
+    if ev.status == "Downloading":
+        return {"status": ev.status, "progressDetail": {"current": ev.current, "total": ev.total},
+                "id": lid}
+    return {"status": ev.status, "progressDetail": {}, "id": lid}
+
+
+async def _write(resp: web.StreamResponse, line: dict[str, Any]) -> None:
+    await resp.write(json.dumps(line).encode() + b"\r\n")
+
+
+async def _failed(request: web.Request, resp: web.StreamResponse,
+                  exc: errors.EngineError) -> web.StreamResponse:
+    """Before the stream began: the status code; after: Docker's error line."""
+    if not resp.prepared:
+        raise exc
+    await _write(resp, {"errorDetail": {"message": str(exc)}, "error": str(exc)})
     return resp
 
 

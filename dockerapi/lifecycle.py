@@ -23,6 +23,7 @@ from engine.errors import AlreadyExists, EngineError, FailedPrecondition, NotFou
 from engine.ids import new_id
 from engine.store import DOCKER, ContainerRecord, NameTaken, PodRecord
 from runtime.containers import ContainerEvent
+from runtime.hostdevices import host_devices
 from runtime.images.records import Image
 from runtime.network import podfiles
 
@@ -70,9 +71,10 @@ async def create(front: Front, body: CreateBody, image: Image, name: str,
               "open_stdin": body.open_stdin, "healthcheck": check}
     try:
         model.reserve_name(ctx, name)  # again: another create may have taken it meanwhile
+        devices = await asyncio.to_thread(host_devices) if body.privileged else []
         await containers.create_container(
             ctx, rec, image, lambda rootfs: specmod.build(cid, body, image.config, pod.extra,
-                                                          rootfs),
+                                                          rootfs, devices),
             containers.Stdio(log_path=str(ctx.pod_dir(cid) / "container.log"), tty=body.tty,
                              stdin=body.open_stdin, stdin_once=body.stdin_once),
             body.stop_signal, name, extra={"docker": docker}, rerunnable=True)

@@ -96,11 +96,11 @@ def resources(body: CreateBody) -> dict[str, Any]:
 
 
 def build(cid: str, body: CreateBody, image: ImageConfig, pod_extra: dict[str, Any],
-          rootfs: Path) -> dict[str, Any]:
-    """A complete config.json: the pod's namespaces and files, the body's process and limits."""
+          rootfs: Path, devices: list[dict[str, Any]]) -> dict[str, Any]:
+    """A complete config.json: the pod's namespaces and files, the body's process and limits;
+    devices are the host's nodes a privileged container gets (runtime.hostdevices)."""
     user = body.user or image.user or "0"
-    try:  # CRI's rule: primary gid, image memberships, --group-add; an explicit group in
-        # --user drops the image's memberships, as dockerd (runc) does
+    try:  # CRI's rule, but as dockerd: an explicit group drops the image's memberships
         uid, gid, groups = process_user(str(rootfs), user, body.group_add,
                                         image_groups=":" not in user).as_tuple()
     except (InitError, LookupError, ValueError) as exc:
@@ -141,7 +141,7 @@ def build(cid: str, body: CreateBody, image: ImageConfig, pod_extra: dict[str, A
             "namespaces": ns,
             "cgroupsPath": f"berth/{cid}",
             "resources": resources(body),
-            "devices": [],
+            "devices": devices,
             "sysctl": {},
             "maskedPaths": [] if body.privileged else list(defaults.DEFAULT_MASKED),
             "readonlyPaths": [] if body.privileged else list(defaults.DEFAULT_READONLY),

@@ -28,6 +28,7 @@ import fcntl
 import gc
 import os
 import signal
+import stat
 import termios
 from dataclasses import dataclass, field
 from typing import Any
@@ -426,6 +427,9 @@ def _finalize(proc: oci.Process, bpf: bytes | None, status_w: int) -> None:
     caps.drop_bounding(set(c.bounding))
     caps.set_keepcaps(True)
     u = proc.user
+    env = dict(e.partition("=")[::2] for e in proc.env)
+    if not env.get("HOME"):  # runc's rule, read while still root (passwd may be 0600)
+        env["HOME"] = _home(u.uid)
     try:
         os.setgroups(u.additional_gids)
         os.setgid(u.gid)
@@ -436,7 +440,6 @@ def _finalize(proc: oci.Process, bpf: bytes | None, status_w: int) -> None:
     caps.set_caps(set(c.effective), set(c.permitted), set(c.inheritable))
     caps.set_ambient(set(c.ambient))
     libc.set_pdeathsig(signal.SIGKILL)  # a credential change cleared it
-    env = dict(e.partition("=")[::2] for e in proc.env)
     try:
         os.chdir(proc.cwd)
         os.getcwd()  # ENOENT when the cwd is not below our root (a leaked host fd): refuse it
@@ -450,6 +453,27 @@ def _finalize(proc: oci.Process, bpf: bytes | None, status_w: int) -> None:
         os.execve(path, proc.args, env)
     except OSError as e:
         raise InitError(f"exec: {path}: {os.strerror(e.errno or 0).lower()}") from None
+
+
+def _home(uid: int) -> str:
+    """The uid's home in the container's own /etc/passwd (our root is the container's by now),
+    "/" without one, as runc sets HOME when the process env has none. Non-blocking and
+    regular files only: the image owns that path and could make it a FIFO."""
+    try:
+        fd = os.open("/etc/passwd", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return "/"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "/"
+        text = os.read(fd, 1 << 20).decode("utf-8", "replace")
+    finally:
+        os.close(fd)
+    for line in text.splitlines():
+        f = line.split(":")
+        if len(f) >= 6 and f[2] == str(uid) and f[5]:
+            return f[5]
+    return "/"
 
 
 def _load_seccomp(bpf: bytes) -> None:

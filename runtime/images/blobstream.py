@@ -71,6 +71,7 @@ class BlobStream:
         self.done = fd is None  # another process published it while we waited for its lock
         self.fd = os.open(store.path(digest), os.O_RDONLY | os.O_CLOEXEC) if fd is None else fd
         self.kept = os.fstat(self.fd).st_size  # bytes already on disk: re-read, not re-fetched
+        self.progress: Callable[[int], None] = lambda _pos: None  # bytes read so far
 
     def read(self, n: int = -1) -> bytes:
         """Up to n bytes (a chunk when n < 0); b'' only at the end of the blob."""
@@ -89,6 +90,7 @@ class BlobStream:
         if self.pos < self.kept:
             data = os.pread(self.fd, min(_CHUNK, self.kept - self.pos), self.pos)
             self.h.update(data)
+            self.progress(self.pos + len(data))
             return data
         if self.done or 0 <= self.size <= self.pos:  # all there (a whole blob kept unpublished)
             return b""
@@ -101,6 +103,7 @@ class BlobStream:
         while view:
             n = os.pwrite(self.fd, view, at)
             view, at = view[n:], at + n
+        self.progress(self.pos + len(chunk))
         return chunk
 
     def _fetch(self) -> bytes:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,22 @@ if TYPE_CHECKING:
     from runtime.images.store import ImageStore
 
 T = TypeVar("T")
+REPORT_EVERY = 0.1  # seconds between two Downloading events of one layer
+
+
+@dataclass(frozen=True)
+class PullEvent:
+    """One step of a layer's pull, in the terms Docker's progress stream uses: Pulling fs layer
+    or Already exists, then Downloading (bytes so far of total), Download complete and Pull
+    complete."""
+
+    digest: str
+    status: str
+    current: int = 0
+    total: int = 0
+
+
+PullProgress = Callable[[PullEvent], None]
 
 
 @dataclass
@@ -53,8 +70,12 @@ class Unpacked:
 class Pull:
     """State of one PullImage: its cancel flag, download limit and the config's chain IDs."""
 
-    def __init__(self, store: ImageStore, r: Reference, auth: Auth | None) -> None:
+    def __init__(self, store: ImageStore, r: Reference, auth: Auth | None,
+                 progress: PullProgress | None = None) -> None:
         self.store, self.r, self.auth = store, r, auth
+        self.progress = progress or (lambda _e: None)  # always called on the event loop
+        self.loop = asyncio.get_running_loop()
+        self.fetching: set[str] = set()  # layer blobs missing when the pull began
         self.abandon = Abandon()
         self.sem = asyncio.Semaphore(store.registry_config.max_concurrent_downloads)
         self.chains: asyncio.Future[tuple[list[str], list[str]]] = \
@@ -69,6 +90,12 @@ class Pull:
             if res.index_raw is not None:
                 st.content.put_bytes(res.top_digest, res.index_raw)
             st.content.put_bytes(res.manifest_digest, res.manifest_raw)
+            for ly in layers:
+                missing = not st.content.has(ly["digest"])
+                if missing:
+                    self.fetching.add(ly["digest"])
+                self.progress(PullEvent(ly["digest"], "Pulling fs layer" if missing
+                                        else "Already exists"))
             tasks: list[asyncio.Future[None]] = []
             parent: asyncio.Future[None] | None = None
             for i, ly in enumerate(layers):
@@ -104,6 +131,8 @@ class Pull:
         try:
             diff_ids, chains = await asyncio.shield(self.chains)
             await self._commit(ly, diff_ids[i], chains[: i + 1], parent, got)
+            if ly["digest"] in self.fetching:
+                self.progress(PullEvent(ly["digest"], "Pull complete"))
         finally:
             if got is not None:
                 got.drop(self.store)
@@ -140,6 +169,8 @@ class Pull:
         st = self.store
         bs = BlobStream(st.content, desc["digest"], int(desc.get("size", -1)), opener,
                         st.registry_config.retries, self.abandon)
+        if unpack is not None:
+            bs.progress = self._reporter(desc["digest"], bs.size)
         try:
             if unpack is None:
                 bs.finish()
@@ -154,6 +185,7 @@ class Pull:
                     bs.finish()  # bytes that are not what the manifest named: say that instead
                     raise e
                 bs.finish()  # the digest check: a mismatch discards the snapshot
+                self._report(PullEvent(desc["digest"], "Download complete"))
             except BaseException:
                 st.snapshots.discard(tmp)
                 raise
@@ -226,6 +258,23 @@ class Pull:
             await self.in_thread(st.snapshots.sync, got.tmp)
         await self.in_thread(st.snapshots.measure, got.tmp, chains[-1])
         st.snapshots.commit(got.tmp, chains[-1])
+
+    def _reporter(self, digest: str, total: int) -> Callable[[int], None]:
+        """Called by the layer's thread with its byte count: a Downloading event now and then
+        (the first at once, so even a small layer shows one)."""
+        last = -REPORT_EVERY
+
+        def report(pos: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= REPORT_EVERY or pos == total:
+                last = now
+                self._report(PullEvent(digest, "Downloading", pos, total))
+        return report
+
+    def _report(self, ev: PullEvent) -> None:
+        """From a layer's thread: the callback runs on the loop, in the order of the calls."""
+        self.loop.call_soon_threadsafe(self.progress, ev)
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn in the unpack pool; if we are cancelled, stop it before going on, and drop

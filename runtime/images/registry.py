@@ -205,7 +205,8 @@ class RegistryClient:
         basic = auth.basic() if auth else None
         if scheme == "basic":
             if basic is None:
-                raise Unauthorized(str(ref), ref.domain, 401, "Unauthorized", "no credentials")
+                raise Unauthorized(str(ref), ref.domain, 401, "Unauthorized",
+                                   "no basic auth credentials")  # dockerd's words
             raw = base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
             return f"Basic {raw}"
         if scheme != "bearer" or "realm" not in params:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.images.content import ContentStore, DigestMismatch, DownloadFailed, Retryable
-from runtime.images.puller import Pull
+from runtime.images.puller import Pull, PullProgress
 from runtime.images.pusher import Progress, Push, PushResult
 from runtime.images.records import Image, ImageConfig, ImageIndex
 from runtime.images.reference import normalize, parse
@@ -97,13 +97,15 @@ class ImageStore:
         return self._client
 
     async def pull(self, ref: str, auth: Auth | None = None,
-                   platform: Platform | None = None) -> Image:
-        """Fetch, verify and unpack ref; the image becomes visible only once complete."""
+                   platform: Platform | None = None,
+                   progress: PullProgress | None = None) -> Image:
+        """Fetch, verify and unpack ref; the image becomes visible only once complete.
+        progress hears per-layer steps and byte counts (on the loop) while it happens."""
         r = normalize(ref)
         self._pulls += 1
         try:
             res = await self.client.resolve(r, auth, platform)
-            return await Pull(self, r, auth).run(res)
+            return await Pull(self, r, auth, progress).run(res)
         except (RegistryError, InUse):
             raise
         except (Retryable, DigestMismatch, DownloadFailed, UnpackError, OSError, ValueError,
@@ -242,6 +244,19 @@ class ImageStore:
             del self.index.images[img.id]
             self.index.save()
             self.gc()
+
+    def untag(self, image_id: str, ref: str) -> bool:
+        """Drop one tag or digest reference, keeping the image even when it is left dangling
+        (Docker's untag; the front end decides whether to delete it after)."""
+        with self._lock:
+            img = self.index.images.get(image_id)
+            if img is None or ref not in (*img.repo_tags, *img.repo_digests):
+                return False
+            for refs in (img.repo_tags, img.repo_digests):
+                if ref in refs:
+                    refs.remove(ref)
+            self.index.save()
+            return True
 
     def tag(self, image_id: str, ref: str) -> str:
         """Point a tag at an image, moving it off whichever image held it; returns the tag."""

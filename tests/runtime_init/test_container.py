@@ -88,6 +88,18 @@ def test_non_root_user_groups_and_ambient(busybox_rootfs, run_container):
     assert st["CapEff"] == want and st["CapAmb"] == want and st["CapBnd"] == want
 
 
+def test_home_from_the_containers_passwd(busybox_rootfs, run_container):
+    """runc's rule: without HOME in the env, the user's home from the container's /etc/passwd
+    ("/" for a uid it does not list); a HOME given is kept."""
+    got = []
+    for uid, env in ((1000, []), (4242, []), (1000, ["HOME=/given"])):
+        spec = sh(busybox_rootfs, "echo $HOME")
+        spec["process"]["user"] = {"uid": uid, "gid": uid, "additionalGids": []}
+        spec["process"]["env"] += env
+        got.append(go(run_container, busybox_rootfs, spec).stdout.strip())
+    assert got == ["/home/alice", "/", "/given"]
+
+
 def test_readonly_rootfs(busybox_rootfs, run_container):
     spec = sh(busybox_rootfs, "touch /newfile 2>&1; echo rc=$?; touch /dev/shm/ok && echo shm-ok",
               readonly=True)
