@@ -19,6 +19,7 @@ from urllib.parse import urljoin
 
 import httpx
 
+from runtime.images.content import Retryable
 from runtime.images.reference import Reference, normalize, parse
 from runtime.images.registry import (
     MT_DOCKER_MANIFEST,
@@ -26,8 +27,6 @@ from runtime.images.registry import (
     Auth,
     RegistryClient,
     RegistryError,
-    _challenge,
-    _fingerprint,
 )
 
 if TYPE_CHECKING:
@@ -66,47 +65,26 @@ Progress = Callable[[PushEvent], None]
 
 
 class _Session:
-    """HTTP with the auth dance for one repository, asking for pull and push rights."""
+    """The registry client's requests for one repository, asking for pull and push rights."""
 
     def __init__(self, client: RegistryClient, ref: Reference, auth: Auth | None) -> None:
         self.client, self.ref, self.auth = client, ref, auth
         self.base = client.endpoints(ref.domain)[-1]  # mirrors serve pulls only
-        scope = f"repository:{ref.path}:pull,push"
-        self.key = (httpx.URL(self.base).netloc.decode(), scope, _fingerprint(auth))
-        self.scope = scope
 
     def url(self, rel: str) -> str:
         return f"{self.base}/v2/{self.ref.path}/{rel}"
 
     async def send(self, method: str, url: str, headers: dict[str, str] | None = None,
                    body: Callable[[], Any] | None = None) -> httpx.Response:
-        """One request; a 401 earns a token (or basic header) and the request goes again.
-
-        body is a factory so a retried request gets a fresh stream."""
-        tokens = self.client._tokens
-        for attempt in range(2):
-            hdrs = dict(headers or {})
-            if self.key in tokens:
-                hdrs["Authorization"] = tokens[self.key]
-            try:
-                resp = await self.client.http.request(
-                    method, urljoin(self.base + "/", url), headers=hdrs,
-                    content=body() if body else None)
-            except httpx.TransportError as e:
-                raise PushError(f"push {self.ref}: {type(e).__name__} talking to registry "
-                                f"{self.ref.domain}: {e}") from e
-            if resp.status_code != 401 or attempt:
-                return resp
-            challenge = resp.headers.get("www-authenticate", "")
-            scheme, params = _challenge(challenge)
-            if scheme == "bearer" and "scope" not in params:
-                challenge += f',scope="{self.scope}"'
-            try:
-                tokens[self.key] = await self.client._authorize(
-                    self.ref, challenge, self.scope, self.auth)
-            except RegistryError as e:
-                raise PushError(str(e).replace("pull ", "push ", 1)) from e
-        raise AssertionError("unreachable")
+        """One request (url may be a registry's relative Location); failures as PushError."""
+        try:
+            return await self.client.request(self.ref, urljoin(self.base + "/", url), self.auth,
+                                             method=method, headers=headers, body=body,
+                                             actions="pull,push")
+        except Retryable as e:
+            raise PushError(f"push {self.ref}: {e}") from e
+        except RegistryError as e:
+            raise PushError(str(e).replace("pull ", "push ", 1)) from e
 
     def fail(self, resp: httpx.Response, what: str) -> PushError:
         detail = ""

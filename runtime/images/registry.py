@@ -139,10 +139,12 @@ def _fingerprint(auth: Auth | None) -> str:
     return hashlib.sha256("\0".join(fields).encode()).hexdigest()
 
 
-def _token_key(ref: Reference, url: str, auth: Auth | None) -> tuple[str, tuple[str, str, str]]:
-    """Tokens are per endpoint (a mirror's never goes to origin) and per credential, so a pull
-    without a secret never rides on a token another pod's secret obtained."""
-    scope = f"repository:{ref.path}:pull"
+def _token_key(ref: Reference, url: str, auth: Auth | None,
+               actions: str = "pull") -> tuple[str, tuple[str, str, str]]:
+    """Tokens are per endpoint (a mirror's never goes to origin), per repository scope and per
+    credential, so a pull without a secret never rides on a token another pod's secret obtained,
+    and a pull's token is never offered for a push."""
+    scope = f"repository:{ref.path}:{actions}"
     return scope, (httpx.URL(url).netloc.decode(), scope, _fingerprint(auth))
 
 
@@ -184,13 +186,18 @@ class RegistryClient:
         """headers plus the token or basic header an earlier challenge for key earned."""
         return {**headers, "Authorization": self._tokens[key]} if key in self._tokens else headers
 
-    async def _send(self, ref: Reference, url: str, headers: dict[str, str],
-                    auth: Auth | None) -> httpx.Response:
-        """GET with the auth dance: a 401 challenge yields a token or basic header, then retry."""
-        scope, key = _token_key(ref, url, auth)
+    async def request(self, ref: Reference, url: str, auth: Auth | None, *,
+                      method: str = "GET", headers: dict[str, str] | None = None,
+                      body: Callable[[], Any] | None = None,
+                      actions: str = "pull") -> httpx.Response:
+        """One request with the auth dance: a 401 challenge yields a token or basic header for
+        `actions` on the repository, then the request goes again (`body` is a factory, so the
+        retry gets a fresh stream)."""
+        scope, key = _token_key(ref, url, auth, actions)
         for attempt in range(2):
             try:
-                resp = await self.http.get(url, headers=self._authed(key, headers))
+                resp = await self.http.request(method, url, content=body() if body else None,
+                                               headers=self._authed(key, headers or {}))
             except httpx.TransportError as e:
                 raise Retryable(f"{type(e).__name__} talking to {ref.domain}: {e}") from e
             if resp.status_code != 401 or attempt:
@@ -249,8 +256,8 @@ class RegistryClient:
             transient = False
             for ep in eps:
                 try:
-                    resp = await self._send(ref, f"{ep}/v2/{ref.path}/manifests/{obj}",
-                                            {"Accept": accept}, auth)
+                    resp = await self.request(ref, f"{ep}/v2/{ref.path}/manifests/{obj}", auth,
+                                              headers={"Accept": accept})
                 except Retryable as e:
                     last, transient = RegistryError(str(ref), ref.domain, 0, str(e)), True
                     continue
