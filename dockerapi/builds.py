@@ -8,10 +8,7 @@ a failure is an `error`/`errorDetail` message in the stream, as dockerd reports 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import json
 import os
 import uuid
 from pathlib import Path
@@ -19,17 +16,16 @@ from typing import Any
 
 from aiohttp import web
 
-from dockerapi.http import Route, front, qbool, qjson
-from dockerapi.images import _short
+from dockerapi.http import Route, error_line, front, json_lines, qbool, qjson
+from dockerapi.images import short_name
+from dockerapi.regauth import registry_config
 from engine.errors import InvalidArgument
 from engine.imagebuild.builder import BuildError, BuildOptions, build
 from engine.imagebuild.cache import BuildCache
 from engine.imagebuild.runner import NETWORK_MODES, Runner
 from runtime.images import reference
-from runtime.images.registry import Auth
 
 MAX_CONTEXT = 8 << 30
-MAX_CONFIG_HEADER = 64 << 10
 _CACHES: dict[str, BuildCache] = {}
 
 
@@ -38,29 +34,6 @@ def _cache(state_dir: str) -> BuildCache:
     if state_dir not in _CACHES:
         _CACHES[state_dir] = BuildCache(Path(state_dir) / "build")
     return _CACHES[state_dir]
-
-
-def _registry_config(request: web.Request) -> dict[str, Auth]:
-    """X-Registry-Config: base64url JSON of {registry: {username, password, ...}}."""
-    raw = request.headers.get("X-Registry-Config", "")
-    if not raw:
-        return {}
-    if len(raw) > MAX_CONFIG_HEADER:
-        raise InvalidArgument("X-Registry-Config header is too large")
-    try:
-        data = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (ValueError, binascii.Error):
-        raise InvalidArgument("X-Registry-Config is not base64url-encoded JSON") from None
-    if not isinstance(data, dict):
-        raise InvalidArgument("X-Registry-Config must be a JSON object")
-    out = {}
-    for host, a in data.items():
-        if isinstance(a, dict):
-            out[str(host).removeprefix("https://").removeprefix("http://").split("/")[0]] = Auth(
-                username=str(a.get("username") or ""), password=str(a.get("password") or ""),
-                auth=str(a.get("auth") or ""),
-                identity_token=str(a.get("identitytoken") or ""))
-    return out
 
 
 def _string_map(request: web.Request, name: str) -> dict[str, Any]:
@@ -99,7 +72,7 @@ def options(request: web.Request) -> BuildOptions:
                         build_args=_string_map(request, "buildargs"),
                         target=q.get("target", ""), nocache=qbool(request, "nocache"),
                         pull=qbool(request, "pull"), labels=_string_map(request, "labels"),
-                        network=network, auth=_registry_config(request))
+                        network=network, auth=registry_config(request))
 
 
 async def _spool(request: web.Request, path: Path) -> None:
@@ -126,32 +99,20 @@ async def build_image(request: web.Request) -> web.StreamResponse:
     ctx_tar = work / f"context-{uuid.uuid4().hex}.tar"
     try:
         await _spool(request, ctx_tar)
-        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-        await resp.prepare(request)
-        out: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        async with json_lines(request) as (resp, send):
+            def emit(msg: dict[str, Any]) -> None:
+                if not quiet or "aux" in msg or "error" in msg:
+                    send(msg)
 
-        def emit(msg: dict[str, Any]) -> None:
-            if not quiet or "aux" in msg or "error" in msg:
-                out.put_nowait(msg)
-
-        async def writer() -> None:
-            while (msg := await out.get()) is not None:
-                await resp.write(json.dumps(msg).encode() + b"\r\n")
-
-        pump = asyncio.create_task(writer())
-        try:
-            img = await build(f.ctx.images, Runner(f.ctx.monitor), _cache(f.ctx.config.state_dir),
-                              work, ctx_tar, opts, emit)
-            if quiet:  # the one line `docker build -q` prints
-                out.put_nowait({"stream": img.id + "\n"})
-            for tag in opts.tags:
-                f.publish_image(_short(tag), "tag")
-        except BuildError as exc:
-            emit({"errorDetail": {"message": str(exc)}, "error": str(exc)})
-        finally:
-            out.put_nowait(None)
-            with contextlib.suppress(ConnectionError):
-                await pump
+            try:
+                img = await build(f.ctx.images, Runner(f.ctx.monitor),
+                                  _cache(f.ctx.config.state_dir), work, ctx_tar, opts, emit)
+                if quiet:  # the one line `docker build -q` prints
+                    send({"stream": img.id + "\n"})
+                for tag in opts.tags:
+                    f.publish_image(short_name(tag), "tag")
+            except BuildError as exc:
+                emit(error_line(str(exc)))
         return resp
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -14,6 +16,7 @@ from engine.errors import InvalidArgument
 FRONT: web.AppKey[Front] = web.AppKey("front", Front)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Route = tuple[str, str, Handler]
+Emit = Callable[[dict[str, Any]], None]
 
 
 def front(request: web.Request) -> Front:
@@ -75,3 +78,30 @@ def filters(request: web.Request) -> dict[str, list[str]]:
         else:
             raise InvalidArgument(f"invalid filter '{key}'")
     return out
+
+
+@contextlib.asynccontextmanager
+async def json_lines(request: web.Request) -> AsyncIterator[tuple[web.StreamResponse, Emit]]:
+    """A streamed 200 of Docker's JSON progress lines. `emit` never waits (progress callbacks
+    run synchronously inside pulls, builds and pushes); a writer task sends the lines in order
+    and the block ends once every one has gone or the client has left."""
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await resp.prepare(request)
+    out: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+    async def writer() -> None:
+        while (msg := await out.get()) is not None:
+            await resp.write(json.dumps(msg).encode() + b"\r\n")
+
+    pump = asyncio.create_task(writer())
+    try:
+        yield resp, out.put_nowait
+    finally:
+        out.put_nowait(None)
+        with contextlib.suppress(ConnectionError):
+            await pump
+
+
+def error_line(message: str) -> dict[str, Any]:
+    """How a stream that already answered 200 reports its failure, as dockerd does."""
+    return {"errorDetail": {"message": message}, "error": message}

@@ -6,8 +6,6 @@ One image store serves both front ends: an image pulled here is the one kubelet 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import calendar
 import contextlib
 import fnmatch
@@ -18,20 +16,20 @@ from typing import Any
 from aiohttp import web
 
 from dockerapi import image_delete
-from dockerapi.http import Route, filters, front, qbool
+from dockerapi.http import Route, error_line, filters, front, qbool
+from dockerapi.regauth import registry_auth
 from engine import errors
 from engine.context import Context
 from engine.errors import InvalidArgument, NotFound
 from runtime.images import reference
 from runtime.images.puller import PullEvent
 from runtime.images.records import Image
-from runtime.images.registry import Auth, RegistryError
+from runtime.images.registry import RegistryError
 from runtime.images.store import PullError
 
 BY_HTTP_STATUS: dict[int, type[errors.EngineError]] = {
     401: errors.Unauthenticated, 403: errors.PermissionDenied, 404: errors.NotFound,
     0: errors.Unavailable}
-MAX_AUTH = 16 << 10
 
 
 def _config_doc(request: web.Request, img: Image) -> dict[str, Any]:
@@ -58,13 +56,13 @@ def _created(doc: dict[str, Any]) -> int:
 def summary(img: Image, doc: dict[str, Any] | None = None) -> dict[str, Any]:
     """One row of GET /images/json."""
     doc = doc or {}
-    return {"Id": img.id, "ParentId": "", "RepoTags": [_short(t) for t in img.repo_tags],
-            "RepoDigests": [_short(d) for d in img.repo_digests], "Created": _created(doc),
+    return {"Id": img.id, "ParentId": "", "RepoTags": [short_name(t) for t in img.repo_tags],
+            "RepoDigests": [short_name(d) for d in img.repo_digests], "Created": _created(doc),
             "Size": img.size, "VirtualSize": img.size, "SharedSize": -1,
             "Labels": img.config.labels or None, "Containers": -1}
 
 
-def _short(ref: str) -> str:
+def short_name(ref: str) -> str:
     """Docker's familiar names: busybox:latest for docker.io/library/busybox:latest."""
     try:
         return reference.familiar(reference.parse(ref))
@@ -96,7 +94,7 @@ async def list_(request: web.Request) -> web.StreamResponse:
 
 
 def _ref_match(img: Image, want: str) -> bool:
-    return any(fnmatch.fnmatch(_short(t), want) or fnmatch.fnmatch(_short(t), want + ":*")
+    return any(fnmatch.fnmatch(short_name(t), want) or fnmatch.fnmatch(short_name(t), want + ":*")
                or fnmatch.fnmatch(t, want) for t in img.repo_tags)
 
 
@@ -123,7 +121,7 @@ async def history(request: web.Request) -> web.StreamResponse:
         out.append({"Id": "<missing>", "Created": _created(h), "CreatedBy": h.get(
             "created_by", ""), "Tags": None, "Size": 0, "Comment": h.get("comment", "")})
     if out:
-        out[0].update(Id=img.id, Tags=[_short(t) for t in img.repo_tags] or None)
+        out[0].update(Id=img.id, Tags=[short_name(t) for t in img.repo_tags] or None)
     return web.json_response(out)
 
 
@@ -140,7 +138,7 @@ async def tag(request: web.Request) -> web.StreamResponse:
         done = f.ctx.images.tag(img.id, str(ref.tagged()))
     except ValueError as exc:
         raise InvalidArgument(f"invalid reference format: {exc}") from None
-    f.publish_image(_short(done), "tag")
+    f.publish_image(short_name(done), "tag")
     return web.Response(status=201)
 
 
@@ -156,26 +154,6 @@ async def remove(request: web.Request) -> web.StreamResponse:
     for ref, action in done.events:
         f.publish_image(ref, action)
     return web.json_response(done.rows)
-
-
-def _auth(request: web.Request) -> Auth | None:
-    """X-Registry-Auth: base64url JSON of username/password (or identitytoken)."""
-    raw = request.headers.get("X-Registry-Auth", "")
-    if not raw:
-        return None
-    if len(raw) > MAX_AUTH:
-        raise InvalidArgument("X-Registry-Auth header is too large")
-    try:
-        data = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (ValueError, binascii.Error):
-        raise InvalidArgument("X-Registry-Auth is not base64url-encoded JSON") from None
-    if not isinstance(data, dict) or not data:
-        return None
-    return Auth(username=str(data.get("username") or ""),
-                password=str(data.get("password") or ""), auth=str(data.get("auth") or ""),
-                server_address=str(data.get("serveraddress") or ""),
-                identity_token=str(data.get("identitytoken") or ""),
-                registry_token=str(data.get("registrytoken") or ""))
 
 
 async def create(request: web.Request) -> web.StreamResponse:
@@ -194,9 +172,9 @@ async def create(request: web.Request) -> web.StreamResponse:
         norm = reference.normalize(ref)
     except ValueError as exc:
         raise InvalidArgument(f"invalid reference format: {exc}") from None
-    auth = _auth(request)
+    auth = registry_auth(request)
     had = f.ctx.images.get(str(norm))
-    short = _short(str(norm))
+    short = short_name(str(norm))
     resp = web.StreamResponse(headers={"Content-Type": "application/json"})
     events: asyncio.Queue[PullEvent | None] = asyncio.Queue()
     started, ok, new_bytes = time.monotonic(), False, 0
@@ -250,7 +228,7 @@ async def _failed(request: web.Request, resp: web.StreamResponse,
     """Before the stream began: the status code; after: Docker's error line."""
     if not resp.prepared:
         raise exc
-    await _write(resp, {"errorDetail": {"message": str(exc)}, "error": str(exc)})
+    await _write(resp, error_line(str(exc)))
     return resp
 
 

@@ -7,15 +7,13 @@ carry the 12-character layer ids the CLI draws bars for; a failure after the str
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 from typing import Any
 
 from aiohttp import web
 
-from dockerapi.http import Route, front
-from dockerapi.images import _auth, _short
+from dockerapi.http import Route, error_line, front, json_lines
+from dockerapi.images import short_name
+from dockerapi.regauth import registry_auth
 from engine.errors import NotFound
 from runtime.images import reference
 from runtime.images.pusher import PushError, PushEvent
@@ -37,7 +35,7 @@ def _targets(request: web.Request, name: str) -> list[str]:
             raise NotFound(f"An image does not exist locally with the tag: {name}:{tag[:100]} "
                            f"({exc})") from None
         if images.get(ref) is None:
-            raise NotFound(f"An image does not exist locally with the tag: {_short(ref)}")
+            raise NotFound(f"An image does not exist locally with the tag: {short_name(ref)}")
         return [ref]
     explicit = ":" in name.rsplit("/", 1)[-1]
     if explicit:
@@ -47,7 +45,7 @@ def _targets(request: web.Request, name: str) -> list[str]:
     refs = sorted(t for img in images.list() for t in img.repo_tags
                   if t.rsplit(":", 1)[0] == repo.name)
     if not refs:
-        raise NotFound(f"An image does not exist locally with the tag: {_short(repo.name)}")
+        raise NotFound(f"An image does not exist locally with the tag: {short_name(repo.name)}")
     return refs
 
 
@@ -63,33 +61,20 @@ async def push(request: web.Request) -> web.StreamResponse:
     f = front(request)
     name = request.match_info["name"]
     targets = _targets(request, name)
-    auth = _auth(request)
-    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-    await resp.prepare(request)
-    out: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-
-    async def writer() -> None:
-        while (msg := await out.get()) is not None:
-            await resp.write(json.dumps(msg).encode() + b"\r\n")
-
-    pump = asyncio.create_task(writer())
-    try:
-        repo = reference.normalize(targets[0])
-        out.put_nowait({"status": f"The push refers to repository [{_short(repo.name)}]"})
-        for ref in targets:
-            r = reference.normalize(ref)
-            result = await f.ctx.images.push(ref, ref, auth,
-                                             lambda ev: out.put_nowait(_line(ev)))
-            out.put_nowait({"status": f"{r.tag}: digest: {result.digest} size: {result.size}"})
-            out.put_nowait({"progressDetail": {}, "aux": {"Tag": r.tag, "Digest": result.digest,
-                                                          "Size": result.size}})
-            f.publish_image(_short(ref), "push")
-    except PushError as exc:
-        out.put_nowait({"errorDetail": {"message": str(exc)}, "error": str(exc)})
-    finally:
-        out.put_nowait(None)
-        with contextlib.suppress(ConnectionError):
-            await pump
+    auth = registry_auth(request)
+    async with json_lines(request) as (resp, emit):
+        try:
+            repo = reference.normalize(targets[0])
+            emit({"status": f"The push refers to repository [{short_name(repo.name)}]"})
+            for ref in targets:
+                r = reference.normalize(ref)
+                result = await f.ctx.images.push(ref, ref, auth, lambda ev: emit(_line(ev)))
+                emit({"status": f"{r.tag}: digest: {result.digest} size: {result.size}"})
+                emit({"progressDetail": {}, "aux": {"Tag": r.tag, "Digest": result.digest,
+                                                    "Size": result.size}})
+                f.publish_image(short_name(ref), "push")
+        except PushError as exc:
+            emit(error_line(str(exc)))
     return resp
 
 
