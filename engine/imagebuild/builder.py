@@ -30,9 +30,10 @@ from engine.imagebuild.image import BuildImage
 from engine.imagebuild.runner import NETWORK_MODES, Runner, RunStep
 from engine.imagebuild.words import EXPANDS, WordError, expand, pairs
 from runtime.bundle import mount_overlay, unmount
+from runtime.images._sys import openat2
 from runtime.images.layerdiff import write_layer
 from runtime.images.records import Image
-from runtime.images.reference import familiar, parse
+from runtime.images.reference import familiar, normalize, parse
 from runtime.images.registry import Auth
 from runtime.images.store import ImageStore
 
@@ -110,8 +111,6 @@ class Build:
         return img
 
     def _read_dockerfile(self) -> str:
-        from runtime.images._sys import openat2
-
         root = os.open(self.ctx, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             fd = openat2(root, self.opts.dockerfile, os.O_RDONLY)
@@ -121,7 +120,7 @@ class Build:
         finally:
             os.close(root)
         with os.fdopen(fd, "rb") as f:
-            raw = f.read(1 << 20 + 1)
+            raw = f.read((1 << 20) + 1)
         if len(raw) > 1 << 20:
             raise BuildError("the Dockerfile is larger than 1 MiB")
         return raw.decode("utf-8", "replace")
@@ -159,8 +158,6 @@ class Build:
         return await asyncio.to_thread(BuildImage.from_image, self.store, img)
 
     async def pull_image(self, ref: str) -> Image:
-        from runtime.images.reference import normalize
-
         try:
             domain = normalize(ref).domain
         except ValueError as e:
@@ -336,4 +333,5 @@ async def build(store: ImageStore, runner: Runner, cache: BuildCache, work_root:
     except (DockerfileError, context.ContextError, WordError, CopyError) as e:
         raise BuildError(str(e)) from None
     finally:
+        await asyncio.to_thread(cache.save)  # every step this build recorded, in one write
         await asyncio.to_thread(shutil.rmtree, work, True)

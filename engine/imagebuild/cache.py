@@ -30,13 +30,14 @@ def step_key(parent: BuildImage, instruction: str, extra: str = "") -> str:
 
 
 class BuildCache:
-    """`<dir>/cache.json`, rewritten atomically on every new entry."""
+    """`<dir>/cache.json`, rewritten atomically at the end of every build that added entries."""
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "cache.json"
         self._lock = threading.Lock()
         self.entries: dict[str, dict[str, object]] = {}
+        self._dirty = False
         if self.path.exists():
             try:
                 self.entries = json.loads(self.path.read_text())
@@ -56,13 +57,22 @@ class BuildCache:
         return state
 
     def put(self, key: str, state: BuildImage) -> None:
+        """In memory; `save` writes the file once per build, not once per step."""
         with self._lock:
             self.entries[key] = state.to_json()  # type: ignore[assignment]
             while len(self.entries) > MAX_ENTRIES:
                 del self.entries[next(iter(self.entries))]
+            self._dirty = True
+
+    def save(self) -> None:
+        """Write, fsync, rename, if anything changed (blocking)."""
+        with self._lock:
+            if not self._dirty:
+                return
             tmp = self.path.with_name(f".cache.json.{uuid.uuid4().hex}")
             with open(tmp, "w") as f:
                 json.dump(self.entries, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.rename(tmp, self.path)
+            self._dirty = False
