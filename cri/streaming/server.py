@@ -15,19 +15,21 @@ from cri.streaming.wschannel import EXEC_PROTOCOLS, PORTFORWARD_PROTOCOLS, Chann
 from runtime.containers import MonitorClient
 
 SHUTDOWN_GRACE = 2.0
+LINGER = 2.0  # seconds a finished SPDY session waits for the client to close its side
 
 
 class _SpdyParser:
     """aiohttp's hook for bytes after an accepted upgrade (the same one its WebSocket uses)."""
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+    def __init__(self, conn: Connection, client_eof: asyncio.Event) -> None:
+        self.conn, self.client_eof = conn, client_eof
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
         self.conn.feed(data)
         return False, b""
 
     def feed_eof(self) -> None:
+        self.client_eof.set()
         self.conn.feed_eof()
 
 
@@ -104,25 +106,39 @@ class StreamingServer:
         def pause(on: bool) -> None:
             (transport.pause_reading if on else transport.resume_reading)()
 
-        conn = Connection(transport.write, writer.drain, pause, transport.close, server=True)
-        if isinstance(job, PortForwardJob):
-            fwd = portforward.SpdyForwarder(conn, job.pod_id, job.netns)
-            conn.on_stream = fwd.on_stream
-            proto.set_parser(_SpdyParser(conn))  # type: ignore[arg-type]
-            await fwd.serve()
-            return resp
-        await self._remote(conn, protocol, job, proto)
+        def half_close() -> None:
+            """Our side is done: EOF after our last frame, but keep reading. A full close here
+            would answer the client's late frames (a WINDOW_UPDATE for the output it just read)
+            with a reset, and a reset makes the client's kernel drop our final frames (the exit
+            status) before the client has read them."""
+            if not transport.is_closing() and transport.can_write_eof():
+                transport.write_eof()
+
+        client_eof = asyncio.Event()
+        conn = Connection(transport.write, writer.drain, pause, half_close, server=True)
+        parser = _SpdyParser(conn, client_eof)
+        try:
+            if isinstance(job, PortForwardJob):
+                fwd = portforward.SpdyForwarder(conn, job.pod_id, job.netns)
+                conn.on_stream = fwd.on_stream
+                proto.set_parser(parser)  # type: ignore[arg-type]
+                await fwd.serve()
+            else:
+                await self._remote(conn, protocol, job, proto, parser)
+        finally:
+            with contextlib.suppress(TimeoutError):  # then aiohttp closes the transport
+                await asyncio.wait_for(client_eof.wait(), LINGER)
         return resp
 
     async def _remote(self, conn: Connection, protocol: str, job: ExecJob | AttachJob,
-                      proto: Any) -> None:
+                      proto: Any, parser: _SpdyParser) -> None:
         expected = {"error"} | {n for n, on in (("stdin", job.stdin), ("stdout", job.stdout),
                                                 ("stderr", job.stderr and not job.tty)) if on}
         if job.tty and protocol in ("v3.channel.k8s.io", "v4.channel.k8s.io"):
             expected.add("resize")
         io = remotecommand.SpdyIO(conn, protocol, expected)
         conn.on_stream = io.on_stream
-        proto.set_parser(_SpdyParser(conn))
+        proto.set_parser(parser)
         try:
             if not await io.wait_streams():
                 await io.finish(None, "timed out waiting for the client's streams")
