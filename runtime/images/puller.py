@@ -284,8 +284,13 @@ class Pull:
             return await asyncio.shield(work)
         except asyncio.CancelledError:
             self.abandon.set()
-            with contextlib.suppress(BaseException):  # it must stop writing before cleanup
-                orphan = await work
+            # The thread must stop writing before cleanup, however often we are cancelled (a
+            # pull's cancel reaches its layers twice: through gather, then from run()).
+            while not work.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({work})
+            if not work.cancelled() and work.exception() is None:
+                orphan = work.result()
                 if isinstance(orphan, Unpacked):
                     orphan.drop(self.store)
             raise
