@@ -98,15 +98,20 @@ def rss_breakdown(pids: list[int]) -> str:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU the processes used so far (threads included, children not)."""
-    total = 0.0
+    """User + system CPU the processes used so far, threads and reaped children included.
+
+    Children count because a runtime's helpers are often short-lived ones: containerd's shim
+    runs `runc exec` for every ExecSync and `unpigz` may decompress its pulls, and berth's
+    monitor forks the exec'd process itself. A helper counts once it has been waited for.
+    """
+    total = 0
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager

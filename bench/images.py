@@ -5,6 +5,8 @@
   shrinks about as much as real Python, plus a few compiled-looking binary files per package.
 - `model`: busybox, a small runtime layer, and two weight files of 240 and 320 MiB of
   incompressible bytes, one layer each (as `COPY model.bin` makes them).
+- `fleet`: 50 distinct images (tags f0..f49) of busybox plus 4,000 site-packages files each,
+  200,000 files in all: a node's image store for the stats-pressure bench.
 
 Layouts are cached under `/var/cache/berth-bench-images/<hash of this file and busybox>/`
 (`BERTH_BENCH_IMAGE_CACHE` overrides) and pushed with skopeo.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -30,6 +33,7 @@ from tests.fixtures.oci import EPOCH, MT_LAYER_GZIP, Layout
 CACHE = Path(os.environ.get("BERTH_BENCH_IMAGE_CACHE", "/var/cache/berth-bench-images"))
 PY_FILES, PY_LAYERS = 30_000, 10
 WEIGHTS_MIB = (240, 320)
+FLEET, FLEET_FILES = 50, 4_000
 _WORDS = ("self", "return", "def", "import", "from", "class", "if", "else", "elif", "for",
           "in", "not", "None", "True", "False", "value", "result", "config", "data", "items",
           "key", "name", "path", "args", "kwargs", "options", "handler", "request", "response",
@@ -194,7 +198,21 @@ def build_model(lay: Layout) -> None:
     _image(lay, layers, "v1")
 
 
-BUILDERS: dict[str, Callable[[Layout], None]] = {"python": build_python, "model": build_model}
+def build_fleet(lay: Layout) -> None:
+    """FLEET images of FLEET_FILES site-packages files each, one layer over busybox, tagged
+    f0..f49: a node's worth of distinct images for the stats-pressure bench."""
+    corpus = _text_corpus(9, 1 << 20)
+    base = _busybox_blob(lay)
+    for i in range(FLEET):
+        dirs = (_dir(d) for d in ("usr/lib", "usr/lib/python3.11",
+                                  "usr/lib/python3.11/site-packages"))
+        layer = _write_layer(lay, itertools.chain(dirs, _site_packages(100 + i, FLEET_FILES,
+                                                                        corpus)), 1)
+        _image(lay, [base, layer], f"f{i}")
+
+
+BUILDERS: dict[str, Callable[[Layout], None]] = {"python": build_python, "model": build_model,
+                                                 "fleet": build_fleet}
 
 
 def _key() -> str:
@@ -216,11 +234,11 @@ def layout(name: str) -> Path:
     return final
 
 
-def push(name: str, host: str) -> str:
+def push(name: str, host: str, tag: str = "v1") -> str:
     """Push a bench image into the loopback registry; returns its reference."""
-    ref = f"{host}/bench/{name}:v1"
+    ref = f"{host}/bench/{name}:{tag}"
     subprocess.run(["skopeo", "--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false",
-                    f"oci:{layout(name)}:v1", f"docker://{ref}"], check=True, timeout=1800)
+                    f"oci:{layout(name)}:{tag}", f"docker://{ref}"], check=True, timeout=1800)
     return ref
 
 

@@ -1,0 +1,129 @@
+"""RPC latency under stats work on a full node, berthd vs containerd 1.6 in the same run.
+
+Run: nice -n -15 .venv/bin/python -m bench.stats_pressure [--seconds 30] [--rounds 2]
+
+Issue 19's check that no handler blocks the loop: each runtime holds the 50 `fleet` images
+(200,000 files, `bench/images.py`) and 100 running containers (50 pods of two) that have each
+written 20 MiB into their writable layer. Then, per runtime in turn (the order alternates each
+round), one thread calls ImageFsInfo and ListContainerStats back to back without pause while
+another calls Version and ListContainers every 10 ms; the latencies of the second thread are
+the figures (target: p99 under 5 ms on berth). The other runtime is idle meanwhile, so the two
+measurements do not load each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from bench import images as bench_images
+from bench.env import environment
+from bench.harness import Peer
+from bench.pods import Pod, pull, remove_pod, run_pod, start_container, wait_ready
+
+FILL = ["sh", "-c", "head -c 20971520 /dev/zero > /fill && trap 'exit 0' TERM; "
+        "touch /tmp/ready; sleep 3600 & wait"]
+PODS = 50
+TARGET_MS = 5.0
+
+
+def _p(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))] if s else float("nan")
+
+
+def _populate(peer: Peer, refs: list[str], logs: Path) -> list[Pod]:
+    for ref in refs:
+        pull(peer, ref)
+
+    def one(_: int) -> Pod:
+        pod = run_pod(peer, logs)
+        for _c in range(2):
+            wait_ready(pod, start_container(pod, command=FILL), timeout=120)
+        return pod
+
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(one, range(PODS)))
+
+
+def measure(peer: Peer, seconds: float) -> dict[str, list[float]]:
+    """Milliseconds of each call; the stats calls' own latencies are kept for the report."""
+    rt, img, pb = peer.client.runtime, peer.client.image, peer.client.pb
+    out: dict[str, list[float]] = {k: [] for k in ("Version", "ListContainers", "ImageFsInfo",
+                                                   "ListContainerStats")}
+    stop = threading.Event()
+
+    def timed(name: str, fn: object, req: object) -> None:
+        t0 = time.perf_counter()
+        fn(req, timeout=30)  # type: ignore[operator]
+        out[name].append((time.perf_counter() - t0) * 1000)
+
+    def stats() -> None:
+        while not stop.is_set():
+            timed("ImageFsInfo", img.ImageFsInfo, pb.ImageFsInfoRequest())
+            timed("ListContainerStats", rt.ListContainerStats, pb.ListContainerStatsRequest())
+
+    worker = threading.Thread(target=stats)
+    worker.start()
+    try:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            timed("Version", rt.Version, pb.VersionRequest())
+            timed("ListContainers", rt.ListContainers, pb.ListContainersRequest())
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        worker.join()
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=30.0, help="per runtime and round")
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp, environment(Path(tmp) / "env") as env:
+        refs = [bench_images.push("fleet", env.registry.host, f"f{i}")
+                for i in range(bench_images.FLEET)]
+        logs = env.workdir / "logs"
+        fleets: dict[str, list[Pod]] = {}
+        try:
+            for peer in env.peers():
+                t0 = time.monotonic()
+                fleets[peer.name] = _populate(peer, refs, logs)
+                print(f"{peer.name}: {len(refs)} images pulled and {2 * PODS} containers "
+                      f"filled in {time.monotonic() - t0:.0f} s")
+            got: dict[str, dict[str, list[float]]] = {p.name: {} for p in env.peers()}
+            for rnd in range(args.rounds):
+                order = env.peers() if rnd % 2 == 0 else tuple(reversed(env.peers()))
+                for peer in order:
+                    for k, v in measure(peer, args.seconds).items():
+                        got[peer.name].setdefault(k, []).extend(v)
+        finally:
+            for pods in fleets.values():
+                with ThreadPoolExecutor(4) as pool:
+                    list(pool.map(remove_pod, pods))
+    report(got)
+
+
+def report(got: dict[str, dict[str, list[float]]]) -> None:
+    b, c = got["berth"], got["containerd"]
+    print("| call | berth p50 ms | berth p99 ms | containerd p50 ms | containerd p99 ms "
+          "| ratio p99 | calls (berth) |")
+    print("|---|---|---|---|---|---|---|")
+    for k in b:
+        print(f"| {k} | {_p(b[k], 0.5):.2f} | {_p(b[k], 0.99):.2f} | {_p(c[k], 0.5):.2f} | "
+              f"{_p(c[k], 0.99):.2f} | {_p(b[k], 0.99) / _p(c[k], 0.99):.2f} | {len(b[k])} |")
+    worst = max(_p(b[k], 0.99) for k in ("Version", "ListContainers"))
+    print(f"berth Version/ListContainers p99 {worst:.2f} ms against the {TARGET_MS} ms target: "
+          f"{'met' if worst < TARGET_MS else 'not met'}; load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cpus")
+
+
+if __name__ == "__main__":
+    main()
