@@ -23,6 +23,10 @@ from tests.fixtures.registry import Registry, run_registry
 from tests.network.plugin_server import start_server, stop_server, wait_for
 
 IMAGES = ("busybox", "pause", "big")
+# crictl (cri-tools v1.26.1) as kubelet's users run it, when the machine has one; the CRI-path
+# benches time it as a second client beside their in-process one.
+CRICTL = next((c for c in (os.environ.get("BERTH_CRICTL"), "/root/go/bin/crictl",
+                           shutil.which("crictl")) if c and Path(c).is_file()), None)
 
 
 @dataclass

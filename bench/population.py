@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -11,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.env import Env, daemon_pids, pss_kib, rss_breakdown, rss_kib
+from bench.env import CRICTL, Env, daemon_pids, pss_kib, rss_breakdown, rss_kib
 from bench.harness import Peer, Plan, interleave, timed
 from bench.pods import Pod, remove_pod, run_pod, start_container
 from bench.stats import Row
@@ -68,10 +66,6 @@ def _ramp(fleets: list[Fleet], target: int, clients: int, logs: Path) -> None:
 
 # Issue 17: correctness first; list latency must stay within 1.5x containerd's.
 LIST_TARGET = 1.5
-# crictl (cri-tools) as kubelet's users run it; built by `go install
-# sigs.k8s.io/cri-tools/cmd/crictl@v1.26.1` on machines that have Go.
-CRICTL = next((c for c in (os.environ.get("BERTH_CRICTL"), "/root/go/bin/crictl",
-                           shutil.which("crictl")) if c and Path(c).is_file()), None)
 
 
 def _lists(env: Env, plan: Plan, pods: int) -> list[Row]:

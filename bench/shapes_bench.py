@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import images as bench_images
+from bench.env import CRICTL
 from bench.pull_bench import _blobs, _cpu, _layer_hexes, _p, cold_pull
 
-CRICTL = Path("/root/go/bin/crictl")
 SHAPES = ("big", "python", "model")
 
 
@@ -70,7 +70,7 @@ def run(n: int, shapes: list[str]) -> dict[str, Result]:
     from tests.fixtures.images import push_images
     from tests.fixtures.registry import run_registry
 
-    clients = ["grpc", "crictl"] if CRICTL.exists() else ["grpc"]
+    clients = ["grpc", "crictl"] if CRICTL else ["grpc"]
     out: dict[str, Result] = {}
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
@@ -123,8 +123,9 @@ def report(out: dict[str, Result]) -> None:
                   f"{statistics.median(b) / statistics.median(c):.2f} | "
                   f"{statistics.median(res.cpu[f'berthd {client}']):.2f} | "
                   f"{statistics.median(res.cpu[f'containerd {client}']):.2f} |")
-    if not CRICTL.exists():
-        print(f"crictl: {CRICTL} does not exist, so only the in-process gRPC client was timed")
+    if not CRICTL:
+        print("crictl: none found (BERTH_CRICTL, /root/go/bin/crictl, PATH), so only the "
+              "in-process gRPC client was timed")
     print(f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cpus")
 
 
