@@ -37,7 +37,7 @@ def _p(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, round(q * (len(s) - 1)))] if s else float("nan")
 
 
-def _populate(peer: Peer, refs: list[str], logs: Path) -> list[Pod]:
+def _populate(peer: Peer, refs: list[str], logs: Path, pods: int) -> list[Pod]:
     for ref in refs:
         pull(peer, ref)
 
@@ -48,7 +48,7 @@ def _populate(peer: Peer, refs: list[str], logs: Path) -> list[Pod]:
         return pod
 
     with ThreadPoolExecutor(4) as pool:
-        return list(pool.map(one, range(PODS)))
+        return list(pool.map(one, range(pods)))
 
 
 def measure(peer: Peer, seconds: float) -> dict[str, list[float]]:
@@ -86,17 +86,19 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=30.0, help="per runtime and round")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--images", type=int, default=bench_images.FLEET, help="of the fleet")
+    ap.add_argument("--pods", type=int, default=PODS, help="two containers each")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp, environment(Path(tmp) / "env") as env:
         refs = [bench_images.push("fleet", env.registry.host, f"f{i}")
-                for i in range(bench_images.FLEET)]
+                for i in range(args.images)]
         logs = env.workdir / "logs"
         fleets: dict[str, list[Pod]] = {}
         try:
             for peer in env.peers():
                 t0 = time.monotonic()
-                fleets[peer.name] = _populate(peer, refs, logs)
-                print(f"{peer.name}: {len(refs)} images pulled and {2 * PODS} containers "
+                fleets[peer.name] = _populate(peer, refs, logs, args.pods)
+                print(f"{peer.name}: {len(refs)} images pulled and {2 * args.pods} containers "
                       f"filled in {time.monotonic() - t0:.0f} s")
             got: dict[str, dict[str, list[float]]] = {p.name: {} for p in env.peers()}
             for rnd in range(args.rounds):
