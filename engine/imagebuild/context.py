@@ -1,11 +1,13 @@
-"""The build context: an untrusted tar, checked entry by entry as it is unpacked, confined.
+"""The build context: an untrusted tar, checked entry by entry, read in place or unpacked.
 
-A context is treated like an image layer from a stranger. Before an entry is written, its
-header is checked: absolute names, `..`, device nodes, FIFOs, `.wh.` names and hard links that
-leave the context are refused with a message naming the entry. The unpack itself is the image
-unpacker (`runtime.images.unpack.apply_layer`), which resolves every path beneath the context
-root with openat2(RESOLVE_IN_ROOT), so even a symlink the context plants cannot point a later
-write outside it.
+A context is treated like an image layer from a stranger. Every header is checked before
+anything is done with it: absolute names, `..`, device nodes, FIFOs, `.wh.` names and hard links
+that leave the context are refused with a message naming the entry. A plain tar is first only
+indexed (`index`: headers and data offsets, see `trees.TarTree`), so an all-cached build writes
+none of it; what the index cannot answer is unpacked (`extract`) by the image unpacker
+(`runtime.images.unpack.apply_layer`), which resolves every path beneath the context root with
+openat2(RESOLVE_IN_ROOT), so even a symlink the context plants cannot point a later write
+outside it.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from __future__ import annotations
 import bz2
 import contextlib
 import lzma
+import os
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from engine.imagebuild.trees import TarTree
 from runtime.images.unpack import WHITEOUT_PREFIX, UnpackError, apply_layer
 
 MAX_CONTEXT_BYTES = 8 << 30
@@ -83,3 +87,36 @@ def extract(path: Path, dest: Path) -> None:
         raise ContextError(f"build context: {str(e).replace('layer', 'archive')}") from None
     except (lzma.LZMAError, OSError, EOFError) as e:
         raise ContextError(f"build context is not a valid tar archive: {e}") from None
+
+
+def _vetted(tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    for n, m in enumerate(tf, 1):
+        if n > MAX_CONTEXT_ENTRIES:
+            raise ContextError(f"build context has more than the cap of {MAX_CONTEXT_ENTRIES} "
+                               "entries")
+        vet(m)
+        yield m
+
+
+def index(path: Path) -> TarTree | None:
+    """The context tar at path read for its headers only, each vetted (blocking): a tree that
+    reads files out of the tar, or None when the context is not a plain (ustar/pax/GNU) tar or
+    needs the unpack to resolve its paths (the caller then extracts)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        if os.pread(fd, 5, 257) != b"ustar":
+            os.close(fd)
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f, \
+                tarfile.open(fileobj=f, mode="r:") as tf:  # type: ignore[call-overload]
+            tree = TarTree.index(_vetted(tf), fd, size)
+    except tarfile.TarError as e:
+        os.close(fd)
+        raise ContextError(f"build context is not a valid tar archive: {e}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    if tree is None:
+        os.close(fd)
+    return tree

@@ -26,11 +26,11 @@ from engine.imagebuild.copy import (
     Source,
     copy_sources,
     digest_sources,
-    stat_in,
 )
 from engine.imagebuild.copy import expand_sources as _expand
 from engine.imagebuild.dockerfile import Instruction
 from engine.imagebuild.image import BuildImage
+from engine.imagebuild.trees import DirTree, Tree, open_root
 from runtime.spec import resolve_user
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class FileStep:
     """A COPY or ADD, resolved: sources under src_root, and how to write them."""
 
     cmd: str
-    src_root: Path
+    src: Tree
     sources: list[Source]
     dest: str
     chown: str | None
@@ -52,10 +52,6 @@ class FileStep:
     keep_owner: bool
     add_archives: bool
     digest: str
-
-
-def _open_root(path: Path) -> int:
-    return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
 def _dest(words: list[str], workdir: str) -> str:
@@ -118,19 +114,20 @@ async def _stage_from(build: Build, ref: str, state_words: list[str], staging: P
         source = await asyncio.to_thread(BuildImage.from_image, build.store, img)
     async with build.rootfs(source) as root:
         def stage() -> list[str]:
-            rfd, sfd = _open_root(root), _open_root(staging)
+            rfd, sfd = open_root(root), open_root(staging)
             try:
-                found = _expand(rfd, state_words)
+                tree = DirTree(rfd)
+                found = _expand(tree, state_words)
                 copier = Copier(sfd, None, None, keep_owner=True)
                 out = []
                 for src in found:
                     rel = src.rel
                     if src.is_dir:
-                        copier.tree(rfd, rel, rel)
+                        copier.tree(tree, rel, rel)
                     else:
-                        st = stat_in(rfd, rel)
-                        assert st is not None
-                        copier.entry(rfd, rel, st, rel, follow=True)
+                        meta = tree.stat(rel)
+                        assert meta is not None
+                        copier.entry(tree, rel, meta, rel, follow=True)
                     out.append(rel)
                 return out
             finally:
@@ -147,30 +144,30 @@ async def prepare_sources(ins: Instruction, words: list[str], build: Build,
         raise CopyError(f"{ins.where()}: {ins.cmd} requires at least two arguments")
     dest = _dest(words, state.config.get("WorkingDir") or "/")
     patterns = words[:-1]
-    src_root, keep_owner = build.ctx, False
     staging = build.work / f"src-{uuid.uuid4().hex[:12]}"
+    keep_owner, from_context = False, False
     if "from" in ins.flags:
         staging.mkdir()
         patterns = await _stage_from(build, ins.flags["from"], patterns, staging)
-        src_root, keep_owner = staging, True
+        keep_owner = True
     elif ins.cmd == "ADD" and any(p.startswith(("http://", "https://")) for p in patterns):
         if len(patterns) != 1:
             raise CopyError(f"{ins.where()}: ADD takes one URL at a time here")
         staging.mkdir()
         patterns = [await _download(build, patterns[0], staging)]
-        src_root = staging
+    else:
+        from_context = True
+    # ADD may unpack an archive source, which needs the file itself: the unpacked context
+    src = (await build.context_tree(unpacked=ins.cmd == "ADD")) if from_context \
+        else build.dir_tree(staging)
 
     def resolve() -> tuple[list[Source], str]:
-        fd = _open_root(src_root)
-        try:
-            found = _expand(fd, patterns)
-            return found, digest_sources(fd, found)
-        finally:
-            os.close(fd)
+        found = _expand(src, patterns)
+        return found, digest_sources(src, found)
 
     sources, digest = await asyncio.to_thread(resolve)
-    return FileStep(ins.cmd, src_root, sources, dest, ins.flags.get("chown"), _chmod(ins),
-                    keep_owner, ins.cmd == "ADD" and src_root == build.ctx, digest)
+    return FileStep(ins.cmd, src, sources, dest, ins.flags.get("chown"), _chmod(ins),
+                    keep_owner, ins.cmd == "ADD" and from_context, digest)
 
 
 def write_files(step: FileStep, root: Path) -> None:
@@ -182,10 +179,9 @@ def write_files(step: FileStep, root: Path) -> None:
         except LookupError as e:
             raise CopyError(f"{step.cmd} --chown={step.chown}: {e}") from None
         owner = Owner(uid, gid)
-    rfd, sfd = _open_root(root), _open_root(step.src_root)
+    rfd = open_root(root)
     try:
         copier = Copier(rfd, owner, step.chmod, step.keep_owner)
-        copy_sources(sfd, step.sources, step.dest, copier, add_archives=step.add_archives)
+        copy_sources(step.src, step.sources, step.dest, copier, add_archives=step.add_archives)
     finally:
         os.close(rfd)
-        os.close(sfd)
