@@ -7,8 +7,9 @@ a plain tar context is read once for its headers (each vetted as an unpack would
 digest hashes just the files it names straight from the tar, and on a cache miss their bytes go
 from the tar into the step's rootfs in the kernel (copy_file_range/sendfile at the entry's
 offset). It answers only for contexts whose paths resolve as plain strings: one with a symlink,
-a hard link, a sparse file, a duplicate name or a dir its tar does not name is unpacked instead
-(`context.extract`) and read as a directory, where openat2 does the resolving.
+a hard link, a sparse file or a duplicate name is unpacked instead (`context.extract`) and read
+as a directory, where openat2 does the resolving. A dir the tar does not name is made up as the
+unpack makes it (0755, root's).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import hashlib
 import os
 import stat
 import tarfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +148,8 @@ class DirTree:
 
 @dataclass
 class _Entry:
+    """An indexed path: its header's metadata, its data's place in the tar, or its names."""
+
     meta: Meta
     offset: int = 0
     size: int = 0
@@ -163,28 +167,51 @@ class TarTree:
     def index(cls, members: Iterable[tarfile.TarInfo], fd: int, end: int) -> TarTree | None:
         """The tree of a tar's members (vetted by the caller; fd is the tar, end its size), or
         None when some path would need more than string lookups to resolve (see above)."""
-        root = _Entry(Meta(stat.S_IFDIR | 0o755, 0, 0, 0, 0))
-        entries: dict[str, _Entry] = {"": root}
+        now = time.time_ns()
+        entries: dict[str, _Entry] = {"": _Entry(Meta(stat.S_IFDIR | 0o755, 0, 0, now, now))}
+        implicit: set[str] = set()  # dirs the tar has not named (yet): made 0755 as on unpack
         for m in members:
             rel = "/".join(p for p in m.name.split("/") if p not in ("", "."))
             if not rel:
                 continue  # the context root's own entry: its metadata is never copied
-            if not (m.isreg() or m.isdir()) or m.sparse is not None or rel in entries:
+            if not (m.isreg() or m.isdir()) or m.sparse is not None:
                 return None
             if m.offset_data + m.size > end:
                 return None  # truncated: the unpack says so in its words
-            parent, _, name = rel.rpartition("/")
-            up = entries.get(parent)
-            if up is None or not up.meta.is_dir:
-                return None
             ns = int(m.mtime * 1e9)
             kind = stat.S_IFDIR if m.isdir() else stat.S_IFREG
-            entries[rel] = _Entry(Meta(kind | stat.S_IMODE(m.mode), m.uid, m.gid, ns, ns),
-                                  m.offset_data, m.size)
-            up.children.append(name)
+            meta = Meta(kind | stat.S_IMODE(m.mode), m.uid, m.gid, ns, ns)
+            if rel in entries:
+                if rel not in implicit or not m.isdir():
+                    return None
+                implicit.discard(rel)
+                entries[rel].meta = meta
+                continue
+            parent, _, name = rel.rpartition("/")
+            if not cls._parents(entries, implicit, parent, now):
+                return None
+            entries[rel] = _Entry(meta, m.offset_data, m.size)
+            entries[parent].children.append(name)
         for e in entries.values():
             e.children.sort()
         return cls(fd, entries)
+
+    @staticmethod
+    def _parents(entries: dict[str, _Entry], implicit: set[str], rel: str, now: int) -> bool:
+        """rel and its parents as dirs, made up (0755, root's, now) where the tar is silent;
+        False when one of them is a file."""
+        missing: list[str] = []
+        while rel not in entries:
+            missing.append(rel)
+            rel = rel.rpartition("/")[0]
+        if not entries[rel].meta.is_dir:
+            return False
+        for path in reversed(missing):
+            parent, _, name = path.rpartition("/")
+            entries[path] = _Entry(Meta(stat.S_IFDIR | 0o755, 0, 0, now, now))
+            entries[parent].children.append(name)
+            implicit.add(path)
+        return True
 
     @staticmethod
     def _key(rel: str) -> str:
