@@ -148,60 +148,82 @@ class Copier:
         self.mkdirs(parent)
         pfd = openat2(self.dst, parent, _DIR)
         try:
-            old = _lstat_at(pfd, name)
-            if old is not None and not (stat.S_ISDIR(old.st_mode) and meta.is_dir):
-                if stat.S_ISDIR(old.st_mode):
-                    raise CopyError(f"cannot overwrite directory /{dst_rel} with a non-directory")
-                os.unlink(name, dir_fd=pfd)
-            uid, gid = self._ids(meta)
-            mode = self.chmod if self.chmod is not None else stat.S_IMODE(meta.mode)
-            if meta.is_dir:
-                if old is None:
-                    os.mkdir(name, 0o700, dir_fd=pfd)
-            elif stat.S_ISLNK(meta.mode):
-                os.symlink(src.readlink(src_rel), name, dir_fd=pfd)
-                os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
-                return
-            elif stat.S_ISREG(meta.mode):
-                dst = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                              | os.O_CLOEXEC, 0o600, dir_fd=pfd)
-                try:
-                    src.copy_to(src_rel, dst, follow)
-                finally:
-                    os.close(dst)
-            elif stat.S_ISCHR(meta.mode) or stat.S_ISBLK(meta.mode) or stat.S_ISFIFO(
-                    meta.mode):
-                os.mknod(name, meta.mode, meta.rdev, dir_fd=pfd)
-            else:
-                return  # sockets are not copied, as with Docker
-            os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
-            os.chmod(name, mode, dir_fd=pfd, follow_symlinks=False)
-            os.utime(name, ns=(meta.atime_ns, meta.mtime_ns), dir_fd=pfd,
-                     follow_symlinks=False)
+            self._entry_at(pfd, name, dst_rel, src, src_rel, meta, follow)
         finally:
             os.close(pfd)
 
-    def tree(self, src: Tree, src_rel: str, dst_rel: str) -> None:
-        """A directory's contents (not the directory itself) into dst_rel, as COPY does."""
-        self.mkdirs(dst_rel)
-        dirs: list[tuple[str, Meta]] = []
-        for rel, meta in walk(src, src_rel):
-            sub = rel[len(src_rel):].lstrip("/") if src_rel else rel
-            target = f"{dst_rel}/{sub}".strip("/") if sub else dst_rel
-            if not sub:
-                continue
-            self.entry(src, rel, meta, target)
-            if meta.is_dir:
-                dirs.append((target, meta))
-        for target, meta in reversed(dirs):  # directory times last: their children touched them
-            parent, _, name = target.rpartition("/")
-            pfd = openat2(self.dst, parent, _DIR)
+    def _entry_at(self, pfd: int, name: str, dst_rel: str, src: Tree, src_rel: str,
+                  meta: Meta, follow: bool) -> None:
+        """entry() once dst_rel's parent dir is open as pfd."""
+        old = _lstat_at(pfd, name)
+        if old is not None and not (stat.S_ISDIR(old.st_mode) and meta.is_dir):
+            if stat.S_ISDIR(old.st_mode):
+                raise CopyError(f"cannot overwrite directory /{dst_rel} with a non-directory")
+            os.unlink(name, dir_fd=pfd)
+        uid, gid = self._ids(meta)
+        mode = self.chmod if self.chmod is not None else stat.S_IMODE(meta.mode)
+        times = (meta.atime_ns, meta.mtime_ns)
+        if stat.S_ISREG(meta.mode):  # the common case, on the new file's own fd
+            dst = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                          | os.O_CLOEXEC, 0o600, dir_fd=pfd)
             try:
-                os.chmod(name, self.chmod if self.chmod is not None
-                         else stat.S_IMODE(meta.mode), dir_fd=pfd)
-                os.utime(name, ns=(meta.atime_ns, meta.mtime_ns), dir_fd=pfd)
+                src.copy_to(src_rel, dst, follow)
+                os.fchown(dst, uid, gid)
+                os.fchmod(dst, mode)  # after the chown, which clears setuid
+                os.utime(dst, ns=times)
             finally:
-                os.close(pfd)
+                os.close(dst)
+            return
+        if meta.is_dir:
+            if old is None:
+                os.mkdir(name, 0o700, dir_fd=pfd)
+        elif stat.S_ISLNK(meta.mode):
+            os.symlink(src.readlink(src_rel), name, dir_fd=pfd)
+            os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
+            return
+        elif stat.S_ISCHR(meta.mode) or stat.S_ISBLK(meta.mode) or stat.S_ISFIFO(meta.mode):
+            os.mknod(name, meta.mode, meta.rdev, dir_fd=pfd)
+        else:
+            return  # sockets are not copied, as with Docker
+        os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
+        os.chmod(name, mode, dir_fd=pfd, follow_symlinks=False)
+        os.utime(name, ns=times, dir_fd=pfd, follow_symlinks=False)
+
+    def tree(self, src: Tree, src_rel: str, dst_rel: str) -> None:
+        """A directory's contents (not the directory itself) into dst_rel, as COPY does.
+        The dirs on the way down stay open (walk goes parents first, depth first), so a file
+        costs no path lookup beyond its own name; a dir's mode and times are set again when
+        the walk leaves it, since writing its children changed them."""
+        self.mkdirs(dst_rel)
+        stack: list[tuple[str, int, Meta | None]] = [(dst_rel, openat2(self.dst, dst_rel, _DIR),
+                                                      None)]
+        try:
+            for rel, meta in walk(src, src_rel):
+                sub = rel[len(src_rel):].lstrip("/") if src_rel else rel
+                if not sub:
+                    continue
+                target = f"{dst_rel}/{sub}".strip("/")
+                parent, _, name = target.rpartition("/")
+                while len(stack) > 1 and stack[-1][0] != parent:
+                    self._leave(*stack.pop()[1:])
+                pfd = stack[-1][1]  # walk's order makes it the parent
+                self._entry_at(pfd, name, target, src, rel, meta, False)
+                if meta.is_dir:
+                    stack.append((target, openat2(pfd, name, _DIR | os.O_NOFOLLOW), meta))
+            while stack:
+                self._leave(*stack.pop()[1:])
+        finally:
+            for _path, fd, _meta in stack:
+                os.close(fd)
+
+    def _leave(self, fd: int, meta: Meta | None) -> None:
+        """A copied dir is complete: its mode and times once more (not dst's own); closed."""
+        try:
+            if meta is not None:
+                os.fchmod(fd, self.chmod if self.chmod is not None else stat.S_IMODE(meta.mode))
+                os.utime(fd, ns=(meta.atime_ns, meta.mtime_ns))
+        finally:
+            os.close(fd)
 
 
 def _lstat_at(dfd: int, name: str) -> os.stat_result | None:
