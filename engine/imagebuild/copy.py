@@ -154,18 +154,18 @@ class Copier:
 
     def _entry_at(self, pfd: int, name: str, dst_rel: str, src: Tree, src_rel: str,
                   meta: Meta, follow: bool) -> None:
-        """entry() once dst_rel's parent dir is open as pfd."""
-        old = _lstat_at(pfd, name)
-        if old is not None and not (stat.S_ISDIR(old.st_mode) and meta.is_dir):
-            if stat.S_ISDIR(old.st_mode):
-                raise CopyError(f"cannot overwrite directory /{dst_rel} with a non-directory")
-            os.unlink(name, dir_fd=pfd)
+        """entry() once dst_rel's parent dir is open as pfd. A regular file is created first
+        and what was there looked at only when the create says something is."""
         uid, gid = self._ids(meta)
         mode = self.chmod if self.chmod is not None else stat.S_IMODE(meta.mode)
         times = (meta.atime_ns, meta.mtime_ns)
         if stat.S_ISREG(meta.mode):  # the common case, on the new file's own fd
-            dst = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                          | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+            new = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                dst = os.open(name, new, 0o600, dir_fd=pfd)
+            except FileExistsError:
+                self._clear(pfd, name, dst_rel, meta)
+                dst = os.open(name, new, 0o600, dir_fd=pfd)
             try:
                 src.copy_to(src_rel, dst, follow)
                 os.fchown(dst, uid, gid)
@@ -174,6 +174,7 @@ class Copier:
             finally:
                 os.close(dst)
             return
+        old = self._clear(pfd, name, dst_rel, meta)
         if meta.is_dir:
             if old is None:
                 os.mkdir(name, 0o700, dir_fd=pfd)
@@ -188,6 +189,18 @@ class Copier:
         os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
         os.chmod(name, mode, dir_fd=pfd, follow_symlinks=False)
         os.utime(name, ns=times, dir_fd=pfd, follow_symlinks=False)
+
+    @staticmethod
+    def _clear(pfd: int, name: str, dst_rel: str, meta: Meta) -> os.stat_result | None:
+        """Make room for meta at name: what is there goes unless both are dirs (a dir is never
+        replaced by a non-dir). Returns what stays."""
+        old = _lstat_at(pfd, name)
+        if old is not None and not (stat.S_ISDIR(old.st_mode) and meta.is_dir):
+            if stat.S_ISDIR(old.st_mode):
+                raise CopyError(f"cannot overwrite directory /{dst_rel} with a non-directory")
+            os.unlink(name, dir_fd=pfd)
+            return None
+        return old
 
     def tree(self, src: Tree, src_rel: str, dst_rel: str) -> None:
         """A directory's contents (not the directory itself) into dst_rel, as COPY does.

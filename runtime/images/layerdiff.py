@@ -202,7 +202,7 @@ def write_layer(upper: str | Path, content: ContentStore) -> Layer:
         try:
             sink = _GzipSink(fd)
             tf = tarfile.TarFile(fileobj=sink, mode="w",  # type: ignore[arg-type]
-                                 format=tarfile.PAX_FORMAT)
+                                 format=tarfile.PAX_FORMAT, copybufsize=1 << 20)
             _Writer(str(upper), tf).walk("")
             tf.close()
             sink.finish()
