@@ -15,6 +15,7 @@ import hashlib
 import os
 import stat
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from engine.imagebuild.context import decompressing
@@ -24,6 +25,7 @@ from runtime.images.unpack import UnpackError, apply_layer
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY
 _WILD = set("*?[")
+COPY_THREADS = min(4, os.cpu_count() or 1)  # threads copying a tree (syscall-bound)
 
 
 class CopyError(ValueError):
@@ -204,39 +206,63 @@ class Copier:
 
     def tree(self, src: Tree, src_rel: str, dst_rel: str) -> None:
         """A directory's contents (not the directory itself) into dst_rel, as COPY does.
-        The dirs on the way down stay open (walk goes parents first, depth first), so a file
-        costs no path lookup beyond its own name; a dir's mode and times are set again when
-        the walk leaves it, since writing its children changed them."""
+        Its top level is copied first; the trees under its subdirs are then copied by
+        COPY_THREADS threads (the copy is syscalls, which let go of the GIL)."""
         self.mkdirs(dst_rel)
-        stack: list[tuple[str, int, Meta | None]] = [(dst_rel, openat2(self.dst, dst_rel, _DIR),
-                                                      None)]
+        top = openat2(self.dst, dst_rel, _DIR)
+        subdirs: list[tuple[str, str, int, Meta]] = []
+        try:
+            for name, meta in src.entries(src_rel):
+                rel = f"{src_rel}/{name}" if src_rel else name
+                target = f"{dst_rel}/{name}".strip("/")
+                self._entry_at(top, name, target, src, rel, meta, False)
+                if meta.is_dir:
+                    subdirs.append((rel, target, openat2(top, name, _DIR | os.O_NOFOLLOW), meta))
+            with ThreadPoolExecutor(COPY_THREADS) as pool:
+                jobs = [pool.submit(self._contents, src, rel, target, fd)
+                        for rel, target, fd, _meta in subdirs]
+                for job in jobs:
+                    job.result()
+            for _rel, _target, fd, meta in subdirs:
+                self._restamp(fd, meta)
+        finally:
+            for _rel, _target, fd, _meta in subdirs:
+                os.close(fd)
+            os.close(top)
+
+    def _contents(self, src: Tree, src_rel: str, dst_rel: str, dst_fd: int) -> None:
+        """src_rel's contents into the open dir dst_fd (dst_rel). The dirs on the way down
+        stay open (walk goes parents first, depth first), so a file costs no path lookup
+        beyond its own name; a dir's mode and times are set again when the walk leaves it,
+        since writing its children changed them."""
+        stack: list[tuple[str, int, Meta]] = []
         try:
             for rel, meta in walk(src, src_rel):
-                sub = rel[len(src_rel):].lstrip("/") if src_rel else rel
+                sub = rel[len(src_rel):].lstrip("/")
                 if not sub:
                     continue
-                target = f"{dst_rel}/{sub}".strip("/")
+                target = f"{dst_rel}/{sub}"
                 parent, _, name = target.rpartition("/")
-                while len(stack) > 1 and stack[-1][0] != parent:
-                    self._leave(*stack.pop()[1:])
-                pfd = stack[-1][1]  # walk's order makes it the parent
+                while stack and stack[-1][0] != parent:
+                    _path, fd, done = stack.pop()
+                    try:
+                        self._restamp(fd, done)
+                    finally:
+                        os.close(fd)
+                pfd = stack[-1][1] if stack else dst_fd  # walk's order makes it the parent
                 self._entry_at(pfd, name, target, src, rel, meta, False)
                 if meta.is_dir:
                     stack.append((target, openat2(pfd, name, _DIR | os.O_NOFOLLOW), meta))
-            while stack:
-                self._leave(*stack.pop()[1:])
+            for _path, fd, done in reversed(stack):
+                self._restamp(fd, done)
         finally:
             for _path, fd, _meta in stack:
                 os.close(fd)
 
-    def _leave(self, fd: int, meta: Meta | None) -> None:
-        """A copied dir is complete: its mode and times once more (not dst's own); closed."""
-        try:
-            if meta is not None:
-                os.fchmod(fd, self.chmod if self.chmod is not None else stat.S_IMODE(meta.mode))
-                os.utime(fd, ns=(meta.atime_ns, meta.mtime_ns))
-        finally:
-            os.close(fd)
+    def _restamp(self, fd: int, meta: Meta) -> None:
+        """A copied dir is complete: its mode and times once more."""
+        os.fchmod(fd, self.chmod if self.chmod is not None else stat.S_IMODE(meta.mode))
+        os.utime(fd, ns=(meta.atime_ns, meta.mtime_ns))
 
 
 def _lstat_at(dfd: int, name: str) -> os.stat_result | None:
