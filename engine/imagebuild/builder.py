@@ -81,6 +81,7 @@ class Build:
         self.tar_tree: TarTree | None = None  # the context read in place, when it can be
         self.unpacked: DirTree | None = None  # the context unpacked, once a step needs it
         self.fds: list[int] = []  # of the trees above and of staging dirs, closed at the end
+        self.mounts = contextlib.AsyncExitStack()  # COPY --from sources, unmounted at the end
 
     def say(self, text: str) -> None:
         self.emit({"stream": text})
@@ -93,8 +94,9 @@ class Build:
         try:
             return await self._run(pin)
         finally:
-            for fd in self.fds:
+            for fd in self.fds:  # first: a mount with an open fd in it would stay busy
                 os.close(fd)
+            await self.mounts.aclose()
 
     async def _run(self, pin: Callable[[list[str]], None]) -> Image:
         self.tar_tree = await asyncio.to_thread(context.index, self.context_tar)
