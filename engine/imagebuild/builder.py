@@ -86,12 +86,22 @@ class Build:
     def say(self, text: str) -> None:
         self.emit({"stream": text})
 
-    async def run(self, context_tar: Path, pin: Callable[[list[str]], None]) -> Image:
-        if self.opts.network not in NETWORK_MODES:
-            raise BuildError(f"network mode {self.opts.network!r} is not supported for builds "
-                             f"(use one of {', '.join(NETWORK_MODES)})")
-        self.context_tar = context_tar
+    async def run(self, ctx: Path | context.Spooled, pin: Callable[[list[str]], None]) -> Image:
+        """Build from a context file, or from one read on its way in (`context.Spool`)."""
+        spooled = ctx if isinstance(ctx, context.Spooled) else None
+        self.context_tar = ctx.path if isinstance(ctx, context.Spooled) else ctx
+        if spooled is not None:
+            self.tar_tree = spooled.tree  # its fd is the spool's to close
         try:
+            if self.opts.network not in NETWORK_MODES:
+                raise BuildError(f"network mode {self.opts.network!r} is not supported for "
+                                 f"builds (use one of {', '.join(NETWORK_MODES)})")
+            if spooled is not None and spooled.error is not None:
+                raise spooled.error
+            if spooled is None:
+                self.tar_tree = await asyncio.to_thread(context.index, self.context_tar)
+                if self.tar_tree is not None:
+                    self.fds.append(self.tar_tree.fd)
             return await self._run(pin)
         finally:
             for fd in self.fds:  # first: a mount with an open fd in it would stay busy
@@ -99,9 +109,6 @@ class Build:
             await self.mounts.aclose()
 
     async def _run(self, pin: Callable[[list[str]], None]) -> Image:
-        self.tar_tree = await asyncio.to_thread(context.index, self.context_tar)
-        if self.tar_tree is not None:
-            self.fds.append(self.tar_tree.fd)
         df = dockerfile.parse(await asyncio.to_thread(
             self._read_dockerfile, await self.context_tree()))
         last = df.target(self.opts.target)
@@ -351,7 +358,7 @@ def _mkdir(root: Path, path: str) -> None:
 
 
 async def build(store: ImageStore, runner: Runner, cache: BuildCache, work_root: Path,
-                context_tar: Path, opts: BuildOptions, emit: Emit) -> Image:
+                context_tar: Path | context.Spooled, opts: BuildOptions, emit: Emit) -> Image:
     """Run one build in a private work dir that is gone afterwards, whatever happens."""
     work = work_root / f"build-{uuid.uuid4().hex[:12]}"
     work.mkdir(parents=True)

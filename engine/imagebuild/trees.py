@@ -159,14 +159,17 @@ class _Entry:
 class TarTree:
     """The context tar's index: paths to headers and data offsets, nothing unpacked."""
 
-    def __init__(self, fd: int, entries: dict[str, _Entry]) -> None:
-        self.fd, self.paths = fd, entries
-        self._digests: dict[str, str] = {}
+    def __init__(self, entries: dict[str, _Entry], digests: dict[str, str]) -> None:
+        self.fd = -1  # the tar, opened for reading by whoever indexed it
+        self.paths = entries
+        self._digests = digests  # path -> sha256 of its bytes, as far as known
 
     @classmethod
-    def index(cls, members: Iterable[tarfile.TarInfo], fd: int, end: int) -> TarTree | None:
-        """The tree of a tar's members (vetted by the caller; fd is the tar, end its size), or
-        None when some path would need more than string lookups to resolve (see above)."""
+    def index(cls, members: Iterable[tarfile.TarInfo], end: int,
+              digests: dict[str, str] | None = None) -> TarTree | None:
+        """The tree of a tar's members (vetted by the caller; end is the tar's size, digests
+        what was hashed on the way), or None when some path would need more than string
+        lookups to resolve (see above)."""
         now = time.time_ns()
         entries: dict[str, _Entry] = {"": _Entry(Meta(stat.S_IFDIR | 0o755, 0, 0, now, now))}
         implicit: set[str] = set()  # dirs the tar has not named (yet): made 0755 as on unpack
@@ -194,7 +197,7 @@ class TarTree:
             entries[parent].children.append(name)
         for e in entries.values():
             e.children.sort()
-        return cls(fd, entries)
+        return cls(entries, digests if digests is not None else {})
 
     @staticmethod
     def _parents(entries: dict[str, _Entry], implicit: set[str], rel: str, now: int) -> bool:

@@ -16,6 +16,7 @@ import pytest
 
 from engine.imagebuild.builder import BuildError, BuildOptions, build
 from engine.imagebuild.cache import BuildCache
+from engine.imagebuild.context import Spool, Spooled
 from engine.imagebuild.runner import Runner
 from runtime.bundle import mount_overlay, unmount
 from runtime.containers import ensure_monitor
@@ -247,13 +248,16 @@ def hostile(entries: list[tarfile.TarInfo]) -> dict[str, bytes | str]:
     return {"__raw__": buf.getvalue()}
 
 
+@pytest.mark.parametrize("via", ["file", "spool"])
 @pytest.mark.parametrize(("kind", "message"), [
     ("dotdot", "points outside the context"),
     ("absolute", "absolute path"),
     ("device", "device node"),
     ("hardlink-out", "points outside the context"),
 ])
-def test_hostile_context_is_refused(env: Env, kind: str, message: str, tmp_path: Path) -> None:
+def test_hostile_context_is_refused(env: Env, kind: str, message: str, via: str,
+                                    tmp_path: Path) -> None:
+    """Refused whether the tar is read from its file or on its way in (POST /build's spool)."""
     ti = tarfile.TarInfo({"dotdot": "../escape", "absolute": "/etc/evil",
                           "device": "dev/sda", "hardlink-out": "hl"}[kind])
     if kind == "device":
@@ -264,13 +268,20 @@ def test_hostile_context_is_refused(env: Env, kind: str, message: str, tmp_path:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
         tf.addfile(ti)
-    ctx.write_bytes(buf.getvalue())
+    source: Path | Spooled = ctx
+    if via == "file":
+        ctx.write_bytes(buf.getvalue())
+    else:
+        spool = Spool(ctx)
+        spool.write(buf.getvalue())
+        source = spool.finish()
+        spool.close()
     before = set(os.listdir(tmp_path.parent))
 
     async def job(e: Env) -> None:
         with pytest.raises(BuildError, match=message):
-            await build(e.store, Runner(e.monitor, e.cgroup), e.cache, e.state / "build", ctx,
-                        BuildOptions(), lambda m: None)
+            await build(e.store, Runner(e.monitor, e.cgroup), e.cache, e.state / "build",
+                        source, BuildOptions(), lambda m: None)
 
     env.run(job)
     assert set(os.listdir(tmp_path.parent)) == before
@@ -303,8 +314,9 @@ def test_symlinks_in_the_context_stay_in_the_context(env: Env, e2e_images,
 
 def test_context_read_in_place_or_unpacked_copies_the_same(env: Env, e2e_images,
                                                            tmp_path: Path) -> None:
-    """A plain context is read from its tar in place; one with a symlink is unpacked first.
-    Both paths give a COPY the same cache key and write the same layer."""
+    """A plain context is read from its tar in place (from the file, or on its way in); one
+    with a symlink is unpacked first. All give a COPY the same cache key and write the same
+    layer."""
     base = e2e_images["busybox"].ref
     df = f"FROM {base}\nCOPY src/ /app/\nCOPY src/sub/b.txt /one\n".encode()
 
@@ -345,6 +357,21 @@ def test_context_read_in_place_or_unpacked_copies_the_same(env: Env, e2e_images,
         assert unpacked.diff_ids[-1] == in_place.diff_ids[-1]  # /one: the same tar
         _, out = await go(True, nocache=False)
         assert out.count("Using cache") == 2
+        # read on its way in (POST /build's spool), hashed as it passed: the same keys
+        raw = context(False).read_bytes()
+        spool = Spool(tmp_path / "spooled.tar")
+        for i in range(0, len(raw), 5000):
+            spool.write(raw[i:i + 5000])
+        spooled = spool.finish()
+        spool.close()
+        assert spooled.tree is not None
+        msgs: list[dict[str, Any]] = []
+        try:
+            await build(e.store, Runner(e.monitor, e.cgroup), e.cache, e.state / "build",
+                        spooled, BuildOptions(), msgs.append)
+        finally:
+            spooled.close()
+        assert text(msgs).count("Using cache") == 2
         # /app itself is made at copy time, so its layer differs in /app's mtime: compare
         # what the COPY put in it
         got = [await asyncio.to_thread(stat_tree, e.store, img, tmp_path / f"t{i}", "/app")
