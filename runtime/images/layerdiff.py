@@ -37,6 +37,7 @@ PROBE_SLICE, PROBE_SLICES = 32 << 10, 8
 LOAD_THREADS = 2  # entries' syscalls done ahead of the tar (see _load)
 LOAD_BATCH = 256  # entries loaded ahead at most
 READ_AHEAD = 256 << 10  # files up to this size are read ahead whole
+SINK_CHUNK = 1 << 20  # tar bytes hashed and compressed at a time
 _KEEP_XATTRS = ("user.", "security.capability")
 _REFUSED_XATTRS = ("trusted.overlay.redirect", "trusted.overlay.metacopy")
 
@@ -70,6 +71,7 @@ class _GzipSink:
         self.raw_size = 0
         self.comp = hashlib.sha256()
         self.size = 0
+        self.pending = bytearray()  # written, not yet hashed or compressed
         self.head: list[bytes] = []  # the tar's first bytes, until the level is picked
         self.head_size = 0
         self.z: Any = None
@@ -87,16 +89,26 @@ class _GzipSink:
         return self.raw_size
 
     def write(self, data: bytes) -> int:
-        self.raw.update(data)
+        """Gathered into SINK_CHUNK pieces first: a tar writes a header, a file's bytes and
+        its padding as separate small writes, and each hash, compress and write call costs
+        the same whatever its size."""
+        self.pending += data
         self.raw_size += len(data)
+        if len(self.pending) >= SINK_CHUNK:
+            self._flush()
+        return len(data)
+
+    def _flush(self) -> None:
+        data = bytes(self.pending)
+        self.pending.clear()
+        self.raw.update(data)
         if self.z is not None:
             self._out(self.z.compress(data))
-            return len(data)
-        self.head.append(bytes(data))
+            return
+        self.head.append(data)
         self.head_size += len(data)
         if self.head_size >= PROBE_BYTES:
             self._start()
-        return len(data)
 
     def _start(self) -> None:
         head = b"".join(self.head)
@@ -106,6 +118,7 @@ class _GzipSink:
         self._out(self.z.compress(head))
 
     def finish(self) -> None:
+        self._flush()
         if self.z is None:
             self._start()
         self._out(self.z.flush())
