@@ -16,8 +16,10 @@ import hashlib
 import io
 import itertools
 import os
+import queue
 import stat
 import tarfile
+import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -63,7 +65,9 @@ class _GzipSink:
     by less than a tenth at level 1, the layer is taken for incompressible (random, media,
     already compressed data) and stored at level 0, a valid gzip stream that every client reads,
     written at memory speed instead of level 1's ~80 MB/s per core, and smaller too (deflate
-    grows incompressible data by ~5%)."""
+    grows incompressible data by ~5%). The hashing, compressing and writing run in a thread of
+    their own, fed in order through a short queue, while the caller's thread builds the tar:
+    they let go of the GIL, so the two overlap."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -76,6 +80,24 @@ class _GzipSink:
         self.head_size = 0
         self.z: Any = None
         self.level = GZIP_LEVEL
+        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self.failed: BaseException | None = None
+        self.worker = threading.Thread(target=self._work, name="layer-sink", daemon=True)
+        self.worker.start()
+
+    def _work(self) -> None:
+        while (data := self.queue.get()) is not None:
+            if self.failed is None:  # after a failure: drained, so the tar side never blocks
+                try:
+                    self._take(data)
+                except BaseException as e:  # handed to the tar side at its next write
+                    self.failed = e
+
+    def stop(self) -> None:
+        """End the worker, whatever happened (idempotent)."""
+        if self.worker.is_alive():
+            self.queue.put(None)
+            self.worker.join()
 
     def _out(self, data: bytes) -> None:
         if data:
@@ -95,12 +117,16 @@ class _GzipSink:
         self.pending += data
         self.raw_size += len(data)
         if len(self.pending) >= SINK_CHUNK:
-            self._flush()
+            self._hand()
         return len(data)
 
-    def _flush(self) -> None:
-        data = bytes(self.pending)
+    def _hand(self) -> None:
+        if self.failed is not None:
+            raise self.failed
+        self.queue.put(bytes(self.pending))
         self.pending.clear()
+
+    def _take(self, data: bytes) -> None:
         self.raw.update(data)
         if self.z is not None:
             self._out(self.z.compress(data))
@@ -118,7 +144,11 @@ class _GzipSink:
         self._out(self.z.compress(head))
 
     def finish(self) -> None:
-        self._flush()
+        """Everything written, hashed and compressed (the worker is done after this)."""
+        self._hand()
+        self.stop()
+        if self.failed is not None:
+            raise self.failed
         if self.z is None:
             self._start()
         self._out(self.z.flush())
@@ -267,8 +297,8 @@ def write_layer(upper: str | Path, content: ContentStore) -> Layer:
     tmp = content.ingest_dir / f".tmp-layer-{uuid.uuid4().hex}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
+        sink = _GzipSink(fd)
         try:
-            sink = _GzipSink(fd)
             tf = tarfile.TarFile(fileobj=sink, mode="w",  # type: ignore[arg-type]
                                  format=tarfile.PAX_FORMAT, copybufsize=1 << 20)
             _Writer(str(upper), tf).walk()
@@ -276,6 +306,7 @@ def write_layer(upper: str | Path, content: ContentStore) -> Layer:
             sink.finish()
             os.fsync(fd)
         finally:
+            sink.stop()  # before the fd it writes to goes
             os.close(fd)
         digest = "sha256:" + sink.comp.hexdigest()
         os.rename(tmp, content.path(digest))
