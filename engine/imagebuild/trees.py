@@ -216,12 +216,24 @@ class TarTree:
             implicit.add(path)
         return True
 
-    @staticmethod
-    def _key(rel: str) -> str:
-        return "/".join(p for p in rel.split("/") if p not in ("", "."))
+    def _key(self, rel: str) -> str | None:
+        """rel resolved as openat2(RESOLVE_IN_ROOT) would in a tree without symlinks: `..`
+        goes up a level (from a dir that exists) and stops at the root."""
+        parts: list[str] = []
+        for p in rel.split("/"):
+            if p == "..":
+                here = self.paths.get("/".join(parts))
+                if here is None or not here.meta.is_dir:
+                    return None
+                if parts:
+                    parts.pop()
+            elif p not in ("", "."):
+                parts.append(p)
+        return "/".join(parts)
 
     def _get(self, rel: str) -> _Entry | None:
-        return self.paths.get(self._key(rel))
+        key = self._key(rel)
+        return None if key is None else self.paths.get(key)
 
     def stat(self, rel: str, follow: bool = True) -> Meta | None:
         e = self._get(rel)
@@ -231,7 +243,7 @@ class TarTree:
         e = self._get(rel)
         if e is None or not e.meta.is_dir:
             raise NotADirectoryError(errno.ENOTDIR, "not a directory", rel)
-        key = self._key(rel)
+        key = self._key(rel) or ""
         base = f"{key}/" if key else ""
         return [(n, self.paths[base + n].meta) for n in e.children]
 

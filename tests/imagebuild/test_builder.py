@@ -318,7 +318,7 @@ def test_context_read_in_place_or_unpacked_copies_the_same(env: Env, e2e_images,
     with a symlink is unpacked first. All give a COPY the same cache key and write the same
     layer."""
     base = e2e_images["busybox"].ref
-    df = f"FROM {base}\nCOPY src/ /app/\nCOPY src/sub/b.txt /one\n".encode()
+    df = f"FROM {base}\nCOPY src/ /app/\nCOPY ../src/sub/b.txt /one\n".encode()
 
     def context(with_link: bool) -> Path:
         buf = io.BytesIO()
