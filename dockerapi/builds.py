@@ -1,15 +1,15 @@
 """POST /build: the classic builder's protocol over the engine's builder.
 
-The context tar is spooled to the state dir as it arrives (never held in memory), then built by
-`engine.imagebuild`. Options that are wrong are a 400 before the stream starts; once it has started,
-a failure is an `error`/`errorDetail` message in the stream, as dockerd reports it.
+The context tar is spooled to the state dir as it arrives (never held in memory; the engine's
+`Spool` indexes and hashes it on the way in), then built by `engine.imagebuild`. Options that
+are wrong are a 400 before the stream starts; once it has started, a failure is an
+`error`/`errorDetail` message in the stream, as dockerd reports it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from dockerapi.regauth import registry_config
 from engine.errors import InvalidArgument
 from engine.imagebuild.builder import BuildError, BuildOptions, build
 from engine.imagebuild.cache import BuildCache
+from engine.imagebuild.context import Spool, Spooled
 from engine.imagebuild.runner import NETWORK_MODES, Runner
 from runtime.images import reference
 
@@ -75,19 +76,20 @@ def options(request: web.Request) -> BuildOptions:
                         network=network, auth=registry_config(request))
 
 
-async def _spool(request: web.Request, path: Path) -> None:
-    """The request body into path, in chunks, off the event loop."""
-    fd = await asyncio.to_thread(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
-                                 | os.O_CLOEXEC, 0o600)
+async def _spool(request: web.Request, path: Path) -> Spooled:
+    """The request body into path, in chunks, off the event loop; the engine's spool indexes
+    the tar on the way in."""
+    spool = await asyncio.to_thread(Spool, path)
     try:
         size = 0
         async for chunk in request.content.iter_chunked(1 << 20):
             size += len(chunk)
             if size > MAX_CONTEXT:
                 raise InvalidArgument(f"build context larger than {MAX_CONTEXT} bytes")
-            await asyncio.to_thread(os.write, fd, chunk)
+            await asyncio.to_thread(spool.write, chunk)
+        return await asyncio.to_thread(spool.finish)
     finally:
-        os.close(fd)
+        await asyncio.to_thread(spool.close)
 
 
 async def build_image(request: web.Request) -> web.StreamResponse:
@@ -97,8 +99,9 @@ async def build_image(request: web.Request) -> web.StreamResponse:
     work = Path(f.ctx.config.state_dir) / "build"
     work.mkdir(parents=True, exist_ok=True)
     ctx_tar = work / f"context-{uuid.uuid4().hex}.tar"
+    spooled: Spooled | None = None
     try:
-        await _spool(request, ctx_tar)
+        spooled = await _spool(request, ctx_tar)
         async with json_lines(request) as (resp, send):
             def emit(msg: dict[str, Any]) -> None:
                 if not quiet or "aux" in msg or "error" in msg:
@@ -106,7 +109,7 @@ async def build_image(request: web.Request) -> web.StreamResponse:
 
             try:
                 img = await build(f.ctx.images, Runner(f.ctx.monitor),
-                                  _cache(f.ctx.config.state_dir), work, ctx_tar, opts, emit)
+                                  _cache(f.ctx.config.state_dir), work, spooled, opts, emit)
                 if quiet:  # the one line `docker build -q` prints
                     send({"stream": img.id + "\n"})
                 for tag in opts.tags:
@@ -115,6 +118,8 @@ async def build_image(request: web.Request) -> web.StreamResponse:
                 emit(error_line(str(exc)))
         return resp
     finally:
+        if spooled is not None:
+            spooled.close()
         with contextlib.suppress(FileNotFoundError):
             ctx_tar.unlink()
 

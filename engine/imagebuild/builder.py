@@ -28,9 +28,9 @@ from engine.imagebuild.dockerfile import DockerfileError, Instruction, Stage
 from engine.imagebuild.files import prepare_sources, write_files
 from engine.imagebuild.image import BuildImage
 from engine.imagebuild.runner import NETWORK_MODES, Runner, RunStep
+from engine.imagebuild.trees import DirTree, TarTree, Tree, open_root
 from engine.imagebuild.words import EXPANDS, WordError, expand, pairs
 from runtime.bundle import mount_overlay, unmount
-from runtime.images._sys import openat2
 from runtime.images.layerdiff import write_layer
 from runtime.images.records import Image
 from runtime.images.reference import familiar, normalize, parse
@@ -77,16 +77,40 @@ class Build:
         self.used_args: set[str] = set()
         self.step_no, self.steps = 0, 0
         self.ctx = work / "context"
+        self.context_tar = Path()
+        self.tar_tree: TarTree | None = None  # the context read in place, when it can be
+        self.unpacked: DirTree | None = None  # the context unpacked, once a step needs it
+        self.fds: list[int] = []  # of the trees above and of staging dirs, closed at the end
+        self.mounts = contextlib.AsyncExitStack()  # COPY --from sources, unmounted at the end
 
     def say(self, text: str) -> None:
         self.emit({"stream": text})
 
-    async def run(self, context_tar: Path, pin: Callable[[list[str]], None]) -> Image:
-        if self.opts.network not in NETWORK_MODES:
-            raise BuildError(f"network mode {self.opts.network!r} is not supported for builds "
-                             f"(use one of {', '.join(NETWORK_MODES)})")
-        await asyncio.to_thread(context.extract, context_tar, self.ctx)
-        df = dockerfile.parse(await asyncio.to_thread(self._read_dockerfile))
+    async def run(self, ctx: Path | context.Spooled, pin: Callable[[list[str]], None]) -> Image:
+        """Build from a context file, or from one read on its way in (`context.Spool`)."""
+        spooled = ctx if isinstance(ctx, context.Spooled) else None
+        self.context_tar = ctx.path if isinstance(ctx, context.Spooled) else ctx
+        if spooled is not None:
+            self.tar_tree = spooled.tree  # its fd is the spool's to close
+        try:
+            if self.opts.network not in NETWORK_MODES:
+                raise BuildError(f"network mode {self.opts.network!r} is not supported for "
+                                 f"builds (use one of {', '.join(NETWORK_MODES)})")
+            if spooled is not None and spooled.error is not None:
+                raise spooled.error
+            if spooled is None:
+                self.tar_tree = await asyncio.to_thread(context.index, self.context_tar)
+                if self.tar_tree is not None:
+                    self.fds.append(self.tar_tree.fd)
+            return await self._run(pin)
+        finally:
+            for fd in self.fds:  # first: a mount with an open fd in it would stay busy
+                os.close(fd)
+            await self.mounts.aclose()
+
+    async def _run(self, pin: Callable[[list[str]], None]) -> Image:
+        df = dockerfile.parse(await asyncio.to_thread(
+            self._read_dockerfile, await self.context_tree()))
         last = df.target(self.opts.target)
         stages = df.stages[: last + 1]
         if self.opts.labels:
@@ -110,17 +134,28 @@ class Build:
             self.say(f"Successfully tagged {familiar(parse(tag))}\n")
         return img
 
-    def _read_dockerfile(self) -> str:
-        root = os.open(self.ctx, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    async def context_tree(self, unpacked: bool = False) -> Tree:
+        """The context as COPY reads it: in place from the tar when its index can answer
+        (and unpacked is not asked for), else unpacked once, on first need."""
+        if self.tar_tree is not None and not unpacked:
+            return self.tar_tree
+        if self.unpacked is None:
+            await asyncio.to_thread(context.extract, self.context_tar, self.ctx)
+            self.unpacked = self.dir_tree(self.ctx)
+        return self.unpacked
+
+    def dir_tree(self, path: Path) -> DirTree:
+        """A directory of this build as a source tree; its root fd lives as long as the build."""
+        tree = DirTree(open_root(path))
+        self.fds.append(tree.fd)
+        return tree
+
+    def _read_dockerfile(self, tree: Tree) -> str:
         try:
-            fd = openat2(root, self.opts.dockerfile, os.O_RDONLY)
+            raw = tree.read(self.opts.dockerfile, (1 << 20) + 1)
         except OSError:
             raise BuildError("Cannot locate specified Dockerfile: "
                              f"{self.opts.dockerfile}") from None
-        finally:
-            os.close(root)
-        with os.fdopen(fd, "rb") as f:
-            raw = f.read((1 << 20) + 1)
         if len(raw) > 1 << 20:
             raise BuildError("the Dockerfile is larger than 1 MiB")
         return raw.decode("utf-8", "replace")
@@ -323,7 +358,7 @@ def _mkdir(root: Path, path: str) -> None:
 
 
 async def build(store: ImageStore, runner: Runner, cache: BuildCache, work_root: Path,
-                context_tar: Path, opts: BuildOptions, emit: Emit) -> Image:
+                context_tar: Path | context.Spooled, opts: BuildOptions, emit: Emit) -> Image:
     """Run one build in a private work dir that is gone afterwards, whatever happens."""
     work = work_root / f"build-{uuid.uuid4().hex[:12]}"
     work.mkdir(parents=True)

@@ -1,29 +1,31 @@
 """COPY and ADD: Docker's copy rules, with both ends resolved beneath their own roots.
 
-Sources are looked up beneath the context (or a stage's rootfs for `--from`) and destinations
-beneath the step's rootfs, always with openat2(RESOLVE_IN_ROOT): a symlink in the context or in
-the image resolves as it would inside the container, never onto a host path. The digest of what
+Sources are read from a `trees.Tree`: the context tar's index, or a directory (the unpacked
+context, a `--from` staging dir) read with openat2(RESOLVE_IN_ROOT); destinations are resolved
+beneath the step's rootfs the same way: a symlink in the context or in the image resolves as it
+would inside the container, never onto a host path. The digest of what
 a step copies (paths, modes, link targets and contents) is its cache key's part, computed before
 anything is written so an unchanged COPY is a cache hit.
 """
 
 from __future__ import annotations
 
-import errno
 import fnmatch
 import hashlib
 import os
 import stat
 import tarfile
-from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from engine.imagebuild.context import decompressing
+from engine.imagebuild.trees import DirTree, Meta, Tree, walk
 from runtime.images._sys import openat2, proc_fd_path
 from runtime.images.unpack import UnpackError, apply_layer
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY
 _WILD = set("*?[")
+COPY_THREADS = min(4, os.cpu_count() or 1)  # threads copying or hashing a tree
 
 
 class CopyError(ValueError):
@@ -50,14 +52,6 @@ def _parts(path: str) -> list[str]:
     return [p for p in path.split("/") if p not in ("", ".")]
 
 
-def _entries(root: int, rel: str) -> list[str]:
-    fd = openat2(root, rel, _DIR)
-    try:
-        return sorted(os.listdir(fd))
-    finally:
-        os.close(fd)
-
-
 def stat_in(root: int, rel: str) -> os.stat_result | None:
     try:
         fd = openat2(root, rel, os.O_PATH)
@@ -69,7 +63,7 @@ def stat_in(root: int, rel: str) -> os.stat_result | None:
         os.close(fd)
 
 
-def expand_sources(root: int, patterns: list[str]) -> list[Source]:
+def expand_sources(tree: Tree, patterns: list[str]) -> list[Source]:
     """Each pattern's matches, wildcards allowed in any component (filepath.Match syntax)."""
     out: list[Source] = []
     for pat in patterns:
@@ -79,66 +73,41 @@ def expand_sources(root: int, patterns: list[str]) -> list[Source]:
             nxt: list[str] = []
             for base in found:
                 if _WILD & set(comp):
-                    st = stat_in(root, base)
-                    if st is None or not stat.S_ISDIR(st.st_mode):
+                    meta = tree.stat(base)
+                    if meta is None or not meta.is_dir:
                         continue
-                    nxt += [f"{base}/{n}".lstrip("/") for n in _entries(root, base)
+                    nxt += [f"{base}/{n}".lstrip("/") for n, _ in tree.entries(base)
                             if fnmatch.fnmatchcase(n, comp)]
                 else:
                     nxt.append(f"{base}/{comp}".lstrip("/"))
             found = nxt
-        hits = [(rel, st) for rel in found if (st := stat_in(root, rel)) is not None]
+        hits = [(rel, meta) for rel in found if (meta := tree.stat(rel)) is not None]
         if not hits:
             raise CopyError(f"file not found in build context or excluded by .dockerignore: "
                             f"stat {pat}: file does not exist")
-        out += [Source(rel, stat.S_ISDIR(st.st_mode)) for rel, st in hits]
+        out += [Source(rel, meta.is_dir) for rel, meta in hits]
     return out
 
 
-def _walk(root: int, rel: str) -> Iterator[tuple[str, os.stat_result]]:
-    """rel and everything under it, parents first; symlinks below rel are not followed."""
-    fd = openat2(root, rel, os.O_PATH)
-    try:
-        st = os.fstat(fd)
-    finally:
-        os.close(fd)
-    yield rel, st
-    if not stat.S_ISDIR(st.st_mode):
-        return
-    dfd = openat2(root, rel, _DIR)
-    try:
-        children = [(n, os.stat(n, dir_fd=dfd, follow_symlinks=False))
-                    for n in sorted(os.listdir(dfd))]
-    finally:
-        os.close(dfd)
-    for name, cst in children:
-        child = f"{rel}/{name}" if rel else name
-        if stat.S_ISDIR(cst.st_mode):
-            yield from _walk(root, child)
-        else:
-            yield child, cst
-
-
-def digest_sources(root: int, sources: list[Source]) -> str:
-    """What the copied tree holds, for the cache key (mtimes left out, as dockerd does)."""
+def digest_sources(tree: Tree, sources: list[Source]) -> str:
+    """What the copied tree holds, for the cache key: paths, modes, owners, link targets and
+    each file's sha256 (mtimes left out, as dockerd does; a source dir's own metadata too,
+    since COPY copies only what it holds). Files are hashed by COPY_THREADS threads (read
+    and sha256 let go of the GIL), then fed in walk order."""
+    entries = [(src, rel, meta) for src in sources for rel, meta in walk(tree, src.rel)]
+    files = [rel for _src, rel, meta in entries if stat.S_ISREG(meta.mode)]
+    with ThreadPoolExecutor(COPY_THREADS) as pool:
+        sums = dict(zip(files, pool.map(tree.file_digest, files), strict=True))
     h = hashlib.sha256()
-    for src in sources:
-        for rel, st in _walk(root, src.rel):
-            h.update(f"{rel}\0{st.st_mode:o}\0{st.st_uid}:{st.st_gid}\0".encode())
-            if stat.S_ISLNK(st.st_mode):
-                parent, _, name = rel.rpartition("/")
-                dfd = openat2(root, parent, _DIR)
-                try:
-                    h.update(os.readlink(name, dir_fd=dfd).encode())
-                finally:
-                    os.close(dfd)
-            elif stat.S_ISREG(st.st_mode):
-                fd = openat2(root, rel, os.O_RDONLY)
-                try:
-                    while chunk := os.read(fd, 1 << 20):
-                        h.update(chunk)
-                finally:
-                    os.close(fd)
+    for src, rel, meta in entries:
+        if rel == src.rel and meta.is_dir:
+            h.update(f"{rel}\0dir\0".encode())
+            continue
+        h.update(f"{rel}\0{meta.mode:o}\0{meta.uid}:{meta.gid}\0".encode())
+        if stat.S_ISLNK(meta.mode):
+            h.update(tree.readlink(rel).encode())
+        elif stat.S_ISREG(meta.mode):
+            h.update(sums[rel].encode())
     return "sha256:" + h.hexdigest()
 
 
@@ -149,10 +118,10 @@ class Copier:
                  keep_owner: bool) -> None:
         self.dst, self.owner, self.chmod, self.keep_owner = dst_root, owner, chmod, keep_owner
 
-    def _ids(self, st: os.stat_result) -> tuple[int, int]:
+    def _ids(self, meta: Meta) -> tuple[int, int]:
         if self.owner is not None:
             return self.owner.uid, self.owner.gid
-        return (st.st_uid, st.st_gid) if self.keep_owner else (0, 0)
+        return (meta.uid, meta.gid) if self.keep_owner else (0, 0)
 
     def mkdirs(self, rel: str) -> None:
         """Missing parents are made 0755 and owned by --chown's ids (root otherwise)."""
@@ -177,7 +146,7 @@ class Copier:
         st = stat_in(self.dst, rel)
         return st is not None and stat.S_ISDIR(st.st_mode)
 
-    def entry(self, src_root: int, src_rel: str, st: os.stat_result, dst_rel: str,
+    def entry(self, src: Tree, src_rel: str, meta: Meta, dst_rel: str,
               follow: bool = False) -> None:
         """Copy one entry (not its children) to dst_rel, replacing a non-directory there;
         follow is for a source named in the instruction, whose symlink Docker follows."""
@@ -185,85 +154,119 @@ class Copier:
         self.mkdirs(parent)
         pfd = openat2(self.dst, parent, _DIR)
         try:
-            old = _lstat_at(pfd, name)
-            if old is not None and not (stat.S_ISDIR(old.st_mode) and stat.S_ISDIR(st.st_mode)):
-                if stat.S_ISDIR(old.st_mode):
-                    raise CopyError(f"cannot overwrite directory /{dst_rel} with a non-directory")
-                os.unlink(name, dir_fd=pfd)
-            uid, gid = self._ids(st)
-            mode = self.chmod if self.chmod is not None else stat.S_IMODE(st.st_mode)
-            if stat.S_ISDIR(st.st_mode):
-                if old is None:
-                    os.mkdir(name, 0o700, dir_fd=pfd)
-            elif stat.S_ISLNK(st.st_mode):
-                sp, _, sn = src_rel.rpartition("/")
-                sfd = openat2(src_root, sp, _DIR)
-                try:
-                    os.symlink(os.readlink(sn, dir_fd=sfd), name, dir_fd=pfd)
-                finally:
-                    os.close(sfd)
-                os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
-                return
-            elif stat.S_ISREG(st.st_mode):
-                src = openat2(src_root, src_rel,
-                              os.O_RDONLY | (0 if follow else os.O_NOFOLLOW))
-                try:
-                    dst = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                                  | os.O_CLOEXEC, 0o600, dir_fd=pfd)
-                    try:
-                        _copy_data(src, dst)
-                    finally:
-                        os.close(dst)
-                finally:
-                    os.close(src)
-            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISFIFO(
-                    st.st_mode):
-                os.mknod(name, st.st_mode, st.st_rdev, dir_fd=pfd)
-            else:
-                return  # sockets are not copied, as with Docker
-            os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
-            os.chmod(name, mode, dir_fd=pfd, follow_symlinks=False)
-            os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=pfd,
-                     follow_symlinks=False)
+            self._entry_at(pfd, name, dst_rel, src, src_rel, meta, follow)
         finally:
             os.close(pfd)
 
-    def tree(self, src_root: int, src_rel: str, dst_rel: str) -> None:
-        """A directory's contents (not the directory itself) into dst_rel, as COPY does."""
-        self.mkdirs(dst_rel)
-        dirs: list[tuple[str, os.stat_result]] = []
-        for rel, st in _walk(src_root, src_rel):
-            sub = rel[len(src_rel):].lstrip("/") if src_rel else rel
-            target = f"{dst_rel}/{sub}".strip("/") if sub else dst_rel
-            if not sub:
-                continue
-            self.entry(src_root, rel, st, target)
-            if stat.S_ISDIR(st.st_mode):
-                dirs.append((target, st))
-        for target, st in reversed(dirs):  # directory times last: their children touched them
-            parent, _, name = target.rpartition("/")
-            pfd = openat2(self.dst, parent, _DIR)
+    def _entry_at(self, pfd: int, name: str, dst_rel: str, src: Tree, src_rel: str,
+                  meta: Meta, follow: bool) -> None:
+        """entry() once dst_rel's parent dir is open as pfd. A regular file is created first
+        and what was there looked at only when the create says something is."""
+        uid, gid = self._ids(meta)
+        mode = self.chmod if self.chmod is not None else stat.S_IMODE(meta.mode)
+        times = (meta.atime_ns, meta.mtime_ns)
+        if stat.S_ISREG(meta.mode):  # the common case, on the new file's own fd
+            new = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             try:
-                os.chmod(name, self.chmod if self.chmod is not None
-                         else stat.S_IMODE(st.st_mode), dir_fd=pfd)
-                os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=pfd)
+                dst = os.open(name, new, 0o600, dir_fd=pfd)
+            except FileExistsError:
+                self._clear(pfd, name, dst_rel, meta)
+                dst = os.open(name, new, 0o600, dir_fd=pfd)
+            try:
+                src.copy_to(src_rel, dst, follow)
+                os.fchown(dst, uid, gid)
+                os.fchmod(dst, mode)  # after the chown, which clears setuid
+                os.utime(dst, ns=times)
             finally:
-                os.close(pfd)
+                os.close(dst)
+            return
+        old = self._clear(pfd, name, dst_rel, meta)
+        if meta.is_dir:
+            if old is None:
+                os.mkdir(name, 0o700, dir_fd=pfd)
+        elif stat.S_ISLNK(meta.mode):
+            os.symlink(src.readlink(src_rel), name, dir_fd=pfd)
+            os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
+            return
+        elif stat.S_ISCHR(meta.mode) or stat.S_ISBLK(meta.mode) or stat.S_ISFIFO(meta.mode):
+            os.mknod(name, meta.mode, meta.rdev, dir_fd=pfd)
+        else:
+            return  # sockets are not copied, as with Docker
+        os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
+        os.chmod(name, mode, dir_fd=pfd, follow_symlinks=False)
+        os.utime(name, ns=times, dir_fd=pfd, follow_symlinks=False)
 
+    @staticmethod
+    def _clear(pfd: int, name: str, dst_rel: str, meta: Meta) -> os.stat_result | None:
+        """Make room for meta at name: what is there goes unless both are dirs (a dir is never
+        replaced by a non-dir). Returns what stays."""
+        old = _lstat_at(pfd, name)
+        if old is not None and not (stat.S_ISDIR(old.st_mode) and meta.is_dir):
+            if stat.S_ISDIR(old.st_mode):
+                raise CopyError(f"cannot overwrite directory /{dst_rel} with a non-directory")
+            os.unlink(name, dir_fd=pfd)
+            return None
+        return old
 
-def _copy_data(src: int, dst: int) -> None:
-    """copy_file_range where the kernel can (same filesystem); sendfile otherwise, as between
-    an overlay and the ext4 beneath a staging dir (EXDEV)."""
-    off = 0
-    try:
-        while n := os.copy_file_range(src, dst, 1 << 30, off, off):
-            off += n
-        return
-    except OSError as e:
-        if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-            raise
-    while n := os.sendfile(dst, src, off, 1 << 30):
-        off += n
+    def tree(self, src: Tree, src_rel: str, dst_rel: str) -> None:
+        """A directory's contents (not the directory itself) into dst_rel, as COPY does.
+        Its top level is copied first; the trees under its subdirs are then copied by
+        COPY_THREADS threads (the copy is syscalls, which let go of the GIL)."""
+        self.mkdirs(dst_rel)
+        top = openat2(self.dst, dst_rel, _DIR)
+        subdirs: list[tuple[str, str, int, Meta]] = []
+        try:
+            for name, meta in src.entries(src_rel):
+                rel = f"{src_rel}/{name}" if src_rel else name
+                target = f"{dst_rel}/{name}".strip("/")
+                self._entry_at(top, name, target, src, rel, meta, False)
+                if meta.is_dir:
+                    subdirs.append((rel, target, openat2(top, name, _DIR | os.O_NOFOLLOW), meta))
+            with ThreadPoolExecutor(COPY_THREADS) as pool:
+                jobs = [pool.submit(self._contents, src, rel, target, fd)
+                        for rel, target, fd, _meta in subdirs]
+                for job in jobs:
+                    job.result()
+            for _rel, _target, fd, meta in subdirs:
+                self._restamp(fd, meta)
+        finally:
+            for _rel, _target, fd, _meta in subdirs:
+                os.close(fd)
+            os.close(top)
+
+    def _contents(self, src: Tree, src_rel: str, dst_rel: str, dst_fd: int) -> None:
+        """src_rel's contents into the open dir dst_fd (dst_rel). The dirs on the way down
+        stay open (walk goes parents first, depth first), so a file costs no path lookup
+        beyond its own name; a dir's mode and times are set again when the walk leaves it,
+        since writing its children changed them."""
+        stack: list[tuple[str, int, Meta]] = []
+        try:
+            for rel, meta in walk(src, src_rel):
+                sub = rel[len(src_rel):].lstrip("/")
+                if not sub:
+                    continue
+                target = f"{dst_rel}/{sub}"
+                parent, _, name = target.rpartition("/")
+                while stack and stack[-1][0] != parent:
+                    _path, fd, done = stack.pop()
+                    try:
+                        self._restamp(fd, done)
+                    finally:
+                        os.close(fd)
+                pfd = stack[-1][1] if stack else dst_fd  # walk's order makes it the parent
+                self._entry_at(pfd, name, target, src, rel, meta, False)
+                if meta.is_dir:
+                    stack.append((target, openat2(pfd, name, _DIR | os.O_NOFOLLOW), meta))
+            for _path, fd, done in reversed(stack):
+                self._restamp(fd, done)
+        finally:
+            for _path, fd, _meta in stack:
+                os.close(fd)
+
+    def _restamp(self, fd: int, meta: Meta) -> None:
+        """A copied dir is complete: its mode and times once more."""
+        os.fchmod(fd, self.chmod if self.chmod is not None else stat.S_IMODE(meta.mode))
+        os.utime(fd, ns=(meta.atime_ns, meta.mtime_ns))
 
 
 def _lstat_at(dfd: int, name: str) -> os.stat_result | None:
@@ -303,29 +306,28 @@ def unpack_archive(src_root: int, src_rel: str, dst_root: int, dst_rel: str,
         os.close(dfd)
 
 
-def copy_sources(src_root: int, sources: list[Source], dest: str, copier: Copier,
+def copy_sources(src: Tree, sources: list[Source], dest: str, copier: Copier,
                  add_archives: bool = False) -> None:
     """Docker's rules: directories copy their contents; a trailing / or an existing directory
-    makes dest a directory; several sources need a directory dest ending in /."""
+    makes dest a directory; several sources need a directory dest ending in /. add_archives
+    (ADD from the unpacked context) unpacks local archives instead."""
     dst_rel = "/".join(_parts(dest))
     as_dir = dest.endswith("/") or copier.is_dir(dst_rel)
     if len(sources) > 1 and not dest.endswith("/"):
         raise CopyError("When using COPY with more than one source file, the destination "
                         "must be a directory and end with a /")
-    for src in sources:
-        if src.is_dir:
-            copier.tree(src_root, src.rel, dst_rel)
+    for s in sources:
+        if s.is_dir:
+            copier.tree(src, s.rel, dst_rel)
             continue
-        if add_archives and is_archive(src_root, src.rel):
-            unpack_archive(src_root, src.rel, copier.dst, dst_rel, copier)
+        if add_archives and isinstance(src, DirTree) and is_archive(src.fd, s.rel):
+            unpack_archive(src.fd, s.rel, copier.dst, dst_rel, copier)
             continue
-        name = src.rel.rsplit("/", 1)[-1]
+        name = s.rel.rsplit("/", 1)[-1]
         target = f"{dst_rel}/{name}".strip("/") if as_dir else dst_rel
         if not target:
             raise CopyError("cannot copy a file onto /")
-        fd = openat2(src_root, src.rel, os.O_PATH)  # a named source symlink is followed
-        try:
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
-        copier.entry(src_root, src.rel, st, target, follow=True)
+        meta = src.stat(s.rel)  # a named source symlink is followed
+        if meta is None:
+            raise CopyError(f"{s.rel}: file does not exist")
+        copier.entry(src, s.rel, meta, target, follow=True)

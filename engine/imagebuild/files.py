@@ -1,9 +1,9 @@
 """COPY and ADD steps: where the sources come from, their digest, and the write itself.
 
-Sources come from the build context, from an earlier stage or an image (`--from`, staged into a
-private dir first so the cache key and the write see the same bytes), or, for ADD, from a URL
-(downloaded into the same kind of dir). `--chown` names resolve in the destination image's own
-/etc/passwd and /etc/group.
+Sources come from the build context (read in place from its tar, or unpacked for ADD, whose
+archives need the file), from an earlier stage or an image (`--from`: its rootfs, mounted until
+the build ends), or, for ADD, from a URL (downloaded into a private dir). `--chown` names
+resolve in the destination image's own /etc/passwd and /etc/group.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from engine.imagebuild.copy import (
     Source,
     copy_sources,
     digest_sources,
-    stat_in,
 )
 from engine.imagebuild.copy import expand_sources as _expand
 from engine.imagebuild.dockerfile import Instruction
 from engine.imagebuild.image import BuildImage
+from engine.imagebuild.trees import Tree, open_root
 from runtime.spec import resolve_user
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class FileStep:
     """A COPY or ADD, resolved: sources under src_root, and how to write them."""
 
     cmd: str
-    src_root: Path
+    src: Tree
     sources: list[Source]
     dest: str
     chown: str | None
@@ -52,10 +52,6 @@ class FileStep:
     keep_owner: bool
     add_archives: bool
     digest: str
-
-
-def _open_root(path: Path) -> int:
-    return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
 def _dest(words: list[str], workdir: str) -> str:
@@ -104,9 +100,9 @@ async def _download(build: Build, url: str, into: Path) -> str:
     return name
 
 
-async def _stage_from(build: Build, ref: str, state_words: list[str], staging: Path
-                      ) -> list[str]:
-    """COPY --from: the named sources, copied out of that stage's (or image's) rootfs."""
+async def _from_stage(build: Build, ref: str) -> Tree:
+    """COPY --from: that stage's (or image's) rootfs, mounted until the build ends, so the
+    digest and, on a miss, the copy read it where it is."""
     idx = next((i for i, s in enumerate(build.stage_names) if s and s == ref.lower()), None)
     if idx is None and ref.isdigit() and int(ref) < len(build.stages):
         idx = int(ref)
@@ -116,28 +112,7 @@ async def _stage_from(build: Build, ref: str, state_words: list[str], staging: P
         img = build.store.get(ref) or await build.pull_image(ref)
         build.pin([img.id, *img.blobs, *img.chain_ids])
         source = await asyncio.to_thread(BuildImage.from_image, build.store, img)
-    async with build.rootfs(source) as root:
-        def stage() -> list[str]:
-            rfd, sfd = _open_root(root), _open_root(staging)
-            try:
-                found = _expand(rfd, state_words)
-                copier = Copier(sfd, None, None, keep_owner=True)
-                out = []
-                for src in found:
-                    rel = src.rel
-                    if src.is_dir:
-                        copier.tree(rfd, rel, rel)
-                    else:
-                        st = stat_in(rfd, rel)
-                        assert st is not None
-                        copier.entry(rfd, rel, st, rel, follow=True)
-                    out.append(rel)
-                return out
-            finally:
-                os.close(rfd)
-                os.close(sfd)
-
-        return await asyncio.to_thread(stage)
+    return build.dir_tree(await build.mounts.enter_async_context(build.rootfs(source)))
 
 
 async def prepare_sources(ins: Instruction, words: list[str], build: Build,
@@ -147,30 +122,27 @@ async def prepare_sources(ins: Instruction, words: list[str], build: Build,
         raise CopyError(f"{ins.where()}: {ins.cmd} requires at least two arguments")
     dest = _dest(words, state.config.get("WorkingDir") or "/")
     patterns = words[:-1]
-    src_root, keep_owner = build.ctx, False
-    staging = build.work / f"src-{uuid.uuid4().hex[:12]}"
+    keep_owner = False
+    src: Tree
     if "from" in ins.flags:
-        staging.mkdir()
-        patterns = await _stage_from(build, ins.flags["from"], patterns, staging)
-        src_root, keep_owner = staging, True
+        src, keep_owner = await _from_stage(build, ins.flags["from"]), True
     elif ins.cmd == "ADD" and any(p.startswith(("http://", "https://")) for p in patterns):
         if len(patterns) != 1:
             raise CopyError(f"{ins.where()}: ADD takes one URL at a time here")
+        staging = build.work / f"src-{uuid.uuid4().hex[:12]}"
         staging.mkdir()
         patterns = [await _download(build, patterns[0], staging)]
-        src_root = staging
+        src = build.dir_tree(staging)
+    else:  # ADD may unpack an archive source, which needs the file: the unpacked context
+        src = await build.context_tree(unpacked=ins.cmd == "ADD")
 
     def resolve() -> tuple[list[Source], str]:
-        fd = _open_root(src_root)
-        try:
-            found = _expand(fd, patterns)
-            return found, digest_sources(fd, found)
-        finally:
-            os.close(fd)
+        found = _expand(src, patterns)
+        return found, digest_sources(src, found)
 
     sources, digest = await asyncio.to_thread(resolve)
-    return FileStep(ins.cmd, src_root, sources, dest, ins.flags.get("chown"), _chmod(ins),
-                    keep_owner, ins.cmd == "ADD" and src_root == build.ctx, digest)
+    return FileStep(ins.cmd, src, sources, dest, ins.flags.get("chown"), _chmod(ins),
+                    keep_owner, ins.cmd == "ADD" and src is build.unpacked, digest)
 
 
 def write_files(step: FileStep, root: Path) -> None:
@@ -182,10 +154,9 @@ def write_files(step: FileStep, root: Path) -> None:
         except LookupError as e:
             raise CopyError(f"{step.cmd} --chown={step.chown}: {e}") from None
         owner = Owner(uid, gid)
-    rfd, sfd = _open_root(root), _open_root(step.src_root)
+    rfd = open_root(root)
     try:
         copier = Copier(rfd, owner, step.chmod, step.keep_owner)
-        copy_sources(sfd, step.sources, step.dest, copier, add_archives=step.add_archives)
+        copy_sources(step.src, step.sources, step.dest, copier, add_archives=step.add_archives)
     finally:
         os.close(rfd)
-        os.close(sfd)

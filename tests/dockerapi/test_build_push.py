@@ -124,20 +124,24 @@ def _run_by_cri(client, image: str, tmp_path, name: str) -> str:
 def test_built_image_is_plain_oci_for_cri_and_containerd(dclient, busybox, registry, berthd,
                                                          containerd, tmp_path) -> None:
     """Built on Berth: kubelet's CRI on the same node runs it without a pull; pushed, the
-    containerd peer pulls and runs it the same."""
+    containerd peer pulls and runs it the same, its incompressible layer (stored at gzip
+    level 0) included."""
     from tests.fixtures.cri_client import CriClient
 
     repo = f"{registry.host}/oci-{uuid.uuid4().hex[:8]}"
     files = {"Dockerfile": f"FROM {busybox}\nRUN echo layered > /l\n"
-                           "CMD [\"cat\", \"/l\"]\n"}
+                           "RUN head -c 5000000 /dev/urandom > /noise\n"
+                           "CMD [\"sh\", \"-c\", \"cat /l; wc -c < /noise\"]\n"}
     build(dclient, files, tag=f"{repo}:1")
     with berthd.client() as cri:
         listed = cri.image.ListImages(cri.pb.ListImagesRequest(), timeout=10).images
         assert any(f"{repo}:1" in i.repo_tags for i in listed)  # no pull needed
-        assert _run_by_cri(cri, f"{repo}:1", tmp_path, "built-on-berth") == "layered\n"
+        assert _run_by_cri(cri, f"{repo}:1", tmp_path, "built-on-berth") == \
+            "layered\n5000000\n"
     lines = list(dclient.api.push(repo, tag="1", stream=True, decode=True))
     assert not [m for m in lines if "error" in m], lines
     with CriClient(containerd, "containerd") as ctrd:
         ctrd.image.PullImage(ctrd.pb.PullImageRequest(
             image=ctrd.pb.ImageSpec(image=f"{repo}:1")), timeout=120)
-        assert _run_by_cri(ctrd, f"{repo}:1", tmp_path, "built-pulled") == "layered\n"
+        assert _run_by_cri(ctrd, f"{repo}:1", tmp_path, "built-pulled") == \
+            "layered\n5000000\n"

@@ -16,6 +16,7 @@ import pytest
 
 from engine.imagebuild.builder import BuildError, BuildOptions, build
 from engine.imagebuild.cache import BuildCache
+from engine.imagebuild.context import Spool, Spooled
 from engine.imagebuild.runner import Runner
 from runtime.bundle import mount_overlay, unmount
 from runtime.containers import ensure_monitor
@@ -125,6 +126,25 @@ def read_tree(store: ImageStore, img: Image, work: Path, paths: list[str]) -> di
         shutil.rmtree(work)
 
 
+def stat_tree(store: ImageStore, img: Image, work: Path, top: str) -> dict[str, Any]:
+    """Under top in the image: each path's mode, owner, mtime and (for files) bytes."""
+    target, up, wk = work / "m", work / "u", work / "w"
+    for d in (target, up, wk):
+        d.mkdir(parents=True)
+    mount_overlay(str(target), store.rootfs_lowers(img.id), str(up), str(wk))
+    try:
+        out: dict[str, Any] = {}
+        root = target / top.lstrip("/")
+        for p in sorted(root.rglob("*")):
+            st = p.lstat()
+            out[str(p.relative_to(root))] = (st.st_mode, st.st_uid, st.st_gid, int(st.st_mtime),
+                                             p.read_bytes() if p.is_file() else None)
+        return out
+    finally:
+        unmount(str(target))
+        shutil.rmtree(work)
+
+
 @pytest.fixture
 def env(tmp_path: Path, cgroup_parent: str) -> Env:  # noqa: F811
     return Env(tmp_path, cgroup_parent)
@@ -228,13 +248,16 @@ def hostile(entries: list[tarfile.TarInfo]) -> dict[str, bytes | str]:
     return {"__raw__": buf.getvalue()}
 
 
+@pytest.mark.parametrize("via", ["file", "spool"])
 @pytest.mark.parametrize(("kind", "message"), [
     ("dotdot", "points outside the context"),
     ("absolute", "absolute path"),
     ("device", "device node"),
     ("hardlink-out", "points outside the context"),
 ])
-def test_hostile_context_is_refused(env: Env, kind: str, message: str, tmp_path: Path) -> None:
+def test_hostile_context_is_refused(env: Env, kind: str, message: str, via: str,
+                                    tmp_path: Path) -> None:
+    """Refused whether the tar is read from its file or on its way in (POST /build's spool)."""
     ti = tarfile.TarInfo({"dotdot": "../escape", "absolute": "/etc/evil",
                           "device": "dev/sda", "hardlink-out": "hl"}[kind])
     if kind == "device":
@@ -245,13 +268,20 @@ def test_hostile_context_is_refused(env: Env, kind: str, message: str, tmp_path:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
         tf.addfile(ti)
-    ctx.write_bytes(buf.getvalue())
+    source: Path | Spooled = ctx
+    if via == "file":
+        ctx.write_bytes(buf.getvalue())
+    else:
+        spool = Spool(ctx)
+        spool.write(buf.getvalue())
+        source = spool.finish()
+        spool.close()
     before = set(os.listdir(tmp_path.parent))
 
     async def job(e: Env) -> None:
         with pytest.raises(BuildError, match=message):
-            await build(e.store, Runner(e.monitor, e.cgroup), e.cache, e.state / "build", ctx,
-                        BuildOptions(), lambda m: None)
+            await build(e.store, Runner(e.monitor, e.cgroup), e.cache, e.state / "build",
+                        source, BuildOptions(), lambda m: None)
 
     env.run(job)
     assert set(os.listdir(tmp_path.parent)) == before
@@ -278,6 +308,77 @@ def test_symlinks_in_the_context_stay_in_the_context(env: Env, e2e_images,
         with pytest.raises(BuildError, match="file not found in build context"):
             await build(e.store, Runner(e.monitor, e.cgroup), e.cache, e.state / "build", ctx,
                         BuildOptions(), lambda m: None)
+
+    env.run(job)
+
+
+def test_context_read_in_place_or_unpacked_copies_the_same(env: Env, e2e_images,
+                                                           tmp_path: Path) -> None:
+    """A plain context is read from its tar in place (from the file, or on its way in); one
+    with a symlink is unpacked first. All give a COPY the same cache key and write the same
+    layer."""
+    base = e2e_images["busybox"].ref
+    df = f"FROM {base}\nCOPY src/ /app/\nCOPY ../src/sub/b.txt /one\n".encode()
+
+    def context(with_link: bool) -> Path:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            def add(name: str, data: bytes | None, mode: int, uid: int = 0) -> None:
+                ti = tarfile.TarInfo(name)
+                ti.mode, ti.uid, ti.gid, ti.mtime = mode, uid, uid, 1_600_000_000 + len(name)
+                if data is None:
+                    ti.type = tarfile.DIRTYPE
+                else:
+                    ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data or b""))
+
+            add("Dockerfile", df, 0o644)
+            add("src", None, 0o750, 5)
+            add("src/a.txt", b"a" * 70_000, 0o600, 7)
+            add("src/sub", None, 0o700)
+            add("src/sub/b.txt", b"b", 0o755)
+            if with_link:
+                ln = tarfile.TarInfo("elsewhere")
+                ln.type, ln.linkname = tarfile.SYMTYPE, "/etc"
+                tf.addfile(ln)
+        path = tmp_path / f"ctx-{with_link}.tar"
+        path.write_bytes(buf.getvalue())
+        return path
+
+    async def job(e: Env) -> None:
+        async def go(with_link: bool, nocache: bool) -> tuple[Image, str]:
+            msgs: list[dict[str, Any]] = []
+            img = await build(e.store, Runner(e.monitor, e.cgroup), e.cache, e.state / "build",
+                              context(with_link), BuildOptions(nocache=nocache), msgs.append)
+            return img, text(msgs)
+
+        in_place, _ = await go(False, nocache=False)
+        unpacked, _ = await go(True, nocache=True)
+        assert unpacked.diff_ids[-1] == in_place.diff_ids[-1]  # /one: the same tar
+        _, out = await go(True, nocache=False)
+        assert out.count("Using cache") == 2
+        # read on its way in (POST /build's spool), hashed as it passed: the same keys
+        raw = context(False).read_bytes()
+        spool = Spool(tmp_path / "spooled.tar")
+        for i in range(0, len(raw), 5000):
+            spool.write(raw[i:i + 5000])
+        spooled = spool.finish()
+        spool.close()
+        assert spooled.tree is not None
+        msgs: list[dict[str, Any]] = []
+        try:
+            await build(e.store, Runner(e.monitor, e.cgroup), e.cache, e.state / "build",
+                        spooled, BuildOptions(), msgs.append)
+        finally:
+            spooled.close()
+        assert text(msgs).count("Using cache") == 2
+        # /app itself is made at copy time, so its layer differs in /app's mtime: compare
+        # what the COPY put in it
+        got = [await asyncio.to_thread(stat_tree, e.store, img, tmp_path / f"t{i}", "/app")
+               for i, img in enumerate((in_place, unpacked))]
+        assert got[0] == got[1]
+        assert got[0]["a.txt"] == (0o100600, 0, 0, 1_600_000_009, b"a" * 70_000)
+        assert got[0]["sub"][:4] == (0o40700, 0, 0, 1_600_000_007)
 
     env.run(job)
 
