@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dockerapi import lifecycle, model
+from dockerapi import lifecycle, model, mounts
 from dockerapi.http import Route, filters, front, qbool, qint
 from dockerapi.model import Front
 from engine.errors import InvalidArgument
@@ -62,13 +62,6 @@ def _networks(f: Front, rec: ContainerRecord) -> tuple[str, dict[str, Any]]:
     return ip, {"null" if mode == "none" else mode: net}
 
 
-def _mounts(rec: ContainerRecord) -> list[dict[str, Any]]:
-    return [{"Type": "bind", "Source": m["source"], "Destination": m["destination"],
-             "Mode": "ro" if "ro" in m.get("options", []) else "",
-             "RW": "ro" not in m.get("options", []), "Propagation": "rprivate"}
-            for m in rec.extra.get("mounts", []) if not m["destination"].startswith("/etc/")]
-
-
 def inspect(f: Front, rec: ContainerRecord) -> dict[str, Any]:
     d = model.docker(rec)
     st, status = _state(f, rec)
@@ -114,7 +107,7 @@ def inspect(f: Front, rec: ContainerRecord) -> dict[str, Any]:
         "Platform": "linux", "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
         "ExecIDs": [e for e, x in f.execs.items() if x.container_id == rec.id] or None,
         "HostConfig": hc, "GraphDriver": {"Name": "overlay2", "Data": None},
-        "Mounts": _mounts(rec), "Config": cfg,
+        "Mounts": mounts.describe(rec), "Config": cfg,
         "NetworkSettings": {
             "Bridge": "", "SandboxID": rec.pod_id, "HairpinMode": False,
             "Ports": lifecycle.describe_ports(rec), "SandboxKey": str(
@@ -142,7 +135,7 @@ def summary(f: Front, rec: ContainerRecord) -> dict[str, Any]:
                                                if status == "running" and rec.id in f.health
                                                else ""),
         "HostConfig": {"NetworkMode": next(iter(networks))},
-        "NetworkSettings": {"Networks": networks}, "Mounts": _mounts(rec)}
+        "NetworkSettings": {"Networks": networks}, "Mounts": mounts.describe(rec)}
 
 
 def _ago(ns: int) -> str:
@@ -186,6 +179,9 @@ def _keep(f: Front, rec: ContainerRecord, flt: dict[str, list[str]]) -> bool:
             return False
         if key == "exited" and not (st and st.status == "stopped"
                                     and str(st.exit_code) in wanted):
+            return False
+        if key == "volume" and not any(m.get("Name") in wanted or m["Destination"] in wanted
+                                       for m in mounts.describe(rec)):
             return False
         if key == "ancestor":
             img = f.ctx.images.get

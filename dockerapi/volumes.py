@@ -80,8 +80,8 @@ async def inspect(request: web.Request) -> web.StreamResponse:
 async def remove(request: web.Request) -> web.StreamResponse:
     ctx = front(request).ctx
     name = request.match_info["name"]
-    await asyncio.to_thread(ctx.volumes.remove, name, ctx.volume_users,
-                            qbool(request, "force"))
+    trash = ctx.volumes.remove(name, ctx.volume_users, qbool(request, "force"))
+    await asyncio.to_thread(ctx.volumes.purge, trash)
     front(request).publish_volume(name, "destroy")
     return web.Response(status=204)
 
