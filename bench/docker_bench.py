@@ -46,7 +46,7 @@ def _dockerd_pids(d: Dockerd) -> list[int]:
     return sorted({d.dockerd.pid, *hostclean.pids_with_arg(str(d.workdir))})
 
 
-def _berth_side(env: Env) -> Side | None:
+def berth_side(env: Env) -> Side | None:
     sock = getattr(env.berthd, "docker_socket", None)
     if sock is None or not Path(sock).exists():
         return None
@@ -62,7 +62,7 @@ def docker_path(env: Env, plan: Plan) -> list[Row]:
     image = env.images["busybox"].ref
     with run_dockerd(env.workdir / "dockerd", [env.registry.host]) as d:
         ref = Side("dockerd", d.host, lambda: _dockerd_pids(d))
-        berth = _berth_side(env)
+        berth = berth_side(env)
         sides = [s for s in (berth, ref) if s is not None]
         for s in sides:
             s.docker("pull", image)
