@@ -11,7 +11,6 @@ from typing import Any
 from engine.errors import InvalidArgument
 from engine.volumes import check_name
 
-NETWORK_MODES = ("bridge", "default", "host", "none")
 RESTART = ("", "no", "always", "unless-stopped", "on-failure")
 
 
@@ -43,6 +42,39 @@ def _labels(obj: dict[str, Any], key: str, where: str) -> dict[str, str]:
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise InvalidArgument(f"{where}{key} must map strings to strings")
     return dict(value)
+
+
+def endpoint_aliases(cfg: Any, where: str) -> list[str]:
+    """An EndpointSettings' Aliases; a static address is refused (host-local picks one)."""
+    if not isinstance(cfg, dict):
+        raise InvalidArgument(f"{where} must be a JSON object")
+    aliases = _strs(cfg, "Aliases", f"{where}.") or []
+    ipam = cfg.get("IPAMConfig") or {}
+    if not isinstance(ipam, dict):
+        raise InvalidArgument(f"{where}.IPAMConfig must be a JSON object")
+    if ipam.get("IPv4Address") or ipam.get("IPv6Address") or ipam.get("LinkLocalIPs"):
+        raise InvalidArgument("static container addresses (--ip) are not supported by Berth "
+                              "yet: the network's IPAM picks the address")
+    return aliases
+
+
+def _endpoints(body: dict[str, Any], out: CreateBody) -> None:
+    """NetworkingConfig: one endpoint, for the NetworkMode network (API 1.41's rule)."""
+    nc = _want(body, "NetworkingConfig", dict, "") or {}
+    eps = _want(nc, "EndpointsConfig", dict, "NetworkingConfig.") or {}
+    if len(eps) > 1:
+        raise InvalidArgument("Container cannot be connected to network endpoints: "
+                              + ", ".join(sorted(eps)[:10]))
+    for name, cfg in eps.items():
+        out.aliases = endpoint_aliases(cfg or {}, f"NetworkingConfig.EndpointsConfig.{name}")
+        if out.network_mode == "bridge" and name in ("bridge", "default") or \
+                out.network_mode in ("host", "none"):
+            if out.aliases:
+                raise InvalidArgument("network-scoped alias is supported only for containers "
+                                      "in user defined networks")
+        elif name != out.network_mode:
+            raise InvalidArgument(f"NetworkingConfig names network {name[:100]} but the "
+                                  f"container's NetworkMode is {out.network_mode[:100]}")
 
 
 def _nonneg(obj: dict[str, Any], key: str, where: str) -> int:
@@ -94,7 +126,8 @@ class CreateBody:
     stdin_once: bool = False
     stop_signal: int = int(signal.SIGTERM)
     stop_timeout: int | None = None
-    network_mode: str = "bridge"
+    network_mode: str = "bridge"  # bridge, host, none, or a user network's name or id
+    aliases: list[str] = field(default_factory=list)  # on the user network, from EndpointsConfig
     ports: list[PortBinding] = field(default_factory=list)
     mounts: list[Mount] = field(default_factory=list)
     volumes: list[str] = field(default_factory=list)  # Config.Volumes: anonymous volume paths
@@ -165,19 +198,19 @@ def parse(body: Any) -> CreateBody:
         if m.target in seen:
             raise InvalidArgument(f"Duplicate mount point: {m.target[:300]}")
         seen.add(m.target)
+    _endpoints(body, out)
     return out
 
 
 def _host(hc: dict[str, Any], out: CreateBody) -> None:
     where = "HostConfig."
     mode = _want(hc, "NetworkMode", str, where) or "bridge"
-    if mode not in NETWORK_MODES:
-        raise InvalidArgument(f"network {mode[:100]} not found (Berth serves bridge, host "
-                              "and none)")
+    if mode.startswith("container:"):
+        raise InvalidArgument("NetworkMode container:<id> is not supported by Berth yet")
     out.network_mode = "bridge" if mode == "default" else mode
     for key, value in (_want(hc, "PortBindings", dict, where) or {}).items():
         out.ports += _port_bindings(key, value)
-    if out.ports and out.network_mode != "bridge":
+    if out.ports and out.network_mode in ("host", "none"):
         raise InvalidArgument(f"conflicting options: port publishing and the container type "
                               f"network mode {out.network_mode}")
     for spec in _strs(hc, "Binds", where) or []:

@@ -18,9 +18,10 @@ from dockerapi import health, model, mounts
 from dockerapi import spec as specmod
 from dockerapi.body import CreateBody
 from dockerapi.model import Front
-from engine import containers, pods
+from engine import containers, endpoints, pods
 from engine.errors import AlreadyExists, EngineError, FailedPrecondition, NotFound
 from engine.ids import new_id
+from engine.networks import builtin_id
 from engine.store import DOCKER, ContainerRecord, NameTaken, PodRecord
 from runtime.containers import ContainerEvent
 from runtime.hostdevices import host_devices
@@ -59,6 +60,7 @@ async def create(front: Front, body: CreateBody, image: Image, name: str,
     spec = pods.PodSpec(hostname=body.hostname, host_network=body.network_mode == "host",
                         no_network=body.network_mode == "none",
                         dns=podfiles.DNSConfig() if body.network_mode != "host" else None)
+    _join(front, body, spec)
     try:
         await pods.run_pod(ctx, pod, spec, f"container {name}")
     except NameTaken as exc:
@@ -92,6 +94,21 @@ async def create(front: Front, body: CreateBody, image: Image, name: str,
     for vol in made:
         front.publish_volume(vol, "create")
     return rec
+
+
+def _join(front: Front, body: CreateBody, spec: pods.PodSpec) -> None:
+    """The container's network: the default bridge, or a user network with its embedded DNS
+    as the only nameserver (dockerd's 127.0.0.11 with `ndots:0`)."""
+    if body.network_mode in ("host", "none"):
+        return
+    if body.network_mode == "bridge":
+        spec.networks = [endpoints.Join(network=builtin_id("bridge"))]
+        return
+    nets = front.ctx.networks
+    rec = nets.get(body.network_mode)
+    spec.networks = [endpoints.Join(network=rec.id, conflist=nets.conflist(rec),
+                                    aliases=body.aliases)]
+    spec.dns = podfiles.DNSConfig(servers=[rec.extra["gateway"]], options=["ndots:0"])
 
 
 async def _drop_pod(front: Front, pod: PodRecord) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import structlog
 
 from engine.context import Context
-from engine.pods import NOTREADY, READY
+from engine.pods import NOTREADY, READY, release_network
 from engine.store import PodRecord
 from runtime import containers as monitor
 from runtime import podns, podpid
@@ -69,8 +69,7 @@ async def _release_network(ctx: Context, pod: PodRecord) -> None:
     """CNI DEL (from the result cache when there is one) frees the IP; then drop the pins."""
     pod_id = pod.id
     try:
-        await ctx.network.teardown(
-            ctx.network_request(pod, str(ctx.ns_dir(pod_id) / "network")))
+        await release_network(ctx, pod, str(ctx.ns_dir(pod_id) / "network"))
     except Exception as exc:  # logged, not fatal: RemovePodSandbox retries the DEL later
         log.warning("network teardown failed during recovery", pod=pod_id, error=str(exc))
     podpid.stop(ctx.ns_dir(pod_id))
