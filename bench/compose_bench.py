@@ -106,6 +106,10 @@ def compose_path(env: Env, plan: Plan) -> list[Row]:
         finally:
             for app in apps.values():
                 app.compose("down", "-v", "--rmi", "local", "-t", "1")
+    floor = sorted(timed(lambda: subprocess.run([COMPOSE, "version"], capture_output=True,
+                                                check=True)) for _ in range(max(3, plan.n // 3)))
+    note = (f"both sides pay the client's own start: `docker-compose version` (no daemon) "
+            f"p50 {floor[len(floor) // 2]:.0f} ms in this run")
     return [Row("docker-compose up -d to all-healthy, 3 services (web, writer, gate)", "ms",
-                b, p, 0.5, note="" if berth else "berth side skipped: no Docker socket",
+                b, p, 0.5, note=note if berth else "berth side skipped: no Docker socket",
                 peer_name="dockerd")]

@@ -302,12 +302,15 @@ def _mount(m: Any) -> Mount:
     if kind != "volume":
         raise InvalidArgument(f"mount type {str(kind)[:50]} is not supported (bind and "
                               "volume mounts are)")
+    if readonly and not src:
+        raise InvalidArgument("invalid mount config for type \"volume\": must not set ReadOnly "
+                              "mode when using anonymous volumes")
     opts = _want(m, "VolumeOptions", dict, "Mounts.") or {}
     driver = (_want(opts, "DriverConfig", dict, "Mounts.VolumeOptions.") or {}).get("Name")
     if driver not in (None, "", "local"):
         raise InvalidArgument(f"error looking up volume plugin {str(driver)[:100]}: plugin "
                               "not found (Berth serves the local driver)")
-    return Mount("volume", check_name(src) if src else "", _target(dst), readonly, "",
+    return Mount("volume", check_name(src) if src else "", _target(dst), readonly, "z",
                  bool(_want(opts, "NoCopy", bool, "Mounts.VolumeOptions.")),
                  _labels(opts, "Labels", "Mounts.VolumeOptions."))
 

@@ -93,12 +93,12 @@ async def prune(request: web.Request) -> web.StreamResponse:
             raise InvalidArgument(f"invalid filter '{key}'")
     ctx = front(request).ctx
     wanted = flt.get("label", [])
-    result = await asyncio.to_thread(ctx.volumes.prune, ctx.volume_users,
-                                     lambda rec: bool(wanted) and not _label_match(rec, wanted))
-    for name in result.removed:
+    removed, trash = ctx.volumes.prune(
+        ctx.volume_users, lambda rec: bool(wanted) and not _label_match(rec, wanted))
+    reclaimed = await asyncio.to_thread(ctx.volumes.reclaim, trash)
+    for name in removed:
         front(request).publish_volume(name, "destroy")
-    return web.json_response({"VolumesDeleted": result.removed or None,
-                              "SpaceReclaimed": result.reclaimed})
+    return web.json_response({"VolumesDeleted": removed or None, "SpaceReclaimed": reclaimed})
 
 
 ROUTES: list[Route] = [

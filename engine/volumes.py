@@ -17,7 +17,6 @@ import shutil
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -27,12 +26,6 @@ from runtime.images._sys import openat2, proc_fd_path
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")  # dockerd's volume name pattern
 MAX_NAME = 255
 DRIVERS = ("local",)
-
-
-@dataclass(frozen=True)
-class PruneResult:
-    removed: list[str]
-    reclaimed: int
 
 
 def check_name(name: str) -> str:
@@ -145,23 +138,27 @@ class Volumes:
             shutil.rmtree(trash, ignore_errors=True)
 
     def prune(self, users: Callable[[str], builtins.list[str]],
-              keep: Callable[[VolumeRecord], bool] = lambda _r: False) -> PruneResult:
-        """Every volume no container uses (API 1.41: named ones too), blocking (walks data)."""
-        removed: builtins.list[str] = []
-        reclaimed = 0
+              keep: Callable[[VolumeRecord], bool] = lambda _r: False
+              ) -> tuple[builtins.list[str], builtins.list[Path]]:
+        """Every volume no container uses (API 1.41: named ones too): the records go and the
+        data is renamed aside now (cheap, on the event loop); hand the returned dirs to
+        `reclaim` in a thread."""
+        removed, trash = [], []
         for rec in self.list():
             if users(rec.id) or keep(rec):
                 continue
-            reclaimed += _usage(self.mountpoint(rec.id))
-            self.purge(self._detach(rec.id))
             removed.append(rec.id)
+            if (gone := self._detach(rec.id)) is not None:
+                trash.append(gone)
+        return removed, trash
+
+    def reclaim(self, trash: builtins.list[Path]) -> int:
+        """Bytes in what `prune` set aside, then delete it, with any `.rm-*` a crash left
+        behind (blocking: it walks the data)."""
+        size = sum(_usage(t / "_data") for t in trash)
         for stray in self.root.glob(".rm-*"):
             shutil.rmtree(stray, ignore_errors=True)
-        return PruneResult(removed, reclaimed)
-
-    def usage(self, name: str) -> int:
-        """Bytes in the volume (blocking: it walks the data)."""
-        return _usage(self.mountpoint(name))
+        return size
 
     def copy_up(self, name: str, rootfs: Path, path: str) -> bool:
         """Fill an empty volume from the image's content at `path` (blocking).
