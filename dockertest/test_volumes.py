@@ -74,7 +74,9 @@ def test_named_volume_outlives_containers_and_berthd(dk: Daemon, vols: list[str]
     assert name in _volume_names(dk)  # a named volume stays
     assert _run(dk, "cat /v/f", {name: {"bind": "/v", "mode": "ro"}}) == "kept\n"
     if dk.name == "berth":
-        request.getfixturevalue("berthd").restart()
+        berthd = request.getfixturevalue("berthd")
+        berthd.restart()
+        dk.pid = berthd.proc.pid  # later fd checks read the new daemon
         assert _run(dk, "cat /v/f", {name: {"bind": "/v", "mode": "rw"}}) == "kept\n"
     dk.api.remove_volume(name)
     assert name not in _volume_names(dk)
