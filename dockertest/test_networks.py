@@ -351,9 +351,14 @@ def test_removal_leaves_nothing(dk: Daemon, nets: list[str], request: pytest.Fix
     if state is not None:
         assert not (state / "networks" / "ipam" / f"berth-net-{net_id[:12]}").exists()
         assert not (state / "networks" / f"{net_id}.conflist").exists()
-        ruleset = subprocess.run(["nft", "-j", "list", "ruleset"], capture_output=True,
-                                 text=True, check=True).stdout
-        assert f"berth-net-{net_id[:12]}" not in ruleset  # portmap/masquerade tags
-        assert bridge not in ruleset  # isolation rules
-        tables = [t["table"]["name"] for t in json.loads(ruleset)["nftables"] if "table" in t]
+
+        def ruleset() -> str:
+            return subprocess.run(["nft", "-j", "list", "ruleset"], capture_output=True,
+                                  text=True, check=True).stdout
+
+        assert f"berth-net-{net_id[:12]}" not in ruleset()  # portmap/masquerade tags
+        # the isolation table is rebuilt just after the reply (off the request path)
+        wait_for(lambda: bridge not in ruleset(), 10, "the isolation rules to go")
+        tables = [t["table"]["name"] for t in json.loads(ruleset())["nftables"]
+                  if "table" in t]
         assert table_name(str(state)) not in tables

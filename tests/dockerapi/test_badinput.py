@@ -145,6 +145,9 @@ def test_connection_limit(tmp_path, registry):
     (b'{"Name": "n1", "Labels": {"a": 1}}', 400, "Labels"),
     (b'{"Name": "n1", "Options": {"com.docker.network.bridge.name": "../x"}}', 400, "bridge"),
     (b'{"Name": "n1", "Options": {"no.such.option": "1"}}', 400, "driver option"),
+    # a host interface is never taken over as a network's bridge (nor deleted with it)
+    (b'{"Name": "n1", "Options": {"com.docker.network.bridge.name": "lo"}}', 409,
+     "already exists"),
     (b'{"Name": "n1", "EnableIPv6": true}', 400, "IPv6"),
     (b'{"Name": "n1", "IPAM": {"Config": [{"Subnet": "fd00::/64"}]}}', 400, "IPv6"),
     (b'{"Name": "n1", "IPAM": {"Config": [{"Subnet": "10.91.251.0/24", '
