@@ -60,7 +60,8 @@ async def create(front: Front, body: CreateBody, image: Image, name: str,
     spec = pods.PodSpec(hostname=body.hostname, host_network=body.network_mode == "host",
                         no_network=body.network_mode == "none",
                         dns=podfiles.DNSConfig() if body.network_mode != "host" else None)
-    _join(front, body, spec)
+    if _join(front, body, spec):
+        await ctx.networks.settled()
     try:
         await pods.run_pod(ctx, pod, spec, f"container {name}")
     except NameTaken as exc:
@@ -96,19 +97,20 @@ async def create(front: Front, body: CreateBody, image: Image, name: str,
     return rec
 
 
-def _join(front: Front, body: CreateBody, spec: pods.PodSpec) -> None:
+def _join(front: Front, body: CreateBody, spec: pods.PodSpec) -> bool:
     """The container's network: the default bridge, or a user network with its embedded DNS
-    as the only nameserver (dockerd's 127.0.0.11 with `ndots:0`)."""
+    as the only nameserver (dockerd's 127.0.0.11 with `ndots:0`). True for a user network."""
     if body.network_mode in ("host", "none"):
-        return
+        return False
     if body.network_mode == "bridge":
         spec.networks = [endpoints.Join(network=builtin_id("bridge"))]
-        return
+        return False
     nets = front.ctx.networks
     rec = nets.get(body.network_mode)
     spec.networks = [endpoints.Join(network=rec.id, conflist=nets.conflist(rec),
                                     aliases=body.aliases)]
     spec.dns = podfiles.DNSConfig(servers=[rec.extra["gateway"]], options=["ndots:0"])
+    return True
 
 
 async def _drop_pod(front: Front, pod: PodRecord) -> None:

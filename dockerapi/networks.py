@@ -262,6 +262,7 @@ async def connect(request: web.Request) -> web.StreamResponse:
                                f"{rec.name}")
     cfg = doc.get("EndpointConfig") or {}
     aliases = bodymod.endpoint_aliases(cfg, f"EndpointConfig for {rec.name}")
+    await f.ctx.networks.settled()
     async with f.ctx.networks.lock:
         await endpoints.connect(f.ctx, pod, endpoints.Join(
             network=rec.id, conflist=f.ctx.networks.conflist(rec), aliases=aliases))

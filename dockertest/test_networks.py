@@ -122,7 +122,10 @@ def test_create_inspect_list_remove(dk: Daemon, nets: list[str]) -> None:
     settings = dk.api.inspect_container(cid)["NetworkSettings"]["Networks"][name]
     assert settings["IPAddress"] == ip and settings["NetworkID"] == net_id
     assert settings["Gateway"] == gateway and settings["MacAddress"] == member["MacAddress"]
-    assert name not in {n["Name"] for n in dk.api.networks(filters={"dangling": ["true"]})}
+    dangling = {n["Name"] for n in dk.api.networks(filters={"dangling": ["true"]})}
+    # dockerd 20.10 still calls it dangling: its filter reads the list reply's Containers,
+    # which a list leaves empty; Berth counts the attached containers
+    assert (name in dangling) if dk.name == "dockerd" else (name not in dangling)
 
     dk.api.remove_container(cid, force=True)
     dk.api.remove_network(net_id)
@@ -183,7 +186,10 @@ def test_other_network_cannot_reach(dk: Daemon, nets: list[str]) -> None:
 
 
 def test_internal_network_has_no_way_out(dk: Daemon, nets: list[str]) -> None:
-    """`internal`: peers by name, but no default route."""
+    """`internal`: peers by name, but no default route.
+
+    dockerd differs: its containers keep a default route via the gateway and only its
+    iptables rules (off in this suite) keep them in; Berth gives them no route out at all."""
     net = _name("dt-int")
     _create(dk, nets, net, internal=True)
     assert dk.api.inspect_network(net)["Internal"] is True
@@ -191,7 +197,7 @@ def test_internal_network_has_no_way_out(dk: Daemon, nets: list[str]) -> None:
     _server(dk, net, srv)
     res = _run(dk, net, f"wget -qO- http://{srv}:8080/; ip route")
     assert res.stdout.splitlines()[0] == f"served-on-{net}", res.stderr
-    assert "default" not in res.stdout
+    assert ("default" in res.stdout) == (dk.name == "dockerd"), res.stdout
 
 
 def test_published_port_on_user_network(dk: Daemon, nets: list[str]) -> None:
@@ -239,7 +245,8 @@ def test_connect_disconnect_with_alias(dk: Daemon, nets: list[str]) -> None:
     assert gone.stdout.split() == ["done"]
     with pytest.raises(docker.errors.APIError) as exc:  # not connected any more
         dk.api.disconnect_container_from_network(cid, b)
-    assert 400 <= exc.value.status_code < 500
+    # dockerd answers 500 ("container ... is not connected to network ..."); Berth 409
+    assert exc.value.status_code == (500 if dk.name == "dockerd" else 409)
 
 
 def test_prune_removes_only_unused(dk: Daemon, nets: list[str]) -> None:
@@ -272,7 +279,9 @@ def test_bad_input_creates_nothing(dk: Daemon, nets: list[str]) -> None:
     """4xx with a message, and no network left behind.
 
     Statuses as dockerd 20.10 gives them: overlap 403, name taken 409, active endpoints 403,
-    a pre-defined network 403, an unknown driver 404, a bad option value or subnet 400.
+    a pre-defined network 403, an unknown driver 404. dockerd differs on a bad driver option
+    value and an invalid subnet: it answers 500 for both (the ParseBool / ParseCIDR error
+    passed up as it is); Berth answers 400, the request being at fault.
     """
     name = _name("dt-bad")
     subnet = free_subnet(dk)
@@ -292,6 +301,10 @@ def test_bad_input_creates_nothing(dk: Daemon, nets: list[str]) -> None:
         "builtin": lambda: dk.api.remove_network("bridge"),
     }
     seen = {what: _status(call) for what, call in cases.items()}
+    if dk.name == "dockerd":
+        assert seen.pop("option")[0] == seen.pop("subnet")[0] == 500
+    else:
+        assert seen["option"][0] == seen["subnet"][0] == 400
     for what, (code, message) in seen.items():
         assert 400 <= code < 500 and message, (what, code, message)
     assert seen["taken"][0] == 409 and seen["builtin"][0] == 403
@@ -302,9 +315,14 @@ def test_bad_input_creates_nothing(dk: Daemon, nets: list[str]) -> None:
     code, message = _status(lambda: dk.api.remove_network(name))
     assert code == 403 and "active endpoints" in message
     assert name in {n["Name"] for n in dk.api.networks()}
-    with pytest.raises(docker.errors.NotFound):
-        dk.api.create_container(dk.busybox, ["true"], host_config=dk.api.create_host_config(
-            network_mode="dt-no-such-net"))
+    hc = dk.api.create_host_config(network_mode="dt-no-such-net")
+    if dk.name == "dockerd":  # dockerd creates the container and finds no network at start
+        c = dk.api.create_container(dk.busybox, ["true"], host_config=hc)
+        with pytest.raises(docker.errors.NotFound):
+            dk.api.start(c)
+    else:  # Berth joins the network at create, so it refuses then, creating nothing
+        with pytest.raises(docker.errors.NotFound):
+            dk.api.create_container(dk.busybox, ["true"], host_config=hc)
 
 
 def test_removal_leaves_nothing(dk: Daemon, nets: list[str], request: pytest.FixtureRequest,
@@ -333,9 +351,14 @@ def test_removal_leaves_nothing(dk: Daemon, nets: list[str], request: pytest.Fix
     if state is not None:
         assert not (state / "networks" / "ipam" / f"berth-net-{net_id[:12]}").exists()
         assert not (state / "networks" / f"{net_id}.conflist").exists()
-        ruleset = subprocess.run(["nft", "-j", "list", "ruleset"], capture_output=True,
-                                 text=True, check=True).stdout
-        assert f"berth-net-{net_id[:12]}" not in ruleset  # portmap/masquerade tags
-        assert bridge not in ruleset  # isolation rules
-        tables = [t["table"]["name"] for t in json.loads(ruleset)["nftables"] if "table" in t]
+
+        def ruleset() -> str:
+            return subprocess.run(["nft", "-j", "list", "ruleset"], capture_output=True,
+                                  text=True, check=True).stdout
+
+        assert f"berth-net-{net_id[:12]}" not in ruleset()  # portmap/masquerade tags
+        # the isolation table is rebuilt just after the reply (off the request path)
+        wait_for(lambda: bridge not in ruleset(), 10, "the isolation rules to go")
+        tables = [t["table"]["name"] for t in json.loads(ruleset())["nftables"]
+                  if "table" in t]
         assert table_name(str(state)) not in tables

@@ -104,7 +104,10 @@ class Networks:
         self.ipam_dir = self.root / "ipam"
         self.table = isolation.table_name(config.state_dir)
         self.dns = EmbeddedDNS(resolve, config.docker.dns_forward)
-        self.lock = asyncio.Lock()  # one create/remove at a time: the pool and nft table
+        self.lock = asyncio.Lock()  # one create/remove at a time: the pool and the records
+        self._isolating: asyncio.Task[None] | None = None
+        self._isolation_stale = False
+        self._isolation_error: OSError | None = None
 
     # lookups
 
@@ -180,14 +183,21 @@ class Networks:
             except NameTaken:
                 raise AlreadyExists(f"network with name {spec.name} already exists") from None
             try:
+                await bridges.create(extra["bridge"], gateway, subnet.prefixlen)
+            except bridges.LinkExists as exc:
+                self.store.networks.delete(rec.id)
+                raise AlreadyExists(str(exc)) from None
+            except BaseException:
+                self.store.networks.delete(rec.id)
+                raise
+            try:
                 netconf.write_atomic(str(self.conflist_path(rec)), self._conflist_doc(rec))
-                await self._bring_up(rec)
-                await self._isolate()
+                await self.dns.listen(rec.id, gateway)
             except BaseException:
                 await self._tear_down(rec)
                 self.store.networks.delete(rec.id)
-                await self._isolate()
                 raise
+            self._isolate_soon()
         return rec
 
     def _check(self, spec: NetworkSpec) -> None:
@@ -250,11 +260,11 @@ class Networks:
         async with self.lock:
             await self._tear_down(rec)
             self.store.networks.delete(rec.id)
-            await self._isolate()
+        self._isolate_soon()
 
-    async def _bring_up(self, rec: NetworkRecord) -> None:
+    async def _restore(self, rec: NetworkRecord) -> None:
         prefix = ipaddress.IPv4Network(rec.extra["subnet"]).prefixlen
-        await bridges.create(rec.extra["bridge"], rec.extra["gateway"], prefix)
+        await bridges.create(rec.extra["bridge"], rec.extra["gateway"], prefix, adopt=True)
         await self.dns.listen(rec.id, rec.extra["gateway"])
 
     async def _tear_down(self, rec: NetworkRecord) -> None:
@@ -267,6 +277,35 @@ class Networks:
         self.conflist_path(rec).unlink(missing_ok=True)
         lease_dir = self.ipam_dir / rec.extra["cni_name"]
         await asyncio.to_thread(shutil.rmtree, lease_dir, True)
+
+    # isolation: rebuilt off the request path, always before a container joins a network
+
+    def _isolate_soon(self) -> None:
+        """Schedule a rebuild of the nft table from the store; rebuilds requested meanwhile
+        coalesce into one more. A network with no container needs no rule yet, so neither
+        create nor remove waits for nft; `settled` is what a joining container waits on."""
+        self._isolation_stale = True
+        if self._isolating is None or self._isolating.done():
+            self._isolating = asyncio.ensure_future(self._isolation_loop())
+
+    async def _isolation_loop(self) -> None:
+        while self._isolation_stale:
+            self._isolation_stale = False
+            try:
+                await self._isolate()
+                self._isolation_error = None
+            except OSError as exc:
+                self._isolation_error = exc
+                log.warning("network isolation rebuild failed", error=str(exc))
+
+    async def settled(self) -> None:
+        """The nft table says what the store says; a failed rebuild is tried once more here
+        and its error raised (the join fails rather than run unisolated)."""
+        while self._isolating is not None and not self._isolating.done():
+            await asyncio.shield(self._isolating)
+        if self._isolation_error is not None:
+            await self._isolate()
+            self._isolation_error = None
 
     async def _isolate(self) -> None:
         nets = [isolation.IsolatedBridge(r.extra["bridge"], bool(r.extra.get("internal")))
@@ -305,17 +344,17 @@ class Networks:
             for rec in self.store.networks.scan():
                 try:
                     netconf.write_atomic(str(self.conflist_path(rec)), self._conflist_doc(rec))
-                    await self._bring_up(rec)
+                    await self._restore(rec)
                 except (OSError, bridges.BridgeError) as exc:
                     log.warning("network could not be restored", network=rec.name,
                                 error=str(exc))
-            try:
-                await self._isolate()
-            except OSError as exc:
-                log.warning("network isolation could not be restored", error=str(exc))
+        self._isolate_soon()
 
     async def stop(self) -> None:
-        """Listeners go; bridges, rules and leases stay for the containers that keep running."""
+        """Listeners go; bridges, rules and leases stay for the containers that keep running
+        (the table is brought up to date first)."""
+        with contextlib.suppress(OSError):
+            await self.settled()
         await self.dns.close_all()
 
 

@@ -1,63 +1,73 @@
 """Linux bridges for user networks: made (with the gateway address) when the network is made,
 so its DNS listener can bind before any container joins; deleted with the network.
 
-One `ip -batch` process per change, off the event loop; routes are read the same way to keep a
-new network's subnet off anything the host already routes.
+Netlink through the CNI plugins' own client (`cni_plugins/nl.py`, so the tree has one), in a
+worker thread: no process per change, and the kernel's slow part (a bridge's unregister waits
+for RCU, tens of ms) never holds the event loop. Routes are read the same way to keep a new
+network's subnet off anything the host already routes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
+
+from cni_plugins import nl
 
 
 class BridgeError(Exception):
-    """`ip` refused a change; the message is its own."""
+    """The kernel refused a change; the message says which and why."""
 
 
-async def _ip(args: list[str], stdin: str = "") -> str:
-    proc = await asyncio.create_subprocess_exec(
-        "ip", *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
-    out, err = await proc.communicate(stdin.encode())
-    if proc.returncode != 0:
-        raise BridgeError(err.decode(errors="replace").strip() or f"ip {args[0]} failed")
-    return out.decode()
+class LinkExists(BridgeError):
+    """A new network named a bridge the host already has: never taken over (or later deleted)."""
 
 
-async def create(name: str, gateway: str, prefixlen: int) -> None:
-    """The bridge, up, with the gateway address; an existing one (a reboot-less restart) is kept
-    and given the address again."""
-    if await exists(name):
-        await _ip(["-batch", "-"], f"addr replace {gateway}/{prefixlen} dev {name}\n"
-                                    f"link set {name} up\n")
-        return
-    await _ip(["-batch", "-"], f"link add {name} type bridge\n"
-                                f"addr add {gateway}/{prefixlen} dev {name}\n"
-                                f"link set {name} up\n")
+def _create(name: str, gateway: str, prefixlen: int, adopt: bool) -> None:
+    with nl.Netlink() as sock:
+        link = sock.get_link(name)
+        if link is not None and not adopt:
+            raise LinkExists(f"a network interface named {name} already exists on the host")
+        if link is None:
+            sock.add_bridge(name)
+            link = sock.get_link(name)
+            if link is None:
+                raise BridgeError(f"bridge {name} vanished after creation")
+        sock.add_addr(link.index, gateway, prefixlen, replace_ok=True)
+        sock.set_link(link.index, up=True)
 
 
-async def exists(name: str) -> bool:
+async def create(name: str, gateway: str, prefixlen: int, adopt: bool = False) -> None:
+    """The bridge, up, with the gateway address. `adopt` (berthd restarting with its networks)
+    keeps an existing one and gives it the address again; otherwise an existing link of that
+    name is refused, so a network can never claim (and on removal delete) a host interface."""
     try:
-        await _ip(["-o", "link", "show", "dev", name])
-    except BridgeError:
-        return False
-    return True
+        await asyncio.to_thread(_create, name, gateway, prefixlen, adopt)
+    except OSError as exc:
+        raise BridgeError(f"bridge {name}: {exc.strerror or exc}") from None
+
+
+def _delete(name: str) -> None:
+    with nl.Netlink() as sock:
+        link = sock.get_link(name)
+        if link is not None:
+            sock.del_link(link.index)
 
 
 async def delete(name: str) -> None:
     """Gone already is fine: a removal may be retried after a crash."""
-    if await exists(name):
-        await _ip(["link", "del", name])
+    try:
+        await asyncio.to_thread(_delete, name)
+    except OSError as exc:
+        raise BridgeError(f"bridge {name}: {exc.strerror or exc}") from None
+
+
+def _routed() -> list[ipaddress.IPv4Network]:
+    with nl.Netlink() as sock:
+        return [ipaddress.IPv4Network(f"{dst}/{plen}", strict=False)
+                for dst, plen, _gw, _oif in sock.routes() if dst and plen]
 
 
 async def routed() -> list[ipaddress.IPv4Network]:
     """Every IPv4 destination the host routes (main table), default route excluded."""
-    doc = json.loads(await _ip(["-j", "-4", "route", "show"]) or "[]")
-    nets = []
-    for r in doc:
-        dst = r.get("dst", "")
-        if dst and dst != "default":
-            nets.append(ipaddress.IPv4Network(dst, strict=False))
-    return nets
+    return await asyncio.to_thread(_routed)
