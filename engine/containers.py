@@ -38,6 +38,10 @@ from runtime.stopping import graceful_stop
 
 SpecBuilder = Callable[[Path], dict[str, Any]]  # rootfs → OCI spec (users resolve in the rootfs)
 Prepare = Callable[[Path], Awaitable[None]]  # runs on the fresh rootfs before the spec is built
+# In `extra` while a create is under way; the finished record replaces `extra` whole, so the
+# key is gone from every container that was made (the front end's own keys, e.g. the volumes a
+# Docker container reserves, may sit beside it meanwhile).
+CREATING = "creating"
 
 
 @dataclass
@@ -58,11 +62,15 @@ async def create_container(ctx: Context, rec: ContainerRecord, image: Image,
                            prepare: Prepare | None = None) -> ContainerRecord:
     """Reserve the record (NameTaken propagates), then rootfs, spec and process; all or nothing.
 
+    The record is stored at once with `rec.extra` (what the front end must show while the
+    create runs) and the CREATING mark.
+
     `extra` is the front end's own part of the record, stored with the engine's; a
     `rerunnable` container keeps its spec so `rerun` can start it again after it exits.
     `userns` (uid and gid maps) mounts the layers idmapped for a user-namespaced container.
     `prepare` reads the rootfs before the process exists (Docker's volume copy-up).
     """
+    rec.extra = {**rec.extra, CREATING: True}  # recovery rolls such a record back
     ctx.store.containers.add(rec)
     undo = Rollback()
     undo.push("forget container", lambda: ctx.store.containers.delete(rec.id))
