@@ -232,6 +232,10 @@ def test_connect_disconnect_with_alias(dk: Daemon, nets: list[str]) -> None:
     assert sorted(links) == [b"eth0", b"eth1", b"lo"]
     res = _run(dk, b, "wget -qO- http://joined:8080/")
     assert res.stdout == f"served-on-{a}\n", res.stderr
+    peer = _name("dt-peer")  # on b only: the multi-homed container resolves it through a's DNS
+    _server(dk, b, peer)
+    both = dk.api.exec_start(dk.api.exec_create(cid, ["wget", "-qO-", f"http://{peer}:8080/"]))
+    assert both == f"served-on-{b}\n".encode()
     with pytest.raises(docker.errors.APIError) as exc:  # already there
         dk.api.connect_container_to_network(cid, b)
     assert 400 <= exc.value.status_code < 500

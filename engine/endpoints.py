@@ -88,13 +88,14 @@ class NameIndex:
         clients: dict[str, set[str]] = {}
         for c in self.store.containers.owned(DOCKER):
             pod = self.store.pods.get(c.pod_id)
-            for att in attachments(pod) if pod else []:
-                if not att.get("ip"):
-                    continue
+            atts = [a for a in (attachments(pod) if pod else []) if a.get("ip")]
+            mine = {a["network"] for a in atts}
+            for att in atts:
                 net = names.setdefault(att["network"], {})
                 for n in {c.name, c.id[:12], *att.get("aliases", ())}:
                     net.setdefault(n.lower(), []).append((c.id, att["ip"]))
-                clients.setdefault(att["ip"], set()).add(att["network"])
+                # whichever address it asks from, a container sees all of its networks
+                clients.setdefault(att["ip"], set()).update(mine)
         self._names, self._client_nets, self._built = names, clients, gen
 
     def resolve(self, net_id: str, client: str, name: str) -> list[str] | None:
