@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench import report
 from bench.buildbench import build_path
+from bench.compose_bench import compose_path
 from bench.docker_bench import docker_path
 from bench.env import environment
 from bench.harness import Plan
@@ -38,6 +39,7 @@ METRICS: dict[str, Metric] = {
     "start": container_start,
     "docker": docker_path,  # Docker API path vs a private dockerd 20.10, docker CLI as client
     "build": build_path,  # classic builds and a push, same peer and client
+    "compose": compose_path,  # docker-compose 1.29 up -d of dockertest/compose_app, same peer
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.docker_net_bench import network_rows
 from bench.env import Env, daemon_pids, pss_kib
 from bench.harness import Plan, interleave, timed
 from bench.stats import Row
@@ -46,7 +47,7 @@ def _dockerd_pids(d: Dockerd) -> list[int]:
     return sorted({d.dockerd.pid, *hostclean.pids_with_arg(str(d.workdir))})
 
 
-def _berth_side(env: Env) -> Side | None:
+def berth_side(env: Env) -> Side | None:
     sock = getattr(env.berthd, "docker_socket", None)
     if sock is None or not Path(sock).exists():
         return None
@@ -58,11 +59,12 @@ def _sampler(side: Side | None, fn: Callable[[Side], object]) -> Callable[[], fl
 
 
 def docker_path(env: Env, plan: Plan) -> list[Row]:
-    """run --rm, exec, ps with `small` containers up, and PSS per running container."""
+    """run --rm, user networks (bench/docker_net_bench.py), exec, ps with `small` containers
+    up, and PSS per running container."""
     image = env.images["busybox"].ref
     with run_dockerd(env.workdir / "dockerd", [env.registry.host]) as d:
         ref = Side("dockerd", d.host, lambda: _dockerd_pids(d))
-        berth = _berth_side(env)
+        berth = berth_side(env)
         sides = [s for s in (berth, ref) if s is not None]
         for s in sides:
             s.docker("pull", image)
@@ -73,6 +75,7 @@ def docker_path(env: Env, plan: Plan) -> list[Row]:
                           plan.n, plan.warmup)  # fmt: skip
         rows.append(Row(f"docker run --rm {image.split('/', 1)[1]} true", "ms", b, p, 0.5,
                         note=note, peer_name="dockerd"))  # fmt: skip
+        rows += network_rows(berth, ref, image, plan, note)
         for s in sides:
             s.docker("run", "-d", "--name", "bench-exec", image, "sleep", "3600")
         b, p = interleave(_sampler(berth, lambda s: s.docker("exec", "bench-exec", "true")),

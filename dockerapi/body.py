@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import InvalidArgument
+from engine.volumes import check_name
 
-NETWORK_MODES = ("bridge", "default", "host", "none")
 RESTART = ("", "no", "always", "unless-stopped", "on-failure")
 
 
@@ -44,6 +44,39 @@ def _labels(obj: dict[str, Any], key: str, where: str) -> dict[str, str]:
     return dict(value)
 
 
+def endpoint_aliases(cfg: Any, where: str) -> list[str]:
+    """An EndpointSettings' Aliases; a static address is refused (host-local picks one)."""
+    if not isinstance(cfg, dict):
+        raise InvalidArgument(f"{where} must be a JSON object")
+    aliases = _strs(cfg, "Aliases", f"{where}.") or []
+    ipam = cfg.get("IPAMConfig") or {}
+    if not isinstance(ipam, dict):
+        raise InvalidArgument(f"{where}.IPAMConfig must be a JSON object")
+    if ipam.get("IPv4Address") or ipam.get("IPv6Address") or ipam.get("LinkLocalIPs"):
+        raise InvalidArgument("static container addresses (--ip) are not supported by Berth "
+                              "yet: the network's IPAM picks the address")
+    return aliases
+
+
+def _endpoints(body: dict[str, Any], out: CreateBody) -> None:
+    """NetworkingConfig: one endpoint, for the NetworkMode network (API 1.41's rule)."""
+    nc = _want(body, "NetworkingConfig", dict, "") or {}
+    eps = _want(nc, "EndpointsConfig", dict, "NetworkingConfig.") or {}
+    if len(eps) > 1:
+        raise InvalidArgument("Container cannot be connected to network endpoints: "
+                              + ", ".join(sorted(eps)[:10]))
+    for name, cfg in eps.items():
+        out.aliases = endpoint_aliases(cfg or {}, f"NetworkingConfig.EndpointsConfig.{name}")
+        if out.network_mode == "bridge" and name in ("bridge", "default") or \
+                out.network_mode in ("host", "none"):
+            if out.aliases:
+                raise InvalidArgument("network-scoped alias is supported only for containers "
+                                      "in user defined networks")
+        elif name != out.network_mode:
+            raise InvalidArgument(f"NetworkingConfig names network {name[:100]} but the "
+                                  f"container's NetworkMode is {out.network_mode[:100]}")
+
+
 def _nonneg(obj: dict[str, Any], key: str, where: str) -> int:
     value = _want(obj, key, int, where) or 0
     if value < 0 and not (key == "PidsLimit" and value == -1):
@@ -60,10 +93,17 @@ class PortBinding:
 
 
 @dataclass
-class Bind:
+class Mount:
+    """A bind (`source` is a host path) or a volume (`source` is its name; "" makes an
+    anonymous one). `mode` is the option string as given, for inspect."""
+
+    kind: str  # "bind" or "volume"
     source: str
     target: str
     readonly: bool
+    mode: str = ""
+    nocopy: bool = False  # a volume the image's content is not copied into
+    labels: dict[str, str] = field(default_factory=dict)  # for a volume this create makes
 
 
 @dataclass
@@ -86,9 +126,11 @@ class CreateBody:
     stdin_once: bool = False
     stop_signal: int = int(signal.SIGTERM)
     stop_timeout: int | None = None
-    network_mode: str = "bridge"
+    network_mode: str = "bridge"  # bridge, host, none, or a user network's name or id
+    aliases: list[str] = field(default_factory=list)  # on the user network, from EndpointsConfig
     ports: list[PortBinding] = field(default_factory=list)
-    binds: list[Bind] = field(default_factory=list)
+    mounts: list[Mount] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)  # Config.Volumes: anonymous volume paths
     memory: int = 0
     nano_cpus: int = 0
     cpu_shares: int = 0
@@ -149,34 +191,32 @@ def parse(body: Any) -> CreateBody:
         out.stop_signal = parse_signal(sig, "StopSignal")
     out.stop_timeout = _want(body, "StopTimeout", int, "")
     _want(body, "ExposedPorts", dict, "")
+    out.volumes = [_target(p) for p in _want(body, "Volumes", dict, "") or {}]
     _host(hc, out)
+    seen: set[str] = set()
+    for m in out.mounts:
+        if m.target in seen:
+            raise InvalidArgument(f"Duplicate mount point: {m.target[:300]}")
+        seen.add(m.target)
+    _endpoints(body, out)
     return out
 
 
 def _host(hc: dict[str, Any], out: CreateBody) -> None:
     where = "HostConfig."
     mode = _want(hc, "NetworkMode", str, where) or "bridge"
-    if mode not in NETWORK_MODES:
-        raise InvalidArgument(f"network {mode[:100]} not found (Berth serves bridge, host "
-                              "and none)")
+    if mode.startswith("container:"):
+        raise InvalidArgument("NetworkMode container:<id> is not supported by Berth yet")
     out.network_mode = "bridge" if mode == "default" else mode
     for key, value in (_want(hc, "PortBindings", dict, where) or {}).items():
         out.ports += _port_bindings(key, value)
-    if out.ports and out.network_mode != "bridge":
+    if out.ports and out.network_mode in ("host", "none"):
         raise InvalidArgument(f"conflicting options: port publishing and the container type "
                               f"network mode {out.network_mode}")
     for spec in _strs(hc, "Binds", where) or []:
-        out.binds.append(_bind(spec))
+        out.mounts.append(_bind(spec))
     for m in _want(hc, "Mounts", list, where) or []:
-        if not isinstance(m, dict):
-            raise InvalidArgument("HostConfig.Mounts entries must be objects")
-        if (m.get("Type") or "volume") != "bind":
-            raise InvalidArgument(f"mount type {str(m.get('Type'))[:50]} is not supported yet "
-                                  "(bind mounts are)")
-        src, dst = m.get("Source"), m.get("Target")
-        if not isinstance(src, str) or not isinstance(dst, str):
-            raise InvalidArgument("HostConfig.Mounts: Source and Target must be strings")
-        out.binds.append(_checked_bind(src, dst, bool(m.get("ReadOnly"))))
+        out.mounts.append(_mount(m))
     out.memory = _nonneg(hc, "Memory", where)
     if out.memory and out.memory < 6 * 1024 * 1024:
         raise InvalidArgument("Minimum memory limit allowed is 6MB")
@@ -224,25 +264,72 @@ def _port_bindings(key: str, value: Any) -> list[PortBinding]:
     return out
 
 
-def _bind(spec: str) -> Bind:
-    """`/host:/ctr[:ro|rw]`; named volumes come with issue 16."""
+BIND_MODES = {"ro", "rw", "z", "Z", "rprivate", "private", "rslave", "slave", "rshared",
+              "shared"}
+VOLUME_MODES = {"ro", "rw", "z", "Z", "nocopy"}
+
+
+def _bind(spec: str) -> Mount:
+    """`/host:/ctr[:opts]` binds a host path; `name:/ctr[:opts]` mounts a named volume."""
     parts = spec.split(":")
     if len(parts) not in (2, 3):
         raise InvalidArgument(f"invalid volume specification: '{spec[:300]}'")
-    if len(parts) == 3 and not set(parts[2].split(",")) <= {"ro", "rw", "z", "Z", "rprivate",
-                                                            "private", "rslave", "rshared"}:
-        raise InvalidArgument(f"invalid mode: {parts[2][:50]}")
-    return _checked_bind(parts[0], parts[1], len(parts) == 3 and "ro" in parts[2].split(","))
+    mode = parts[2] if len(parts) == 3 else ""
+    opts = set(mode.split(",")) if mode else set()
+    if opts & {"ro", "rw"} == {"ro", "rw"}:
+        raise InvalidArgument(f"invalid mode: {mode[:50]}")
+    if not os.path.isabs(parts[0]):
+        if not opts <= VOLUME_MODES:
+            raise InvalidArgument(f"invalid mode: {mode[:50]}")
+        return Mount("volume", check_name(parts[0]), _target(parts[1]), "ro" in opts,
+                     mode or "z", "nocopy" in opts)
+    if not opts <= BIND_MODES:
+        raise InvalidArgument(f"invalid mode: {mode[:50]}")
+    return Mount("bind", _bind_source(parts[0]), _target(parts[1]), "ro" in opts, mode)
 
 
-def _checked_bind(src: str, dst: str, readonly: bool) -> Bind:
-    if not os.path.isabs(src):
-        raise InvalidArgument(f"named volumes are not supported yet: '{src[:300]}' must be an "
-                              "absolute host path")
-    if not os.path.isabs(dst) or "\x00" in src + dst:
+def _mount(m: Any) -> Mount:
+    """One HostConfig.Mounts entry (the `--mount` flag): bind or volume."""
+    if not isinstance(m, dict):
+        raise InvalidArgument("HostConfig.Mounts entries must be objects")
+    kind = m.get("Type") or "volume"
+    src, dst = m.get("Source") or "", m.get("Target")
+    if not isinstance(src, str) or not isinstance(dst, str):
+        raise InvalidArgument("HostConfig.Mounts: Source and Target must be strings")
+    readonly = bool(_want(m, "ReadOnly", bool, "Mounts."))
+    if kind == "bind":
+        return Mount("bind", _bind_source(src), _target(dst), readonly)
+    if kind != "volume":
+        raise InvalidArgument(f"mount type {str(kind)[:50]} is not supported (bind and "
+                              "volume mounts are)")
+    if readonly and not src:
+        raise InvalidArgument("invalid mount config for type \"volume\": must not set ReadOnly "
+                              "mode when using anonymous volumes")
+    opts = _want(m, "VolumeOptions", dict, "Mounts.") or {}
+    driver = (_want(opts, "DriverConfig", dict, "Mounts.VolumeOptions.") or {}).get("Name")
+    if driver not in (None, "", "local"):
+        raise InvalidArgument(f"error looking up volume plugin {str(driver)[:100]}: plugin "
+                              "not found (Berth serves the local driver)")
+    return Mount("volume", check_name(src) if src else "", _target(dst), readonly, "z",
+                 bool(_want(opts, "NoCopy", bool, "Mounts.VolumeOptions.")),
+                 _labels(opts, "Labels", "Mounts.VolumeOptions."))
+
+
+def _target(dst: str) -> str:
+    if not os.path.isabs(dst) or "\x00" in dst:
         raise InvalidArgument(f"invalid mount config: mount path must be absolute: "
                               f"'{dst[:300]}'")
+    dst = os.path.normpath(dst)
+    if dst == "/":
+        raise InvalidArgument("invalid specification: destination can't be '/'")
+    return dst
+
+
+def _bind_source(src: str) -> str:
+    if not os.path.isabs(src) or "\x00" in src:
+        raise InvalidArgument(f"invalid mount config for type \"bind\": invalid mount path: "
+                              f"'{src[:300]}' mount path must be absolute")
     if not os.path.exists(src):
         raise InvalidArgument(f"invalid mount config for type \"bind\": bind source path does "
                               f"not exist: {src[:300]}")
-    return Bind(os.path.normpath(src), os.path.normpath(dst), readonly)
+    return os.path.normpath(src)

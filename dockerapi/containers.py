@@ -110,7 +110,7 @@ async def remove(request: web.Request) -> web.StreamResponse:
     rec = model.container(f.ctx, request.match_info["id"])
     if qbool(request, "link"):
         raise InvalidArgument("links are not supported")
-    await f.complete(lifecycle.remove(f, rec, qbool(request, "force")))
+    await f.complete(lifecycle.remove(f, rec, qbool(request, "force"), qbool(request, "v")))
     f.publish(rec, "destroy", {})
     return _no_content()
 

@@ -7,10 +7,12 @@ from typing import Any
 
 from aiohttp import web
 
-from dockerapi import lifecycle, model
+from dockerapi import lifecycle, model, mounts
 from dockerapi.http import Route, filters, front, qbool, qint
 from dockerapi.model import Front
+from engine import endpoints
 from engine.errors import InvalidArgument
+from engine.networks import builtin_id
 from engine.store import DOCKER, ContainerRecord
 from runtime.monitor.state import ContainerState
 
@@ -48,25 +50,32 @@ def _argv(rec: ContainerRecord) -> list[str]:
     return list((rec.extra.get("process") or {}).get("args") or [])
 
 
+def _endpoint(att: dict[str, Any], net_id: str, aliases: list[str] | None) -> dict[str, Any]:
+    return {"IPAMConfig": None, "Links": None, "Aliases": aliases, "NetworkID": net_id,
+            "EndpointID": att["endpoint"], "Gateway": att["gateway"], "IPAddress": att["ip"],
+            "IPPrefixLen": att["prefixlen"], "IPv6Gateway": "", "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0, "MacAddress": att["mac"], "DriverOpts": None}
+
+
 def _networks(f: Front, rec: ContainerRecord) -> tuple[str, dict[str, Any]]:
+    """NetworkSettings.Networks from the pod's attachments (eth0 first)."""
     pod = f.ctx.store.pods.get(rec.pod_id)
-    ips = pod.extra.get("ips", []) if pod else []
+    atts = endpoints.attachments(pod) if pod else []
+    out: dict[str, Any] = {}
+    for att in atts:
+        net = f.ctx.store.networks.get(att["network"])
+        if net is None:  # the default bridge
+            out["bridge"] = _endpoint(att, att["network"], None)
+        else:
+            out[net.name] = _endpoint(att, net.id, [*att["aliases"], rec.id[:12]])
+    if out:
+        return atts[0]["ip"], out
     mode = model.docker(rec).get("host_config", {}).get("NetworkMode") or "bridge"
-    mode = "bridge" if mode == "default" else mode
-    ip = ips[0] if ips else ""
-    gateway = ip.rsplit(".", 1)[0] + ".1" if ip.count(".") == 3 else ""
-    net = {"IPAMConfig": None, "Links": None, "Aliases": None, "NetworkID": mode,
-           "EndpointID": rec.id if ip else "", "Gateway": gateway, "IPAddress": ip,
-           "IPPrefixLen": 16 if ip else 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
-           "GlobalIPv6PrefixLen": 0, "MacAddress": "", "DriverOpts": None}
-    return ip, {"null" if mode == "none" else mode: net}
-
-
-def _mounts(rec: ContainerRecord) -> list[dict[str, Any]]:
-    return [{"Type": "bind", "Source": m["source"], "Destination": m["destination"],
-             "Mode": "ro" if "ro" in m.get("options", []) else "",
-             "RW": "ro" not in m.get("options", []), "Propagation": "rprivate"}
-            for m in rec.extra.get("mounts", []) if not m["destination"].startswith("/etc/")]
+    return "", {mode: {"IPAMConfig": None, "Links": None, "Aliases": None,
+                       "NetworkID": builtin_id(mode),
+                       "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
+                       "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                       "MacAddress": "", "DriverOpts": None}}
 
 
 def inspect(f: Front, rec: ContainerRecord) -> dict[str, Any]:
@@ -114,13 +123,14 @@ def inspect(f: Front, rec: ContainerRecord) -> dict[str, Any]:
         "Platform": "linux", "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
         "ExecIDs": [e for e, x in f.execs.items() if x.container_id == rec.id] or None,
         "HostConfig": hc, "GraphDriver": {"Name": "overlay2", "Data": None},
-        "Mounts": _mounts(rec), "Config": cfg,
+        "Mounts": mounts.describe(rec), "Config": cfg,
         "NetworkSettings": {
             "Bridge": "", "SandboxID": rec.pod_id, "HairpinMode": False,
             "Ports": lifecycle.describe_ports(rec), "SandboxKey": str(
                 f.ctx.ns_dir(rec.pod_id) / "network"),
-            "IPAddress": ip, "IPPrefixLen": 16 if ip else 0,
-            "Gateway": next(iter(networks.values()))["Gateway"], "MacAddress": "",
+            "IPAddress": ip, "IPPrefixLen": next(iter(networks.values()))["IPPrefixLen"],
+            "Gateway": next(iter(networks.values()))["Gateway"],
+            "MacAddress": next(iter(networks.values()))["MacAddress"],
             "Networks": networks},
     }
 
@@ -142,7 +152,7 @@ def summary(f: Front, rec: ContainerRecord) -> dict[str, Any]:
                                                if status == "running" and rec.id in f.health
                                                else ""),
         "HostConfig": {"NetworkMode": next(iter(networks))},
-        "NetworkSettings": {"Networks": networks}, "Mounts": _mounts(rec)}
+        "NetworkSettings": {"Networks": networks}, "Mounts": mounts.describe(rec)}
 
 
 def _ago(ns: int) -> str:
@@ -186,6 +196,9 @@ def _keep(f: Front, rec: ContainerRecord, flt: dict[str, list[str]]) -> bool:
             return False
         if key == "exited" and not (st and st.status == "stopped"
                                     and str(st.exit_code) in wanted):
+            return False
+        if key == "volume" and not any(m.get("Name") in wanted or m["Destination"] in wanted
+                                       for m in mounts.describe(rec)):
             return False
         if key == "ancestor":
             img = f.ctx.images.get

@@ -14,13 +14,14 @@ from typing import Any
 
 import structlog
 
-from dockerapi import health, model
+from dockerapi import health, model, mounts
 from dockerapi import spec as specmod
 from dockerapi.body import CreateBody
 from dockerapi.model import Front
-from engine import containers, pods
+from engine import containers, endpoints, pods
 from engine.errors import AlreadyExists, EngineError, FailedPrecondition, NotFound
 from engine.ids import new_id
+from engine.networks import builtin_id
 from engine.store import DOCKER, ContainerRecord, NameTaken, PodRecord
 from runtime.containers import ContainerEvent
 from runtime.hostdevices import host_devices
@@ -48,6 +49,7 @@ async def create(front: Front, body: CreateBody, image: Image, name: str,
     ctx = front.ctx
     model.reserve_name(ctx, name)
     check = health.resolve(body.config.get("Healthcheck"), image_doc)
+    planned = mounts.plan(ctx, body, image.config.volumes)
     cid = new_id()
     ports = [{"host_port": p.host_port or _free_port(p.host_ip, p.protocol),
               "container_port": p.container_port, "protocol": p.protocol, "host_ip": p.host_ip}
@@ -58,30 +60,57 @@ async def create(front: Front, body: CreateBody, image: Image, name: str,
     spec = pods.PodSpec(hostname=body.hostname, host_network=body.network_mode == "host",
                         no_network=body.network_mode == "none",
                         dns=podfiles.DNSConfig() if body.network_mode != "host" else None)
+    if _join(front, body, spec):
+        await ctx.networks.settled()
     try:
         await pods.run_pod(ctx, pod, spec, f"container {name}")
     except NameTaken as exc:
         raise AlreadyExists(f"container {cid} is already reserved by {exc}") from None
+    # the record names its volumes from the start: `volume rm` sees them in use at once
+    volumes = mounts.volume_names(planned)
     rec = ContainerRecord(id=cid, pod_id=cid, name=name, attempt=0, image=body.image,
                           image_id=image.id, created_ns=time.time_ns(), labels=body.labels,
-                          owner=DOCKER)
+                          owner=DOCKER, extra={"volumes": volumes})
     docker = {"config": body.config, "host_config": body.host_config, "restart_count": 0,
               "ports": ports, "stop_timeout": body.stop_timeout, "auto_remove": body.auto_remove,
               "restart": body.restart, "restart_max": body.restart_max, "tty": body.tty,
-              "open_stdin": body.open_stdin, "healthcheck": check}
+              "open_stdin": body.open_stdin, "healthcheck": check,
+              "mounts": mounts.stored(planned)}
+    made: list[str] = []
     try:
         model.reserve_name(ctx, name)  # again: another create may have taken it meanwhile
         devices = await asyncio.to_thread(host_devices) if body.privileged else []
+        made = mounts.create_volumes(ctx, planned)  # no await until the record is added
         await containers.create_container(
             ctx, rec, image, lambda rootfs: specmod.build(cid, body, image.config, pod.extra,
-                                                          rootfs, devices),
+                                                          rootfs, devices, mounts.oci(planned)),
             containers.Stdio(log_path=str(ctx.pod_dir(cid) / "container.log"), tty=body.tty,
                              stdin=body.open_stdin, stdin_once=body.stdin_once),
-            body.stop_signal, name, extra={"docker": docker}, rerunnable=True)
+            body.stop_signal, name, extra={"docker": docker, "volumes": volumes},
+            rerunnable=True, prepare=lambda rootfs: mounts.copy_up(ctx, planned, rootfs))
     except BaseException:
         await _drop_pod(front, pod)
+        await mounts.drop_volumes(ctx, made)
         raise
+    for vol in made:
+        front.publish_volume(vol, "create")
     return rec
+
+
+def _join(front: Front, body: CreateBody, spec: pods.PodSpec) -> bool:
+    """The container's network: the default bridge, or a user network with its embedded DNS
+    as the only nameserver (dockerd's 127.0.0.11 with `ndots:0`). True for a user network."""
+    if body.network_mode in ("host", "none"):
+        return False
+    if body.network_mode == "bridge":
+        spec.networks = [endpoints.Join(network=builtin_id("bridge"))]
+        return False
+    nets = front.ctx.networks
+    rec = nets.get(body.network_mode)
+    spec.networks = [endpoints.Join(network=rec.id, conflist=nets.conflist(rec),
+                                    aliases=body.aliases)]
+    spec.dns = podfiles.DNSConfig(servers=[rec.extra["gateway"]], options=["ndots:0"])
+    return True
 
 
 async def _drop_pod(front: Front, pod: PodRecord) -> None:
@@ -159,7 +188,9 @@ async def stop(front: Front, rec: ContainerRecord, timeout: float | None,
     return True
 
 
-async def remove(front: Front, rec: ContainerRecord, force: bool) -> None:
+async def remove(front: Front, rec: ContainerRecord, force: bool,
+                 volumes: bool = False) -> None:
+    """`volumes` (`rm -v`, AutoRemove) takes the anonymous volumes no other container uses."""
     if running(front, rec) and not force:
         raise FailedPrecondition(f"You cannot remove a running container {rec.id}. Stop the "
                                  "container before attempting removal or force remove")
@@ -170,6 +201,9 @@ async def remove(front: Front, rec: ContainerRecord, force: bool) -> None:
     if pod is not None:
         await _drop_pod(front, pod)
     front.forget(rec.id)
+    if volumes:
+        for vol in await mounts.drop_volumes(front.ctx, mounts.anonymous(rec)):
+            front.publish_volume(vol, "destroy")
 
 
 async def _thaw(front: Front, rec: ContainerRecord) -> None:
@@ -220,7 +254,7 @@ async def _auto_remove(front: Front, cid: str) -> None:
         await asyncio.wait(set(readers), timeout=READER_GRACE)
     rec = front.ctx.store.containers.get(cid)
     if rec is not None:
-        await remove(front, rec, force=True)
+        await remove(front, rec, force=True, volumes=True)
         front.publish(rec, "destroy", {})
 
 

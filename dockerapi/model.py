@@ -106,6 +106,15 @@ class Front:
         del self.history[:-HISTORY]
         self.hub.publish(ev)
 
+    def publish_network(self, net_id: str, name: str, action: str, container: str = "") -> None:
+        now = time.time_ns()
+        attrs = {"name": name, "type": "bridge", **({"container": container} if container else {})}
+        ev = {"Type": "network", "Action": action, "Actor": {"ID": net_id, "Attributes": attrs},
+              "scope": "local", "time": now // 1_000_000_000, "timeNano": now}
+        self.history.append(ev)
+        del self.history[:-HISTORY]
+        self.hub.publish(ev)
+
     def publish_image(self, ref: str, action: str) -> None:
         now = time.time_ns()
         ev = {"status": action, "id": ref, "Type": "image", "Action": action,

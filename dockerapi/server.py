@@ -25,6 +25,7 @@ from dockerapi import (
     inspect,
     lifecycle,
     logs,
+    networks,
     push,
     stats,
     system,
@@ -46,7 +47,8 @@ MAX_LINE = 8190  # request line and each header line, as aiohttp's (and Go's) de
 BACKLOG = 4096  # pending connects, as Go asks (somaxconn caps it): a burst of clients waits
 ROUTES: list[Route] = [*system.ROUTES, *inspect.ROUTES, *containers.ROUTES, *logs.ROUTES,
                        *attach.ROUTES, *execs.ROUTES, *push.ROUTES, *images.ROUTES,
-                       *stats.ROUTES, *builds.ROUTES, *volumes.ROUTES]
+                       *stats.ROUTES, *builds.ROUTES, *volumes.ROUTES,
+                       *networks.ROUTES]
 
 
 @web.middleware
@@ -121,6 +123,7 @@ class DockerServer:
         self.runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=1.0,
                                     handler_cancellation=True, **handler_args)
         await self.runner.setup()
+        await self.front.ctx.networks.start()
         server = self.runner.server
         assert server is not None
         limit = self.max_connections
@@ -142,6 +145,7 @@ class DockerServer:
             task.cancel()
         if self.runner is not None:
             await self.runner.cleanup()
+        await self.front.ctx.networks.stop()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
 

@@ -96,9 +96,11 @@ def resources(body: CreateBody) -> dict[str, Any]:
 
 
 def build(cid: str, body: CreateBody, image: ImageConfig, pod_extra: dict[str, Any],
-          rootfs: Path, devices: list[dict[str, Any]]) -> dict[str, Any]:
+          rootfs: Path, devices: list[dict[str, Any]],
+          volumes: list[dict[str, Any]]) -> dict[str, Any]:
     """A complete config.json: the pod's namespaces and files, the body's process and limits;
-    devices are the host's nodes a privileged container gets (runtime.hostdevices)."""
+    devices are the host's nodes a privileged container gets (runtime.hostdevices), volumes
+    the binds and volumes as OCI mounts (dockerapi.mounts)."""
     user = body.user or image.user or "0"
     try:  # CRI's rule, but as dockerd: an explicit group drops the image's memberships
         uid, gid, groups = process_user(str(rootfs), user, body.group_add,
@@ -112,9 +114,7 @@ def build(cid: str, body: CreateBody, image: ImageConfig, pod_extra: dict[str, A
     for dest, src in sorted(pod_extra.get("files", {}).items()):
         mounts.append({"destination": dest, "type": "bind", "source": src,
                        "options": ["rbind", "rprivate"]})
-    for b in body.binds:
-        mounts.append({"destination": b.target, "type": "bind", "source": b.source,
-                       "options": ["rbind", "rprivate"] + (["ro"] if b.readonly else [])})
+    mounts += volumes
     ns: list[dict[str, str]] = [{"type": "mount"}]
     for kind, path in sorted(pod_extra.get("ns", {}).items()):
         if kind in ("network", "ipc", "uts"):

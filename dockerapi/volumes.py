@@ -80,8 +80,8 @@ async def inspect(request: web.Request) -> web.StreamResponse:
 async def remove(request: web.Request) -> web.StreamResponse:
     ctx = front(request).ctx
     name = request.match_info["name"]
-    await asyncio.to_thread(ctx.volumes.remove, name, ctx.volume_users,
-                            qbool(request, "force"))
+    trash = ctx.volumes.remove(name, ctx.volume_users, qbool(request, "force"))
+    await asyncio.to_thread(ctx.volumes.purge, trash)
     front(request).publish_volume(name, "destroy")
     return web.Response(status=204)
 
@@ -93,12 +93,12 @@ async def prune(request: web.Request) -> web.StreamResponse:
             raise InvalidArgument(f"invalid filter '{key}'")
     ctx = front(request).ctx
     wanted = flt.get("label", [])
-    result = await asyncio.to_thread(ctx.volumes.prune, ctx.volume_users,
-                                     lambda rec: bool(wanted) and not _label_match(rec, wanted))
-    for name in result.removed:
+    removed, trash = ctx.volumes.prune(
+        ctx.volume_users, lambda rec: bool(wanted) and not _label_match(rec, wanted))
+    reclaimed = await asyncio.to_thread(ctx.volumes.reclaim, trash)
+    for name in removed:
         front(request).publish_volume(name, "destroy")
-    return web.json_response({"VolumesDeleted": result.removed or None,
-                              "SpaceReclaimed": result.reclaimed})
+    return web.json_response({"VolumesDeleted": removed or None, "SpaceReclaimed": reclaimed})
 
 
 ROUTES: list[Route] = [

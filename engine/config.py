@@ -52,6 +52,13 @@ class DockerConfig:
     socket: str = "/run/berth/docker.sock"
     max_connections: int = 1024
     max_body: int = 1 << 20  # JSON request bodies; image layers never come through here
+    # user networks without --subnet take the next free /network_pool_size of this pool
+    # (dockerd's default-address-pools); subnets of existing routes are skipped
+    network_pool: str = "172.18.0.0/15"
+    network_pool_size: int = 24
+    # the embedded DNS sends names it does not own to the host's resolvers (/etc/resolv.conf);
+    # off, it answers them REFUSED
+    dns_forward: bool = True
 
 
 @dataclass
@@ -144,6 +151,13 @@ def _validate(cfg: Config) -> None:
     if cfg.docker.max_connections < 1 or cfg.docker.max_body < 1024:
         raise ConfigError("docker.max_connections must be at least 1 and docker.max_body "
                           "at least 1024")
+    try:
+        pool = ipaddress.IPv4Network(cfg.docker.network_pool)
+    except ValueError as exc:
+        raise ConfigError(f"docker.network_pool: {exc}") from None
+    if not pool.prefixlen <= cfg.docker.network_pool_size <= 30:
+        raise ConfigError(f"docker.network_pool_size must be between {pool.prefixlen} (the "
+                          "pool's own prefix) and 30")
     if cfg.runtime.cgroup_driver != "cgroupfs":
         raise ConfigError("runtime.cgroup_driver: only \"cgroupfs\" is supported")
     if cfg.stats.fs_scan_period <= 0:

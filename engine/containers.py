@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,11 @@ from runtime.images.records import Image
 from runtime.stopping import graceful_stop
 
 SpecBuilder = Callable[[Path], dict[str, Any]]  # rootfs → OCI spec (users resolve in the rootfs)
+Prepare = Callable[[Path], Awaitable[None]]  # runs on the fresh rootfs before the spec is built
+# In `extra` while a create is under way; the finished record replaces `extra` whole, so the
+# key is gone from every container that was made (the front end's own keys, e.g. the volumes a
+# Docker container reserves, may sit beside it meanwhile).
+CREATING = "creating"
 
 
 @dataclass
@@ -53,19 +58,25 @@ async def create_container(ctx: Context, rec: ContainerRecord, image: Image,
                            build_spec: SpecBuilder, stdio: Stdio, stop_signal: int,
                            what: str, extra: dict[str, Any] | None = None,
                            rerunnable: bool = False,
-                           userns: tuple[list[Mapping], list[Mapping]] | None = None
-                           ) -> ContainerRecord:
+                           userns: tuple[list[Mapping], list[Mapping]] | None = None,
+                           prepare: Prepare | None = None) -> ContainerRecord:
     """Reserve the record (NameTaken propagates), then rootfs, spec and process; all or nothing.
+
+    The record is stored at once with `rec.extra` (what the front end must show while the
+    create runs) and the CREATING mark.
 
     `extra` is the front end's own part of the record, stored with the engine's; a
     `rerunnable` container keeps its spec so `rerun` can start it again after it exits.
     `userns` (uid and gid maps) mounts the layers idmapped for a user-namespaced container.
+    `prepare` reads the rootfs before the process exists (Docker's volume copy-up).
     """
+    rec.extra = {**rec.extra, CREATING: True}  # recovery rolls such a record back
     ctx.store.containers.add(rec)
     undo = Rollback()
     undo.push("forget container", lambda: ctx.store.containers.delete(rec.id))
     try:
-        rec.extra = await _create(ctx, rec, image, build_spec, stdio, undo, rerunnable, userns)
+        rec.extra = await _create(ctx, rec, image, build_spec, stdio, undo, rerunnable, userns,
+                                  prepare)
         rec.extra["stop_signal"] = stop_signal
         rec.extra.update(extra or {})
         ctx.store.containers.put(rec)
@@ -79,7 +90,8 @@ async def create_container(ctx: Context, rec: ContainerRecord, image: Image,
 
 async def _create(ctx: Context, rec: ContainerRecord, image: Image, build_spec: SpecBuilder,
                   stdio: Stdio, undo: Rollback, rerunnable: bool,
-                  userns: tuple[list[Mapping], list[Mapping]] | None) -> dict[str, Any]:
+                  userns: tuple[list[Mapping], list[Mapping]] | None,
+                  prepare: Prepare | None) -> dict[str, Any]:
     bundle = Bundle(ctx.bundle_dir(rec.id))
     undo.push("rootfs", bundle.remove)
     idmap_fd = await idmap.userns_fd(*userns) if userns else None
@@ -90,6 +102,8 @@ async def _create(ctx: Context, rec: ContainerRecord, image: Image, build_spec: 
         if idmap_fd is not None:
             os.close(idmap_fd)
     failpoints.hit("container.after_rootfs")
+    if prepare is not None:
+        await prepare(bundle.rootfs)
     spec = build_spec(bundle.rootfs)
     if rerunnable:
         save_spec(ctx, rec.id, spec)

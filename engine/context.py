@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import Config
+from engine.endpoints import NameIndex
+from engine.networks import Networks
 from engine.statecache import ListCache, StateCache
 from engine.store import PodRecord, Store
 from engine.volumes import Volumes
@@ -50,6 +52,15 @@ class Context:
         """Local volumes under the state dir (the Docker front end's; kubelet mounts paths)."""
         return Volumes(self.store, self.config.state_dir)
 
+    @functools.cached_property
+    def names(self) -> NameIndex:
+        return NameIndex(self.store, self.states)
+
+    @functools.cached_property
+    def networks(self) -> Networks:
+        """User-defined networks (the Docker front end's), each with its DNS listener."""
+        return Networks(self.config, self.store, self.network, self.names.resolve)
+
     def volume_users(self, name: str) -> list[str]:
         """Names of the containers whose mounts use volume `name`."""
         return [c.name for c in self.store.containers.scan()
@@ -70,11 +81,13 @@ class Context:
     def bundle_dir(self, container_id: str) -> Path:
         return Path(self.config.state_dir) / "bundles" / container_id
 
-    def network_request(self, pod: PodRecord, netns: str) -> PodNetworkRequest:
-        """The same request for ADD and DEL, rebuilt from the stored record after a restart."""
+    def network_request(self, pod: PodRecord, netns: str,
+                        ifname: str = "eth0") -> PodNetworkRequest:
+        """The same request for ADD and DEL, rebuilt from the stored record after a restart.
+        Published ports ride on eth0, the pod's first network."""
+        ports = [PortMapping(**p) for p in pod.ports] if ifname == "eth0" else []
         return PodNetworkRequest(id=pod.id, name=pod.name, namespace=pod.namespace, uid=pod.uid,
-                                 netns=netns,
-                                 port_mappings=[PortMapping(**p) for p in pod.ports])
+                                 netns=netns, port_mappings=ports, ifname=ifname)
 
     async def container_states(self) -> dict[str, ContainerState]:
         """From the event-fed cache once it is synced; from the monitor until then."""

@@ -6,13 +6,14 @@ translate their request into a `PodSpec` and a `PodRecord` (whose owner keeps th
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine import failpoints
+from engine import endpoints, failpoints
 from engine.context import Context
 from engine.errors import EngineError, Internal
 from engine.rollback import Rollback
@@ -38,6 +39,8 @@ class PodSpec:
     log_directory: str = ""
     cgroup_parent: str = ""
     runtime_handler: str = ""
+    # the networks to join, eth0 first; empty: the default CNI network (CRI, docker bridge)
+    networks: list[endpoints.Join] = field(default_factory=list)
 
 
 async def run_pod(ctx: Context, rec: PodRecord, spec: PodSpec, what: str) -> PodRecord:
@@ -80,16 +83,22 @@ async def bring_up(ctx: Context, rec: PodRecord, spec: PodSpec,
         ns_paths["pid"] = await podpid.start(pins)
     failpoints.hit("sandbox.after_namespaces")
     ips: list[str] = []
+    atts: list[dict[str, Any]] = []
     if not host_net and not spec.no_network:
-        net_req = ctx.network_request(rec, ns_paths["network"])
-        undo.push("network", lambda: ctx.network.teardown(net_req))
-        result = await ctx.network.setup(net_req)
-        ips = [str(ip) for ip in result.ips]
+        netns = ns_paths["network"]
+        for n, join in enumerate(spec.networks or [endpoints.Join(network="")]):
+            ifname = f"eth{n}"
+            undo.push(f"network {ifname}", functools.partial(endpoints.detach, ctx, rec, netns,
+                                                             ifname))
+            att, got = await endpoints.attach(ctx, rec, netns, join, ifname)
+            atts.append(att)
+            ips += [str(ip) for ip in got]
         failpoints.hit("sandbox.after_network")
     paths = podfiles.write_pod_files(str(pod_dir), spec.hostname, ips, spec.dns,
                                      host_network=host_net)
     files = {f"/etc/{name}": path for name, path in paths.items()}
-    return {"ns": ns_paths, "ips": ips, "host_network": host_net, "files": files,
+    return {"ns": ns_paths, "ips": ips, "networks": atts, "host_network": host_net,
+            "files": files,
             "no_network": spec.no_network, "cgroup_parent": spec.cgroup_parent,
             "runtime_handler": spec.runtime_handler}
 
@@ -105,7 +114,7 @@ async def stop_pod(ctx: Context, rec: PodRecord,
     failpoints.hit("stop_pod.after_containers")
     if not rec.extra.get("host_network") and not rec.extra.get("no_network") \
             and rec.extra.get("ns"):
-        await ctx.network.teardown(ctx.network_request(rec, rec.extra["ns"]["network"]))
+        await release_network(ctx, rec, rec.extra["ns"]["network"])
     podpid.stop(ctx.ns_dir(rec.id))
     podns.unpin(ctx.ns_dir(rec.id))
     if rec.state == NOTREADY:
@@ -113,6 +122,18 @@ async def stop_pod(ctx: Context, rec: PodRecord,
     rec.state = NOTREADY
     ctx.store.pods.put(rec)
     return True
+
+
+async def release_network(ctx: Context, rec: PodRecord, netns: str) -> None:
+    """CNI DEL of every interface the pod has; all are tried, the first failure is raised."""
+    errors: list[Exception] = []
+    for ifname in endpoints.ifnames(rec):
+        try:
+            await endpoints.detach(ctx, rec, netns, ifname)
+        except Exception as exc:  # noqa: BLE001 - every interface gets its DEL first
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 def forget_pod(ctx: Context, rec: PodRecord) -> None:

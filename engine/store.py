@@ -75,6 +75,18 @@ class VolumeRecord:
     extra: dict[str, Any] = field(default_factory=dict)  # options, anonymous
 
 
+@dataclass
+class NetworkRecord:
+    """A user-defined Docker network: its bridge, subnet and conflist (engine/networks.py)."""
+
+    id: str
+    name: str
+    driver: str
+    created_ns: int
+    labels: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # subnet, gateway, bridge, options...
+
+
 # Each entry upgrades the schema by one version; never edit a released entry, append.
 MIGRATIONS: list[str] = [
     """
@@ -110,9 +122,15 @@ MIGRATIONS: list[str] = [
         labels TEXT NOT NULL, extra TEXT NOT NULL
     );
     """,
+    """
+    CREATE TABLE networks (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, driver TEXT NOT NULL,
+        created_ns INTEGER NOT NULL, labels TEXT NOT NULL, extra TEXT NOT NULL
+    );
+    """,
 ]
 
-R = TypeVar("R", PodRecord, ContainerRecord, ImageRecord, VolumeRecord)
+R = TypeVar("R", PodRecord, ContainerRecord, ImageRecord, VolumeRecord, NetworkRecord)
 _JSON_FIELDS = {"labels", "annotations", "extra", "repo_tags", "repo_digests", "ports"}
 
 
@@ -220,6 +238,11 @@ def _container_holder(cx: sqlite3.Connection, rec: ContainerRecord) -> str:
     return f"container {row[0]}" if row else "another container"
 
 
+def _network_holder(cx: sqlite3.Connection, rec: NetworkRecord) -> str:
+    row = cx.execute("SELECT id FROM networks WHERE name=?", (rec.name,)).fetchone()
+    return f"network {row[0]}" if row else "another network"
+
+
 class Store:
     """The metadata database; one connection, used from the daemon's event loop thread."""
 
@@ -236,6 +259,8 @@ class Store:
             self, "containers", ContainerRecord, _container_holder)
         self.images: Table[ImageRecord] = Table(self, "images", ImageRecord)
         self.volumes: Table[VolumeRecord] = Table(self, "volumes", VolumeRecord)
+        self.networks: Table[NetworkRecord] = Table(self, "networks", NetworkRecord,
+                                                    _network_holder)
 
     @property
     def schema_version(self) -> int:

@@ -14,9 +14,9 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -26,12 +26,6 @@ from runtime.images._sys import openat2, proc_fd_path
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")  # dockerd's volume name pattern
 MAX_NAME = 255
 DRIVERS = ("local",)
-
-
-@dataclass(frozen=True)
-class PruneResult:
-    removed: list[str]
-    reclaimed: int
 
 
 def check_name(name: str) -> str:
@@ -111,52 +105,67 @@ class Volumes:
         return rec if rec is not None else self.create(name)
 
     def remove(self, name: str, users: Callable[[str], builtins.list[str]],
-               force: bool = False) -> None:
-        """409 while a container uses it (force too, as dockerd); missing is a 404 unless force."""
+               force: bool = False) -> Path | None:
+        """409 while a container uses it (force too, as dockerd); missing is a 404 unless force.
+
+        The record goes and the data is renamed aside at once; the caller hands the returned
+        path to `purge`, off the event loop (a big volume takes a while to delete)."""
         rec = self.store.volumes.get(name)
         if rec is None:
             if force:
-                return
+                return None
             raise NotFound(f"get {name[:300]}: no such volume")
         using = users(name)
         if using:
             raise FailedPrecondition(f"remove {name}: volume is in use - "
                                      f"[{', '.join(using)}]")
-        self._delete(name)
+        return self._detach(name)
 
-    def _delete(self, name: str) -> None:
+    def _detach(self, name: str) -> Path | None:
         """Record first, then the data: a crash between leaves a dir that prune finds."""
         self.store.volumes.delete(name)
         target = self.root / name
-        if target.exists():
-            trash = self.root / f".rm-{secrets.token_hex(8)}"
-            os.rename(target, trash)
+        if not target.exists():
+            return None
+        trash = self.root / f".rm-{secrets.token_hex(8)}"
+        os.rename(target, trash)
+        return trash
+
+    @staticmethod
+    def purge(trash: Path | None) -> None:
+        """Delete what `remove` set aside (blocking)."""
+        if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
 
     def prune(self, users: Callable[[str], builtins.list[str]],
-              keep: Callable[[VolumeRecord], bool] = lambda _r: False) -> PruneResult:
-        """Every volume no container uses (API 1.41: named ones too), blocking (walks data)."""
-        removed: builtins.list[str] = []
-        reclaimed = 0
+              keep: Callable[[VolumeRecord], bool] = lambda _r: False
+              ) -> tuple[builtins.list[str], builtins.list[Path]]:
+        """Every volume no container uses (API 1.41: named ones too): the records go and the
+        data is renamed aside now (cheap, on the event loop); hand the returned dirs to
+        `reclaim` in a thread."""
+        removed, trash = [], []
         for rec in self.list():
             if users(rec.id) or keep(rec):
                 continue
-            reclaimed += _usage(self.mountpoint(rec.id))
-            self._delete(rec.id)
             removed.append(rec.id)
+            if (gone := self._detach(rec.id)) is not None:
+                trash.append(gone)
+        return removed, trash
+
+    def reclaim(self, trash: builtins.list[Path]) -> int:
+        """Bytes in what `prune` set aside, then delete it, with any `.rm-*` a crash left
+        behind (blocking: it walks the data)."""
+        size = sum(_usage(t / "_data") for t in trash)
         for stray in self.root.glob(".rm-*"):
             shutil.rmtree(stray, ignore_errors=True)
-        return PruneResult(removed, reclaimed)
-
-    def usage(self, name: str) -> int:
-        """Bytes in the volume (blocking: it walks the data)."""
-        return _usage(self.mountpoint(name))
+        return size
 
     def copy_up(self, name: str, rootfs: Path, path: str) -> bool:
         """Fill an empty volume from the image's content at `path` (blocking).
 
-        Runs once, at the first mount: a volume with anything in it is left alone. The path is
-        resolved beneath the rootfs (a symlink in the image cannot point the copy at the host)."""
+        Docker's rule: only a volume with nothing in it is filled, and it takes the owner and
+        mode of the image's directory even when that is empty. The path is resolved beneath
+        the rootfs (a symlink in the image cannot point the copy at the host)."""
         data = self.mountpoint(name)
         if any(data.iterdir()):
             return False
@@ -168,22 +177,45 @@ class Volumes:
         finally:
             os.close(rootfd)
         try:
-            source = Path(proc_fd_path(fd))
-            for entry in sorted(source.iterdir()):
-                dst = data / entry.name
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.copytree(entry, dst, symlinks=True)
-                else:
-                    shutil.copy2(entry, dst, follow_symlinks=False)
-            for src_root, dirs, files in os.walk(source):
-                for n in dirs + files:
-                    s = os.path.join(src_root, n)
-                    st = os.lstat(s)
-                    os.lchown(os.path.join(data, os.path.relpath(s, source)), st.st_uid,
-                              st.st_gid)
-            st = os.fstat(fd)
-            os.chown(data, st.st_uid, st.st_gid)
-            os.chmod(data, st.st_mode & 0o7777)
+            _copy_tree(Path(proc_fd_path(fd)), data)
+            _copy_meta(os.fstat(fd), data)
         finally:
             os.close(fd)
         return True
+
+
+def _copy_meta(st: os.stat_result, dst: Path | str) -> None:
+    """Owner, mode and times of `st` onto `dst` (not followed when it is a symlink)."""
+    os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
+    if not stat.S_ISLNK(st.st_mode):
+        os.chmod(dst, stat.S_IMODE(st.st_mode))
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    """Everything below `src` into the existing dir `dst`: files, dirs, symlinks (as links),
+    device nodes and fifos (made, never read), hard links kept as links; owners and modes."""
+    links: dict[tuple[int, int], str] = {}
+    dirs: builtins.list[tuple[os.stat_result, str]] = []
+    for root, dnames, fnames in os.walk(src):
+        rel = os.path.relpath(root, src)
+        for n in dnames + fnames:
+            s, d = os.path.join(root, n), os.path.normpath(os.path.join(dst, rel, n))
+            st = os.lstat(s)
+            if stat.S_ISDIR(st.st_mode):
+                os.mkdir(d, 0o700)
+                dirs.append((st, d))
+                continue
+            if st.st_nlink > 1 and (st.st_dev, st.st_ino) in links:
+                os.link(links[st.st_dev, st.st_ino], d, follow_symlinks=False)
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink(s), d)
+            elif stat.S_ISREG(st.st_mode):
+                shutil.copyfile(s, d, follow_symlinks=False)
+            else:
+                os.mknod(d, st.st_mode, st.st_rdev)
+            _copy_meta(st, d)
+            links[st.st_dev, st.st_ino] = d
+    for st, d in reversed(dirs):  # deepest first: a dir's times settle after its entries
+        _copy_meta(st, d)

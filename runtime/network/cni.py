@@ -139,9 +139,11 @@ class CNIManager:
 
     # pod operations
 
-    async def setup(self, pod: PodNetworkRequest) -> PodNetworkResult:
-        net = self.load()
-        if self.cfg.loopback:
+    async def setup(self, pod: PodNetworkRequest,
+                    net: NetworkList | None = None) -> PodNetworkResult:
+        """ADD on `net` (a user network's conflist), or on the conf dir's default network."""
+        net = net or self.load()
+        if self.cfg.loopback and pod.ifname == "eth0":
             await self._invoke(LOOPBACK_CONF, "ADD", pod, "lo", None)
         prev: dict[str, Any] | None = None
         try:
@@ -169,7 +171,7 @@ class CNIManager:
                 return  # never networked by us and nothing to run DEL with
             prev = None
         await self._del_chain(net, pod, prev)
-        if self.cfg.loopback:
+        if self.cfg.loopback and pod.ifname == "eth0":
             await self._invoke(LOOPBACK_CONF, "DEL", pod, "lo", None)
         self._drop_cache(pod, net.name)
 

@@ -43,7 +43,13 @@ def call(berthd, method: str, path: str, body: bytes | None = None,
     (b'{"Image": "x", "HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "x"}]}}}',
      400, "port"),
     (b'{"Image": "x", "HostConfig": {"Memory": -1}}', 400, "Memory"),
-    (b'{"Image": "x", "HostConfig": {"NetworkMode": "weird"}}', 400, "network"),
+    (b'{"Image": "x", "HostConfig": {"NetworkMode": "container:abc"}}', 400, "network"),
+    (b'{"Image": "x", "NetworkingConfig": {"EndpointsConfig": {"a": {}, "b": {}}}}', 400,
+     "network endpoints"),
+    (b'{"Image": "x", "NetworkingConfig": {"EndpointsConfig": {"bridge": {"Aliases": ["a"]}}}}',
+     400, "alias"),
+    (b'{"Image": "x", "HostConfig": {"NetworkMode": "n"}, "NetworkingConfig": '
+     b'{"EndpointsConfig": {"n": {"IPAMConfig": {"IPv4Address": "10.0.0.9"}}}}}', 400, "static"),
     (b'{"Image": "x", "HostConfig": {"Binds": ["relative:/x"]}}', 400, "absolute"),
     (b'{"Image": "x", "StopSignal": "SIGNOPE"}', 400, "signal"),
     (b'{"Image": "127.0.0.1:1/nothing/here:1"}', 404, "No such image"),
@@ -126,3 +132,35 @@ def test_connection_limit(tmp_path, registry):
             except (AssertionError, OSError):
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
+
+
+@pytest.mark.parametrize("body, status, words", [
+    (b"[]", 400, "JSON object"),
+    (b'{}', 400, "name is required"),
+    (b'{"Name": "a/b"}', 400, "invalid network name"),
+    (b'{"Name": ".."}', 400, "invalid network name"),
+    (b'{"Name": "bridge"}', 403, "pre-defined"),
+    (b'{"Name": "n1", "Driver": "overlay"}', 400, "overlay"),
+    (b'{"Name": "n1", "Driver": 7}', 400, "Driver"),
+    (b'{"Name": "n1", "Labels": {"a": 1}}', 400, "Labels"),
+    (b'{"Name": "n1", "Options": {"com.docker.network.bridge.name": "../x"}}', 400, "bridge"),
+    (b'{"Name": "n1", "Options": {"no.such.option": "1"}}', 400, "driver option"),
+    # a host interface is never taken over as a network's bridge (nor deleted with it)
+    (b'{"Name": "n1", "Options": {"com.docker.network.bridge.name": "lo"}}', 409,
+     "already exists"),
+    (b'{"Name": "n1", "EnableIPv6": true}', 400, "IPv6"),
+    (b'{"Name": "n1", "IPAM": {"Config": [{"Subnet": "fd00::/64"}]}}', 400, "IPv6"),
+    (b'{"Name": "n1", "IPAM": {"Config": [{"Subnet": "10.91.251.0/24", '
+     b'"Gateway": "10.91.9.1"}]}}', 400, "gateway"),
+    (b'{"Name": "n1", "IPAM": {"Config": [{"Subnet": "10.91.251.0/24", '
+     b'"IPRange": "10.91.9.0/25"}]}}', 400, "range"),
+    (b'{"Name": "n1", "IPAM": {"Config": [{"Gateway": "10.91.9.1"}]}}', 400, "subnet"),
+    (b'{"Name": "n1", "IPAM": {"Config": "x"}}', 400, "IPAM.Config"),
+    (b'{"Name": "n1", "IPAM": {"Driver": "weird"}}', 404, "plugin"),
+])
+def test_network_create_refusals(berthd, dclient, body, status, words):
+    before = sorted(n.id for n in dclient.networks.list())
+    got, reply = call(berthd, "POST", "/v1.41/networks/create", body)
+    assert got == status, reply
+    assert words.lower() in reply["message"].lower()
+    assert sorted(n.id for n in dclient.networks.list()) == before

@@ -1,4 +1,5 @@
-"""SIGKILL berthd in the middle of a Docker create; after restart nothing of it is left."""
+"""SIGKILL berthd in the middle of a Docker create; after restart nothing of it is left (the
+anonymous volume it made included)."""
 
 from __future__ import annotations
 
@@ -31,14 +32,16 @@ def test_kill_during_docker_create(berthd_fn: Berthd, e2e_images: dict[str, Push
     d.restart()
     with contextlib.closing(_client(d)) as cli, \
             pytest.raises((requests.ConnectionError, docker.errors.APIError)):
-        cli.containers.create(ref, ["true"], name="doomed",
-                              ports={"8080/tcp": ("127.0.0.1", None)})
+        cli.api.create_container(  # an anonymous volume (Config.Volumes) too
+            ref, ["true"], name="doomed", ports=[8080], volumes=["/anon"],
+            host_config=cli.api.create_host_config(port_bindings={8080: ("127.0.0.1", None)}))
     assert d.proc is not None
     d.proc.wait(timeout=20)
     d.env = {}
     d.start()
     with contextlib.closing(_client(d)) as cli:
         assert cli.containers.list(all=True) == []
+        assert cli.volumes.list() == []
         deadline = time.monotonic() + 30
         while list((d.state_dir / "pods").glob("*")) or list((d.run_dir / "pods").glob("*/*")):
             assert time.monotonic() < deadline, "the Docker pod was not rolled back"

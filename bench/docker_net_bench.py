@@ -1,0 +1,52 @@
+"""Docker user-network rows, run inside docker_path's dockerd session with the same CLI.
+
+`docker network create` + `rm` (a bridge, conflist, isolation rules and DNS listener made and
+gone on Berth; a libnetwork bridge network on dockerd), and `docker run --network USERNET --rm`
+(a container joining a user network, with its embedded-DNS resolv.conf). Subnets come from each
+daemon's private pool (tests/fixtures: berthd 10.91/16, dockerd 10.92/16).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from bench.harness import Plan, interleave, timed
+from bench.stats import Row
+
+if TYPE_CHECKING:
+    from bench.docker_bench import Side
+
+NET = "bench-usernet"
+
+
+def network_rows(berth: Side | None, ref: Side, image: str, plan: Plan, note: str) -> list[Row]:
+    sides = [s for s in (berth, ref) if s is not None]
+    counter = itertools.count()
+
+    def create_rm(s: Side) -> None:
+        name = f"bench-net-{next(counter)}"
+        s.docker("network", "create", name)
+        s.docker("network", "rm", name)
+
+    def sampler(fn: Callable[[Side], object], side: Side | None) -> Callable[[], float | None]:
+        return (lambda: None) if side is None else (lambda: timed(lambda: fn(side)))
+
+    rows = []
+    b, p = interleave(sampler(create_rm, berth), sampler(create_rm, ref), plan.n, plan.warmup)
+    rows.append(Row("docker network create + rm", "ms", b, p, 0.5, note=note,
+                    peer_name="dockerd"))
+    for s in sides:
+        s.docker("network", "create", NET)
+    try:
+        def run(s: Side) -> None:
+            s.docker("run", "--network", NET, "--rm", image, "true")
+
+        b, p = interleave(sampler(run, berth), sampler(run, ref), plan.n, plan.warmup)
+        rows.append(Row(f"docker run --network USERNET --rm {image.split('/', 1)[1]} true",
+                        "ms", b, p, 0.5, note=note, peer_name="dockerd"))
+    finally:
+        for s in sides:
+            s.docker("network", "rm", NET)
+    return rows

@@ -1,0 +1,366 @@
+"""User-defined networks: a record, a bridge, a CNI conflist through Berth's own plugins, a
+subnet from the pool, isolation from every other bridge, and an embedded DNS listener.
+
+`bridge`, `host` and `none` are built in and never stored: `bridge` is Berth's default CNI
+network (the one kubelet's pods use too), `host` the host's namespace, `none` loopback only.
+A user network's conflist lives under the state dir (`networks/<id>.conflist`), never in the
+CNI conf dir where it could become kubelet's default network; its leases live in
+`networks/ipam/<cni name>/`. Containers join through `engine/endpoints.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import json
+import re
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from engine.config import Config
+from engine.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
+from engine.netdns import EmbeddedDNS, Resolve
+from engine.store import NameTaken, NetworkRecord, Store
+from runtime.network import bridges, isolation
+from runtime.network import conf as netconf
+from runtime.network.cni import CNIManager
+from runtime.network.conf import NetworkList
+
+log = structlog.get_logger("networks")
+BUILTIN = ("bridge", "host", "none")
+NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")  # dockerd's network name pattern
+MAX_NAME = 128
+BRIDGE_OPT = "com.docker.network.bridge.name"
+# driver options dockerd's bridge driver knows; Berth acts on the bridge name and accepts the
+# rest as dockerd's defaults only (an unknown option is refused, as dockerd does)
+KNOWN_OPTS = {BRIDGE_OPT, "com.docker.network.bridge.enable_ip_masquerade",
+              "com.docker.network.bridge.enable_icc", "com.docker.network.driver.mtu",
+              "com.docker.network.bridge.host_binding_ipv4"}
+
+
+def builtin_id(name: str) -> str:
+    """Stable ids for the built-in networks, the same on every start."""
+    return hashlib.sha256(f"berth-network-{name}".encode()).hexdigest()
+
+
+@dataclass
+class NetworkSpec:
+    """POST /networks/create in the engine's words."""
+
+    name: str
+    driver: str = "bridge"
+    subnet: str = ""
+    gateway: str = ""
+    ip_range: str = ""
+    internal: bool = False
+    attachable: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
+
+
+def _net(text: str, what: str) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.IPv4Network(text, strict=False)
+    except ValueError:
+        raise InvalidArgument(f"invalid {what}: {text[:100]!r} is not an IPv4 CIDR") from None
+
+
+def _check_opts(options: dict[str, str], internal: bool) -> None:
+    for key, value in options.items():
+        if key not in KNOWN_OPTS:
+            raise InvalidArgument(f"invalid driver option {key[:100]!r} for the bridge driver")
+        if key == BRIDGE_OPT and not re.fullmatch(r"[a-zA-Z0-9_.-]{1,15}", value):
+            raise InvalidArgument(f"invalid bridge name {value[:100]!r}: 1-15 characters of "
+                                  "[a-zA-Z0-9_.-]")
+        if key.endswith(("enable_ip_masquerade", "enable_icc")) and value not in ("true", "1"):
+            raise InvalidArgument(f"{key}={value[:20]} is not supported (Berth always "
+                                  "masquerades and lets containers on one network talk)")
+        if key.endswith("mtu") and not (value.isdigit() and 68 <= int(value) <= 65535):
+            raise InvalidArgument(f"invalid MTU {value[:20]!r}")
+
+
+class Networks:
+    """The network table plus the kernel objects and listeners each record stands for."""
+
+    def __init__(self, config: Config, store: Store, cni: CNIManager, resolve: Resolve) -> None:
+        self.config = config
+        self.store = store
+        self.cni = cni
+        self.root = Path(config.state_dir) / "networks"
+        self.ipam_dir = self.root / "ipam"
+        self.table = isolation.table_name(config.state_dir)
+        self.dns = EmbeddedDNS(resolve, config.docker.dns_forward)
+        self.lock = asyncio.Lock()  # one create/remove at a time: the pool and the records
+        self._isolating: asyncio.Task[None] | None = None
+        self._isolation_stale = False
+        self._isolation_error: OSError | None = None
+
+    # lookups
+
+    def get(self, ref: str) -> NetworkRecord:
+        """dockerd's order: full id, exact name, then a unique id prefix."""
+        rec = self.store.networks.get(ref)
+        if rec is not None:
+            return rec
+        for rec in self.store.networks.scan():
+            if rec.name == ref:
+                return self.store.networks.get(rec.id) or rec
+        ids = self.store.networks.ids_with_prefix(ref) if ref else []
+        if len(ids) == 1:
+            return self.store.networks.get(ids[0]) or self.get(ids[0])
+        if len(ids) > 1:
+            raise InvalidArgument(f"network {ref[:100]} is ambiguous ({len(ids)} matches found "
+                                  "based on ID prefix)")
+        raise NotFound(f"network {ref[:100]} not found")
+
+    def all(self) -> list[NetworkRecord]:
+        return self.store.networks.find()
+
+    def conflist_path(self, rec: NetworkRecord) -> Path:
+        return self.root / f"{rec.id}.conflist"
+
+    def conflist(self, rec: NetworkRecord) -> NetworkList:
+        doc = self._conflist_doc(rec)
+        return netconf.parse(json.dumps(doc).encode(), str(self.conflist_path(rec)))
+
+    def _conflist_doc(self, rec: NetworkRecord) -> dict[str, Any]:
+        x = rec.extra
+        internal = bool(x.get("internal"))
+        rng: dict[str, Any] = {"subnet": x["subnet"], "gateway": x["gateway"]}
+        if x.get("ip_range"):
+            pool = ipaddress.IPv4Network(x["ip_range"])
+            rng["rangeStart"] = str(pool.network_address + (1 if pool.prefixlen < 31 else 0))
+            rng["rangeEnd"] = str(pool.broadcast_address - (1 if pool.prefixlen < 31 else 0))
+        ipam = {"type": "host-local", "ranges": [[rng]], "dataDir": str(self.ipam_dir),
+                "routes": [] if internal else [{"dst": "0.0.0.0/0"}]}
+        bridge: dict[str, Any] = {
+            "type": "bridge", "bridge": x["bridge"], "isGateway": not internal,
+            "ipMasq": not internal, "hairpinMode": True, "ipam": ipam}
+        if x.get("mtu"):
+            bridge["mtu"] = int(x["mtu"])
+        return {"cniVersion": "1.0.0", "name": x["cni_name"], "plugins": [
+            bridge, {"type": "portmap", "capabilities": {"portMappings": True}}]}
+
+    # create and remove
+
+    async def create(self, spec: NetworkSpec) -> NetworkRecord:
+        """Everything or nothing: a failure removes what was made before it."""
+        self._check(spec)
+        async with self.lock:
+            for rec in self.store.networks.scan():
+                if rec.name == spec.name:
+                    raise AlreadyExists(f"network with name {spec.name} already exists")
+            subnet, gateway = await self._subnet(spec)
+            net_id = secrets.token_hex(32)
+            extra: dict[str, Any] = {
+                "subnet": str(subnet), "gateway": gateway, "ip_range": spec.ip_range,
+                "internal": spec.internal, "attachable": spec.attachable,
+                "options": spec.options, "cni_name": f"berth-net-{net_id[:12]}",
+                "bridge": spec.options.get(BRIDGE_OPT) or f"br-{net_id[:12]}",
+                "mtu": spec.options.get("com.docker.network.driver.mtu", "")}
+            if any(r.extra.get("bridge") == extra["bridge"] for r in self.store.networks.scan()) \
+                    or extra["bridge"] == self.default_bridge():
+                raise AlreadyExists(f"bridge {extra['bridge']} is already in use by another "
+                                    "network")
+            rec = NetworkRecord(id=net_id, name=spec.name, driver=spec.driver,
+                                created_ns=time.time_ns(), labels=spec.labels, extra=extra)
+            try:
+                self.store.networks.add(rec)
+            except NameTaken:
+                raise AlreadyExists(f"network with name {spec.name} already exists") from None
+            try:
+                await bridges.create(extra["bridge"], gateway, subnet.prefixlen)
+            except bridges.LinkExists as exc:
+                self.store.networks.delete(rec.id)
+                raise AlreadyExists(str(exc)) from None
+            except BaseException:
+                self.store.networks.delete(rec.id)
+                raise
+            try:
+                netconf.write_atomic(str(self.conflist_path(rec)), self._conflist_doc(rec))
+                await self.dns.listen(rec.id, gateway)
+            except BaseException:
+                await self._tear_down(rec)
+                self.store.networks.delete(rec.id)
+                raise
+            self._isolate_soon()
+        return rec
+
+    def _check(self, spec: NetworkSpec) -> None:
+        if not spec.name or len(spec.name) > MAX_NAME or not NAME.match(spec.name):
+            raise InvalidArgument(f"invalid network name {spec.name[:100]!r}: only "
+                                  "[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        if spec.name in BUILTIN:
+            raise PermissionDenied(f"{spec.name} is a pre-defined network and cannot be "
+                                   "created")
+        if spec.driver == "overlay":
+            raise InvalidArgument("driver overlay is not offered through the Docker API "
+                                  "(Berth's vxlan CNI plugin joins pods across nodes for "
+                                  "kubelet; see docs/docker-api.md)")
+        if spec.driver != "bridge":
+            raise NotFound(f"plugin \"{spec.driver[:100]}\" not found")
+        _check_opts(spec.options, spec.internal)
+
+    async def _subnet(self, spec: NetworkSpec) -> tuple[ipaddress.IPv4Network, str]:
+        taken = [ipaddress.IPv4Network(r.extra["subnet"]) for r in self.store.networks.scan()]
+        default = self.default_subnet()
+        if default is not None:
+            taken.append(default)
+        if spec.subnet:
+            subnet = _net(spec.subnet, "subnet")
+            if subnet.prefixlen > 30:
+                raise InvalidArgument(f"subnet {subnet} is too small for a network")
+            for other in taken:
+                if subnet.overlaps(other):
+                    raise PermissionDenied(f"Pool overlaps with other one on this address "
+                                           f"space ({subnet} overlaps {other})")
+        else:
+            if spec.gateway or spec.ip_range:
+                raise InvalidArgument("a gateway or IP range needs a subnet")
+            subnet = await self._free_subnet(taken)
+        gateway = spec.gateway or str(subnet.network_address + 1)
+        gw = ipaddress.IPv4Address(gateway) if _is_ip(gateway) else None
+        if gw is None or gw not in subnet or gw in (subnet.network_address,
+                                                    subnet.broadcast_address):
+            raise InvalidArgument(f"invalid gateway {gateway[:50]!r}: not a host address in "
+                                  f"{subnet}")
+        if spec.ip_range and not _net(spec.ip_range, "IP range").subnet_of(subnet):
+            raise InvalidArgument(f"IP range {spec.ip_range[:50]} is not inside {subnet}")
+        return subnet, gateway
+
+    async def _free_subnet(self, taken: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
+        pool = ipaddress.IPv4Network(self.config.docker.network_pool)
+        busy = taken + await bridges.routed()
+        for candidate in pool.subnets(new_prefix=self.config.docker.network_pool_size):
+            if not any(candidate.overlaps(b) for b in busy):
+                return candidate
+        raise ResourceExhausted(f"could not find an available, non-overlapping IPv4 address "
+                                f"pool among the defaults to assign to the network (pool "
+                                f"{pool} is used up)")
+
+    async def remove(self, rec: NetworkRecord, users: list[str]) -> None:
+        """`users`: names of the containers attached; any at all refuses, as dockerd does."""
+        if users:
+            raise PermissionDenied(f"error while removing network: network {rec.name} id "
+                                   f"{rec.id} has active endpoints ({', '.join(users[:5])})")
+        async with self.lock:
+            await self._tear_down(rec)
+            self.store.networks.delete(rec.id)
+        self._isolate_soon()
+
+    async def _restore(self, rec: NetworkRecord) -> None:
+        prefix = ipaddress.IPv4Network(rec.extra["subnet"]).prefixlen
+        await bridges.create(rec.extra["bridge"], rec.extra["gateway"], prefix, adopt=True)
+        await self.dns.listen(rec.id, rec.extra["gateway"])
+
+    async def _tear_down(self, rec: NetworkRecord) -> None:
+        """Listener, bridge, conflist, lease dir; each tolerates being gone already."""
+        await self.dns.close(rec.id)
+        try:
+            await bridges.delete(rec.extra["bridge"])
+        except bridges.BridgeError as exc:
+            log.warning("bridge removal failed", bridge=rec.extra["bridge"], error=str(exc))
+        self.conflist_path(rec).unlink(missing_ok=True)
+        lease_dir = self.ipam_dir / rec.extra["cni_name"]
+        await asyncio.to_thread(shutil.rmtree, lease_dir, True)
+
+    # isolation: rebuilt off the request path, always before a container joins a network
+
+    def _isolate_soon(self) -> None:
+        """Schedule a rebuild of the nft table from the store; rebuilds requested meanwhile
+        coalesce into one more. A network with no container needs no rule yet, so neither
+        create nor remove waits for nft; `settled` is what a joining container waits on."""
+        self._isolation_stale = True
+        if self._isolating is None or self._isolating.done():
+            self._isolating = asyncio.ensure_future(self._isolation_loop())
+
+    async def _isolation_loop(self) -> None:
+        while self._isolation_stale:
+            self._isolation_stale = False
+            try:
+                await self._isolate()
+                self._isolation_error = None
+            except OSError as exc:
+                self._isolation_error = exc
+                log.warning("network isolation rebuild failed", error=str(exc))
+
+    async def settled(self) -> None:
+        """The nft table says what the store says; a failed rebuild is tried once more here
+        and its error raised (the join fails rather than run unisolated)."""
+        while self._isolating is not None and not self._isolating.done():
+            await asyncio.shield(self._isolating)
+        if self._isolation_error is not None:
+            await self._isolate()
+            self._isolation_error = None
+
+    async def _isolate(self) -> None:
+        nets = [isolation.IsolatedBridge(r.extra["bridge"], bool(r.extra.get("internal")))
+                for r in self.store.networks.scan()]
+        default = self.default_bridge()
+        await isolation.apply(self.table, nets, [default] if default else [])
+
+    # the default network, as the CNI conf dir has it
+
+    def _default(self) -> NetworkList | None:
+        try:
+            return self.cni.load()
+        except (netconf.ConfigError, OSError):
+            return None
+
+    def default_bridge(self) -> str:
+        net = self._default()
+        return str(net.plugins[0].get("bridge") or "") if net and net.plugins else ""
+
+    def default_subnet(self) -> ipaddress.IPv4Network | None:
+        net = self._default()
+        for plugin in net.plugins if net else []:
+            for rset in (plugin.get("ipam") or {}).get("ranges") or []:
+                for rng in rset:
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        return ipaddress.IPv4Network(rng["subnet"], strict=False)
+        return None
+
+    # daemon start and stop
+
+    async def start(self) -> None:
+        """After a berthd restart (or a reboot): bridges, isolation and DNS for every network.
+        One network that cannot come back is logged, not fatal."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        async with self.lock:
+            for rec in self.store.networks.scan():
+                try:
+                    netconf.write_atomic(str(self.conflist_path(rec)), self._conflist_doc(rec))
+                    await self._restore(rec)
+                except (OSError, bridges.BridgeError) as exc:
+                    log.warning("network could not be restored", network=rec.name,
+                                error=str(exc))
+        self._isolate_soon()
+
+    async def stop(self) -> None:
+        """Listeners go; bridges, rules and leases stay for the containers that keep running
+        (the table is brought up to date first)."""
+        with contextlib.suppress(OSError):
+            await self.settled()
+        await self.dns.close_all()
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
