@@ -61,12 +61,21 @@ class Limits:
     reset_budget: int  # client resets beyond this and twice the calls answered: GOAWAY
 
 
+@dataclass
+class CallBudget:
+    """Calls in flight across every connection; past the limit a call gets RESOURCE_EXHAUSTED
+    instead of memory."""
+
+    limit: int
+    count: int = 0
+
+
 class CriConnection(asyncio.Protocol):
     """An h2 connection serving gRPC calls from a method table."""
 
-    def __init__(self, table: dict[str, Method], limits: Limits,
+    def __init__(self, table: dict[str, Method], limits: Limits, budget: CallBudget,
                  on_close: Callable[[CriConnection], None]) -> None:
-        self.table, self.limits, self.on_close = table, limits, on_close
+        self.table, self.limits, self.budget, self.on_close = table, limits, budget, on_close
         self.h2 = h2.connection.H2Connection(_CONFIG)
         self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_streams,
@@ -215,9 +224,13 @@ class CriConnection(asyncio.Protocol):
         method, timeout, body = entry
         try:
             request = request_of(method, body, self.limits.max_receive)
+            if self.budget.count >= self.budget.limit:
+                raise CallError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"more than {self.budget.limit} calls in flight")
         except CallError as exc:
             self._refuse(sid, exc)
             return
+        self.budget.count += 1
         self.calls[sid] = asyncio.create_task(self._run(sid, method, request, timeout))
 
     def _drop(self, sid: int) -> tuple[Method, float | None, bytearray] | None:
@@ -320,6 +333,7 @@ class CriConnection(asyncio.Protocol):
         except (h2.exceptions.StreamClosedError, ConnectionError):
             return  # the client went away mid-reply
         finally:
+            self.budget.count -= 1
             self.calls.pop(sid, None)
 
     def _start_reply(self, sid: int, started: bool) -> bool:

@@ -14,7 +14,7 @@ from cri.context import Context
 from cri.events import EventRPCs
 from cri.exec import ExecRPCs
 from cri.grpccall import methods
-from cri.h2conn import CriConnection, Limits
+from cri.h2conn import CallBudget, CriConnection, Limits
 from cri.images import ImageRPCs
 from cri.interceptor import RpcInterceptor
 from cri.runtime_info import RuntimeInfoRPCs
@@ -59,6 +59,8 @@ LIMITS = Limits(
 # Connections at once. kubelet holds one or two, crictl one per command; 2048 leaves room for
 # every tool on a node while an fd leak in a client cannot eat berthd's 20000 fds.
 MAX_CONNECTIONS = 2048
+# In flight across all connections; beyond it a call gets RESOURCE_EXHAUSTED, not memory.
+MAX_CALLS = 4096
 # Connections the kernel queues before berthd accepts them.
 BACKLOG = 1024
 
@@ -86,10 +88,11 @@ class CriServer:
         self.table = methods({"RuntimeService": RuntimeService(ctx),
                               "ImageService": ImageService(ctx)}, interceptor.wrap)
         self.connections: set[CriConnection] = set()
+        self.budget = CallBudget(MAX_CALLS)
         self.server: asyncio.AbstractServer | None = None
 
     def _connection(self) -> CriConnection:
-        conn = CriConnection(self.table, LIMITS, self.connections.discard)
+        conn = CriConnection(self.table, LIMITS, self.budget, self.connections.discard)
         if len(self.connections) >= MAX_CONNECTIONS:
             log.warning("connection refused", reason="connection limit", limit=MAX_CONNECTIONS)
             conn.abort()  # closes the transport as soon as it is made
