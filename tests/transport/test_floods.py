@@ -44,8 +44,9 @@ def _push(c: RawConn, chunk: bytes, total: int, seconds: float = FLOOD_SECONDS) 
 def test_continuation_flood(peer):
     """CVE-2024-27316 class: HEADERS without END_HEADERS, then CONTINUATION without end, 8 MiB
     on each of 4 connections. Decoding must go on (HPACK state is per connection) but nothing
-    may accumulate: grpc core and grpc-go both drop the list past their header limit and keep
-    reading, so the check that matters is the fixture's RSS bound and the fresh Version call."""
+    may accumulate: berthd's h2 ends the connection after 64 CONTINUATION frames (GOAWAY), grpc-go
+    drops the list past its header limit and keeps reading, so the check that matters is the
+    fixture's RSS bound and the fresh Version call."""
     conns = [RawConn(peer.socket) for _ in range(4)]
     try:
         for c in conns:
