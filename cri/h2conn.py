@@ -11,6 +11,7 @@ request bytes buffered per connection and a handshake timeout (docs/transport.md
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import structlog
+from h2.events import DataReceived, Event
 
 from cri.grpccall import (
     CallError,
@@ -76,14 +78,6 @@ class CriConnection(asyncio.Protocol):
     def __init__(self, table: dict[str, Method], limits: Limits, budget: CallBudget,
                  on_close: Callable[[CriConnection], None]) -> None:
         self.table, self.limits, self.budget, self.on_close = table, limits, budget, on_close
-        self.h2 = h2.connection.H2Connection(_CONFIG)
-        self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_streams,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list,
-        })
-        # h2 applies a MAX_HEADER_LIST_SIZE to its HPACK decoder only when the client ACKs a
-        # change; the initial value is ours from the first frame on.
-        self.h2.decoder.max_header_list_size = limits.max_header_list
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.calls: dict[int, asyncio.Task[None]] = {}
@@ -97,6 +91,21 @@ class CriConnection(asyncio.Protocol):
         self.last_ping = float("-inf")
         self.timers: list[asyncio.TimerHandle] = []
 
+    @functools.cached_property
+    def h2(self) -> h2.connection.H2Connection:
+        """Made when the client first speaks: a connection that never does (1,000 idle ones in
+        tests/transport) costs no h2 state (~15 KB each)."""
+        conn = h2.connection.H2Connection(_CONFIG)
+        conn.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.limits.max_streams,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: self.limits.max_header_list,
+        })
+        # h2 applies a MAX_HEADER_LIST_SIZE to its HPACK decoder only when the client ACKs a
+        # change; the initial value is ours from the first frame on.
+        conn.decoder.max_header_list_size = self.limits.max_header_list
+        conn.initiate_connection()
+        return conn
+
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -106,8 +115,6 @@ class CriConnection(asyncio.Protocol):
             transport.abort()
             return
         transport.set_write_buffer_limits(high=self.limits.write_high_water)
-        self.h2.initiate_connection()
-        self._flush()
         loop = asyncio.get_running_loop()
         self.timers = [loop.call_later(self.limits.handshake_timeout, self._handshake_expired),
                        loop.call_later(self.limits.keepalive_time, self._keepalive)]
@@ -156,7 +163,7 @@ class CriConnection(asyncio.Protocol):
 
     # HTTP/2 events
 
-    def _event(self, event: h2.events.Event) -> None:
+    def _event(self, event: Event) -> None:
         if isinstance(event, h2.events.RequestReceived):
             self._request(event.stream_id, {
                 bytes(k).decode("latin-1"): bytes(v).decode("utf-8", "replace")
@@ -195,7 +202,7 @@ class CriConnection(asyncio.Protocol):
             return
         self.pending[sid] = (method, timeout, bytearray())
 
-    def _data(self, event: h2.events.DataReceived) -> None:
+    def _data(self, event: DataReceived) -> None:
         sid, data = event.stream_id, event.data or b""
         self.h2.acknowledge_received_data(event.flow_controlled_length or 0, sid)
         entry = self.pending.get(sid)
@@ -231,7 +238,13 @@ class CriConnection(asyncio.Protocol):
             self._refuse(sid, exc)
             return
         self.budget.count += 1
-        self.calls[sid] = asyncio.create_task(self._run(sid, method, request, timeout))
+        task = self.calls[sid] = asyncio.create_task(self._run(sid, method, request, timeout))
+        task.add_done_callback(self._release)
+
+    def _release(self, _: asyncio.Task[None]) -> None:
+        """A done callback, not a `finally`: a task cancelled before its first step (a reset
+        in the same read as the request) never runs its body."""
+        self.budget.count -= 1
 
     def _drop(self, sid: int) -> tuple[Method, float | None, bytearray] | None:
         entry = self.pending.pop(sid, None)
@@ -333,7 +346,6 @@ class CriConnection(asyncio.Protocol):
         except (h2.exceptions.StreamClosedError, ConnectionError):
             return  # the client went away mid-reply
         finally:
-            self.budget.count -= 1
             self.calls.pop(sid, None)
 
     def _start_reply(self, sid: int, started: bool) -> bool:
@@ -361,6 +373,8 @@ class CriConnection(asyncio.Protocol):
     # Connection upkeep
 
     def _flush(self) -> None:
+        if "h2" not in self.__dict__:  # the client never spoke
+            return
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)

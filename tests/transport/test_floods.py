@@ -114,6 +114,25 @@ def test_rapid_reset(peer):
         c.read(5.0)
 
 
+def test_calls_reset_as_they_arrive(peer):
+    """5,000 whole calls, each reset right behind its request (1,000 on each of 5 connections,
+    within a rapid-reset budget): a call cancelled before it ever ran must still give back its
+    slot among the calls in flight (berthd allows 4,096), or the fresh Version call after it
+    is refused."""
+    conns = [RawConn(peer.socket) for _ in range(5)]
+    try:
+        for c in conns:
+            c.start()
+            c.send(b"".join(c.call(1 + 2 * n) + frame(RST_STREAM, 0, 1 + 2 * n,
+                                                       CANCEL.to_bytes(4, "big"))
+                            for n in range(1000)))
+        for c in conns:
+            c.read(2.0)
+    finally:
+        for c in conns:
+            c.close()
+
+
 def test_ping_flood_never_read(peer):
     """A million PINGs (17 MB) from a client that never reads the ACKs: the server must stop
     reading (socket back-pressure) or GOAWAY, not queue a million ACKs."""
