@@ -322,6 +322,7 @@ class CriConnection(asyncio.Protocol):
                         async for reply in method.handler(request, context):
                             started = self._start_reply(sid, started)
                             await self._send(sid, framed(reply, self.limits.max_send))
+                            self._flush()
                     else:
                         reply = framed(await method.handler(request, context),
                                        self.limits.max_send)
@@ -354,20 +355,26 @@ class CriConnection(asyncio.Protocol):
         return True
 
     async def _send(self, sid: int, data: bytes) -> None:
-        """Bytes under both flow-control windows and the socket's back-pressure."""
+        """Bytes under both flow-control windows and the socket's back-pressure. The last frame
+        is left to the caller to write: a small unary reply's headers, message and trailers go
+        out in one write."""
         view = memoryview(data)
         while view:
-            await self.writable.wait()
+            if not self.writable.is_set():
+                self._flush()
+                await self.writable.wait()
             if self.closed:
                 raise ConnectionError("connection closed")
             size = min(self.h2.local_flow_control_window(sid), self.h2.max_outbound_frame_size)
             if size <= 0:
+                self._flush()
                 self.window.clear()
                 await self.window.wait()
                 continue
             self.h2.send_data(sid, view[:size].tobytes())
             view = view[size:]
-            self._flush()
+            if view:  # a large reply goes out frame by frame, never whole into h2's buffer
+                self._flush()
         self.strikes, self.last_ping = 0, float("-inf")
 
     # Connection upkeep
