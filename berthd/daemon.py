@@ -231,13 +231,13 @@ async def serve(cfg: configmod.Config) -> None:
     cri_events(ctx)
     metrics, metrics_server = await _start_metrics(ctx)
     streaming = ctx.streaming = await _start_streaming(cfg, ctx)
-    server = servermod.build(ctx, RpcInterceptor([metrics.observe_rpc] if metrics else []))
-    if server.add_insecure_port(f"unix://{sock}") == 0:
-        raise StartupError(f"cannot listen on {sock}")
-    await server.start()
+    server = servermod.CriServer(ctx, RpcInterceptor([metrics.observe_rpc] if metrics else []))
+    try:
+        await server.start(sock)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {sock}: {exc.strerror}") from None
     docker = _docker_server(cfg, ctx)  # its event listener is in place before the relay
     relay = asyncio.create_task(follow_monitor(ctx))
-    os.chmod(sock, 0o660)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -8,8 +8,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
 from cri import ocispec, podconfig
 from cri.context import Context
 from cri.errors import (
@@ -19,6 +17,7 @@ from cri.errors import (
     NotFound,
     require,
 )
+from cri.grpccall import RpcContext
 from cri.images import check_ref
 from cri.podconfig import check_name
 from engine import containers as lifecycle
@@ -76,7 +75,7 @@ class ContainerRPCs:
         return lookup(self.ctx.store.containers, given, "container")
 
     async def CreateContainer(self, request: pb.CreateContainerRequest,
-                              context: grpc.aio.ServicerContext) -> pb.CreateContainerResponse:
+                              context: RpcContext) -> pb.CreateContainerResponse:
         cfg = request.config
         if not cfg.HasField("metadata"):
             raise InvalidArgument("config.metadata is required")
@@ -134,13 +133,13 @@ class ContainerRPCs:
         return ""
 
     async def StartContainer(self, request: pb.StartContainerRequest,
-                             context: grpc.aio.ServicerContext) -> pb.StartContainerResponse:
+                             context: RpcContext) -> pb.StartContainerResponse:
         rec = self.container(request.container_id)
         await lifecycle.start(self.ctx, rec)
         return pb.StartContainerResponse()
 
     async def StopContainer(self, request: pb.StopContainerRequest,
-                            context: grpc.aio.ServicerContext) -> pb.StopContainerResponse:
+                            context: RpcContext) -> pb.StopContainerResponse:
         rec = self.container(request.container_id)
         if request.timeout < 0:
             raise InvalidArgument(f"timeout {request.timeout} must not be negative")
@@ -152,7 +151,7 @@ class ContainerRPCs:
         await lifecycle.kill(self.ctx, container_id)
 
     async def RemoveContainer(self, request: pb.RemoveContainerRequest,
-                              context: grpc.aio.ServicerContext) -> pb.RemoveContainerResponse:
+                              context: RpcContext) -> pb.RemoveContainerResponse:
         require(request.container_id, "container_id")
         try:
             rec = self.container(request.container_id)

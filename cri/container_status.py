@@ -6,11 +6,10 @@ import json
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-import grpc
-
 from cri.context import Context
 from cri.errors import FailedPrecondition, InvalidArgument, NotFound
 from cri.filters import id_match, labels_match
+from cri.grpccall import RpcContext
 from cri.ocispec import resources as oci_resources
 from engine.statecache import Entry
 from engine.store import K8S, ContainerRecord
@@ -68,7 +67,7 @@ class ContainerStatusRPCs:
 
 
     async def ContainerStatus(self, request: pb.ContainerStatusRequest,
-                              context: grpc.aio.ServicerContext) -> pb.ContainerStatusResponse:
+                              context: RpcContext) -> pb.ContainerStatusResponse:
         rec = self.container(request.container_id)
         try:
             st: ContainerState | None = await self.ctx.monitor.state(rec.id)
@@ -107,7 +106,7 @@ class ContainerStatusRPCs:
         return out
 
     async def ListContainers(self, request: pb.ListContainersRequest,
-                             context: grpc.aio.ServicerContext
+                             context: RpcContext
                              ) -> pb.ListContainersResponse | bytes:
         """Pre-serialised (the interceptor sends bytes as they are) once states are synced."""
         st, table = self.ctx.states, self.ctx.store.containers
@@ -121,7 +120,7 @@ class ContainerStatusRPCs:
         return b"".join(wire for rec, state, wire in listing.entries if _matches(f, rec, state))
 
     async def StreamContainers(self, request: pb.StreamContainersRequest,
-                               context: grpc.aio.ServicerContext
+                               context: RpcContext
                                ) -> AsyncIterator[pb.StreamContainersResponse]:
         items = await self.list_containers(request.filter)
         for i in range(0, len(items), STREAM_BATCH):
@@ -129,7 +128,7 @@ class ContainerStatusRPCs:
 
     async def UpdateContainerResources(
             self, request: pb.UpdateContainerResourcesRequest,
-            context: grpc.aio.ServicerContext) -> pb.UpdateContainerResourcesResponse:
+            context: RpcContext) -> pb.UpdateContainerResourcesResponse:
         rec = self.container(request.container_id)
         if not request.HasField("linux"):
             raise InvalidArgument("linux resources are required")
@@ -148,7 +147,7 @@ class ContainerStatusRPCs:
         return pb.UpdateContainerResourcesResponse()
 
     async def ReopenContainerLog(self, request: pb.ReopenContainerLogRequest,
-                                 context: grpc.aio.ServicerContext
+                                 context: RpcContext
                                  ) -> pb.ReopenContainerLogResponse:
         rec = self.container(request.container_id)
         try:

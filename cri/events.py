@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-import grpc
-
 from cri.container_status import container_status
 from cri.context import Context
+from cri.grpccall import RpcContext
 from cri.sandbox import pod_status
 from engine.events import EventHub
 from engine.store import K8S
@@ -49,7 +48,7 @@ class EventRPCs:
     hub: EventHub[pb.ContainerEventResponse]
 
     async def GetContainerEvents(self, request: pb.GetEventsRequest,
-                                 context: grpc.aio.ServicerContext
+                                 context: RpcContext
                                  ) -> AsyncIterator[pb.ContainerEventResponse]:
         async for event in self.hub.subscribe():
             yield event

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
 from cri.context import Context
 from cri.errors import DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound
+from cri.grpccall import RpcContext
 from engine.store import ContainerRecord
 from proto import api_pb2 as pb
 from runtime import containers as monitor
@@ -32,7 +31,7 @@ class ExecRPCs:
         def container(self, given: str) -> ContainerRecord: ...
 
     async def ExecSync(self, request: pb.ExecSyncRequest,
-                       context: grpc.aio.ServicerContext) -> pb.ExecSyncResponse:
+                       context: RpcContext) -> pb.ExecSyncResponse:
         rec = self.container(request.container_id)
         if request.timeout < 0:
             raise InvalidArgument(f"timeout {request.timeout} must not be negative")

@@ -7,13 +7,14 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 import structlog
 
 from cri.errors import CriError, code_of
+from cri.grpccall import RpcContext
 
 log = structlog.get_logger("rpc")
 
@@ -46,31 +47,18 @@ def _bounded(details: str) -> str:
     return f"{details[:MAX_DETAILS]}... ({len(details) - MAX_DETAILS} more characters)"
 
 
-def _code_of(context: grpc.aio.ServicerContext, exc: BaseException | None) -> grpc.StatusCode:
+def _code_of(context: RpcContext, exc: BaseException | None) -> grpc.StatusCode:
     code = context.code()
-    if isinstance(code, grpc.StatusCode):
+    if code is not None:
         return code
-    if isinstance(code, int):
-        return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
     return grpc.StatusCode.UNKNOWN if exc is not None else grpc.StatusCode.OK
 
 
-def _or_bytes(serialize: Callable[..., Any] | None) -> Callable[[Any], bytes] | None:
-    """Handlers may answer with an already serialised reply (lists from their cache)."""
-    if serialize is None:
-        return None
-
-    def serializer(response: Any) -> bytes:
-        return response if type(response) is bytes else serialize(response)
-    return serializer
-
-
-class RpcInterceptor(grpc.aio.ServerInterceptor):
+class RpcInterceptor:
     """Wraps unary and server-streaming handlers with a request id, duration and status."""
 
     def __init__(self, observers: list[Observer] | None = None) -> None:
         self.observers = observers or []
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # built once per method
         # Built after logging is configured; a polled call then skips even the filtered call.
         fresh = structlog.get_logger().bind()  # not `log`: its first use fixed its level
         self._debug = bool(getattr(fresh, "is_enabled_for", lambda _: True)(logging.DEBUG))
@@ -95,37 +83,14 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         for observe in self.observers:
             observe(method, code, elapsed)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        full = handler_call_details.method
-        if (done := self._wrapped.get(full)) is not None:
-            return done
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        self._wrapped[full] = self._wrap(full.rsplit("/", 1)[-1], handler)
-        return self._wrapped[full]
-
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=_or_bytes(handler.response_serializer),
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+    def wrap(self, method: str, handler: Callable[..., Any], streaming: bool
+             ) -> Callable[..., Any]:
+        """The handler the server calls for `method` (cri/grpccall.methods builds the table)."""
+        return self._wrap_stream(method, handler) if streaming else \
+            self._wrap_unary(method, handler)
 
     def _wrap_unary(self, method: str, inner: Any) -> Any:
-        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def wrapper(request: Any, context: RpcContext) -> Any:
             rid = request_id()
             started = time.perf_counter()
             structlog.contextvars.bind_contextvars(request_id=rid, method=method)
@@ -149,7 +114,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         return wrapper
 
     def _wrap_stream(self, method: str, inner: Any) -> Any:
-        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def wrapper(request: Any, context: RpcContext) -> AsyncIterator[Any]:
             rid = request_id()
             started = time.perf_counter()
             exc: BaseException | None = None

@@ -7,10 +7,9 @@ import json
 from functools import cache
 from importlib.metadata import version
 
-import grpc
-
 from cri.context import Context
 from cri.errors import InvalidArgument
+from cri.grpccall import RpcContext
 from proto import api_pb2 as pb
 
 RUNTIME_NAME = "berth"
@@ -31,11 +30,11 @@ class RuntimeInfoRPCs:
     ctx: Context
 
     async def Version(self, request: pb.VersionRequest,
-                      context: grpc.aio.ServicerContext) -> pb.VersionResponse:
+                      context: RpcContext) -> pb.VersionResponse:
         return version_response()
 
     async def Status(self, request: pb.StatusRequest,
-                     context: grpc.aio.ServicerContext) -> pb.StatusResponse:
+                     context: RpcContext) -> pb.StatusResponse:
         runtime_ok, runtime_reason, runtime_msg = self.ctx.runtime_ready()
         net_ok, net_reason, net_msg = self.ctx.network_ready()
         status = pb.RuntimeStatus(conditions=[
@@ -52,7 +51,7 @@ class RuntimeInfoRPCs:
         return pb.StatusResponse(status=status, info=info)
 
     async def UpdateRuntimeConfig(self, request: pb.UpdateRuntimeConfigRequest,
-                                  context: grpc.aio.ServicerContext
+                                  context: RpcContext
                                   ) -> pb.UpdateRuntimeConfigResponse:
         cidr = request.runtime_config.network_config.pod_cidr
         if cidr:
@@ -64,7 +63,7 @@ class RuntimeInfoRPCs:
         return pb.UpdateRuntimeConfigResponse()
 
     async def RuntimeConfig(self, request: pb.RuntimeConfigRequest,
-                            context: grpc.aio.ServicerContext) -> pb.RuntimeConfigResponse:
+                            context: RpcContext) -> pb.RuntimeConfigResponse:
         driver = (pb.CgroupDriver.SYSTEMD if self.ctx.config.runtime.cgroup_driver == "systemd"
                   else pb.CgroupDriver.CGROUPFS)
         return pb.RuntimeConfigResponse(

@@ -6,12 +6,11 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
 from cri import ocispec, podconfig
 from cri.context import Context
 from cri.errors import AlreadyExists, InvalidArgument, NotFound
 from cri.filters import id_match, labels_match
+from cri.grpccall import RpcContext
 from engine import pods
 from engine.ids import lookup, new_id
 from engine.pods import NOTREADY, READY
@@ -84,7 +83,7 @@ class SandboxRPCs:
         return lookup(self.ctx.store.pods, given, "pod sandbox", K8S)
 
     async def RunPodSandbox(self, request: pb.RunPodSandboxRequest,
-                            context: grpc.aio.ServicerContext) -> pb.RunPodSandboxResponse:
+                            context: RpcContext) -> pb.RunPodSandboxResponse:
         cfg = request.config
         podconfig.validate(cfg)
         if request.runtime_handler not in RUNTIME_HANDLERS:
@@ -105,7 +104,7 @@ class SandboxRPCs:
         return pb.RunPodSandboxResponse(pod_sandbox_id=pod_id)
 
     async def StopPodSandbox(self, request: pb.StopPodSandboxRequest,
-                             context: grpc.aio.ServicerContext) -> pb.StopPodSandboxResponse:
+                             context: RpcContext) -> pb.StopPodSandboxResponse:
         rec = self.pod(request.pod_sandbox_id)
         await self.stop_pod(rec)
         return pb.StopPodSandboxResponse()
@@ -116,7 +115,7 @@ class SandboxRPCs:
             self.pod_event(rec, "CONTAINER_STOPPED_EVENT")
 
     async def RemovePodSandbox(self, request: pb.RemovePodSandboxRequest,
-                               context: grpc.aio.ServicerContext) -> pb.RemovePodSandboxResponse:
+                               context: RpcContext) -> pb.RemovePodSandboxResponse:
         if not request.pod_sandbox_id:
             raise InvalidArgument("pod_sandbox_id is required")
         try:
@@ -133,7 +132,7 @@ class SandboxRPCs:
 
     async def UpdatePodSandboxResources(
             self, request: pb.UpdatePodSandboxResourcesRequest,
-            context: grpc.aio.ServicerContext) -> pb.UpdatePodSandboxResourcesResponse:
+            context: RpcContext) -> pb.UpdatePodSandboxResourcesResponse:
         """kubelet sizes the pod cgroup itself (cgroupfs driver): Berth only checks the values,
         since it holds no per-pod process (no pause container) whose limits could change."""
         self.pod(request.pod_sandbox_id)
@@ -148,7 +147,7 @@ class SandboxRPCs:
             pod_sandbox_status=pod_status(rec)))
 
     async def PodSandboxStatus(self, request: pb.PodSandboxStatusRequest,
-                               context: grpc.aio.ServicerContext) -> pb.PodSandboxStatusResponse:
+                               context: RpcContext) -> pb.PodSandboxStatusResponse:
         rec = self.pod(request.pod_sandbox_id)
         info = {}
         if request.verbose:
@@ -158,7 +157,7 @@ class SandboxRPCs:
         return pb.PodSandboxStatusResponse(status=pod_status(rec), info=info)
 
     async def ListPodSandbox(self, request: pb.ListPodSandboxRequest,
-                             context: grpc.aio.ServicerContext
+                             context: RpcContext
                              ) -> pb.ListPodSandboxResponse | bytes:
         """Pre-serialised (the interceptor sends bytes as they are), rebuilt on pod writes."""
         table = self.ctx.store.pods
@@ -184,7 +183,7 @@ class SandboxRPCs:
                 if _pod_matches(f, rec)]
 
     async def StreamPodSandboxes(self, request: pb.StreamPodSandboxesRequest,
-                                 context: grpc.aio.ServicerContext) -> Any:
+                                 context: RpcContext) -> Any:
         items = self.list_pods(request.filter)
         for i in range(0, len(items), STREAM_BATCH):
             yield pb.StreamPodSandboxesResponse(pod_sandboxes=items[i:i + STREAM_BATCH])

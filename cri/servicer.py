@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import grpc
 
+from cri.grpccall import RpcContext
 from proto import api_pb2
 
 
@@ -16,7 +17,7 @@ def method_names(service: str) -> frozenset[str]:
     return frozenset(m.name for m in api_pb2.DESCRIPTOR.services_by_name[service].methods)
 
 
-async def _unimplemented(rpc: str, request: Any, context: grpc.aio.ServicerContext) -> None:
+async def _unimplemented(rpc: str, request: Any, context: RpcContext) -> None:
     await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{rpc} is not implemented by berth")
 
 
@@ -25,7 +26,7 @@ class CriServicer:
 
     service: ClassVar[str]
 
-    def __getattr__(self, name: str) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[None]]:
+    def __getattr__(self, name: str) -> Callable[[Any, RpcContext], Awaitable[None]]:
         if name in method_names(self.service):
             rpc = f"{self.service}.{name}"
             return lambda request, context: _unimplemented(rpc, request, context)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, TypeVar
 
-import grpc
-
 from cri.context import Context
 from cri.filters import id_match, labels_match
+from cri.grpccall import RpcContext
 from cri.metrics import FAMILIES, Point, container_points, pod_points
 from cri.samples import ContainerSample, PodSample, Sampler, pod_processes
 from engine.store import K8S, ContainerRecord, PodRecord
@@ -156,21 +155,21 @@ class StatsRPCs:
         return await self.sampler.pods(pod_ids=ids) if ids else []
 
     async def ContainerStats(self, request: pb.ContainerStatsRequest,
-                             context: grpc.aio.ServicerContext) -> pb.ContainerStatsResponse:
+                             context: RpcContext) -> pb.ContainerStatsResponse:
         rec = self.container(request.container_id)
         samples = await self._container_samples(pb.ContainerStatsFilter(id=rec.id))
         stats = container_stats(samples[0], self.sampler.fs_mount) if samples else None
         return pb.ContainerStatsResponse(stats=stats)
 
     async def ListContainerStats(self, request: pb.ListContainerStatsRequest,
-                                 context: grpc.aio.ServicerContext
+                                 context: RpcContext
                                  ) -> pb.ListContainerStatsResponse:
         samples = await self._container_samples(request.filter)
         return pb.ListContainerStatsResponse(
             stats=[container_stats(c, self.sampler.fs_mount) for c in samples])
 
     async def StreamContainerStats(self, request: pb.StreamContainerStatsRequest,
-                                   context: grpc.aio.ServicerContext
+                                   context: RpcContext
                                    ) -> AsyncIterator[pb.StreamContainerStatsResponse]:
         samples = await self._container_samples(request.filter)
         items = [container_stats(c, self.sampler.fs_mount) for c in samples]
@@ -178,21 +177,21 @@ class StatsRPCs:
             yield pb.StreamContainerStatsResponse(container_stats=batch)
 
     async def PodSandboxStats(self, request: pb.PodSandboxStatsRequest,
-                              context: grpc.aio.ServicerContext) -> pb.PodSandboxStatsResponse:
+                              context: RpcContext) -> pb.PodSandboxStatsResponse:
         rec = self.pod(request.pod_sandbox_id)
         pods = await self.sampler.pods(pod_ids={rec.id})
         return pb.PodSandboxStatsResponse(
             stats=pod_stats(pods[0], self.sampler.fs_mount) if pods else None)
 
     async def ListPodSandboxStats(self, request: pb.ListPodSandboxStatsRequest,
-                                  context: grpc.aio.ServicerContext
+                                  context: RpcContext
                                   ) -> pb.ListPodSandboxStatsResponse:
         pods = await self._pod_samples(request.filter)
         return pb.ListPodSandboxStatsResponse(
             stats=[pod_stats(p, self.sampler.fs_mount) for p in pods])
 
     async def StreamPodSandboxStats(self, request: pb.StreamPodSandboxStatsRequest,
-                                    context: grpc.aio.ServicerContext
+                                    context: RpcContext
                                     ) -> AsyncIterator[pb.StreamPodSandboxStatsResponse]:
         pods = await self._pod_samples(request.filter)
         items = [pod_stats(p, self.sampler.fs_mount) for p in pods]
@@ -200,21 +199,21 @@ class StatsRPCs:
             yield pb.StreamPodSandboxStatsResponse(pod_sandbox_stats=batch)
 
     async def ListMetricDescriptors(self, request: pb.ListMetricDescriptorsRequest,
-                                    context: grpc.aio.ServicerContext
+                                    context: RpcContext
                                     ) -> pb.ListMetricDescriptorsResponse:
         return pb.ListMetricDescriptorsResponse(descriptors=[
             pb.MetricDescriptor(name=f.name, help=f.help, label_keys=list(f.label_keys))
             for f in FAMILIES.values()])
 
     async def ListPodSandboxMetrics(self, request: pb.ListPodSandboxMetricsRequest,
-                                    context: grpc.aio.ServicerContext
+                                    context: RpcContext
                                     ) -> pb.ListPodSandboxMetricsResponse:
         pods = await self.sampler.pods()
         return pb.ListPodSandboxMetricsResponse(
             pod_metrics=[pod_metrics(p, self.sampler.fs_mount) for p in pods])
 
     async def StreamPodSandboxMetrics(self, request: pb.StreamPodSandboxMetricsRequest,
-                                      context: grpc.aio.ServicerContext
+                                      context: RpcContext
                                       ) -> AsyncIterator[pb.StreamPodSandboxMetricsResponse]:
         pods = await self.sampler.pods()
         items = [pod_metrics(p, self.sampler.fs_mount) for p in pods]

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import grpc
-
 from cri.context import Context
 from cri.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from cri.exec import exec_process
+from cri.grpccall import RpcContext
 from cri.sandbox import READY
 from cri.streaming.tokens import AttachJob, ExecJob, Job, PortForwardJob, TooManyPending
 from engine.store import ContainerRecord, PodRecord
@@ -52,7 +51,7 @@ class StreamRPCs:
             raise Unavailable(str(exc)) from None
 
     async def Exec(self, request: pb.ExecRequest,
-                   context: grpc.aio.ServicerContext) -> pb.ExecResponse:
+                   context: RpcContext) -> pb.ExecResponse:
         check_streams(request.tty, request.stdin, request.stdout, request.stderr)
         rec = await self._running(request.container_id)
         cmd = list(request.cmd)
@@ -61,14 +60,14 @@ class StreamRPCs:
         return pb.ExecResponse(url=self._url("exec", job))
 
     async def Attach(self, request: pb.AttachRequest,
-                     context: grpc.aio.ServicerContext) -> pb.AttachResponse:
+                     context: RpcContext) -> pb.AttachResponse:
         check_streams(request.tty, request.stdin, request.stdout, request.stderr)
         rec = await self._running(request.container_id)
         job = AttachJob(rec.id, request.tty, request.stdin, request.stdout, request.stderr)
         return pb.AttachResponse(url=self._url("attach", job))
 
     async def PortForward(self, request: pb.PortForwardRequest,
-                          context: grpc.aio.ServicerContext) -> pb.PortForwardResponse:
+                          context: RpcContext) -> pb.PortForwardResponse:
         rec = self.pod(request.pod_sandbox_id)
         if rec.state != READY:
             raise FailedPrecondition(f"pod sandbox {rec.id} is not ready")

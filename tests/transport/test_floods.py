@@ -44,8 +44,9 @@ def _push(c: RawConn, chunk: bytes, total: int, seconds: float = FLOOD_SECONDS) 
 def test_continuation_flood(peer):
     """CVE-2024-27316 class: HEADERS without END_HEADERS, then CONTINUATION without end, 8 MiB
     on each of 4 connections. Decoding must go on (HPACK state is per connection) but nothing
-    may accumulate: grpc core and grpc-go both drop the list past their header limit and keep
-    reading, so the check that matters is the fixture's RSS bound and the fresh Version call."""
+    may accumulate: berthd's h2 ends the connection after 64 CONTINUATION frames (GOAWAY), grpc-go
+    drops the list past its header limit and keeps reading, so the check that matters is the
+    fixture's RSS bound and the fresh Version call."""
     conns = [RawConn(peer.socket) for _ in range(4)]
     try:
         for c in conns:
@@ -111,6 +112,25 @@ def test_rapid_reset(peer):
                 burst = b""
         c.send(burst)
         c.read(5.0)
+
+
+def test_calls_reset_as_they_arrive(peer):
+    """5,000 whole calls, each reset right behind its request (1,000 on each of 5 connections,
+    within a rapid-reset budget): a call cancelled before it ever ran must still give back its
+    slot among the calls in flight (berthd allows 4,096), or the fresh Version call after it
+    is refused."""
+    conns = [RawConn(peer.socket) for _ in range(5)]
+    try:
+        for c in conns:
+            c.start()
+            c.send(b"".join(c.call(1 + 2 * n) + frame(RST_STREAM, 0, 1 + 2 * n,
+                                                       CANCEL.to_bytes(4, "big"))
+                            for n in range(1000)))
+        for c in conns:
+            c.read(2.0)
+    finally:
+        for c in conns:
+            c.close()
 
 
 def test_ping_flood_never_read(peer):
