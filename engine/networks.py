@@ -130,6 +130,21 @@ class Networks:
     def all(self) -> list[NetworkRecord]:
         return self.store.networks.find()
 
+    def check_address(self, rec: NetworkRecord, ip: str, taken: list[str]) -> None:
+        """dockerd's rules for a container's own address (`--ip`); `taken`: addresses of the
+        containers on the network now."""
+        if not rec.extra.get("user_subnet"):
+            raise InvalidArgument("user specified IP address is supported only when connecting "
+                                  "to networks with user configured subnets")
+        subnet = ipaddress.IPv4Network(rec.extra["subnet"])
+        addr = ipaddress.IPv4Address(ip) if _is_ip(ip) else None
+        if addr is None or addr not in subnet or addr in (
+                subnet.network_address, subnet.broadcast_address) or ip == rec.extra["gateway"]:
+            raise InvalidArgument(f"invalid IPv4 address {ip[:50]!r} for network {rec.name}: "
+                                  f"not a free host address of {subnet}")
+        if ip in taken:
+            raise AlreadyExists(f"Address already in use: {ip} on network {rec.name}")
+
     def conflist_path(self, rec: NetworkRecord) -> Path:
         return self.root / f"{rec.id}.conflist"
 
@@ -149,7 +164,8 @@ class Networks:
                 "routes": [] if internal else [{"dst": "0.0.0.0/0"}]}
         bridge: dict[str, Any] = {
             "type": "bridge", "bridge": x["bridge"], "isGateway": not internal,
-            "ipMasq": not internal, "hairpinMode": True, "ipam": ipam}
+            "ipMasq": not internal, "hairpinMode": True, "ipam": ipam,
+            "capabilities": {"ips": True}}
         if x.get("mtu"):
             bridge["mtu"] = int(x["mtu"])
         return {"cniVersion": "1.0.0", "name": x["cni_name"], "plugins": [
@@ -169,6 +185,7 @@ class Networks:
             extra: dict[str, Any] = {
                 "subnet": str(subnet), "gateway": gateway, "ip_range": spec.ip_range,
                 "internal": spec.internal, "attachable": spec.attachable,
+                "user_subnet": bool(spec.subnet),
                 "options": spec.options, "cni_name": f"berth-net-{net_id[:12]}",
                 "bridge": spec.options.get(BRIDGE_OPT) or f"br-{net_id[:12]}",
                 "mtu": spec.options.get("com.docker.network.driver.mtu", "")}
