@@ -45,11 +45,10 @@ BUILTIN = ("bridge", "host", "none")
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")  # dockerd's network name pattern
 MAX_NAME = 128
 BRIDGE_OPT = "com.docker.network.bridge.name"
-# driver options dockerd's bridge driver knows; Berth acts on the bridge name and accepts the
-# rest as dockerd's defaults only (an unknown option is refused, as dockerd does)
+# driver options Berth acts on (bridge name, MTU) or takes at dockerd's default value only
+# (masquerade and inter-container traffic on); any other option is refused, never ignored
 KNOWN_OPTS = {BRIDGE_OPT, "com.docker.network.bridge.enable_ip_masquerade",
-              "com.docker.network.bridge.enable_icc", "com.docker.network.driver.mtu",
-              "com.docker.network.bridge.host_binding_ipv4"}
+              "com.docker.network.bridge.enable_icc", "com.docker.network.driver.mtu"}
 
 
 def builtin_id(name: str) -> str:
@@ -79,7 +78,7 @@ def _net(text: str, what: str) -> ipaddress.IPv4Network:
         raise InvalidArgument(f"invalid {what}: {text[:100]!r} is not an IPv4 CIDR") from None
 
 
-def _check_opts(options: dict[str, str], internal: bool) -> None:
+def _check_opts(options: dict[str, str]) -> None:
     for key, value in options.items():
         if key not in KNOWN_OPTS:
             raise InvalidArgument(f"invalid driver option {key[:100]!r} for the bridge driver")
@@ -230,7 +229,7 @@ class Networks:
                                   "kubelet; see docs/docker-api.md)")
         if spec.driver != "bridge":
             raise NotFound(f"plugin \"{spec.driver[:100]}\" not found")
-        _check_opts(spec.options, spec.internal)
+        _check_opts(spec.options)
 
     async def _subnet(self, spec: NetworkSpec) -> tuple[ipaddress.IPv4Network, str]:
         taken = [ipaddress.IPv4Network(r.extra["subnet"]) for r in self.store.networks.scan()]
