@@ -151,10 +151,15 @@ def cmd_add(args: Args) -> dict[str, Any]:
     sets = range_sets(ipam)
     owner = f"{args.container_id}\r\n{args.ifname}"
     ips: list[dict[str, Any]] = []
+    # the `ips` capability: addresses the runtime asks for (docker --ip), one per range set
+    wanted = [str(ip).split("/")[0] for ip in (args.conf.get("runtimeConfig") or {}).get("ips", [])]
     with _store(args) as store:
         held = [ip for ip, c in store.leases() if _owned_by(c, args.container_id, args.ifname)]
         for idx, rset in enumerate(sets):
-            got = _allocate(store, rset, idx, owner, held)
+            if wanted:
+                got = _request(store, rset, idx, owner, held, wanted)
+            else:
+                got = _allocate(store, rset, idx, owner, held)
             if got is None:
                 for done in ips:
                     store.release(done["address"].split("/")[0])
@@ -184,6 +189,24 @@ def _allocate(
             if store.reserve(ip, owner, idx):
                 return rng, ip
     return None
+
+
+def _request(
+    store: Store, rset: list[Range], idx: int, owner: str, held: list[str], wanted: list[str]
+) -> tuple[Range, str] | None:
+    """A requested address anywhere in a range's subnet but its gateway: reserved, or refused."""
+    for rng in rset:
+        for text in wanted:
+            bits, value = lean.parse_ip(text)
+            size = 1 << (rng.bits - rng.plen)
+            if bits != rng.bits or not rng.net < value < rng.net + size - 1:
+                continue
+            if value == rng.gateway:
+                raise CNIError(skel.E_INVALID_CONFIG, f"requested IP {text} is the gateway")
+            if text in held or store.reserve(text, owner, idx):
+                return rng, text
+            raise CNIError(skel.E_TRY_AGAIN, f"requested IP address {text} is already in use")
+    raise CNIError(skel.E_INVALID_CONFIG, f"requested IPs {wanted} are in no range of set {idx}")
 
 
 def cmd_del(args: Args) -> None:

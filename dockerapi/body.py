@@ -44,18 +44,19 @@ def _labels(obj: dict[str, Any], key: str, where: str) -> dict[str, str]:
     return dict(value)
 
 
-def endpoint_aliases(cfg: Any, where: str) -> list[str]:
-    """An EndpointSettings' Aliases; a static address is refused (host-local picks one)."""
+def endpoint_config(cfg: Any, where: str) -> tuple[list[str], str]:
+    """An EndpointSettings' Aliases and IPAMConfig.IPv4Address (IPv6 ones are refused)."""
     if not isinstance(cfg, dict):
         raise InvalidArgument(f"{where} must be a JSON object")
     aliases = _strs(cfg, "Aliases", f"{where}.") or []
     ipam = cfg.get("IPAMConfig") or {}
     if not isinstance(ipam, dict):
         raise InvalidArgument(f"{where}.IPAMConfig must be a JSON object")
-    if ipam.get("IPv4Address") or ipam.get("IPv6Address") or ipam.get("LinkLocalIPs"):
-        raise InvalidArgument("static container addresses (--ip) are not supported by Berth "
-                              "yet: the network's IPAM picks the address")
-    return aliases
+    if ipam.get("IPv6Address") or ipam.get("LinkLocalIPs"):
+        raise InvalidArgument("IPv6 and link-local container addresses are not supported by "
+                              "Berth yet")
+    ip = _want(ipam, "IPv4Address", str, f"{where}.IPAMConfig.") or ""
+    return aliases, ip
 
 
 def _endpoints(body: dict[str, Any], out: CreateBody) -> None:
@@ -66,12 +67,16 @@ def _endpoints(body: dict[str, Any], out: CreateBody) -> None:
         raise InvalidArgument("Container cannot be connected to network endpoints: "
                               + ", ".join(sorted(eps)[:10]))
     for name, cfg in eps.items():
-        out.aliases = endpoint_aliases(cfg or {}, f"NetworkingConfig.EndpointsConfig.{name}")
+        out.aliases, out.ip = endpoint_config(cfg or {},
+                                              f"NetworkingConfig.EndpointsConfig.{name}")
         if out.network_mode == "bridge" and name in ("bridge", "default") or \
                 out.network_mode in ("host", "none"):
             if out.aliases:
                 raise InvalidArgument("network-scoped alias is supported only for containers "
                                       "in user defined networks")
+            if out.ip:
+                raise InvalidArgument("user specified IP address is supported on user defined "
+                                      "networks only")
         elif name != out.network_mode:
             raise InvalidArgument(f"NetworkingConfig names network {name[:100]} but the "
                                   f"container's NetworkMode is {out.network_mode[:100]}")
@@ -128,6 +133,7 @@ class CreateBody:
     stop_timeout: int | None = None
     network_mode: str = "bridge"  # bridge, host, none, or a user network's name or id
     aliases: list[str] = field(default_factory=list)  # on the user network, from EndpointsConfig
+    ip: str = ""  # its address there (IPAMConfig.IPv4Address, docker --ip)
     ports: list[PortBinding] = field(default_factory=list)
     mounts: list[Mount] = field(default_factory=list)
     volumes: list[str] = field(default_factory=list)  # Config.Volumes: anonymous volume paths

@@ -261,11 +261,14 @@ async def connect(request: web.Request) -> web.StreamResponse:
         raise PermissionDenied(f"endpoint with name {c.name} already exists in network "
                                f"{rec.name}")
     cfg = doc.get("EndpointConfig") or {}
-    aliases = bodymod.endpoint_aliases(cfg, f"EndpointConfig for {rec.name}")
+    aliases, ip = bodymod.endpoint_config(cfg, f"EndpointConfig for {rec.name}")
     await f.ctx.networks.settled()
     async with f.ctx.networks.lock:
+        if ip:
+            f.ctx.networks.check_address(rec, ip, [a["ip"] for _, a in endpoints.members(
+                f.ctx.store, rec.id)])
         await endpoints.connect(f.ctx, pod, endpoints.Join(
-            network=rec.id, conflist=f.ctx.networks.conflist(rec), aliases=aliases))
+            network=rec.id, conflist=f.ctx.networks.conflist(rec), aliases=aliases, ip=ip))
     f.publish_network(rec.id, rec.name, "connect", c.id)
     return web.Response(status=200)
 

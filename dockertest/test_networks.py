@@ -253,6 +253,27 @@ def test_connect_disconnect_with_alias(dk: Daemon, nets: list[str]) -> None:
     assert exc.value.status_code == (500 if dk.name == "dockerd" else 409)
 
 
+def test_static_address(dk: Daemon, nets: list[str]) -> None:
+    """`--ip` on a network with a user-given subnet; refused on a pool subnet and when taken."""
+    net = _name("dt-ip")
+    subnet = free_subnet(dk)
+    _create(dk, nets, net, ipam=docker.types.IPAMConfig(
+        pool_configs=[docker.types.IPAMPool(subnet=subnet)]))
+    ip = subnet.replace(".0/24", ".77")
+    cid = dk.cli("run", "-d", "--network", net, "--ip", ip, dk.busybox,
+                 "sleep", "300").stdout.strip()
+    assert dk.api.inspect_container(cid)["NetworkSettings"]["Networks"][net]["IPAddress"] == ip
+    got = _run(dk, net, f"ping -c1 -W5 {ip} >/dev/null && echo reached").stdout
+    assert got == "reached\n"
+    again = dk.cli("run", "--rm", "--network", net, "--ip", ip, dk.busybox, "true", check=False)
+    assert again.returncode != 0 and "in use" in again.stderr, again.stderr
+    pooled = _name("dt-ip-pool")
+    _create(dk, nets, pooled)
+    other = dk.cli("run", "--rm", "--network", pooled, "--ip", "10.91.3.3", dk.busybox, "true",
+                   check=False)
+    assert other.returncode != 0 and "user configured subnets" in other.stderr, other.stderr
+
+
 def test_prune_removes_only_unused(dk: Daemon, nets: list[str]) -> None:
     used, idle = _name("dt-used"), _name("dt-idle")
     _create(dk, nets, used, labels={"prune-test": "1"})

@@ -28,6 +28,7 @@ class Join:
     network: str  # network id
     conflist: NetworkList | None = None
     aliases: list[str] = field(default_factory=list)
+    ip: str = ""  # an address asked for (docker --ip); host-local picks one otherwise
 
 
 def attachments(pod: PodRecord) -> list[dict[str, Any]]:
@@ -50,7 +51,9 @@ def next_ifname(pod: PodRecord) -> str:
 async def attach(ctx: Context, pod: PodRecord, netns: str, join: Join,
                  ifname: str) -> tuple[dict[str, Any], list[str]]:
     """CNI ADD; returns the attachment record and every IP the interface got."""
-    result = await ctx.network.setup(ctx.network_request(pod, netns, ifname), join.conflist)
+    req = ctx.network_request(pod, netns, ifname)
+    req.ips = [join.ip] if join.ip else []
+    result = await ctx.network.setup(req, join.conflist)
     first = next((ip for ip in result.raw.get("ips", []) if ":" not in ip["address"]), None)
     ip, _, plen = (first["address"] if first else "").partition("/")
     mac = next((i.get("mac", "") for i in result.interfaces if i.get("sandbox")), "")

@@ -45,11 +45,10 @@ BUILTIN = ("bridge", "host", "none")
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")  # dockerd's network name pattern
 MAX_NAME = 128
 BRIDGE_OPT = "com.docker.network.bridge.name"
-# driver options dockerd's bridge driver knows; Berth acts on the bridge name and accepts the
-# rest as dockerd's defaults only (an unknown option is refused, as dockerd does)
+# driver options Berth acts on (bridge name, MTU) or takes at dockerd's default value only
+# (masquerade and inter-container traffic on); any other option is refused, never ignored
 KNOWN_OPTS = {BRIDGE_OPT, "com.docker.network.bridge.enable_ip_masquerade",
-              "com.docker.network.bridge.enable_icc", "com.docker.network.driver.mtu",
-              "com.docker.network.bridge.host_binding_ipv4"}
+              "com.docker.network.bridge.enable_icc", "com.docker.network.driver.mtu"}
 
 
 def builtin_id(name: str) -> str:
@@ -79,7 +78,7 @@ def _net(text: str, what: str) -> ipaddress.IPv4Network:
         raise InvalidArgument(f"invalid {what}: {text[:100]!r} is not an IPv4 CIDR") from None
 
 
-def _check_opts(options: dict[str, str], internal: bool) -> None:
+def _check_opts(options: dict[str, str]) -> None:
     for key, value in options.items():
         if key not in KNOWN_OPTS:
             raise InvalidArgument(f"invalid driver option {key[:100]!r} for the bridge driver")
@@ -130,6 +129,21 @@ class Networks:
     def all(self) -> list[NetworkRecord]:
         return self.store.networks.find()
 
+    def check_address(self, rec: NetworkRecord, ip: str, taken: list[str]) -> None:
+        """dockerd's rules for a container's own address (`--ip`); `taken`: addresses of the
+        containers on the network now."""
+        if not rec.extra.get("user_subnet"):
+            raise InvalidArgument("user specified IP address is supported only when connecting "
+                                  "to networks with user configured subnets")
+        subnet = ipaddress.IPv4Network(rec.extra["subnet"])
+        addr = ipaddress.IPv4Address(ip) if _is_ip(ip) else None
+        if addr is None or addr not in subnet or addr in (
+                subnet.network_address, subnet.broadcast_address) or ip == rec.extra["gateway"]:
+            raise InvalidArgument(f"invalid IPv4 address {ip[:50]!r} for network {rec.name}: "
+                                  f"not a free host address of {subnet}")
+        if ip in taken:
+            raise AlreadyExists(f"Address already in use: {ip} on network {rec.name}")
+
     def conflist_path(self, rec: NetworkRecord) -> Path:
         return self.root / f"{rec.id}.conflist"
 
@@ -149,7 +163,8 @@ class Networks:
                 "routes": [] if internal else [{"dst": "0.0.0.0/0"}]}
         bridge: dict[str, Any] = {
             "type": "bridge", "bridge": x["bridge"], "isGateway": not internal,
-            "ipMasq": not internal, "hairpinMode": True, "ipam": ipam}
+            "ipMasq": not internal, "hairpinMode": True, "ipam": ipam,
+            "capabilities": {"ips": True}}
         if x.get("mtu"):
             bridge["mtu"] = int(x["mtu"])
         return {"cniVersion": "1.0.0", "name": x["cni_name"], "plugins": [
@@ -169,6 +184,7 @@ class Networks:
             extra: dict[str, Any] = {
                 "subnet": str(subnet), "gateway": gateway, "ip_range": spec.ip_range,
                 "internal": spec.internal, "attachable": spec.attachable,
+                "user_subnet": bool(spec.subnet),
                 "options": spec.options, "cni_name": f"berth-net-{net_id[:12]}",
                 "bridge": spec.options.get(BRIDGE_OPT) or f"br-{net_id[:12]}",
                 "mtu": spec.options.get("com.docker.network.driver.mtu", "")}
@@ -213,7 +229,7 @@ class Networks:
                                   "kubelet; see docs/docker-api.md)")
         if spec.driver != "bridge":
             raise NotFound(f"plugin \"{spec.driver[:100]}\" not found")
-        _check_opts(spec.options, spec.internal)
+        _check_opts(spec.options)
 
     async def _subnet(self, spec: NetworkSpec) -> tuple[ipaddress.IPv4Network, str]:
         taken = [ipaddress.IPv4Network(r.extra["subnet"]) for r in self.store.networks.scan()]

@@ -44,6 +44,7 @@ class PodNetworkRequest:
     netns: str
     port_mappings: list[PortMapping] = field(default_factory=list)
     ifname: str = "eth0"
+    ips: list[str] = field(default_factory=list)  # asked-for addresses (the `ips` capability)
 
 
 @dataclass
@@ -222,6 +223,8 @@ class CNIManager:
                 }
                 for m in pod.port_mappings
             ]
+        if caps.get("ips") and pod.ips:
+            rc["ips"] = list(pod.ips)
         if rc:
             conf["runtimeConfig"] = rc
         return conf

@@ -47,6 +47,11 @@ def test_overlay(tmp_path):
     ("[registry]\nmax_concurrent_downloads = 0\n", "at least 1"),
     ("[registry]\nmax_concurrent_downloads = true\n", "must be int"),
     ("[runtime]\ncgroup_driver = \"systemd\"\n", "only \"cgroupfs\""),
+    ("[docker]\nnetwork_pool = \"10.91.0.0/33\"\n", "docker.network_pool"),
+    ("[docker]\nnetwork_pool = \"fd00::/48\"\n", "docker.network_pool"),
+    ("[docker]\nnetwork_pool_size = 8\n", "network_pool_size"),
+    ("[docker]\nnetwork_pool_size = 31\n", "network_pool_size"),
+    ("[docker]\ndns_forward = \"yes\"\n", "must be bool"),
     ("this is [not toml\n", "is not valid TOML"),
 ])
 def test_bad_config_names_the_problem(tmp_path, text, message):

@@ -49,7 +49,9 @@ def call(berthd, method: str, path: str, body: bytes | None = None,
     (b'{"Image": "x", "NetworkingConfig": {"EndpointsConfig": {"bridge": {"Aliases": ["a"]}}}}',
      400, "alias"),
     (b'{"Image": "x", "HostConfig": {"NetworkMode": "n"}, "NetworkingConfig": '
-     b'{"EndpointsConfig": {"n": {"IPAMConfig": {"IPv4Address": "10.0.0.9"}}}}}', 400, "static"),
+     b'{"EndpointsConfig": {"n": {"IPAMConfig": {"IPv6Address": "fd00::9"}}}}}', 400, "IPv6"),
+    (b'{"Image": "x", "NetworkingConfig": {"EndpointsConfig": {"bridge": {"IPAMConfig": '
+     b'{"IPv4Address": "10.0.0.9"}}}}}', 400, "user defined networks"),
     (b'{"Image": "x", "HostConfig": {"Binds": ["rel/dir:/x"]}}', 400, "invalid characters"),
     (b'{"Image": "x", "StopSignal": "SIGNOPE"}', 400, "signal"),
     (b'{"Image": "127.0.0.1:1/nothing/here:1"}', 404, "No such image"),

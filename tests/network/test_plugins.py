@@ -192,6 +192,31 @@ def test_host_local_files_ranges_and_exhaustion(our_bin, net):
     ok(cni(our_bin, "host-local", "STATUS", {**conf, "cniVersion": "1.1.0"}))
 
 
+def test_host_local_requested_ips(our_bin, net):
+    """The `ips` capability (docker --ip): anywhere in the subnet but the gateway, once."""
+    prefix = net["subnet"].rsplit(".", 1)[0]
+    conf = {"cniVersion": "1.0.0", "name": net["name"], "ipam": {
+        "type": "host-local", "dataDir": net["data_dir"],
+        "ranges": [[{"subnet": net["subnet"], "rangeStart": f"{prefix}.10",
+                     "rangeEnd": f"{prefix}.12"}]]}}
+
+    def asking(ip: str) -> dict:
+        return {**conf, "runtimeConfig": {"ips": [ip]}}
+
+    res = ok(cni(our_bin, "host-local", "ADD", asking(f"{prefix}.77/24"), "s0", "/x"))
+    assert res["ips"][0]["address"] == f"{prefix}.77/24"  # outside the dynamic range is fine
+    again = ok(cni(our_bin, "host-local", "ADD", asking(f"{prefix}.77"), "s0", "/x"))
+    assert again["ips"][0]["address"] == f"{prefix}.77/24"  # idempotent for its owner
+    taken = cni(our_bin, "host-local", "ADD", asking(f"{prefix}.77"), "s1", "/x")
+    assert taken.rc != 0 and "in use" in taken.out["msg"]
+    for bad in (f"{prefix}.1", "192.0.2.9", f"{prefix}.255"):
+        refused = cni(our_bin, "host-local", "ADD", asking(bad), "s2", "/x")
+        assert refused.rc != 0 and refused.out["code"] == 7, bad
+    ok(cni(our_bin, "host-local", "DEL", conf, "s0", "/x"))
+    store = os.path.join(net["data_dir"], net["name"])
+    assert not [n for n in os.listdir(store) if n[0].isdigit()]
+
+
 def test_host_local_concurrent_adds_are_distinct(our_bin, net):
     conf = {
         "cniVersion": "1.0.0",
