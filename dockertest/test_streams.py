@@ -121,6 +121,18 @@ def test_exec_create_start_inspect(dk: Daemon) -> None:
     assert info["ExitCode"] == 0 and info["Running"] is False and info["ContainerID"] == c.id
 
 
+def test_exec_ids_name_unfinished_execs_only(dk: Daemon) -> None:
+    """ExecIDs lists created and running execs; a finished one stays inspectable by its id."""
+    c = dk.client.containers.run(dk.busybox, ["sleep", "300"], detach=True)
+    done = dk.api.exec_create(c.id, ["true"])["Id"]
+    waiting = dk.api.exec_create(c.id, ["true"])["Id"]
+    assert set(dk.api.inspect_container(c.id)["ExecIDs"]) == {done, waiting}
+    dk.api.exec_start(done)
+    # dockerd ends the stream a moment before it drops the exec from the container
+    wait_for(lambda: dk.api.inspect_container(c.id)["ExecIDs"] == [waiting], 30, "exec dropped")
+    assert dk.api.exec_inspect(done)["ExitCode"] == 0
+
+
 def test_exec_detach_and_running(dk: Daemon) -> None:
     c = dk.client.containers.run(dk.busybox, ["sleep", "300"], detach=True)
     ex = dk.api.exec_create(c.id, ["sh", "-c", "sleep 2; exit 6"])
