@@ -45,7 +45,7 @@ class ExecState:
                                   "user": self.process.get("user_name", "")},
                 "OpenStdin": self.stdin, "OpenStderr": self.stderr, "OpenStdout": self.stdout,
                 "CanRemove": False, "ContainerID": self.container_id, "DetachKeys": "",
-                "Pid": 0}
+                "Pid": int(self.session.info.get("pid", 0)) if self.session else 0}
 
 
 def _exec(f: Front, given: str) -> ExecState:

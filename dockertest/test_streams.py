@@ -137,7 +137,8 @@ def test_exec_detach_and_running(dk: Daemon) -> None:
     c = dk.client.containers.run(dk.busybox, ["sleep", "300"], detach=True)
     ex = dk.api.exec_create(c.id, ["sh", "-c", "sleep 2; exit 6"])
     assert not dk.api.exec_start(ex["Id"], detach=True)
-    assert dk.api.exec_inspect(ex["Id"])["Running"] is True
+    info = dk.api.exec_inspect(ex["Id"])
+    assert info["Running"] is True and info["Pid"] > 0  # the exec's pid on the host
     wait_for(lambda: not dk.api.exec_inspect(ex["Id"])["Running"], 30, "exec to finish")
     assert dk.api.exec_inspect(ex["Id"])["ExitCode"] == 6
 
