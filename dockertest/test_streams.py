@@ -119,6 +119,7 @@ def test_exec_create_start_inspect(dk: Daemon) -> None:
     assert dk.api.exec_start(ex["Id"]) == b"/home/berth x\n/tmp\n1000\n"
     info = dk.api.exec_inspect(ex["Id"])
     assert info["ExitCode"] == 0 and info["Running"] is False and info["ContainerID"] == c.id
+    assert info["ProcessConfig"]["user"] == "1000"
 
 
 def test_exec_ids_name_unfinished_execs_only(dk: Daemon) -> None:
