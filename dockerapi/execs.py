@@ -32,6 +32,7 @@ class ExecState:
     stdin: bool
     stdout: bool
     stderr: bool
+    user: str = ""  # as given at create, for inspect's ProcessConfig
     running: bool = False
     started: bool = False
     exit_code: int | None = None
@@ -42,10 +43,10 @@ class ExecState:
         return {"ID": self.id, "Running": self.running, "ExitCode": self.exit_code,
                 "ProcessConfig": {"tty": self.tty, "entrypoint": args[0],
                                   "arguments": args[1:], "privileged": False,
-                                  "user": self.process.get("user_name", "")},
+                                  "user": self.user},
                 "OpenStdin": self.stdin, "OpenStderr": self.stderr, "OpenStdout": self.stdout,
                 "CanRemove": False, "ContainerID": self.container_id, "DetachKeys": "",
-                "Pid": 0}
+                "Pid": int(self.session.info.get("pid", 0)) if self.session else 0}
 
 
 def _exec(f: Front, given: str) -> ExecState:
@@ -108,7 +109,7 @@ async def create(request: web.Request) -> web.StreamResponse:
         process["user"] = {"uid": uid, "gid": gid, "additionalGids": groups}
     _prune(f)
     x = ExecState(secrets.token_hex(32), rec.id, process, tty, bool(cfg.get("AttachStdin")),
-                  bool(cfg.get("AttachStdout")), bool(cfg.get("AttachStderr")))
+                  bool(cfg.get("AttachStdout")), bool(cfg.get("AttachStderr")), user)
     f.execs[x.id] = x
     f.publish(rec, f"exec_create: {' '.join(cmd)}", {"execID": x.id})
     return web.json_response({"Id": x.id}, status=201)

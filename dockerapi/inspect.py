@@ -121,7 +121,8 @@ def inspect(f: Front, rec: ContainerRecord) -> dict[str, Any]:
         "LogPath": rec.extra.get("log_path", ""), "Name": "/" + rec.name,
         "RestartCount": int(d.get("restart_count", 0)), "Driver": "overlay2",
         "Platform": "linux", "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
-        "ExecIDs": [e for e, x in f.execs.items() if x.container_id == rec.id] or None,
+        "ExecIDs": [e for e, x in f.execs.items()  # dockerd drops an exec here once it exits
+                    if x.container_id == rec.id and not (x.started and not x.running)] or None,
         "HostConfig": hc, "GraphDriver": {"Name": "overlay2", "Data": None},
         "Mounts": mounts.describe(rec), "Config": cfg,
         "NetworkSettings": {

@@ -119,13 +119,27 @@ def test_exec_create_start_inspect(dk: Daemon) -> None:
     assert dk.api.exec_start(ex["Id"]) == b"/home/berth x\n/tmp\n1000\n"
     info = dk.api.exec_inspect(ex["Id"])
     assert info["ExitCode"] == 0 and info["Running"] is False and info["ContainerID"] == c.id
+    assert info["ProcessConfig"]["user"] == "1000"
+
+
+def test_exec_ids_name_unfinished_execs_only(dk: Daemon) -> None:
+    """ExecIDs lists created and running execs; a finished one stays inspectable by its id."""
+    c = dk.client.containers.run(dk.busybox, ["sleep", "300"], detach=True)
+    done = dk.api.exec_create(c.id, ["true"])["Id"]
+    waiting = dk.api.exec_create(c.id, ["true"])["Id"]
+    assert set(dk.api.inspect_container(c.id)["ExecIDs"]) == {done, waiting}
+    dk.api.exec_start(done)
+    # dockerd ends the stream a moment before it drops the exec from the container
+    wait_for(lambda: dk.api.inspect_container(c.id)["ExecIDs"] == [waiting], 30, "exec dropped")
+    assert dk.api.exec_inspect(done)["ExitCode"] == 0
 
 
 def test_exec_detach_and_running(dk: Daemon) -> None:
     c = dk.client.containers.run(dk.busybox, ["sleep", "300"], detach=True)
     ex = dk.api.exec_create(c.id, ["sh", "-c", "sleep 2; exit 6"])
     assert not dk.api.exec_start(ex["Id"], detach=True)
-    assert dk.api.exec_inspect(ex["Id"])["Running"] is True
+    info = dk.api.exec_inspect(ex["Id"])
+    assert info["Running"] is True and info["Pid"] > 0  # the exec's pid on the host
     wait_for(lambda: not dk.api.exec_inspect(ex["Id"])["Running"], 30, "exec to finish")
     assert dk.api.exec_inspect(ex["Id"])["ExitCode"] == 6
 
