@@ -24,18 +24,15 @@ the working directory is set after pivot_root from inside the new root.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
-import gc
 import os
 import signal
-import stat
-import termios
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime import caps, cgroups, libc, namespaces, rootfs, seccomp, sysctl
+from runtime import cgroups, initchild, libc, namespaces, rootfs, seccomp, sysctl
 from runtime import spec as oci
+from runtime.initchild import InitError
 from runtime.namespaces import NsPlan
 from runtime.spec import UserNotFound, resolve_user
 
@@ -45,10 +42,6 @@ __all__ = ["InitError", "Spawned", "UserNotFound", "forget", "resolve_user", "ru
 _UNCATCHABLE = {signal.SIGKILL, signal.SIGSTOP}
 # as ints: valid_signals() builds an enum member per signal, ~0.3 ms a call
 _CATCHABLE = tuple(int(sig) for sig in signal.valid_signals() if sig not in _UNCATCHABLE)
-
-
-class InitError(oci.ProcessError):
-    """The container could not be created/started; the message comes from the child."""
 
 
 @dataclass
@@ -100,7 +93,6 @@ class Spawned:
 
 
 _seccomp_of: dict[int, bytes | None] = {}  # container pid -> its filter, re-applied by exec
-_status_fd = [-1]  # child side: where _child_guard reports, updated when fds are renumbered
 
 
 def _read_all(fd: int) -> str:
@@ -150,23 +142,6 @@ def _reap_failed(pid: int) -> None:
         os.waitpid(pid, 0)
 
 
-@dataclass
-class _Job:
-    """Everything the init child needs, computed in the parent before the fork."""
-
-    spec: dict[str, Any]
-    rootfs_path: str
-    proc: oci.Process
-    plan: NsPlan
-    stdio: tuple[int, int, int]
-    cg: Any
-    cgroup_path: str | None
-    sysctls: dict[str, str]
-    overlay: rootfs.Overlay | None
-    bpf: bytes | None
-    userns: bool
-    trees: list[int]  # user ns: detached clones of the bind sources, in oci.mounts order
-    handled: list[int]  # to reset to SIG_DFL in the child
 
 
 def spawn(spec: dict[str, Any], rootfs_path: str, *, stdio: tuple[int, int, int],
@@ -197,8 +172,8 @@ def spawn(spec: dict[str, Any], rootfs_path: str, *, stdio: tuple[int, int, int]
     except BaseException:
         plan.close()
         raise
-    job = _Job(spec, rootfs_path, process, plan, stdio, cg, cgroup_path, sysctls, overlay, bpf,
-               userns, trees, _handled_signals())
+    job = initchild.Job(spec, rootfs_path, process, plan, stdio, cg, cgroup_path, sysctls,
+                        overlay, bpf, userns, trees, _handled_signals())
     start_r, start_w = os.pipe()
     status_r, status_w = os.pipe()
     try:
@@ -210,7 +185,7 @@ def spawn(spec: dict[str, Any], rootfs_path: str, *, stdio: tuple[int, int, int]
             with namespaces.pid_ns_for_fork(plan):
                 pid = os.fork()
         if pid == 0:
-            _child_guard(status_w, lambda: _init_child(job, start_r, status_w))
+            initchild.child_guard(status_w, lambda: initchild.init_child(job, start_r, status_w))
     except BaseException:
         for fd in trees:
             os.close(fd)
@@ -225,7 +200,7 @@ def spawn(spec: dict[str, Any], rootfs_path: str, *, stdio: tuple[int, int, int]
         status = _read_all_until_ready(status_r)
     except BaseException as e:
         os.kill(pid, signal.SIGKILL)
-        status = error_text(e)
+        status = initchild.error_text(e)
     finally:
         for fd in trees:
             os.close(fd)
@@ -251,7 +226,7 @@ def _check_plan(spec: dict[str, Any], plan: NsPlan) -> None:
             raise InitError("a new user namespace cannot join an existing pid namespace")
 
 
-def _setup_userns_child(spec: dict[str, Any], pid: int, job: _Job, start_w: int) -> None:
+def _setup_userns_child(spec: dict[str, Any], pid: int, job: initchild.Job, start_w: int) -> None:
     """Host-side steps the child cannot do from inside its user namespace, then release it."""
     namespaces.write_id_maps(pid, oci.id_mappings(spec, "uidMappings"),
                              oci.id_mappings(spec, "gidMappings"))
@@ -317,8 +292,8 @@ def spawn_exec(container_pid: int, process: dict[str, Any], *, stdio: tuple[int,
         with namespaces.pid_ns_for_fork(plan):
             pid = os.fork()
             if pid == 0:
-                _child_guard(status_w, lambda: _exec_child(proc, plan, stdio, cg, cgroup_path,
-                                                           bpf, status_w, handled))
+                initchild.child_guard(status_w, lambda: initchild.exec_child(
+                    proc, plan, stdio, cg, cgroup_path, bpf, status_w, handled))
     finally:
         plan.close()
         os.close(status_w)
@@ -328,182 +303,3 @@ def spawn_exec(container_pid: int, process: dict[str, Any], *, stdio: tuple[int,
         _reap_failed(pid)
         raise InitError(msg)
     return pid
-
-
-def _child_guard(status_w: int, body: Any) -> None:
-    """Run the child body; any failure goes to the parent as text and the child exits 127."""
-    _status_fd[0] = status_w
-    try:
-        body()
-    except BaseException as e:  # noqa: BLE001 - every failure must reach the parent
-        msg = error_text(e)
-        with contextlib.suppress(OSError):
-            os.write(_status_fd[0], msg.encode(errors="replace") or b"init failed")
-    finally:
-        os._exit(127)
-
-
-def error_text(e: BaseException) -> str:
-    """An exception as one clear line: 'mount /proc: Operation not permitted', no '[Errno 1]'."""
-    if isinstance(e, OSError) and e.strerror:
-        name = e.filename if isinstance(e.filename, str) else ""
-        return e.strerror if not name or name in e.strerror else f"{e.strerror}: {name}"
-    return str(e) if isinstance(e, oci.ProcessError) else f"{type(e).__name__}: {e}"
-
-
-def _early_child(stdio: tuple[int, int, int], keep: list[int], terminal: bool,
-                 handled: list[int]) -> list[int]:
-    """Common first steps: hide our exe, reset signals, new session, stdio on 0-2, drop fds."""
-    gc.disable()  # stray finalizers of the parent's objects must not close fds we reuse
-    libc.set_dumpable(False)
-    libc.set_pdeathsig(signal.SIGKILL)
-    signal.set_wakeup_fd(-1)
-    for sig in handled:  # SIG_IGN survives exec; our handlers must not run here
-        signal.signal(sig, signal.SIG_DFL)
-    os.setsid()
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in stdio]
-    kept = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in keep]
-    for i, fd in enumerate(high):
-        os.dup2(fd, i, inheritable=True)
-    base = 3
-    moved = []
-    for fd in kept:
-        os.dup2(fd, base, inheritable=False)
-        moved.append(base)
-        base += 1
-    libc.close_range(base)
-    if terminal:
-        try:
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        except OSError as e:
-            raise InitError(f"terminal: stdin cannot be our tty: {e.strerror}") from None
-    return moved
-
-
-def _init_child(job: _Job, start_r: int, status_w: int) -> None:
-    """Pid 1 of the new container: cgroup, namespaces, mounts, limits; park; then exec."""
-    plan, proc = job.plan, job.proc
-    keep = [start_r, status_w] + list(plan.join.values()) + job.trees
-    fds = _early_child(job.stdio, keep, proc.terminal, job.handled)
-    start_r, status_w = fds[0], fds[1]
-    _status_fd[0] = status_w
-    plan.join = dict(zip(plan.join.keys(), fds[2:2 + len(plan.join)], strict=True))
-    trees = fds[2 + len(plan.join):]
-    rootfs_path = job.rootfs_path
-    if job.userns:
-        if os.read(start_r, 1) != b"M":
-            os._exit(1)
-        # Still host uid 0 (the owner of the state dirs, which may be 0700): step next to the
-        # rootfs now, as root inside would be refused the walk. unshare(CLONE_NEWNS) carries
-        # the cwd into the new mount namespace.
-        os.chdir(os.path.dirname(os.path.abspath(rootfs_path)))
-        rootfs_path = os.path.basename(rootfs_path)
-        try:
-            os.setresgid(0, 0, 0)
-            os.setresuid(0, 0, 0)
-        except OSError as e:
-            raise InitError(f"user namespace: root is not mapped: {e.strerror}") from None
-        libc.set_pdeathsig(signal.SIGKILL)
-    elif job.cg is not None:
-        job.cg.join(job.cgroup_path)
-    namespaces.join_all(plan, skip=("pid", *namespaces.INHERITED_BY_USERNS) if job.userns
-                        else ("pid",))
-    plan.close()
-    libc.unshare(plan.new_flags & ~(libc.CLONE_NEWPID | libc.CLONE_NEWUSER))
-    if job.sysctls:
-        sysctl.apply(job.sysctls)
-    if job.spec.get("hostname"):
-        libc.sethostname(job.spec["hostname"])
-    if job.spec.get("domainname"):
-        libc.setdomainname(job.spec["domainname"])
-    rootfs.prepare(job.spec, rootfs_path, overlay=job.overlay, trees=trees,
-                   console_fd=0 if proc.terminal else None)
-    oci.apply_limits(proc, oom=not job.userns)
-    os.write(status_w, b"R")
-    if os.read(start_r, 1) != b"S":
-        os._exit(1)  # the monitor went away without starting us
-    _finalize(proc, job.bpf, status_w)
-
-
-def _exec_child(proc: oci.Process, plan: NsPlan, stdio: tuple[int, int, int], cg: Any,
-                cgroup_path: str | None, bpf: bytes | None, status_w: int,
-                handled: list[int]) -> None:
-    """A process joining a running container: cgroup first, then its namespaces, then exec."""
-    fds = _early_child(stdio, [status_w] + list(plan.join.values()), proc.terminal, handled)
-    status_w = _status_fd[0] = fds[0]
-    plan.join = dict(zip(plan.join.keys(), fds[1:], strict=True))
-    if cg is not None:
-        cg.join(cgroup_path)
-    if proc.oom_score_adj is not None:  # before a user ns join hides our /proc/self from us
-        oci.write_oom_score_adj("/proc/self/oom_score_adj", proc.oom_score_adj)
-    namespaces.join_all(plan)
-    plan.close()
-    os.chdir("/")  # setns(mnt) left cwd undefined; "/" is now the container's root
-    oci.apply_limits(proc, oom=False)
-    _finalize(proc, bpf, status_w)
-
-
-def _finalize(proc: oci.Process, bpf: bytes | None, status_w: int) -> None:
-    """Drop privileges in the order the kernel allows, install seccomp last, exec."""
-    if proc.no_new_privileges:
-        libc.set_no_new_privs()
-    elif bpf is not None:
-        _load_seccomp(bpf)  # without no_new_privs the filter needs CAP_SYS_ADMIN: load it now
-    c = proc.capabilities or oci.Capabilities()
-    caps.drop_bounding(set(c.bounding))
-    caps.set_keepcaps(True)
-    u = proc.user
-    env = dict(e.partition("=")[::2] for e in proc.env)
-    if not env.get("HOME"):  # runc's rule, read while still root (passwd may be 0600)
-        env["HOME"] = _home(u.uid)
-    try:
-        os.setgroups(u.additional_gids)
-        os.setgid(u.gid)
-        os.setuid(u.uid)
-    except OSError as e:
-        raise InitError(f"set user {u.uid}:{u.gid}: {os.strerror(e.errno or 0)}") from None
-    caps.set_keepcaps(False)
-    caps.set_caps(set(c.effective), set(c.permitted), set(c.inheritable))
-    caps.set_ambient(set(c.ambient))
-    libc.set_pdeathsig(signal.SIGKILL)  # a credential change cleared it
-    try:
-        os.chdir(proc.cwd)
-        os.getcwd()  # ENOENT when the cwd is not below our root (a leaked host fd): refuse it
-    except OSError as e:
-        raise InitError(f"chdir {proc.cwd}: {os.strerror(e.errno or 0)}") from None
-    path = oci.lookup_executable(proc.args[0], env.get("PATH", oci.DEFAULT_PATH))
-    libc.close_range(3, flags=libc.CLOSE_RANGE_CLOEXEC)
-    if proc.no_new_privileges and bpf is not None:
-        _load_seccomp(bpf)
-    try:
-        os.execve(path, proc.args, env)
-    except OSError as e:
-        raise InitError(f"exec: {path}: {os.strerror(e.errno or 0).lower()}") from None
-
-
-def _home(uid: int) -> str:
-    """The uid's home in the container's own /etc/passwd (our root is the container's by now),
-    "/" without one, as runc sets HOME when the process env has none. Non-blocking and
-    regular files only: the image owns that path and could make it a FIFO."""
-    try:
-        fd = os.open("/etc/passwd", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return "/"
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return "/"
-        text = os.read(fd, 1 << 20).decode("utf-8", "replace")
-    finally:
-        os.close(fd)
-    for line in text.splitlines():
-        f = line.split(":")
-        if len(f) >= 6 and f[2] == str(uid) and f[5]:
-            return f[5]
-    return "/"
-
-
-def _load_seccomp(bpf: bytes) -> None:
-    try:
-        seccomp.load(bpf)
-    except OSError as e:
-        raise InitError(f"seccomp: {os.strerror(e.errno or 0)}") from None
