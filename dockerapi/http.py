@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
 from aiohttp import web
@@ -64,8 +64,10 @@ async def body(request: web.Request, default: Any = None) -> Any:
         raise InvalidArgument(f"invalid JSON: {exc}") from None
 
 
-def filters(request: web.Request) -> dict[str, list[str]]:
-    """`filters` as {"key": ["v", ...]} or the older {"key": {"v": true}} form."""
+def filters(request: web.Request,
+            allowed: Collection[str] | None = None) -> dict[str, list[str]]:
+    """`filters` as {"key": ["v", ...]} or the older {"key": {"v": true}} form; a key outside
+    `allowed` (when given) is dockerd's 400 "invalid filter"."""
     raw = qjson(request, "filters") or {}
     if not isinstance(raw, dict):
         raise InvalidArgument("filters must be a JSON object")
@@ -76,6 +78,8 @@ def filters(request: web.Request) -> dict[str, list[str]]:
         elif isinstance(value, list):
             out[key] = [str(v) for v in value]
         else:
+            raise InvalidArgument(f"invalid filter '{key}'")
+        if allowed is not None and key not in allowed:
             raise InvalidArgument(f"invalid filter '{key}'")
     return out
 

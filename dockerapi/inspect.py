@@ -216,10 +216,7 @@ def _label(labels: dict[str, str], want: str) -> bool:
 
 async def list_(request: web.Request) -> web.StreamResponse:
     f = front(request)
-    flt = filters(request)
-    for key in flt:
-        if key not in FILTERS:
-            raise InvalidArgument(f"invalid filter '{key}'")
+    flt = filters(request, FILTERS)
     for s in flt.get("status", []):
         if s not in ("created", "restarting", "running", "removing", "paused", "exited",
                      "dead"):

@@ -178,10 +178,7 @@ def _keep(f: Front, net: dict[str, Any], flt: dict[str, list[str]]) -> bool:
 
 async def list_(request: web.Request) -> web.StreamResponse:
     f = front(request)
-    flt = filters(request)
-    for key in flt:
-        if key not in FILTERS:
-            raise InvalidArgument(f"invalid filter '{key}'")
+    flt = filters(request, FILTERS)
     return web.json_response([n for n in _all(f) if _keep(f, n, flt)])
 
 
@@ -213,10 +210,7 @@ async def remove(request: web.Request) -> web.StreamResponse:
 
 async def prune(request: web.Request) -> web.StreamResponse:
     f = front(request)
-    flt = filters(request)
-    for key in flt:
-        if key not in ("label", "until"):
-            raise InvalidArgument(f"invalid filter '{key}'")
+    flt = filters(request, ("label", "until"))
     until = _until(flt.get("until", []))
     gone = []
     for rec in f.ctx.networks.all():

@@ -51,10 +51,7 @@ async def create(request: web.Request) -> web.StreamResponse:
 
 
 async def list_(request: web.Request) -> web.StreamResponse:
-    flt = filters(request)
-    for key in flt:
-        if key not in FILTERS:
-            raise InvalidArgument(f"invalid filter '{key}'")
+    flt = filters(request, FILTERS)
     ctx = front(request).ctx
     out = []
     for rec in ctx.volumes.list():
@@ -87,10 +84,7 @@ async def remove(request: web.Request) -> web.StreamResponse:
 
 
 async def prune(request: web.Request) -> web.StreamResponse:
-    flt = filters(request)
-    for key in flt:
-        if key != "label":
-            raise InvalidArgument(f"invalid filter '{key}'")
+    flt = filters(request, ("label",))
     ctx = front(request).ctx
     wanted = flt.get("label", [])
     removed, trash = ctx.volumes.prune(
