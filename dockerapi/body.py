@@ -149,6 +149,7 @@ class CreateBody:
     auto_remove: bool = False
     restart: str = "no"
     restart_max: int = 0
+    cdi_devices: list[str] = field(default_factory=list)  # DeviceRequests of the cdi driver
 
 
 def parse_signal(value: str | int, where: str) -> int:
@@ -237,6 +238,7 @@ def _host(hc: dict[str, Any], out: CreateBody) -> None:
     out.cap_drop = _strs(hc, "CapDrop", where) or []
     out.readonly_rootfs = bool(_want(hc, "ReadonlyRootfs", bool, where))
     out.auto_remove = bool(_want(hc, "AutoRemove", bool, where))
+    out.cdi_devices = _device_requests(hc, where)
     policy = _want(hc, "RestartPolicy", dict, where) or {}
     out.restart = _want(policy, "Name", str, "HostConfig.RestartPolicy.") or "no"
     if out.restart not in RESTART:
@@ -247,6 +249,28 @@ def _host(hc: dict[str, Any], out: CreateBody) -> None:
                               "with 'on-failure'")
     if out.auto_remove and out.restart not in ("", "no"):
         raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
+
+
+def _device_requests(hc: dict[str, Any], where: str) -> list[str]:
+    """CDI names from DeviceRequests with Driver "cdi" (what `docker run --device
+    vendor.com/class=name` sends from Docker 25 on, and docker-py's DeviceRequest). Berth has
+    no other device driver, so anything else (`--gpus`, driver "nvidia") is refused at create
+    with dockerd's message, where dockerd without that driver fails at start."""
+    names: list[str] = []
+    for i, req in enumerate(_want(hc, "DeviceRequests", list, where) or []):
+        at = f"{where}DeviceRequests[{i}]."
+        if not isinstance(req, dict):
+            raise InvalidArgument(f"{at[:-1]} must be an object")
+        driver = _want(req, "Driver", str, at) or ""
+        if driver != "cdi":
+            caps = _want(req, "Capabilities", list, at) or []
+            raise InvalidArgument(f"could not select device driver \"{driver[:50]}\" with "
+                                  f"capabilities: {str(caps)[:200]}")
+        ids = _strs(req, "DeviceIDs", at) or []
+        if not ids:
+            raise InvalidArgument(f"{at}DeviceIDs must name at least one CDI device")
+        names += ids
+    return names
 
 
 def _port_bindings(key: str, value: Any) -> list[PortBinding]:

@@ -82,8 +82,9 @@ async def create(front: Front, body: CreateBody, image: Image, name: str,
         devices = await asyncio.to_thread(host_devices) if body.privileged else []
         made = mounts.create_volumes(ctx, planned)  # no await until the record is added
         await containers.create_container(
-            ctx, rec, image, lambda rootfs: specmod.build(cid, body, image.config, pod.extra,
-                                                          rootfs, devices, mounts.oci(planned)),
+            ctx, rec, image, lambda rootfs: specmod.build(
+                cid, body, image.config, pod.extra, rootfs, devices, mounts.oci(planned),
+                ctx.config.cdi.spec_dirs),
             containers.Stdio(log_path=str(ctx.pod_dir(cid) / "container.log"), tty=body.tty,
                              stdin=body.open_stdin, stdin_once=body.stdin_once),
             body.stop_signal, name, extra={"docker": docker, "volumes": volumes},

@@ -10,7 +10,7 @@ from typing import Any
 from dockerapi.body import CreateBody
 from engine.errors import InvalidArgument
 from runtime import caps as capsmod
-from runtime import seccomp
+from runtime import cdi, seccomp
 from runtime import spec as defaults
 from runtime.images.records import ImageConfig
 from runtime.init import InitError
@@ -97,10 +97,11 @@ def resources(body: CreateBody) -> dict[str, Any]:
 
 def build(cid: str, body: CreateBody, image: ImageConfig, pod_extra: dict[str, Any],
           rootfs: Path, devices: list[dict[str, Any]],
-          volumes: list[dict[str, Any]]) -> dict[str, Any]:
+          volumes: list[dict[str, Any]], cdi_dirs: list[str]) -> dict[str, Any]:
     """A complete config.json: the pod's namespaces and files, the body's process and limits;
     devices are the host's nodes a privileged container gets (runtime.hostdevices), volumes
-    the binds and volumes as OCI mounts (dockerapi.mounts)."""
+    the binds and volumes as OCI mounts (dockerapi.mounts), then the CDI devices' edits from
+    the specs in cdi_dirs (runtime/cdi.py, as CRI's CDI_devices)."""
     user = body.user or image.user or "0"
     try:  # CRI's rule, but as dockerd: an explicit group drops the image's memberships
         uid, gid, groups = process_user(str(rootfs), user, body.group_add,
@@ -149,4 +150,8 @@ def build(cid: str, body: CreateBody, image: ImageConfig, pod_extra: dict[str, A
     }
     if not body.privileged:
         spec["linux"]["seccomp"] = seccomp.default_profile(caps)
+    try:
+        cdi.inject(spec, body.cdi_devices, cdi_dirs)
+    except cdi.CdiError as exc:
+        raise InvalidArgument(str(exc)) from None
     return spec

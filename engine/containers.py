@@ -105,7 +105,7 @@ async def _create(ctx: Context, rec: ContainerRecord, image: Image, build_spec: 
     if prepare is not None:
         await prepare(bundle.rootfs)
     spec = build_spec(bundle.rootfs)
-    if rerunnable:
+    if rerunnable or spec.get("hooks"):  # hooks (CDI's) read bundle/config.json, as runc's do
         save_spec(ctx, rec.id, spec)
     if stdio.log_path:
         Path(stdio.log_path).parent.mkdir(parents=True, exist_ok=True)

@@ -27,10 +27,12 @@ import contextlib
 import functools
 import os
 import signal
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime import cgroups, initchild, libc, namespaces, rootfs, seccomp, sysctl
+from runtime import cgroups, hooks, initchild, libc, namespaces, rootfs, seccomp, sysctl
 from runtime import spec as oci
 from runtime.initchild import InitError
 from runtime.namespaces import NsPlan
@@ -145,8 +147,12 @@ def _reap_failed(pid: int) -> None:
 
 
 def spawn(spec: dict[str, Any], rootfs_path: str, *, stdio: tuple[int, int, int],
-          cgroup_path: str | None = None, overlay: rootfs.Overlay | None = None) -> Spawned:
+          cgroup_path: str | None = None, overlay: rootfs.Overlay | None = None,
+          hook_state: hooks.State | None = None) -> Spawned:
     """Create the container (OCI create): returns once pid 1 is set up and parked before exec.
+
+    spec.hooks run as `runtime/hooks.py` says; `hook_state` is what they read (by default an
+    unnamed container whose bundle is the rootfs's parent, as in an OCI bundle).
 
     Namespaces with a path in spec.linux.namespaces are joined, the others created. With a new
     user namespace, clone3 creates it together with the pid namespace (so the pid ns is owned by
@@ -154,6 +160,11 @@ def spawn(spec: dict[str, Any], rootfs_path: str, *, stdio: tuple[int, int, int]
     """
     _single_threaded()
     process = oci.parse_process(spec["process"])
+    try:
+        parsed_hooks = hooks.parse(spec)
+    except ValueError as e:
+        raise InitError(str(e)) from None
+    state = hook_state or hooks.State("", os.path.dirname(os.path.abspath(rootfs_path)))
     bpf = _compile_seccomp(spec)
     cg: Any = _cgroup_driver() if cgroup_path else None
     plan = namespaces.plan_from_spec(spec)
@@ -173,7 +184,7 @@ def spawn(spec: dict[str, Any], rootfs_path: str, *, stdio: tuple[int, int, int]
         plan.close()
         raise
     job = initchild.Job(spec, rootfs_path, process, plan, stdio, cg, cgroup_path, sysctls,
-                        overlay, bpf, userns, trees, _handled_signals())
+                        overlay, bpf, userns, trees, _handled_signals(), parsed_hooks)
     start_r, start_w = os.pipe()
     status_r, status_w = os.pipe()
     try:
@@ -197,20 +208,32 @@ def spawn(spec: dict[str, Any], rootfs_path: str, *, stdio: tuple[int, int, int]
     try:
         if userns:
             _setup_userns_child(spec, pid, job, start_w)
-        status = _read_all_until_ready(status_r)
+        at_hooks = (lambda: _create_hooks(parsed_hooks, state, pid, start_w)) \
+            if parsed_hooks.keys() & initchild.SYNC_HOOKS else None
+        status = _read_all_until_ready(status_r, at_hooks)
     except BaseException as e:
         os.kill(pid, signal.SIGKILL)
         status = initchild.error_text(e)
     finally:
         for fd in trees:
             os.close(fd)
-    if status != "R":
+    if status != "ready":
         os.close(start_w)
         os.close(status_r)
         _reap_failed(pid)
         raise InitError(status or "container init died before it was ready")
     _seccomp_of[pid] = bpf
     return Spawned(pid, libc.pidfd_open(pid), start_w, status_r)
+
+
+def _create_hooks(parsed: dict[str, list[hooks.Hook]], state: hooks.State, pid: int,
+                  start_w: int) -> None:
+    """prestart and createRuntime here, in our namespaces; then the child runs createContainer
+    with the same state, which it cannot build itself (it sees itself as pid 1)."""
+    doc = state.encode("creating", pid)
+    for kind in ("prestart", "createRuntime"):
+        hooks.run_all(kind, parsed, doc, state.bundle)
+    os.write(start_w, b"C" + struct.pack("!I", len(doc)) + doc)
 
 
 def _check_plan(spec: dict[str, Any], plan: NsPlan) -> None:
@@ -260,10 +283,17 @@ def _shared(spec: dict[str, Any], typ: str) -> bool:
     return all(n.type != typ or n.path for n in oci.namespaces(spec))
 
 
-def _read_all_until_ready(fd: int) -> str:
-    """'R' once the child parked; otherwise its error message (or '' if it died silently)."""
+def _read_all_until_ready(fd: int, on_hooks: Callable[[], None] | None = None) -> str:
+    """'ready' once the child parked; otherwise its error message ('' if it died silently).
+
+    AT_HOOKS first: the child stopped before pivot_root for the create-time hooks."""
     first = os.read(fd, 1)
-    return "R" if first == b"R" else (first + _read_all(fd).encode()).decode(errors="replace")
+    if first == initchild.AT_HOOKS and on_hooks is not None:
+        on_hooks()
+        first = os.read(fd, 1)
+    if first == initchild.READY:
+        return "ready"
+    return (first + _read_all(fd).encode()).decode(errors="replace")
 
 
 def spawn_exec(container_pid: int, process: dict[str, Any], *, stdio: tuple[int, int, int],

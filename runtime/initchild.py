@@ -13,14 +13,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import gc
+import json
 import os
 import signal
 import stat
+import struct
 import termios
 from dataclasses import dataclass
 from typing import Any
 
-from runtime import caps, libc, namespaces, rootfs, seccomp, sysctl
+from runtime import caps, hooks, libc, namespaces, rootfs, seccomp, sysctl
 from runtime import spec as oci
 from runtime.namespaces import NsPlan
 
@@ -48,6 +50,15 @@ class Job:
     userns: bool
     trees: list[int]  # user ns: detached clones of the bind sources, in oci.mounts order
     handled: list[int]  # to reset to SIG_DFL in the child
+    hooks: dict[str, list[hooks.Hook]]  # spec.hooks, parsed
+
+
+# kinds that need the child to stop before pivot_root and wait for the monitor
+SYNC_HOOKS = {"prestart", "createRuntime", "createContainer", "startContainer"}
+# what the child writes on the status pipe besides an error's text: control bytes, which no
+# message starts with ("Read-only file system: ..." once read as a ready "R")
+READY = b"\x06"
+AT_HOOKS = b"\x05"
 
 
 def child_guard(status_w: int, body: Any) -> None:
@@ -136,13 +147,45 @@ def init_child(job: Job, start_r: int, status_w: int) -> None:
         libc.sethostname(job.spec["hostname"])
     if job.spec.get("domainname"):
         libc.setdomainname(job.spec["domainname"])
+    state = [b""]
+
+    def create_hooks() -> None:
+        """The monitor runs prestart and createRuntime and sends the state; then ours."""
+        os.write(status_w, AT_HOOKS)
+        state[0] = _read_state(start_r)
+        hooks.run_all("createContainer", job.hooks, state[0],
+                      cwd=json.loads(state[0])["bundle"])
+
     rootfs.prepare(job.spec, rootfs_path, overlay=job.overlay, trees=trees,
-                   console_fd=0 if proc.terminal else None)
+                   console_fd=0 if proc.terminal else None,
+                   before_pivot=create_hooks if job.hooks.keys() & SYNC_HOOKS else None)
     oci.apply_limits(proc, oom=not job.userns)
-    os.write(status_w, b"R")
+    os.write(status_w, READY)
     if os.read(start_r, 1) != b"S":
         os._exit(1)  # the monitor went away without starting us
+    if "startContainer" in job.hooks:  # in the container's root now: its paths, "/" as cwd
+        doc = json.loads(state[0])
+        doc["status"] = "created"
+        hooks.run_all("startContainer", job.hooks, json.dumps(doc).encode(), cwd="/")
     _finalize(proc, job.bpf, status_w)
+
+
+def _read_state(start_r: int) -> bytes:
+    """b"C", a 4-byte length, the state JSON: the monitor's go-ahead after its hooks."""
+    head = _read_exactly(start_r, 5)
+    if head[:1] != b"C":
+        os._exit(1)  # the monitor gave up on us (a hook failed, or it went away)
+    return _read_exactly(start_r, struct.unpack("!I", head[1:])[0])
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = os.read(fd, n - len(out))
+        if not chunk:
+            os._exit(1)
+        out += chunk
+    return out
 
 
 def exec_child(proc: oci.Process, plan: NsPlan, stdio: tuple[int, int, int], cg: Any,

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,8 +106,12 @@ def idmap_trees(spec: dict[str, Any], trees: list[int], userns_path: str) -> Non
 
 
 def prepare(spec: dict[str, Any], rootfs: str, *, overlay: Overlay | None = None,
-            console_fd: int | None = None, trees: list[int] | None = None) -> None:
+            console_fd: int | None = None, trees: list[int] | None = None,
+            before_pivot: Callable[[], None] | None = None) -> None:
     """Set up the mount namespace we are already in, ending pivoted into rootfs.
+
+    `before_pivot` runs once every mount and device is in place and the host's tree is still
+    visible: where the OCI create-time hooks belong (`runtime/hooks.py`).
 
     "/" becomes rslave unless linux.rootfsPropagation says otherwise (runc's default): nothing
     we mount propagates to the host, yet rslave volumes still see host mounts appear. rshared
@@ -136,6 +141,8 @@ def prepare(spec: dict[str, Any], rootfs: str, *, overlay: Overlay | None = None
         _create_devices(rootfd, lin.get("devices") or [])
         if console_fd is not None:
             _bind_file(rootfd, "/dev/console", _console_source(console_fd))
+        if before_pivot is not None:
+            before_pivot()
         for path in lin.get("maskedPaths") or []:
             _mask(rootfd, path, devnull)
         for path in lin.get("readonlyPaths") or []:

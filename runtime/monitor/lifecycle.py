@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from runtime import hooks
 from runtime.logs import CriLogWriter
 from runtime.monitor import cg, proto
 from runtime.monitor import state as S
@@ -187,8 +188,11 @@ class Lifecycle:
             cg.create(cgroup_path, spec)
             live.oom_base = cg.oom_kills(cgroup_path)
             extra = {"overlay": Overlay(**overlay)} if overlay else {}
+            hook_state = hooks.State(cid, str(Path(rootfs).parent),
+                                     dict(spec.get("annotations") or {}))
             live.spawned = self.spawner.spawn(spec, rootfs, stdio=stdio,
-                                              cgroup_path=cgroup_path or None, **extra)
+                                              cgroup_path=cgroup_path or None,
+                                              hook_state=hook_state, **extra)
         except BaseException:
             for fd in ours + theirs:
                 os.close(fd)
@@ -208,6 +212,7 @@ class Lifecycle:
         self.reapers[st.pid] = lambda status: self.spawn_task(self._finish(live, status))
         self.containers[cid] = live
         self._save(st, "created")
+        S.save_post_hooks(self.state_dir, cid, hook_state, spec.get("hooks") or {})
         return st
 
     def start(self, cid: str) -> S.ContainerState:
@@ -224,7 +229,22 @@ class Lifecycle:
             raise proto.MonitorError(f"container {cid!r}: {e}") from e
         live.st.status, live.st.started_ns = S.RUNNING, time.time_ns()
         self._save(live.st, "started")
+        self._post_hooks(cid, "poststart", S.load_post_hooks(self.state_dir, cid), live.st.pid)
         return live.st
+
+    @staticmethod
+    def _post_hooks(cid: str, kind: str,
+                    post: tuple[hooks.State, dict[str, list[hooks.Hook]]] | None,
+                    pid: int = 0) -> None:
+        """poststart and poststop: a failure is logged, the operation has happened anyway."""
+        if post is None:
+            return
+        state, parsed = post
+        try:
+            hooks.run_all(kind, parsed, state.encode(
+                "running" if kind == "poststart" else "stopped", pid), state.bundle)
+        except hooks.HookError as e:
+            log.warning("container %s: %s", cid, e)
 
     # -- output -------------------------------------------------------------------------------
     async def _pump(self, live: Live, stream: str, fd: int) -> None:
@@ -354,8 +374,10 @@ class Lifecycle:
             raise proto.InvalidState(f"container {cid!r}: its cgroup could not be removed "
                                      f"({e.strerror}); try again") from None
         del self.containers[cid]
+        post = S.load_post_hooks(self.state_dir, cid)
         S.remove(self.state_dir, cid)
         self._save(live.st, "deleted")
+        self._post_hooks(cid, "poststop", post)
 
     def reopen_log(self, cid: str) -> None:
         """ReopenContainerLog: start a fresh file at the log path; never waits on the process."""

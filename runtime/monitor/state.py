@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from runtime import hooks
+
 CREATED = "created"
 RUNNING = "running"
 STOPPED = "stopped"
@@ -96,6 +98,32 @@ def remove(state_dir: str, cid: str) -> None:
     """Forget a container."""
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(container_dir(state_dir, cid))
+
+
+POST_HOOKS = "hooks.json"
+
+
+def save_post_hooks(state_dir: str, cid: str, state: hooks.State,
+                    spec_hooks: dict[str, Any]) -> None:
+    """Keep poststart/poststop (already validated at create) beside the record: poststop
+    runs at delete, which may come from a later monitor. No file when there are none."""
+    post = {k: spec_hooks[k] for k in ("poststart", "poststop") if spec_hooks.get(k)}
+    if post:
+        doc = {"id": state.id, "bundle": state.bundle, "annotations": state.annotations, **post}
+        (container_dir(state_dir, cid) / POST_HOOKS).write_text(json.dumps(doc))
+
+
+def load_post_hooks(state_dir: str, cid: str
+                    ) -> tuple[hooks.State, dict[str, list[hooks.Hook]]] | None:
+    """What save_post_hooks kept, or None; an unreadable file is None too (logged by none:
+    it was written by us from a spec that parsed)."""
+    try:
+        doc = json.loads((container_dir(state_dir, cid) / POST_HOOKS).read_text())
+        parsed = hooks.parse({"hooks": {k: doc[k] for k in ("poststart", "poststop")
+                                        if k in doc}})
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return hooks.State(doc["id"], doc["bundle"], doc.get("annotations") or {}), parsed
 
 
 def proc_start_time(pid: int) -> int:

@@ -6,8 +6,6 @@ A real NVIDIA GPU is tried only where /dev/nvidia0 exists."""
 from __future__ import annotations
 
 import json
-import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +14,13 @@ import grpc
 import pytest
 
 from tests.fixtures.berthd import BERTHD, Berthd, run_berthd
+from tests.fixtures.cdi import KIND, fake_vendor, hook_calls
 from tests.fixtures.cri_client import CriClient, sandbox_config
 from tests.fixtures.images import PushedImage
 from tests.fixtures.registry import Registry
 
 pytestmark = pytest.mark.timeout(180)
 
-KIND = "berth-test.example/fake"
 
 
 @pytest.fixture(scope="module")
@@ -55,34 +53,6 @@ def pod(cdi_env: tuple[Berthd, Path], e2e_images: dict[str, PushedImage]
     cli.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=60)
 
 
-def _fake_vendor(root: Path) -> Path:
-    """A /dev/full twin (1:7) under the test's dir, a library file and a YAML spec for them."""
-    node = root / "dev-fake0"
-    if not node.exists():
-        os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(1, 7))
-    lib = root / "libfake.txt"
-    lib.write_text("fake vendor library\n")
-    spec = root / "etc-cdi" / "fake.yaml"
-    spec.write_text(f"""cdiVersion: "0.6.0"
-kind: {KIND}
-containerEdits:
-  env: ["FAKE_DRIVER_VERSION=1.2.3"]
-devices:
-  - name: gpu0
-    containerEdits:
-      env: ["FAKE_VISIBLE_DEVICES=0"]
-      deviceNodes:
-        - path: /dev/fakegpu0
-          hostPath: {node}
-          permissions: rw
-      mounts:
-        - hostPath: {lib}
-          containerPath: /opt/fake/lib.txt
-          options: [ro, nosuid, nodev]
-""")
-    return spec
-
-
 def _create(cli: CriClient, pod_id: str, cfg: Any, ref: str, name: str,
             **extra: Any) -> str:
     pb = cli.pb
@@ -106,7 +76,7 @@ def test_container_sees_node_env_and_mount(cdi_env: tuple[Berthd, Path], pod: An
     _, root = cdi_env
     cli, pod_id, cfg, ref = pod
     pb = cli.pb
-    _fake_vendor(root)
+    fake_vendor(root)
     name = f"{KIND}=gpu0"
     extra: dict[str, Any] = (
         {"CDI_devices": [pb.CDIDevice(name=name)]} if via == "cdi_devices"
@@ -123,7 +93,12 @@ def test_container_sees_node_env_and_mount(cdi_env: tuple[Berthd, Path], pod: An
     assert lines[2] == "fake vendor library"
     assert lines[3].split() == ["00", "00", "00", "00"]  # reads like /dev/full: zeros
     assert lines[4] == "ro"
+    created = hook_calls(root, cid)
+    assert [c["status"] for c in created] == ["creating"], created
+    config = json.loads((Path(created[0]["bundle"]) / "config.json").read_text())
+    assert "FAKE_VISIBLE_DEVICES=0" in config["process"]["env"]  # what NVIDIA's hooks read
     cli.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=60)
+    assert [c["status"] for c in hook_calls(root, cid)] == ["creating", "stopped"]
 
 
 def _refused(cli: CriClient, pod_id: str, cfg: Any, ref: str, name: str) -> str:
@@ -140,7 +115,7 @@ def _refused(cli: CriClient, pod_id: str, cfg: Any, ref: str, name: str) -> str:
 def test_unknown_device_is_invalid_argument(cdi_env: tuple[Berthd, Path], pod: Any) -> None:
     _, root = cdi_env
     cli, pod_id, cfg, ref = pod
-    _fake_vendor(root)
+    fake_vendor(root)
     msg = _refused(cli, pod_id, cfg, ref, f"{KIND}=gpu9")
     assert f"{KIND}=gpu9" in msg and str(root / "etc-cdi") in msg
     assert "not a fully qualified name" in _refused(cli, pod_id, cfg, ref, "gpu0")
@@ -149,7 +124,7 @@ def test_unknown_device_is_invalid_argument(cdi_env: tuple[Berthd, Path], pod: A
 def test_broken_spec_is_named(cdi_env: tuple[Berthd, Path], pod: Any) -> None:
     _, root = cdi_env
     cli, pod_id, cfg, ref = pod
-    spec = _fake_vendor(root)
+    spec = fake_vendor(root)
     broken = root / "run-cdi" / "other.json"
     broken.write_text(json.dumps({"cdiVersion": "0.6.0", "kind": "berth-test.example/other",
                                   "devices": [{"name": "x", "containerEdits": {
