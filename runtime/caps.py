@@ -92,13 +92,13 @@ def _read_last_cap() -> int:
 
 
 # Read at import: container inits drop caps after pivot_root, where /proc may not exist.
-_LAST_CAP = _read_last_cap()
+LAST_CAP = _read_last_cap()
 
 
 def drop_bounding(keep: set[str]) -> None:
     """Drops from the bounding set every cap the kernel knows that is not in `keep`."""
     wanted = numbers(keep)
-    for cap in range(_LAST_CAP + 1):
+    for cap in range(LAST_CAP + 1):
         if cap not in wanted and _prctl(_PR_CAPBSET_READ, cap) == 1:
             _prctl(_PR_CAPBSET_DROP, cap)
 

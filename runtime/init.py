@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime import cgroups, hooks, initchild, libc, namespaces, rootfs, seccomp, sysctl
+from runtime import cgroups, hooks, initchild, joinexec, libc, namespaces, rootfs, seccomp, sysctl
 from runtime import spec as oci
 from runtime.initchild import InitError
 from runtime.namespaces import NsPlan
@@ -314,16 +314,21 @@ def spawn_exec(container_pid: int, process: dict[str, Any], *, stdio: tuple[int,
         bpf = _compile_seccomp({"linux": {"seccomp": seccomp_profile}})
     if proc.oom_score_adj is not None and proc.oom_score_adj <= _own_oom_score_adj():
         proc.oom_score_adj = None  # the child inherits ours, and a write never lowers it
-    cg: Any = _cgroup_driver() if cgroup_path else None
+    files = _cgroup_driver().join_files(cgroup_path) if cgroup_path else []
     plan = namespaces.plan_from_pid(container_pid)
+    try:
+        args = joinexec.argv(proc, plan, files, bpf)
+    except (ValueError, oci.ProcessError) as e:
+        plan.close()
+        raise InitError(initchild.error_text(e)) from None
     handled = _handled_signals()
     status_r, status_w = os.pipe()
     try:
         with namespaces.pid_ns_for_fork(plan):
-            pid = os.fork()
-            if pid == 0:
-                initchild.child_guard(status_w, lambda: initchild.exec_child(
-                    proc, plan, stdio, cg, cgroup_path, bpf, status_w, handled))
+            pid = joinexec.spawn(args, plan, stdio, bpf, status_w, handled)
+    except BaseException:
+        os.close(status_r)
+        raise
     finally:
         plan.close()
         os.close(status_w)

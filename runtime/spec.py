@@ -32,7 +32,7 @@ NS_PROC_NAME: dict[str, str] = {
 # user namespace last (the pod's ipc/uts/net belong to the host's, beyond a container's root).
 NS_JOIN_ORDER = ["ipc", "uts", "network", "cgroup", "time", "pid", "mount", "user"]
 
-_RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
+RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_CAPS = [
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
@@ -257,10 +257,10 @@ def write_oom_score_adj(path: str, value: int) -> None:
 def apply_limits(proc: Process, *, oom: bool = True) -> None:
     """rlimits and oom_score_adj; the latter never below the current value (no SYS_RESOURCE)."""
     for rl in proc.rlimits:
-        if rl.type not in _RLIMITS:
+        if rl.type not in RLIMITS:
             raise ProcessError(f"unknown rlimit {rl.type}")
         try:
-            resource.setrlimit(_RLIMITS[rl.type], (rl.soft, rl.hard))
+            resource.setrlimit(RLIMITS[rl.type], (rl.soft, rl.hard))
         except (OSError, ValueError) as e:
             raise ProcessError(f"setrlimit {rl.type}: {e}") from None
     if oom and proc.oom_score_adj is not None:

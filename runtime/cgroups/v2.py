@@ -127,8 +127,13 @@ class V2Driver:
         write(self._file(path, "cgroup.procs"), pid)
 
     def join(self, path: str) -> None:
-        """Move the calling process (v2 has no cheaper per-thread move outside threaded mode)."""
-        write(self._file(path, "cgroup.procs"), 0)
+        """Move the calling process into the cgroup."""
+        for name in self.join_files(path):
+            write(name, 0)
+
+    def join_files(self, path: str) -> list[str]:
+        """cgroup.procs: v2 has no cheaper per-thread move outside threaded mode."""
+        return [self._file(path, "cgroup.procs")]
 
     def pids(self, path: str) -> list[int]:
         return pid_list(self._file(path, "cgroup.procs"))

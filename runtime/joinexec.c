@@ -1,0 +1,484 @@
+/* joinexec: start one process inside a running container, for Berth's monitor.
+ *
+ * The monitor (runtime/init.py spawn_exec, plan encoded by runtime/joinexec.py) starts this
+ * with posix_spawn, already in the container's pid namespace, with a new session, default
+ * signal dispositions and this fixed fd layout:
+ *   0-2  the process's stdio
+ *   3    status pipe: one line of text on failure (then exit 127); EOF at a successful execve
+ *   4    seccomp BPF program (seccomp=LEN bytes), only when a filter applies
+ *   5..  one open /proc/<pid>/ns/<type> fd per ns=TYPE:FLAG argument, in that order
+ * Arguments: KEY=VALUE options, "--", then env=N environment strings, then the process args.
+ * Our own environment is empty (posix_spawn gets none), so nothing the exec request carries
+ * (GLIBC_TUNABLES, ...) reaches this root process's libc.
+ *
+ * Why C and not the monitor's fork: forking the ~21 MiB Python monitor copied its page tables,
+ * took copy-on-write faults in the child, and execve then tore that address space down while
+ * the monitor waited for the status pipe's EOF; posix_spawn (vfork + exec) of this small
+ * static binary does none of that.
+ *
+ * The steps and their order are those the Python child took (runtime/initchild.py), and the
+ * same CVEs constrain them:
+ * - CVE-2019-5736 (a container overwriting the runtime through /proc/<pid>/exe): we make
+ *   ourselves non-dumpable first, before joining any namespace, so only CAP_SYS_PTRACE in the
+ *   host user namespace can open our exe or fds; until the caps drop, commoncap also refuses
+ *   any process whose permitted set is not a superset of ours. execve of the container's
+ *   binary replaces us; nothing in the container ever execs this file.
+ * - CVE-2024-21626 (a host fd surviving into the container, e.g. as cwd): every fd beyond the
+ *   layout above is closed at start, the rest is marked close-on-exec just before execve, and
+ *   the cwd is checked with getcwd() (ENOENT when it is not below our root).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <sched.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef BERTH_STAMP
+#define BERTH_STAMP "unstamped"
+#endif
+/* runtime/joinexec.py finds this in the installed file to tell a stale build from ours */
+__attribute__((used)) static const char stamp[] = "berth-joinexec:" BERTH_STAMP;
+
+#define STATUS_FD 3
+#define SECCOMP_FD 4
+#define NS_FD_BASE 5
+#define MAX_NS 8
+#define MAX_CGROUPS 32
+#define MAX_RLIMITS 32
+#define MAX_BPF (4096 * 8) /* BPF_MAXINSNS instructions of 8 bytes */
+#define PASSWD_MAX (1 << 20)
+
+struct rlim {
+    const char *name;
+    int resource;
+    struct rlimit value;
+};
+
+struct plan {
+    const char *ns_name[MAX_NS];
+    int ns_flag[MAX_NS];
+    int nns;
+    const char *cgroup[MAX_CGROUPS];
+    int ncgroups;
+    long long oom; /* -1000..1000, or OOM_UNSET */
+    struct rlim rlimits[MAX_RLIMITS];
+    int nrlimits;
+    mode_t umask;
+    int tty, nnp, home;
+    long long seccomp_len;
+    int last_cap;
+    unsigned long long bounding, effective, permitted, inheritable, ambient;
+    uid_t uid;
+    gid_t gid;
+    gid_t *groups;
+    size_t ngroups;
+    const char *path; /* the container's PATH for the lookup */
+    const char *cwd;
+    char **env;       /* argv slice plus room for HOME and the terminating NULL */
+    int nenv;
+    char **args;
+};
+#define OOM_UNSET (-100000)
+
+/* One line for the monitor (it raises InitError with it), then exit as the Python child did. */
+__attribute__((noreturn, format(printf, 1, 2))) static void fail(const char *fmt, ...)
+{
+    char buf[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof buf)
+        n = sizeof buf - 1;
+    (void)!write(STATUS_FD, buf, (size_t)n);
+    _exit(127);
+}
+
+static long long number(const char *s, int base, const char *what)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, base);
+    if (errno || end == s || *end)
+        fail("joinexec: bad %s: %s", what, s);
+    return v;
+}
+
+/* strtoull takes "-1" as 2^64-1: demand digits only */
+static unsigned long long unumber(const char *s, int base, const char *what)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, base);
+    if (errno || end == s || *end || *s == '-' || *s == '+' || *s == ' ')
+        fail("joinexec: bad %s: %s", what, s);
+    return v;
+}
+
+/* Split s at the next ':' (in place); fail when there is none. */
+static char *field(char **s, const char *what)
+{
+    char *start = *s, *colon = strchr(start, ':');
+    if (!colon)
+        fail("joinexec: bad %s", what);
+    *colon = '\0';
+    *s = colon + 1;
+    return start;
+}
+
+static void parse_groups(struct plan *p, char *list)
+{
+    if (!*list)
+        return;
+    size_t n = 1;
+    for (char *c = list; *c; c++)
+        n += *c == ',';
+    p->groups = calloc(n, sizeof *p->groups);
+    if (!p->groups)
+        fail("joinexec: out of memory");
+    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ","))
+        p->groups[p->ngroups++] = (gid_t)unumber(tok, 10, "group");
+    if (p->ngroups != n)
+        fail("joinexec: bad groups");
+}
+
+static void parse(int argc, char **argv, struct plan *p)
+{
+    int i = 1, env_count = -1;
+    p->oom = OOM_UNSET;
+    p->last_cap = -1;
+    p->uid = (uid_t)-1;
+    p->gid = (gid_t)-1;
+    for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        char *key = argv[i], *val = strchr(key, '=');
+        if (!val)
+            fail("joinexec: bad argument %s", key);
+        *val++ = '\0';
+        if (!strcmp(key, "ns")) {
+            if (p->nns == MAX_NS)
+                fail("joinexec: too many namespaces");
+            p->ns_name[p->nns] = field(&val, "ns");
+            p->ns_flag[p->nns++] = (int)number(val, 10, "ns flag");
+        } else if (!strcmp(key, "cgroup")) {
+            if (p->ncgroups == MAX_CGROUPS)
+                fail("joinexec: too many cgroup files");
+            p->cgroup[p->ncgroups++] = val;
+        } else if (!strcmp(key, "oom")) {
+            p->oom = number(val, 10, "oom");
+        } else if (!strcmp(key, "rlimit")) {
+            if (p->nrlimits == MAX_RLIMITS)
+                fail("joinexec: too many rlimits");
+            struct rlim *r = &p->rlimits[p->nrlimits++];
+            r->name = field(&val, "rlimit");
+            r->resource = (int)number(field(&val, "rlimit"), 10, "rlimit");
+            r->value.rlim_cur = unumber(field(&val, "rlimit"), 10, "rlimit");
+            r->value.rlim_max = unumber(val, 10, "rlimit");
+        } else if (!strcmp(key, "umask")) {
+            p->umask = (mode_t)unumber(val, 8, "umask");
+        } else if (!strcmp(key, "tty")) {
+            p->tty = (int)number(val, 10, "tty");
+        } else if (!strcmp(key, "nnp")) {
+            p->nnp = (int)number(val, 10, "nnp");
+        } else if (!strcmp(key, "home")) {
+            p->home = (int)number(val, 10, "home");
+        } else if (!strcmp(key, "seccomp")) {
+            p->seccomp_len = number(val, 10, "seccomp");
+        } else if (!strcmp(key, "lastcap")) {
+            p->last_cap = (int)number(val, 10, "lastcap");
+        } else if (!strcmp(key, "bounding")) {
+            p->bounding = unumber(val, 16, "bounding");
+        } else if (!strcmp(key, "effective")) {
+            p->effective = unumber(val, 16, "effective");
+        } else if (!strcmp(key, "permitted")) {
+            p->permitted = unumber(val, 16, "permitted");
+        } else if (!strcmp(key, "inheritable")) {
+            p->inheritable = unumber(val, 16, "inheritable");
+        } else if (!strcmp(key, "ambient")) {
+            p->ambient = unumber(val, 16, "ambient");
+        } else if (!strcmp(key, "uid")) {
+            p->uid = (uid_t)unumber(val, 10, "uid");
+        } else if (!strcmp(key, "gid")) {
+            p->gid = (gid_t)unumber(val, 10, "gid");
+        } else if (!strcmp(key, "groups")) {
+            parse_groups(p, val);
+        } else if (!strcmp(key, "path")) {
+            p->path = val;
+        } else if (!strcmp(key, "cwd")) {
+            p->cwd = val;
+        } else if (!strcmp(key, "env")) {
+            env_count = (int)number(val, 10, "env");
+        } else {
+            fail("joinexec: unknown argument %s", key);
+        }
+    }
+    /* every required option present, the env count fits, and at least one arg follows it */
+    if (i >= argc || env_count < 0 || env_count > argc - i - 2 || !p->path || !p->cwd ||
+        p->last_cap < 0 || p->last_cap > 63 || p->uid == (uid_t)-1 || p->gid == (gid_t)-1 ||
+        p->seccomp_len < 0 || p->seccomp_len > MAX_BPF || p->seccomp_len % 8)
+        fail("joinexec: incomplete arguments");
+    i++;
+    p->nenv = env_count;
+    p->env = calloc((size_t)env_count + 2, sizeof *p->env);
+    if (!p->env)
+        fail("joinexec: out of memory");
+    memcpy(p->env, argv + i, (size_t)env_count * sizeof *p->env);
+    p->args = argv + i + env_count;
+}
+
+static void read_bpf(struct plan *p, struct sock_fprog *prog)
+{
+    size_t len = (size_t)p->seccomp_len, got = 0;
+    unsigned char *buf = malloc(len);
+    if (!buf)
+        fail("joinexec: out of memory");
+    while (got < len) {
+        ssize_t n = read(SECCOMP_FD, buf + got, len - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            fail("seccomp: short program (%zu of %zu bytes)", got, len);
+        got += (size_t)n;
+    }
+    close(SECCOMP_FD);
+    prog->len = (unsigned short)(len / 8);
+    prog->filter = (struct sock_filter *)buf;
+}
+
+static void load_seccomp(struct sock_fprog *prog)
+{
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, prog) != 0)
+        fail("seccomp: %s", strerror(errno));
+}
+
+static void write_file(const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, text, strlen(text)) < 0)
+        fail("%s: %s", strerror(errno), path);
+    close(fd);
+}
+
+/* Never below the current value: lowering needs CAP_SYS_RESOURCE (spec.write_oom_score_adj). */
+static void write_oom(long long value)
+{
+    const char *path = "/proc/self/oom_score_adj";
+    char buf[32];
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+    if (n < 0)
+        fail("%s: %s", strerror(errno), path);
+    buf[n] = '\0';
+    long long current = atoll(buf);
+    int len = snprintf(buf, sizeof buf, "%lld", value > current ? value : current);
+    if (lseek(fd, 0, SEEK_SET) < 0 || write(fd, buf, (size_t)len) < 0)
+        fail("%s: %s", strerror(errno), path);
+    close(fd);
+}
+
+static void cap_prctl(int option, unsigned long arg)
+{
+    if (prctl(option, arg, 0, 0, 0) < 0)
+        fail("prctl(%d, %lu): %s", option, arg, strerror(errno));
+}
+
+/* The uid's home in the container's /etc/passwd (we are in its root by now), "/" without one,
+ * as runc sets HOME. Non-blocking and regular files only: the image could make it a FIFO. */
+static char *home_of(uid_t uid)
+{
+    static char buf[PASSWD_MAX + 1];
+    int fd = open("/etc/passwd", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0)
+        return "/";
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return "/";
+    }
+    ssize_t n = read(fd, buf, PASSWD_MAX);
+    close(fd);
+    if (n <= 0)
+        return "/";
+    buf[n] = '\0';
+    char want[24];
+    snprintf(want, sizeof want, "%u", (unsigned)uid);
+    for (char *line = buf, *next; line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        char *f[7] = {0};
+        int nf = 0;
+        for (char *s = line; nf < 7; nf++) {
+            f[nf] = s;
+            s = strchr(s, ':');
+            if (!s) {
+                nf++;
+                break;
+            }
+            *s++ = '\0';
+        }
+        if (nf >= 6 && !strcmp(f[2], want) && *f[5])
+            return f[5];
+    }
+    return "/";
+}
+
+static void set_home(struct plan *p)
+{
+    const char *home = home_of(p->uid);
+    char *entry = malloc(strlen(home) + 6);
+    if (!entry)
+        fail("joinexec: out of memory");
+    strcpy(entry, "HOME=");
+    strcat(entry, home);
+    p->env[p->nenv++] = entry;
+}
+
+static int executable(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+}
+
+/* PATH lookup inside the container, with the error texts of spec.lookup_executable. */
+static char *lookup(const char *arg0, const char *path_var)
+{
+    struct stat st;
+    if (strchr(arg0, '/')) {
+        if (stat(arg0, &st) != 0)
+            fail("exec: %s: no such file or directory", arg0);
+        return (char *)arg0;
+    }
+    const char *dir = path_var;
+    for (;;) {
+        const char *end = strchrnul(dir, ':');
+        size_t dlen = (size_t)(end - dir);
+        char *cand = malloc(dlen + strlen(arg0) + 3);
+        if (!cand)
+            fail("joinexec: out of memory");
+        if (dlen == 0)
+            strcpy(cand, ".");
+        else
+            memcpy(cand, dir, dlen), cand[dlen] = '\0';
+        if (cand[strlen(cand) - 1] != '/')
+            strcat(cand, "/");
+        strcat(cand, arg0);
+        if (executable(cand))
+            return cand;
+        free(cand);
+        if (!*end)
+            break;
+        dir = end + 1;
+    }
+    fail("exec: \"%s\": executable file not found in $PATH", arg0);
+}
+
+static void set_user(struct plan *p)
+{
+    if (setgroups(p->ngroups, p->groups) < 0 || setgid(p->gid) < 0 || setuid(p->uid) < 0)
+        fail("set user %u:%u: %s", (unsigned)p->uid, (unsigned)p->gid, strerror(errno));
+}
+
+static void set_caps(struct plan *p)
+{
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    for (int i = 0; i < 2; i++) {
+        data[i].effective = (__u32)(p->effective >> (32 * i));
+        data[i].permitted = (__u32)(p->permitted >> (32 * i));
+        data[i].inheritable = (__u32)(p->inheritable >> (32 * i));
+    }
+    if (syscall(SYS_capset, &hdr, data) != 0)
+        fail("capset: %s", strerror(errno));
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
+        fail("prctl(%d, %d): %s", PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, strerror(errno));
+    for (int cap = 0; cap <= p->last_cap; cap++)
+        if (p->ambient >> cap & 1 &&
+            prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) < 0)
+            fail("prctl(%d, %d): %s", PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, strerror(errno));
+}
+
+int main(int argc, char **argv)
+{
+    struct plan p = {0};
+    struct sock_fprog prog = {0};
+    /* first, before anything can see us from a container: hide our exe and fds */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    parse(argc, argv, &p);
+    if (close_range(NS_FD_BASE + (unsigned)p.nns, ~0U, 0) < 0)
+        fail("close_range: %s", strerror(errno));
+    if (p.seccomp_len)
+        read_bpf(&p, &prog);
+    else
+        close(SECCOMP_FD); /* not ours: an inheritable fd 4 of the monitor's */
+    if (p.tty && ioctl(0, TIOCSCTTY, 0) < 0)
+        fail("terminal: stdin cannot be our tty: %s", strerror(errno));
+
+    /* cgroup first, then oom_score_adj before a user ns join hides our /proc/self from us */
+    for (int i = 0; i < p.ncgroups; i++)
+        write_file(p.cgroup[i], "0");
+    if (p.oom != OOM_UNSET)
+        write_oom(p.oom);
+    for (int i = 0; i < p.nns; i++) {
+        if (setns(NS_FD_BASE + i, p.ns_flag[i]) < 0)
+            fail("join %s namespace: %s", p.ns_name[i], strerror(errno));
+        close(NS_FD_BASE + i);
+    }
+    if (chdir("/") < 0) /* setns(mnt) left the cwd undefined; "/" is the container's root now */
+        fail("%s: /", strerror(errno));
+    for (int i = 0; i < p.nrlimits; i++)
+        if (setrlimit(p.rlimits[i].resource, &p.rlimits[i].value) < 0)
+            fail("setrlimit %s: %s", p.rlimits[i].name, strerror(errno));
+    umask(p.umask);
+
+    /* privileges, in the order the kernel allows; a filter without no_new_privs needs
+     * CAP_SYS_ADMIN, so it goes in now, else last */
+    if (p.nnp) {
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+            fail("prctl(PR_SET_NO_NEW_PRIVS): %s", strerror(errno));
+    } else if (p.seccomp_len) {
+        load_seccomp(&prog);
+    }
+    for (int cap = 0; cap <= p.last_cap; cap++)
+        if (!(p.bounding >> cap & 1) && prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 1)
+            cap_prctl(PR_CAPBSET_DROP, (unsigned long)cap);
+    cap_prctl(PR_SET_KEEPCAPS, 1);
+    if (p.home) /* read while still root: passwd may be 0600 */
+        set_home(&p);
+    set_user(&p);
+    cap_prctl(PR_SET_KEEPCAPS, 0);
+    set_caps(&p);
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0); /* the credential change cleared it */
+    char *cwd = NULL;
+    if (chdir(p.cwd) < 0 || !(cwd = getcwd(NULL, 0)))
+        fail("chdir %s: %s", p.cwd, strerror(errno));
+    free(cwd);
+    char *path = lookup(p.args[0], p.path);
+    if (close_range(STATUS_FD, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+        fail("close_range: %s", strerror(errno));
+    if (p.nnp && p.seccomp_len)
+        load_seccomp(&prog);
+    execve(path, p.args, p.env);
+    char err[128];
+    snprintf(err, sizeof err, "%s", strerror(errno));
+    for (char *c = err; *c; c++)
+        if (*c >= 'A' && *c <= 'Z')
+            *c = (char)(*c - 'A' + 'a');
+    fail("exec: %s: %s", path, err);
+}
