@@ -46,6 +46,7 @@ fi
 .venv/bin/pip install -q --disable-pip-version-check -e ".[dev]"
 .venv/bin/python -m proto.generate
 .venv/bin/python -m cni_plugins.install --autostart /usr/libexec/berth/cni
+.venv/bin/python -m runtime.joinexec /usr/libexec/berth  # the exec helper (runtime/joinexec.c)
 
 case "${1:-}" in
   --run)

@@ -1,10 +1,12 @@
 """Container init: fork a child that builds the sandbox, parks until start(), then execs.
 
-Call spawn()/spawn_exec() only from a single-threaded process (the monitor): they fork.
+Call spawn()/spawn_exec() only from a single-threaded process (the monitor): spawn forks, and
+both switch the caller's pid namespace for children. spawn_exec does not fork: it posix_spawns
+the C helper runtime/joinexec.c (see there for why, and runtime/joinexec.py for the plan).
 
-The pid namespace is switched in the *caller* around the fork (unshare, or setns to the target
-ns, then setns back), so the forked child is itself the container's pid 1 and a direct child of
-the caller, which can waitpid() it and read its real exit status.
+The pid namespace is switched in the *caller* around the fork or spawn (unshare, or setns to
+the target ns, then setns back), so the child is itself the container's pid 1 (or a process in
+its pid ns) and a direct child of the caller, which can waitpid() it and read its exit status.
 
 CVE-2019-5736 (overwriting the runtime through /proc/<pid>/exe): until its execve the child runs
 our Python interpreter, so /proc/<child>/exe points at the host's python binary. The child makes
@@ -18,7 +20,8 @@ binary has replaced the interpreter, and nothing ever re-execs python inside the
 no container process can open our interpreter and its own /proc/self/exe is a container file.
 
 CVE-2024-21626: every fd above 2 is marked close-on-exec (close_range) just before execve, and
-the working directory is set after pivot_root from inside the new root.
+the working directory is set after pivot_root from inside the new root. joinexec.c takes the same
+measures for execs.
 """
 
 from __future__ import annotations

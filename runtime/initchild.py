@@ -1,8 +1,9 @@
-"""What runs in the forked child of `runtime.init`: from the fork to execve.
+"""What runs in the forked container init of `runtime.init`: from the fork to execve.
 
 Everything here runs in a copy of the single-threaded monitor, as root, before the container's
 binary replaces the interpreter: hide our exe, move fds, join the cgroup and namespaces, build
-the root (init only), drop privileges in the order the kernel allows, load seccomp, exec. A
+the root, drop privileges in the order the kernel allows, load seccomp, exec. Execs into a
+running container take the same steps (less the root) in C: runtime/joinexec.c. A
 failure is reported to the parent as one line of text on the status pipe (`child_guard`), and
 the child exits 127. `runtime/init.py` (the parent side) says why the pid namespace is switched
 around the fork and which CVEs the order of these steps closes.
@@ -186,24 +187,6 @@ def _read_exactly(fd: int, n: int) -> bytes:
             os._exit(1)
         out += chunk
     return out
-
-
-def exec_child(proc: oci.Process, plan: NsPlan, stdio: tuple[int, int, int], cg: Any,
-                cgroup_path: str | None, bpf: bytes | None, status_w: int,
-                handled: list[int]) -> None:
-    """A process joining a running container: cgroup first, then its namespaces, then exec."""
-    fds = _early_child(stdio, [status_w] + list(plan.join.values()), proc.terminal, handled)
-    status_w = _status_fd[0] = fds[0]
-    plan.join = dict(zip(plan.join.keys(), fds[1:], strict=True))
-    if cg is not None:
-        cg.join(cgroup_path)
-    if proc.oom_score_adj is not None:  # before a user ns join hides our /proc/self from us
-        oci.write_oom_score_adj("/proc/self/oom_score_adj", proc.oom_score_adj)
-    namespaces.join_all(plan)
-    plan.close()
-    os.chdir("/")  # setns(mnt) left cwd undefined; "/" is now the container's root
-    oci.apply_limits(proc, oom=False)
-    _finalize(proc, bpf, status_w)
 
 
 def _finalize(proc: oci.Process, bpf: bytes | None, status_w: int) -> None:

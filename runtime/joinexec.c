@@ -59,6 +59,7 @@ __attribute__((used)) static const char stamp[] = "berth-joinexec:" BERTH_STAMP;
 #define MAX_NS 8
 #define MAX_CGROUPS 32
 #define MAX_RLIMITS 32
+#define MAX_GROUPS 65536 /* NGROUPS_MAX */
 #define MAX_BPF (4096 * 8) /* BPF_MAXINSNS instructions of 8 bytes */
 #define PASSWD_MAX (1 << 20)
 
@@ -84,7 +85,8 @@ struct plan {
     unsigned long long bounding, effective, permitted, inheritable, ambient;
     uid_t uid;
     gid_t gid;
-    gid_t *groups;
+    int has_uid, has_gid;
+    gid_t groups[MAX_GROUPS];
     size_t ngroups;
     const char *path; /* the container's PATH for the lookup */
     const char *cwd;
@@ -142,29 +144,11 @@ static char *field(char **s, const char *what)
     return start;
 }
 
-static void parse_groups(struct plan *p, char *list)
-{
-    if (!*list)
-        return;
-    size_t n = 1;
-    for (char *c = list; *c; c++)
-        n += *c == ',';
-    p->groups = calloc(n, sizeof *p->groups);
-    if (!p->groups)
-        fail("joinexec: out of memory");
-    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ","))
-        p->groups[p->ngroups++] = (gid_t)unumber(tok, 10, "group");
-    if (p->ngroups != n)
-        fail("joinexec: bad groups");
-}
-
 static void parse(int argc, char **argv, struct plan *p)
 {
     int i = 1, env_count = -1;
     p->oom = OOM_UNSET;
     p->last_cap = -1;
-    p->uid = (uid_t)-1;
-    p->gid = (gid_t)-1;
     for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
         char *key = argv[i], *val = strchr(key, '=');
         if (!val)
@@ -213,10 +197,14 @@ static void parse(int argc, char **argv, struct plan *p)
             p->ambient = unumber(val, 16, "ambient");
         } else if (!strcmp(key, "uid")) {
             p->uid = (uid_t)unumber(val, 10, "uid");
+            p->has_uid = 1;
         } else if (!strcmp(key, "gid")) {
             p->gid = (gid_t)unumber(val, 10, "gid");
-        } else if (!strcmp(key, "groups")) {
-            parse_groups(p, val);
+            p->has_gid = 1;
+        } else if (!strcmp(key, "group")) {
+            if (p->ngroups == MAX_GROUPS)
+                fail("joinexec: too many groups");
+            p->groups[p->ngroups++] = (gid_t)unumber(val, 10, "group");
         } else if (!strcmp(key, "path")) {
             p->path = val;
         } else if (!strcmp(key, "cwd")) {
@@ -229,7 +217,7 @@ static void parse(int argc, char **argv, struct plan *p)
     }
     /* every required option present, the env count fits, and at least one arg follows it */
     if (i >= argc || env_count < 0 || env_count > argc - i - 2 || !p->path || !p->cwd ||
-        p->last_cap < 0 || p->last_cap > 63 || p->uid == (uid_t)-1 || p->gid == (gid_t)-1 ||
+        p->last_cap < 0 || p->last_cap > 63 || !p->has_uid || !p->has_gid ||
         p->seccomp_len < 0 || p->seccomp_len > MAX_BPF || p->seccomp_len % 8)
         fail("joinexec: incomplete arguments");
     i++;
@@ -415,7 +403,7 @@ static void set_caps(struct plan *p)
 
 int main(int argc, char **argv)
 {
-    struct plan p = {0};
+    static struct plan p; /* 256 KiB of groups: off the stack */
     struct sock_fprog prog = {0};
     /* first, before anything can see us from a container: hide our exe and fds */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);

@@ -94,7 +94,7 @@ def argv(proc: oci.Process, plan: NsPlan, cgroup_files: list[str], bpf: bytes | 
         f"bounding={caps.mask(c.bounding):x}", f"effective={caps.mask(c.effective):x}",
         f"permitted={caps.mask(c.permitted):x}", f"inheritable={caps.mask(c.inheritable):x}",
         f"ambient={caps.mask(c.ambient):x}",
-        f"uid={u.uid}", f"gid={u.gid}", f"groups={','.join(map(str, u.additional_gids))}",
+        f"uid={u.uid}", f"gid={u.gid}", *(f"group={g}" for g in u.additional_gids),
         f"path={env.get('PATH', oci.DEFAULT_PATH)}", f"cwd={proc.cwd}", f"env={len(env)}",
         "--", *(f"{k}={v}" for k, v in env.items()), *proc.args,
     ]
@@ -141,9 +141,11 @@ def spawn(args: list[str], plan: NsPlan, stdio: tuple[int, int, int], bpf: bytes
 
 @functools.cache
 def _helper() -> str:
-    """Checked once per monitor: a missing helper is an install problem, said plainly."""
-    if not os.access(HELPER, os.X_OK):
-        raise oci.ProcessError(f"{HELPER} is missing: run deploy/install.sh")
+    """Checked once per monitor: a missing or stale helper (whose argument list may differ
+    from ours) is an install problem, said plainly rather than as a bad-argument error."""
+    if not installed():
+        raise oci.ProcessError(f"{HELPER} is missing or not built from {SOURCE}: "
+                               "run deploy/install.sh")
     return HELPER
 
 
