@@ -74,6 +74,8 @@ def _env(proc: oci.Process) -> tuple[dict[str, str], bool]:
 
 def argv(proc: oci.Process, plan: NsPlan, cgroup_files: list[str], bpf: bytes | None) -> list[str]:
     """The helper's arguments; ValueError/ProcessError for what the plan cannot express."""
+    if bpf is not None and (not bpf or len(bpf) % 8 or len(bpf) > _MAX_BPF):
+        raise oci.ProcessError(f"seccomp: a program of {len(bpf)} bytes")
     c = proc.capabilities or oci.Capabilities()
     u = proc.user
     env, home = _env(proc)
@@ -98,8 +100,8 @@ def argv(proc: oci.Process, plan: NsPlan, cgroup_files: list[str], bpf: bytes | 
         f"path={env.get('PATH', oci.DEFAULT_PATH)}", f"cwd={proc.cwd}", f"env={len(env)}",
         "--", *(f"{k}={v}" for k, v in env.items()), *proc.args,
     ]
-    if bpf is not None and (not bpf or len(bpf) % 8 or len(bpf) > _MAX_BPF):
-        raise oci.ProcessError(f"seccomp: a program of {len(bpf)} bytes")
+    if any("\0" in a for a in args):  # execve would cut the string there
+        raise ValueError("embedded null byte")
     return args
 
 
