@@ -286,11 +286,12 @@ static void cap_prctl(int option, unsigned long arg)
 }
 
 /* The uid's home in the container's /etc/passwd (we are in its root by now), "/" without one,
- * as runc sets HOME. Non-blocking and regular files only: the image could make it a FIFO. */
+ * as runc sets HOME. Non-blocking, regular files only and never our terminal: the image owns
+ * that path and could make it a FIFO or a tty. */
 static char *home_of(uid_t uid)
 {
     static char buf[PASSWD_MAX + 1];
-    int fd = open("/etc/passwd", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    int fd = open("/etc/passwd", O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     struct stat st;
     if (fd < 0)
         return "/";
