@@ -256,7 +256,7 @@ async def connect(request: web.Request) -> web.StreamResponse:
                                f"{rec.name}")
     cfg = doc.get("EndpointConfig") or {}
     aliases, ip = bodymod.endpoint_config(cfg, f"EndpointConfig for {rec.name}")
-    await f.ctx.networks.settled()
+    await f.ctx.networks.ready(rec)
     async with f.ctx.networks.lock:
         if ip:
             f.ctx.networks.check_address(rec, ip, [a["ip"] for _, a in endpoints.members(

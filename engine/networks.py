@@ -1,6 +1,13 @@
 """User-defined networks: a record, a bridge, a CNI conflist through Berth's own plugins, a
 subnet from the pool, isolation from every other bridge, and an embedded DNS listener.
 
+Only the record is made at create (name, subnet and bridge name checked and reserved there, so
+every conflict is the create's 409/400/403). The bridge, listener, conflist and isolation rules
+come with the first container that joins (`ready`), as Podman's netavark does, and stay until
+`network rm`; the record's `bridge_up` says so, written before the bridge is made, so a restart
+(or a removal) knows which networks have kernel state. A network nobody joins costs two store
+writes.
+
 `bridge`, `host` and `none` are built in and never stored: `bridge` is Berth's default CNI
 network (the one kubelet's pods use too), `host` the host's namespace, `none` loopback only.
 A user network's conflist lives under the state dir (`networks/<id>.conflist`), never in the
@@ -107,6 +114,7 @@ class Networks:
         self._isolating: asyncio.Task[None] | None = None
         self._isolation_stale = False
         self._isolation_error: OSError | None = None
+        self._up: set[str] = set()  # networks whose bridge and listener this berthd has made
 
     # lookups
 
@@ -187,34 +195,58 @@ class Networks:
                 "user_subnet": bool(spec.subnet),
                 "options": spec.options, "cni_name": f"berth-net-{net_id[:12]}",
                 "bridge": spec.options.get(BRIDGE_OPT) or f"br-{net_id[:12]}",
-                "mtu": spec.options.get("com.docker.network.driver.mtu", "")}
+                "mtu": spec.options.get("com.docker.network.driver.mtu", ""),
+                "bridge_up": False}
             if any(r.extra.get("bridge") == extra["bridge"] for r in self.store.networks.scan()) \
                     or extra["bridge"] == self.default_bridge():
                 raise AlreadyExists(f"bridge {extra['bridge']} is already in use by another "
                                     "network")
+            if await bridges.exists(extra["bridge"]):
+                raise AlreadyExists(f"a network interface named {extra['bridge']} already "
+                                    "exists on the host")
             rec = NetworkRecord(id=net_id, name=spec.name, driver=spec.driver,
                                 created_ns=time.time_ns(), labels=spec.labels, extra=extra)
             try:
                 self.store.networks.add(rec)
             except NameTaken:
                 raise AlreadyExists(f"network with name {spec.name} already exists") from None
-            try:
-                await bridges.create(extra["bridge"], gateway, subnet.prefixlen)
-            except bridges.LinkExists as exc:
-                self.store.networks.delete(rec.id)
-                raise AlreadyExists(str(exc)) from None
-            except BaseException:
-                self.store.networks.delete(rec.id)
-                raise
-            try:
-                netconf.write_atomic(str(self.conflist_path(rec)), self._conflist_doc(rec))
-                await self.dns.listen(rec.id, gateway)
-            except BaseException:
-                await self._tear_down(rec)
-                self.store.networks.delete(rec.id)
-                raise
-            self._isolate_soon()
         return rec
+
+    async def ready(self, rec: NetworkRecord) -> None:
+        """Before a container joins: the bridge, conflist, DNS listener and isolation rules,
+        made now if this is the network's first member since it was created."""
+        if rec.id not in self._up:
+            async with self.lock:
+                await self._bring_up(rec.id)
+        await self.settled()
+
+    async def _bring_up(self, net_id: str) -> None:
+        rec = self.store.networks.get(net_id)
+        if rec is None:
+            raise NotFound(f"network {net_id} not found")
+        if rec.id in self._up:
+            return
+        adopt = _has_bridge(rec)  # made before a crash: take it back
+        if not adopt:
+            rec.extra["bridge_up"] = True  # before the bridge: a crash after leaves no orphan
+            self.store.networks.put(rec)
+        prefix = ipaddress.IPv4Network(rec.extra["subnet"]).prefixlen
+        try:
+            await bridges.create(rec.extra["bridge"], rec.extra["gateway"], prefix, adopt=adopt)
+        except bridges.LinkExists as exc:
+            rec.extra["bridge_up"] = False  # a host link took the name: never ours to delete
+            self.store.networks.put(rec)
+            raise AlreadyExists(str(exc)) from None
+        try:
+            netconf.write_atomic(str(self.conflist_path(rec)), self._conflist_doc(rec))
+            await self.dns.listen(rec.id, rec.extra["gateway"])
+        except BaseException:
+            await self._tear_down(rec)
+            rec.extra["bridge_up"] = False
+            self.store.networks.put(rec)
+            raise
+        self._up.add(rec.id)
+        self._isolate_soon()
 
     def _check(self, spec: NetworkSpec) -> None:
         if not spec.name or len(spec.name) > MAX_NAME or not NAME.match(spec.name):
@@ -274,14 +306,13 @@ class Networks:
             raise PermissionDenied(f"error while removing network: network {rec.name} id "
                                    f"{rec.id} has active endpoints ({', '.join(users[:5])})")
         async with self.lock:
-            await self._tear_down(rec)
+            rec = self.store.networks.get(rec.id) or rec  # `bridge_up` as it is now
+            if _has_bridge(rec):
+                await self._tear_down(rec)
             self.store.networks.delete(rec.id)
-        self._isolate_soon()
-
-    async def _restore(self, rec: NetworkRecord) -> None:
-        prefix = ipaddress.IPv4Network(rec.extra["subnet"]).prefixlen
-        await bridges.create(rec.extra["bridge"], rec.extra["gateway"], prefix, adopt=True)
-        await self.dns.listen(rec.id, rec.extra["gateway"])
+            self._up.discard(rec.id)
+        if _has_bridge(rec):
+            self._isolate_soon()
 
     async def _tear_down(self, rec: NetworkRecord) -> None:
         """Listener, bridge, conflist, lease dir; each tolerates being gone already."""
@@ -325,7 +356,7 @@ class Networks:
 
     async def _isolate(self) -> None:
         nets = [isolation.IsolatedBridge(r.extra["bridge"], bool(r.extra.get("internal")))
-                for r in self.store.networks.scan()]
+                for r in self.store.networks.scan() if _has_bridge(r)]
         default = self.default_bridge()
         await isolation.apply(self.table, nets, [default] if default else [])
 
@@ -353,14 +384,16 @@ class Networks:
     # daemon start and stop
 
     async def start(self) -> None:
-        """After a berthd restart (or a reboot): bridges, isolation and DNS for every network.
-        One network that cannot come back is logged, not fatal."""
+        """After a berthd restart (or a reboot): bridges, isolation and DNS for every network
+        that had them; one that never had a member stays a record. One network that cannot come
+        back is logged, not fatal (its next joiner tries again)."""
         self.root.mkdir(parents=True, exist_ok=True)
         async with self.lock:
             for rec in self.store.networks.scan():
+                if not _has_bridge(rec):
+                    continue
                 try:
-                    netconf.write_atomic(str(self.conflist_path(rec)), self._conflist_doc(rec))
-                    await self._restore(rec)
+                    await self._bring_up(rec.id)
                 except (OSError, bridges.BridgeError) as exc:
                     log.warning("network could not be restored", network=rec.name,
                                 error=str(exc))
@@ -372,6 +405,12 @@ class Networks:
         with contextlib.suppress(OSError):
             await self.settled()
         await self.dns.close_all()
+
+
+def _has_bridge(rec: NetworkRecord) -> bool:
+    """Whether the network may have kernel state; records from before lazy bridges (no key)
+    made theirs at create."""
+    return bool(rec.extra.get("bridge_up", True))
 
 
 def _is_ip(text: str) -> bool:
