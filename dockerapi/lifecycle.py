@@ -112,8 +112,8 @@ def _join(front: Front, body: CreateBody, spec: pods.PodSpec) -> NetworkRecord |
     if body.ip:
         nets.check_address(rec, body.ip, [a["ip"] for _, a in endpoints.members(
             front.ctx.store, rec.id)])
-    spec.networks = [endpoints.Join(network=rec.id, conflist=nets.conflist(rec),
-                                    aliases=body.aliases, ip=body.ip)]
+    spec.networks = [endpoints.Join(network=rec.id, conflist=nets.conflist(
+        rec, bool(body.ports)), aliases=body.aliases, ip=body.ip)]
     spec.dns = podfiles.DNSConfig(servers=[rec.extra["gateway"]], options=["ndots:0"])
     return rec
 

@@ -262,7 +262,8 @@ async def connect(request: web.Request) -> web.StreamResponse:
             f.ctx.networks.check_address(rec, ip, [a["ip"] for _, a in endpoints.members(
                 f.ctx.store, rec.id)])
         await endpoints.connect(f.ctx, pod, endpoints.Join(
-            network=rec.id, conflist=f.ctx.networks.conflist(rec), aliases=aliases, ip=ip))
+            network=rec.id, conflist=f.ctx.networks.conflist(rec, bool(pod.ports)),
+            aliases=aliases, ip=ip))
     f.publish_network(rec.id, rec.name, "connect", c.id)
     return web.Response(status=200)
 

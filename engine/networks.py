@@ -2,11 +2,12 @@
 subnet from the pool, isolation from every other bridge, and an embedded DNS listener.
 
 Only the record is made at create (name, subnet and bridge name checked and reserved there, so
-every conflict is the create's 409/400/403). The bridge, listener, conflist and isolation rules
-come with the first container that joins (`ready`), as Podman's netavark does, and stay until
-`network rm`; the record's `bridge_up` says so, written before the bridge is made, so a restart
-(or a removal) knows which networks have kernel state. A network nobody joins costs two store
-writes.
+every conflict is the create's 409/400/403). The bridge, listener and conflist come with the
+first container that joins (`ready`), as Podman's netavark does, and stay until `network rm`;
+the record's `bridge_up` says so, written before the bridge is made, so a restart (or a removal)
+knows which networks have kernel state. The isolation rules name bridges, which need not exist
+yet: they are rebuilt off the request path at create and remove, so a first joiner seldom
+waits for nft. A network nobody joins costs two store writes on the request path.
 
 `bridge`, `host` and `none` are built in and never stored: `bridge` is Berth's default CNI
 network (the one kubelet's pods use too), `host` the host's namespace, `none` loopback only.
@@ -155,11 +156,14 @@ class Networks:
     def conflist_path(self, rec: NetworkRecord) -> Path:
         return self.root / f"{rec.id}.conflist"
 
-    def conflist(self, rec: NetworkRecord) -> NetworkList:
-        doc = self._conflist_doc(rec)
+    def conflist(self, rec: NetworkRecord, ports: bool) -> NetworkList:
+        """The chain one join runs: portmap only for a container that publishes ports (its
+        ADD would change nothing, and its DEL costs a firewall transaction). A DEL runs the
+        chain its ADD cached, so the two always agree."""
+        doc = self._conflist_doc(rec, ports)
         return netconf.parse(json.dumps(doc).encode(), str(self.conflist_path(rec)))
 
-    def _conflist_doc(self, rec: NetworkRecord) -> dict[str, Any]:
+    def _conflist_doc(self, rec: NetworkRecord, ports: bool = True) -> dict[str, Any]:
         x = rec.extra
         internal = bool(x.get("internal"))
         rng: dict[str, Any] = {"subnet": x["subnet"], "gateway": x["gateway"]}
@@ -175,8 +179,9 @@ class Networks:
             "capabilities": {"ips": True}}
         if x.get("mtu"):
             bridge["mtu"] = int(x["mtu"])
-        return {"cniVersion": "1.0.0", "name": x["cni_name"], "plugins": [
-            bridge, {"type": "portmap", "capabilities": {"portMappings": True}}]}
+        portmap = {"type": "portmap", "capabilities": {"portMappings": True}}
+        return {"cniVersion": "1.0.0", "name": x["cni_name"],
+                "plugins": [bridge, portmap] if ports else [bridge]}
 
     # create and remove
 
@@ -210,11 +215,12 @@ class Networks:
                 self.store.networks.add(rec)
             except NameTaken:
                 raise AlreadyExists(f"network with name {spec.name} already exists") from None
+        self._isolate_soon()
         return rec
 
     async def ready(self, rec: NetworkRecord) -> None:
-        """Before a container joins: the bridge, conflist, DNS listener and isolation rules,
-        made now if this is the network's first member since it was created."""
+        """Before a container joins: the bridge, conflist and DNS listener, made now if this
+        is the network's first member since it was created, and the isolation rules."""
         if rec.id not in self._up:
             async with self.lock:
                 await self._bring_up(rec.id)
@@ -246,7 +252,6 @@ class Networks:
             self.store.networks.put(rec)
             raise
         self._up.add(rec.id)
-        self._isolate_soon()
 
     def _check(self, spec: NetworkSpec) -> None:
         if not spec.name or len(spec.name) > MAX_NAME or not NAME.match(spec.name):
@@ -311,8 +316,7 @@ class Networks:
                 await self._tear_down(rec)
             self.store.networks.delete(rec.id)
             self._up.discard(rec.id)
-        if _has_bridge(rec):
-            self._isolate_soon()
+        self._isolate_soon()
 
     async def _tear_down(self, rec: NetworkRecord) -> None:
         """Listener, bridge, conflist, lease dir; each tolerates being gone already."""
@@ -356,7 +360,7 @@ class Networks:
 
     async def _isolate(self) -> None:
         nets = [isolation.IsolatedBridge(r.extra["bridge"], bool(r.extra.get("internal")))
-                for r in self.store.networks.scan() if _has_bridge(r)]
+                for r in self.store.networks.scan()]
         default = self.default_bridge()
         await isolation.apply(self.table, nets, [default] if default else [])
 
