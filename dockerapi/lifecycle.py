@@ -21,7 +21,7 @@ from dockerapi.model import Front
 from engine import containers, endpoints, pods
 from engine.errors import AlreadyExists, EngineError, FailedPrecondition, NotFound
 from engine.ids import new_id
-from engine.networks import builtin_id
+from engine.netspec import builtin_id
 from engine.store import DOCKER, ContainerRecord, NameTaken, NetworkRecord, PodRecord
 from runtime.containers import ContainerEvent
 from runtime.hostdevices import host_devices

@@ -17,7 +17,7 @@ from dockerapi.http import Route, body, filters, front
 from dockerapi.model import Front
 from engine import endpoints
 from engine.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from engine.networks import BRIDGE_OPT, BUILTIN, NetworkSpec, builtin_id
+from engine.netspec import BRIDGE_OPT, BUILTIN, NetworkSpec, builtin_id
 from engine.store import NetworkRecord
 
 FILTERS = ("name", "id", "label", "driver", "type", "dangling", "scope")

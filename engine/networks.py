@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import ipaddress
 import json
-import re
 import secrets
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +39,7 @@ from engine.errors import (
     ResourceExhausted,
 )
 from engine.netdns import EmbeddedDNS, Resolve
+from engine.netspec import BRIDGE_OPT, NetworkSpec, check, is_ip, parse_net
 from engine.store import NameTaken, NetworkRecord, Store
 from runtime.network import bridges, isolation
 from runtime.network import conf as netconf
@@ -49,57 +47,6 @@ from runtime.network.cni import CNIManager
 from runtime.network.conf import NetworkList
 
 log = structlog.get_logger("networks")
-BUILTIN = ("bridge", "host", "none")
-NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")  # dockerd's network name pattern
-MAX_NAME = 128
-BRIDGE_OPT = "com.docker.network.bridge.name"
-# driver options Berth acts on (bridge name, MTU) or takes at dockerd's default value only
-# (masquerade and inter-container traffic on); any other option is refused, never ignored
-KNOWN_OPTS = {BRIDGE_OPT, "com.docker.network.bridge.enable_ip_masquerade",
-              "com.docker.network.bridge.enable_icc", "com.docker.network.driver.mtu"}
-
-
-def builtin_id(name: str) -> str:
-    """Stable ids for the built-in networks, the same on every start."""
-    return hashlib.sha256(f"berth-network-{name}".encode()).hexdigest()
-
-
-@dataclass
-class NetworkSpec:
-    """POST /networks/create in the engine's words."""
-
-    name: str
-    driver: str = "bridge"
-    subnet: str = ""
-    gateway: str = ""
-    ip_range: str = ""
-    internal: bool = False
-    attachable: bool = False
-    labels: dict[str, str] = field(default_factory=dict)
-    options: dict[str, str] = field(default_factory=dict)
-
-
-def _net(text: str, what: str) -> ipaddress.IPv4Network:
-    try:
-        return ipaddress.IPv4Network(text, strict=False)
-    except ValueError:
-        raise InvalidArgument(f"invalid {what}: {text[:100]!r} is not an IPv4 CIDR") from None
-
-
-def _check_opts(options: dict[str, str]) -> None:
-    for key, value in options.items():
-        if key not in KNOWN_OPTS:
-            raise InvalidArgument(f"invalid driver option {key[:100]!r} for the bridge driver")
-        if key == BRIDGE_OPT and not re.fullmatch(r"[a-zA-Z0-9_.-]{1,15}", value):
-            raise InvalidArgument(f"invalid bridge name {value[:100]!r}: 1-15 characters of "
-                                  "[a-zA-Z0-9_.-]")
-        if key.endswith(("enable_ip_masquerade", "enable_icc")) and value not in ("true", "1"):
-            raise InvalidArgument(f"{key}={value[:20]} is not supported (Berth always "
-                                  "masquerades and lets containers on one network talk)")
-        if key.endswith("mtu") and not (value.isdigit() and 68 <= int(value) <= 65535):
-            raise InvalidArgument(f"invalid MTU {value[:20]!r}")
-
-
 class Networks:
     """The network table plus the kernel objects and listeners each record stands for."""
 
@@ -145,7 +92,7 @@ class Networks:
             raise InvalidArgument("user specified IP address is supported only when connecting "
                                   "to networks with user configured subnets")
         subnet = ipaddress.IPv4Network(rec.extra["subnet"])
-        addr = ipaddress.IPv4Address(ip) if _is_ip(ip) else None
+        addr = ipaddress.IPv4Address(ip) if is_ip(ip) else None
         if addr is None or addr not in subnet or addr in (
                 subnet.network_address, subnet.broadcast_address) or ip == rec.extra["gateway"]:
             raise InvalidArgument(f"invalid IPv4 address {ip[:50]!r} for network {rec.name}: "
@@ -187,7 +134,7 @@ class Networks:
 
     async def create(self, spec: NetworkSpec) -> NetworkRecord:
         """Everything or nothing: a failure removes what was made before it."""
-        self._check(spec)
+        check(spec)
         async with self.lock:
             for rec in self.store.networks.scan():
                 if rec.name == spec.name:
@@ -253,28 +200,13 @@ class Networks:
             raise
         self._up.add(rec.id)
 
-    def _check(self, spec: NetworkSpec) -> None:
-        if not spec.name or len(spec.name) > MAX_NAME or not NAME.match(spec.name):
-            raise InvalidArgument(f"invalid network name {spec.name[:100]!r}: only "
-                                  "[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
-        if spec.name in BUILTIN:
-            raise PermissionDenied(f"{spec.name} is a pre-defined network and cannot be "
-                                   "created")
-        if spec.driver == "overlay":
-            raise InvalidArgument("driver overlay is not offered through the Docker API "
-                                  "(Berth's vxlan CNI plugin joins pods across nodes for "
-                                  "kubelet; see docs/docker-api.md)")
-        if spec.driver != "bridge":
-            raise NotFound(f"plugin \"{spec.driver[:100]}\" not found")
-        _check_opts(spec.options)
-
     async def _subnet(self, spec: NetworkSpec) -> tuple[ipaddress.IPv4Network, str]:
         taken = [ipaddress.IPv4Network(r.extra["subnet"]) for r in self.store.networks.scan()]
         default = self.default_subnet()
         if default is not None:
             taken.append(default)
         if spec.subnet:
-            subnet = _net(spec.subnet, "subnet")
+            subnet = parse_net(spec.subnet, "subnet")
             if subnet.prefixlen > 30:
                 raise InvalidArgument(f"subnet {subnet} is too small for a network")
             for other in taken:
@@ -286,12 +218,12 @@ class Networks:
                 raise InvalidArgument("a gateway or IP range needs a subnet")
             subnet = await self._free_subnet(taken)
         gateway = spec.gateway or str(subnet.network_address + 1)
-        gw = ipaddress.IPv4Address(gateway) if _is_ip(gateway) else None
+        gw = ipaddress.IPv4Address(gateway) if is_ip(gateway) else None
         if gw is None or gw not in subnet or gw in (subnet.network_address,
                                                     subnet.broadcast_address):
             raise InvalidArgument(f"invalid gateway {gateway[:50]!r}: not a host address in "
                                   f"{subnet}")
-        if spec.ip_range and not _net(spec.ip_range, "IP range").subnet_of(subnet):
+        if spec.ip_range and not parse_net(spec.ip_range, "IP range").subnet_of(subnet):
             raise InvalidArgument(f"IP range {spec.ip_range[:50]} is not inside {subnet}")
         return subnet, gateway
 
@@ -415,11 +347,3 @@ def _has_bridge(rec: NetworkRecord) -> bool:
     """Whether the network may have kernel state; records from before lazy bridges (no key)
     made theirs at create."""
     return bool(rec.extra.get("bridge_up", True))
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True
