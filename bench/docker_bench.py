@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.docker_cli import client_share
 from bench.docker_net_bench import network_rows
 from bench.env import Env, daemon_pids, pss_kib
 from bench.harness import Plan, interleave, timed
-from bench.stats import Row, percentile
+from bench.stats import Row
 from tests.fixtures import hostclean
 from tests.fixtures.dockerd import DOCKER_CLI, Dockerd, run_dockerd
 
@@ -75,13 +76,14 @@ def docker_path(env: Env, plan: Plan) -> list[Row]:
                           plan.n, plan.warmup)  # fmt: skip
         rows.append(Row(f"docker run --rm {image.split('/', 1)[1]} true", "ms", b, p, 0.5,
                         note=note, peer_name="dockerd"))  # fmt: skip
-        rows += network_rows(berth, ref, image, plan, note)
+        rows += network_rows(berth, ref, image, plan, note, env.workdir)
         for s in sides:
             s.docker("run", "-d", "--name", "bench-exec", image, "sleep", "3600")
         b, p = interleave(_sampler(berth, lambda s: s.docker("exec", "bench-exec", "true")),
                           _sampler(ref, lambda s: s.docker("exec", "bench-exec", "true")),
                           plan.n, plan.warmup)  # fmt: skip
-        exec_note = "; ".join(x for x in (_client_share(env.workdir, b, p, plan.n), note) if x)
+        share = client_share(env.workdir, [["exec", "bench-exec", "true"]], b, p, plan.n, 0.5)
+        exec_note = "; ".join(x for x in (share, note) if x)
         rows.append(Row("docker exec CTR true", "ms", b, p, 0.5, note=exec_note,
                         peer_name="dockerd"))  # fmt: skip
         for s in sides:
@@ -99,21 +101,6 @@ def docker_path(env: Env, plan: Plan) -> list[Row]:
             names = [f"bench-pop-{i}" for i in range(plan.small)]
             s.docker("rm", "-f", *names, timeout=300)
     return rows
-
-
-def _client_share(workdir: Path, berth: list[float], peer: list[float], n: int) -> str:
-    """The CLI's own cost, which both rows contain: `docker exec` against a socket nobody
-    listens on fails at its first connect, after the client's start-up (Go runtime, config,
-    user lookup). On a loaded machine it is most of Berth's figure, so the note gives each
-    daemon's p50 less it too."""
-    env = {"DOCKER_HOST": f"unix://{workdir / 'nobody.sock'}", "PATH": "/usr/bin:/bin"}
-    alone = [timed(lambda: subprocess.run([str(DOCKER_CLI), "exec", "bench-exec", "true"],
-                                          env=env, capture_output=True, timeout=60,
-                                          check=False)) for _ in range(n)]  # fmt: skip
-    cli = percentile(alone, 50)
-    server = f"berth {percentile(berth, 50) - cli:.0f}, " if berth else ""
-    return (f"the docker CLI alone (first connect refused) p50 {cli:.0f} ms; p50 less it: "
-            f"{server}dockerd {percentile(peer, 50) - cli:.0f} ms")
 
 
 def _pss_row(sides: list[Side], idle: dict[str, int], count: int, n: int, note: str) -> Row:

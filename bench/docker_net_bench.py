@@ -1,7 +1,8 @@
 """Docker user-network rows, run inside docker_path's dockerd session with the same CLI.
 
-`docker network create` + `rm` (a bridge, conflist, isolation rules and DNS listener made and
-gone on Berth; a libnetwork bridge network on dockerd), and `docker run --network USERNET --rm`
+`docker network create` + `rm` (a record made and gone on Berth, whose bridge, conflist,
+isolation rules and DNS listener wait for a first member; a libnetwork bridge network on
+dockerd; the note gives the two CLI starts both pay), and `docker run --network USERNET --rm`
 (a container joining a user network, with its embedded-DNS resolv.conf). Subnets come from each
 daemon's private pool (tests/fixtures: berthd 10.91/16, dockerd 10.92/16).
 """
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.docker_cli import client_share
 from bench.harness import Plan, interleave, timed
 from bench.stats import Row
 
@@ -21,7 +24,8 @@ if TYPE_CHECKING:
 NET = "bench-usernet"
 
 
-def network_rows(berth: Side | None, ref: Side, image: str, plan: Plan, note: str) -> list[Row]:
+def network_rows(berth: Side | None, ref: Side, image: str, plan: Plan, note: str,
+                 workdir: Path) -> list[Row]:
     sides = [s for s in (berth, ref) if s is not None]
     counter = itertools.count()
 
@@ -35,8 +39,10 @@ def network_rows(berth: Side | None, ref: Side, image: str, plan: Plan, note: st
 
     rows = []
     b, p = interleave(sampler(create_rm, berth), sampler(create_rm, ref), plan.n, plan.warmup)
-    rows.append(Row("docker network create + rm", "ms", b, p, 0.5, note=note,
-                    peer_name="dockerd"))
+    share = client_share(workdir, [["network", "create", "bench-net-x"],
+                                   ["network", "rm", "bench-net-x"]], b, p, plan.n, 0.5)
+    rows.append(Row("docker network create + rm", "ms", b, p, 0.5,
+                    note="; ".join(x for x in (share, note) if x), peer_name="dockerd"))
     for s in sides:
         s.docker("network", "create", NET)
     try:

@@ -12,7 +12,7 @@ from dockerapi.http import Route, filters, front, qbool, qint
 from dockerapi.model import Front
 from engine import endpoints
 from engine.errors import InvalidArgument
-from engine.networks import builtin_id
+from engine.netspec import builtin_id
 from engine.store import DOCKER, ContainerRecord
 from runtime.monitor.state import ContainerState
 

@@ -21,8 +21,8 @@ from dockerapi.model import Front
 from engine import containers, endpoints, pods
 from engine.errors import AlreadyExists, EngineError, FailedPrecondition, NotFound
 from engine.ids import new_id
-from engine.networks import builtin_id
-from engine.store import DOCKER, ContainerRecord, NameTaken, PodRecord
+from engine.netspec import builtin_id
+from engine.store import DOCKER, ContainerRecord, NameTaken, NetworkRecord, PodRecord
 from runtime.containers import ContainerEvent
 from runtime.hostdevices import host_devices
 from runtime.images.records import Image
@@ -60,8 +60,9 @@ async def create(front: Front, body: CreateBody, image: Image, name: str,
     spec = pods.PodSpec(hostname=body.hostname, host_network=body.network_mode == "host",
                         no_network=body.network_mode == "none",
                         dns=podfiles.DNSConfig() if body.network_mode != "host" else None)
-    if _join(front, body, spec):
-        await ctx.networks.settled()
+    joined = _join(front, body, spec)
+    if joined is not None:
+        await ctx.networks.ready(joined)
     try:
         await pods.run_pod(ctx, pod, spec, f"container {name}")
     except NameTaken as exc:
@@ -98,23 +99,24 @@ async def create(front: Front, body: CreateBody, image: Image, name: str,
     return rec
 
 
-def _join(front: Front, body: CreateBody, spec: pods.PodSpec) -> bool:
+def _join(front: Front, body: CreateBody, spec: pods.PodSpec) -> NetworkRecord | None:
     """The container's network: the default bridge, or a user network with its embedded DNS
-    as the only nameserver (dockerd's 127.0.0.11 with `ndots:0`). True for a user network."""
+    as the only nameserver (dockerd's 127.0.0.11 with `ndots:0`). The user network's record,
+    which must be made `ready` before the pod joins it."""
     if body.network_mode in ("host", "none"):
-        return False
+        return None
     if body.network_mode == "bridge":
         spec.networks = [endpoints.Join(network=builtin_id("bridge"))]
-        return False
+        return None
     nets = front.ctx.networks
     rec = nets.get(body.network_mode)
     if body.ip:
         nets.check_address(rec, body.ip, [a["ip"] for _, a in endpoints.members(
             front.ctx.store, rec.id)])
-    spec.networks = [endpoints.Join(network=rec.id, conflist=nets.conflist(rec),
-                                    aliases=body.aliases, ip=body.ip)]
+    spec.networks = [endpoints.Join(network=rec.id, conflist=nets.conflist(
+        rec, bool(body.ports)), aliases=body.aliases, ip=body.ip)]
     spec.dns = podfiles.DNSConfig(servers=[rec.extra["gateway"]], options=["ndots:0"])
-    return True
+    return rec
 
 
 async def _drop_pod(front: Front, pod: PodRecord) -> None:

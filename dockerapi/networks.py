@@ -17,7 +17,7 @@ from dockerapi.http import Route, body, filters, front
 from dockerapi.model import Front
 from engine import endpoints
 from engine.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from engine.networks import BRIDGE_OPT, BUILTIN, NetworkSpec, builtin_id
+from engine.netspec import BRIDGE_OPT, BUILTIN, NetworkSpec, builtin_id
 from engine.store import NetworkRecord
 
 FILTERS = ("name", "id", "label", "driver", "type", "dangling", "scope")
@@ -256,13 +256,14 @@ async def connect(request: web.Request) -> web.StreamResponse:
                                f"{rec.name}")
     cfg = doc.get("EndpointConfig") or {}
     aliases, ip = bodymod.endpoint_config(cfg, f"EndpointConfig for {rec.name}")
-    await f.ctx.networks.settled()
+    await f.ctx.networks.ready(rec)
     async with f.ctx.networks.lock:
         if ip:
             f.ctx.networks.check_address(rec, ip, [a["ip"] for _, a in endpoints.members(
                 f.ctx.store, rec.id)])
         await endpoints.connect(f.ctx, pod, endpoints.Join(
-            network=rec.id, conflist=f.ctx.networks.conflist(rec), aliases=aliases, ip=ip))
+            network=rec.id, conflist=f.ctx.networks.conflist(rec, bool(pod.ports)),
+            aliases=aliases, ip=ip))
     f.publish_network(rec.id, rec.name, "connect", c.id)
     return web.Response(status=200)
 

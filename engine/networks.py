@@ -1,6 +1,14 @@
 """User-defined networks: a record, a bridge, a CNI conflist through Berth's own plugins, a
 subnet from the pool, isolation from every other bridge, and an embedded DNS listener.
 
+Only the record is made at create (name, subnet and bridge name checked and reserved there, so
+every conflict is the create's 409/400/403). The bridge, listener and conflist come with the
+first container that joins (`ready`), as Podman's netavark does, and stay until `network rm`;
+the record's `bridge_up` says so, written before the bridge is made, so a restart (or a removal)
+knows which networks have kernel state. The isolation rules name bridges, which need not exist
+yet: they are rebuilt off the request path at create and remove, so a first joiner seldom
+waits for nft. A network nobody joins costs two store writes on the request path.
+
 `bridge`, `host` and `none` are built in and never stored: `bridge` is Berth's default CNI
 network (the one kubelet's pods use too), `host` the host's namespace, `none` loopback only.
 A user network's conflist lives under the state dir (`networks/<id>.conflist`), never in the
@@ -12,14 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import ipaddress
 import json
-import re
 import secrets
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +39,7 @@ from engine.errors import (
     ResourceExhausted,
 )
 from engine.netdns import EmbeddedDNS, Resolve
+from engine.netspec import BRIDGE_OPT, NetworkSpec, check, is_ip, parse_net
 from engine.store import NameTaken, NetworkRecord, Store
 from runtime.network import bridges, isolation
 from runtime.network import conf as netconf
@@ -41,57 +47,6 @@ from runtime.network.cni import CNIManager
 from runtime.network.conf import NetworkList
 
 log = structlog.get_logger("networks")
-BUILTIN = ("bridge", "host", "none")
-NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")  # dockerd's network name pattern
-MAX_NAME = 128
-BRIDGE_OPT = "com.docker.network.bridge.name"
-# driver options Berth acts on (bridge name, MTU) or takes at dockerd's default value only
-# (masquerade and inter-container traffic on); any other option is refused, never ignored
-KNOWN_OPTS = {BRIDGE_OPT, "com.docker.network.bridge.enable_ip_masquerade",
-              "com.docker.network.bridge.enable_icc", "com.docker.network.driver.mtu"}
-
-
-def builtin_id(name: str) -> str:
-    """Stable ids for the built-in networks, the same on every start."""
-    return hashlib.sha256(f"berth-network-{name}".encode()).hexdigest()
-
-
-@dataclass
-class NetworkSpec:
-    """POST /networks/create in the engine's words."""
-
-    name: str
-    driver: str = "bridge"
-    subnet: str = ""
-    gateway: str = ""
-    ip_range: str = ""
-    internal: bool = False
-    attachable: bool = False
-    labels: dict[str, str] = field(default_factory=dict)
-    options: dict[str, str] = field(default_factory=dict)
-
-
-def _net(text: str, what: str) -> ipaddress.IPv4Network:
-    try:
-        return ipaddress.IPv4Network(text, strict=False)
-    except ValueError:
-        raise InvalidArgument(f"invalid {what}: {text[:100]!r} is not an IPv4 CIDR") from None
-
-
-def _check_opts(options: dict[str, str]) -> None:
-    for key, value in options.items():
-        if key not in KNOWN_OPTS:
-            raise InvalidArgument(f"invalid driver option {key[:100]!r} for the bridge driver")
-        if key == BRIDGE_OPT and not re.fullmatch(r"[a-zA-Z0-9_.-]{1,15}", value):
-            raise InvalidArgument(f"invalid bridge name {value[:100]!r}: 1-15 characters of "
-                                  "[a-zA-Z0-9_.-]")
-        if key.endswith(("enable_ip_masquerade", "enable_icc")) and value not in ("true", "1"):
-            raise InvalidArgument(f"{key}={value[:20]} is not supported (Berth always "
-                                  "masquerades and lets containers on one network talk)")
-        if key.endswith("mtu") and not (value.isdigit() and 68 <= int(value) <= 65535):
-            raise InvalidArgument(f"invalid MTU {value[:20]!r}")
-
-
 class Networks:
     """The network table plus the kernel objects and listeners each record stands for."""
 
@@ -107,6 +62,7 @@ class Networks:
         self._isolating: asyncio.Task[None] | None = None
         self._isolation_stale = False
         self._isolation_error: OSError | None = None
+        self._up: set[str] = set()  # networks whose bridge and listener this berthd has made
 
     # lookups
 
@@ -136,7 +92,7 @@ class Networks:
             raise InvalidArgument("user specified IP address is supported only when connecting "
                                   "to networks with user configured subnets")
         subnet = ipaddress.IPv4Network(rec.extra["subnet"])
-        addr = ipaddress.IPv4Address(ip) if _is_ip(ip) else None
+        addr = ipaddress.IPv4Address(ip) if is_ip(ip) else None
         if addr is None or addr not in subnet or addr in (
                 subnet.network_address, subnet.broadcast_address) or ip == rec.extra["gateway"]:
             raise InvalidArgument(f"invalid IPv4 address {ip[:50]!r} for network {rec.name}: "
@@ -147,11 +103,14 @@ class Networks:
     def conflist_path(self, rec: NetworkRecord) -> Path:
         return self.root / f"{rec.id}.conflist"
 
-    def conflist(self, rec: NetworkRecord) -> NetworkList:
-        doc = self._conflist_doc(rec)
+    def conflist(self, rec: NetworkRecord, ports: bool) -> NetworkList:
+        """The chain one join runs: portmap only for a container that publishes ports (its
+        ADD would change nothing, and its DEL costs a firewall transaction). A DEL runs the
+        chain its ADD cached, so the two always agree."""
+        doc = self._conflist_doc(rec, ports)
         return netconf.parse(json.dumps(doc).encode(), str(self.conflist_path(rec)))
 
-    def _conflist_doc(self, rec: NetworkRecord) -> dict[str, Any]:
+    def _conflist_doc(self, rec: NetworkRecord, ports: bool = True) -> dict[str, Any]:
         x = rec.extra
         internal = bool(x.get("internal"))
         rng: dict[str, Any] = {"subnet": x["subnet"], "gateway": x["gateway"]}
@@ -167,14 +126,15 @@ class Networks:
             "capabilities": {"ips": True}}
         if x.get("mtu"):
             bridge["mtu"] = int(x["mtu"])
-        return {"cniVersion": "1.0.0", "name": x["cni_name"], "plugins": [
-            bridge, {"type": "portmap", "capabilities": {"portMappings": True}}]}
+        portmap = {"type": "portmap", "capabilities": {"portMappings": True}}
+        return {"cniVersion": "1.0.0", "name": x["cni_name"],
+                "plugins": [bridge, portmap] if ports else [bridge]}
 
     # create and remove
 
     async def create(self, spec: NetworkSpec) -> NetworkRecord:
         """Everything or nothing: a failure removes what was made before it."""
-        self._check(spec)
+        check(spec)
         async with self.lock:
             for rec in self.store.networks.scan():
                 if rec.name == spec.name:
@@ -187,49 +147,58 @@ class Networks:
                 "user_subnet": bool(spec.subnet),
                 "options": spec.options, "cni_name": f"berth-net-{net_id[:12]}",
                 "bridge": spec.options.get(BRIDGE_OPT) or f"br-{net_id[:12]}",
-                "mtu": spec.options.get("com.docker.network.driver.mtu", "")}
+                "mtu": spec.options.get("com.docker.network.driver.mtu", ""),
+                "bridge_up": False}
             if any(r.extra.get("bridge") == extra["bridge"] for r in self.store.networks.scan()) \
                     or extra["bridge"] == self.default_bridge():
                 raise AlreadyExists(f"bridge {extra['bridge']} is already in use by another "
                                     "network")
+            if await bridges.exists(extra["bridge"]):
+                raise AlreadyExists(f"a network interface named {extra['bridge']} already "
+                                    "exists on the host")
             rec = NetworkRecord(id=net_id, name=spec.name, driver=spec.driver,
                                 created_ns=time.time_ns(), labels=spec.labels, extra=extra)
             try:
                 self.store.networks.add(rec)
             except NameTaken:
                 raise AlreadyExists(f"network with name {spec.name} already exists") from None
-            try:
-                await bridges.create(extra["bridge"], gateway, subnet.prefixlen)
-            except bridges.LinkExists as exc:
-                self.store.networks.delete(rec.id)
-                raise AlreadyExists(str(exc)) from None
-            except BaseException:
-                self.store.networks.delete(rec.id)
-                raise
-            try:
-                netconf.write_atomic(str(self.conflist_path(rec)), self._conflist_doc(rec))
-                await self.dns.listen(rec.id, gateway)
-            except BaseException:
-                await self._tear_down(rec)
-                self.store.networks.delete(rec.id)
-                raise
-            self._isolate_soon()
+        self._isolate_soon()
         return rec
 
-    def _check(self, spec: NetworkSpec) -> None:
-        if not spec.name or len(spec.name) > MAX_NAME or not NAME.match(spec.name):
-            raise InvalidArgument(f"invalid network name {spec.name[:100]!r}: only "
-                                  "[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
-        if spec.name in BUILTIN:
-            raise PermissionDenied(f"{spec.name} is a pre-defined network and cannot be "
-                                   "created")
-        if spec.driver == "overlay":
-            raise InvalidArgument("driver overlay is not offered through the Docker API "
-                                  "(Berth's vxlan CNI plugin joins pods across nodes for "
-                                  "kubelet; see docs/docker-api.md)")
-        if spec.driver != "bridge":
-            raise NotFound(f"plugin \"{spec.driver[:100]}\" not found")
-        _check_opts(spec.options)
+    async def ready(self, rec: NetworkRecord) -> None:
+        """Before a container joins: the bridge, conflist and DNS listener, made now if this
+        is the network's first member since it was created, and the isolation rules."""
+        if rec.id not in self._up:
+            async with self.lock:
+                await self._bring_up(rec.id)
+        await self.settled()
+
+    async def _bring_up(self, net_id: str) -> None:
+        rec = self.store.networks.get(net_id)
+        if rec is None:
+            raise NotFound(f"network {net_id} not found")
+        if rec.id in self._up:
+            return
+        adopt = _has_bridge(rec)  # made before a crash: take it back
+        if not adopt:
+            rec.extra["bridge_up"] = True  # before the bridge: a crash after leaves no orphan
+            self.store.networks.put(rec)
+        prefix = ipaddress.IPv4Network(rec.extra["subnet"]).prefixlen
+        try:
+            await bridges.create(rec.extra["bridge"], rec.extra["gateway"], prefix, adopt=adopt)
+        except bridges.LinkExists as exc:
+            rec.extra["bridge_up"] = False  # a host link took the name: never ours to delete
+            self.store.networks.put(rec)
+            raise AlreadyExists(str(exc)) from None
+        try:
+            netconf.write_atomic(str(self.conflist_path(rec)), self._conflist_doc(rec))
+            await self.dns.listen(rec.id, rec.extra["gateway"])
+        except BaseException:
+            await self._tear_down(rec)
+            rec.extra["bridge_up"] = False
+            self.store.networks.put(rec)
+            raise
+        self._up.add(rec.id)
 
     async def _subnet(self, spec: NetworkSpec) -> tuple[ipaddress.IPv4Network, str]:
         taken = [ipaddress.IPv4Network(r.extra["subnet"]) for r in self.store.networks.scan()]
@@ -237,7 +206,7 @@ class Networks:
         if default is not None:
             taken.append(default)
         if spec.subnet:
-            subnet = _net(spec.subnet, "subnet")
+            subnet = parse_net(spec.subnet, "subnet")
             if subnet.prefixlen > 30:
                 raise InvalidArgument(f"subnet {subnet} is too small for a network")
             for other in taken:
@@ -249,12 +218,12 @@ class Networks:
                 raise InvalidArgument("a gateway or IP range needs a subnet")
             subnet = await self._free_subnet(taken)
         gateway = spec.gateway or str(subnet.network_address + 1)
-        gw = ipaddress.IPv4Address(gateway) if _is_ip(gateway) else None
+        gw = ipaddress.IPv4Address(gateway) if is_ip(gateway) else None
         if gw is None or gw not in subnet or gw in (subnet.network_address,
                                                     subnet.broadcast_address):
             raise InvalidArgument(f"invalid gateway {gateway[:50]!r}: not a host address in "
                                   f"{subnet}")
-        if spec.ip_range and not _net(spec.ip_range, "IP range").subnet_of(subnet):
+        if spec.ip_range and not parse_net(spec.ip_range, "IP range").subnet_of(subnet):
             raise InvalidArgument(f"IP range {spec.ip_range[:50]} is not inside {subnet}")
         return subnet, gateway
 
@@ -274,14 +243,12 @@ class Networks:
             raise PermissionDenied(f"error while removing network: network {rec.name} id "
                                    f"{rec.id} has active endpoints ({', '.join(users[:5])})")
         async with self.lock:
-            await self._tear_down(rec)
+            rec = self.store.networks.get(rec.id) or rec  # `bridge_up` as it is now
+            if _has_bridge(rec):
+                await self._tear_down(rec)
             self.store.networks.delete(rec.id)
+            self._up.discard(rec.id)
         self._isolate_soon()
-
-    async def _restore(self, rec: NetworkRecord) -> None:
-        prefix = ipaddress.IPv4Network(rec.extra["subnet"]).prefixlen
-        await bridges.create(rec.extra["bridge"], rec.extra["gateway"], prefix, adopt=True)
-        await self.dns.listen(rec.id, rec.extra["gateway"])
 
     async def _tear_down(self, rec: NetworkRecord) -> None:
         """Listener, bridge, conflist, lease dir; each tolerates being gone already."""
@@ -353,14 +320,16 @@ class Networks:
     # daemon start and stop
 
     async def start(self) -> None:
-        """After a berthd restart (or a reboot): bridges, isolation and DNS for every network.
-        One network that cannot come back is logged, not fatal."""
+        """After a berthd restart (or a reboot): bridges, isolation and DNS for every network
+        that had them; one that never had a member stays a record. One network that cannot come
+        back is logged, not fatal (its next joiner tries again)."""
         self.root.mkdir(parents=True, exist_ok=True)
         async with self.lock:
             for rec in self.store.networks.scan():
+                if not _has_bridge(rec):
+                    continue
                 try:
-                    netconf.write_atomic(str(self.conflist_path(rec)), self._conflist_doc(rec))
-                    await self._restore(rec)
+                    await self._bring_up(rec.id)
                 except (OSError, bridges.BridgeError) as exc:
                     log.warning("network could not be restored", network=rec.name,
                                 error=str(exc))
@@ -374,9 +343,7 @@ class Networks:
         await self.dns.close_all()
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True
+def _has_bridge(rec: NetworkRecord) -> bool:
+    """Whether the network may have kernel state; records from before lazy bridges (no key)
+    made theirs at create."""
+    return bool(rec.extra.get("bridge_up", True))

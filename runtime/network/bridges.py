@@ -1,5 +1,5 @@
-"""Linux bridges for user networks: made (with the gateway address) when the network is made,
-so its DNS listener can bind before any container joins; deleted with the network.
+"""Linux bridges for user networks: made (with the gateway address) when the first container
+joins the network, before its DNS listener binds there; deleted with the network.
 
 Netlink through the CNI plugins' own client (`cni_plugins/nl.py`, so the tree has one), in a
 worker thread: no process per change, and the kernel's slow part (a bridge's unregister waits
@@ -45,6 +45,19 @@ async def create(name: str, gateway: str, prefixlen: int, adopt: bool = False) -
         await asyncio.to_thread(_create, name, gateway, prefixlen, adopt)
     except OSError as exc:
         raise BridgeError(f"bridge {name}: {exc.strerror or exc}") from None
+
+
+def _exists(name: str) -> bool:
+    with nl.Netlink() as sock:
+        return sock.get_link(name) is not None
+
+
+async def exists(name: str) -> bool:
+    """Whether the host has a link of that name (a network may not name one as its bridge)."""
+    try:
+        return await asyncio.to_thread(_exists, name)
+    except OSError as exc:
+        raise BridgeError(f"link {name}: {exc.strerror or exc}") from None
 
 
 def _delete(name: str) -> None:
