@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from engine import overlay
 from engine.config import Config
 from engine.errors import (
     AlreadyExists,
@@ -135,7 +136,9 @@ class Networks:
         if not rec.extra.get("user_subnet"):
             raise InvalidArgument("user specified IP address is supported only when connecting "
                                   "to networks with user configured subnets")
-        subnet = ipaddress.IPv4Network(rec.extra["subnet"])
+        # an overlay's containers take addresses from this node's subnet only
+        subnet = ipaddress.IPv4Network(rec.extra["ip_range" if rec.driver == "overlay"
+                                                 else "subnet"])
         addr = ipaddress.IPv4Address(ip) if _is_ip(ip) else None
         if addr is None or addr not in subnet or addr in (
                 subnet.network_address, subnet.broadcast_address) or ip == rec.extra["gateway"]:
@@ -153,6 +156,11 @@ class Networks:
 
     def _conflist_doc(self, rec: NetworkRecord) -> dict[str, Any]:
         x = rec.extra
+        portmap = {"type": "portmap", "capabilities": {"portMappings": True}}
+        if rec.driver == "overlay":
+            vxlan = overlay.conflist_plugin(x["vxlan"], rec.id, self.root / "vxlan",
+                                            self.ipam_dir)
+            return {"cniVersion": "1.0.0", "name": x["cni_name"], "plugins": [vxlan, portmap]}
         internal = bool(x.get("internal"))
         rng: dict[str, Any] = {"subnet": x["subnet"], "gateway": x["gateway"]}
         if x.get("ip_range"):
@@ -167,8 +175,7 @@ class Networks:
             "capabilities": {"ips": True}}
         if x.get("mtu"):
             bridge["mtu"] = int(x["mtu"])
-        return {"cniVersion": "1.0.0", "name": x["cni_name"], "plugins": [
-            bridge, {"type": "portmap", "capabilities": {"portMappings": True}}]}
+        return {"cniVersion": "1.0.0", "name": x["cni_name"], "plugins": [bridge, portmap]}
 
     # create and remove
 
@@ -180,6 +187,11 @@ class Networks:
                 if rec.name == spec.name:
                     raise AlreadyExists(f"network with name {spec.name} already exists")
             subnet, gateway = await self._subnet(spec)
+            vxlan: dict[str, Any] = {}
+            if spec.driver == "overlay":
+                vxlan = overlay.plugin_conf(str(subnet), spec.ip_range, spec.options)
+                gateway = overlay.gateway(spec.ip_range, spec.gateway)
+                await overlay.check_local(vxlan)
             net_id = secrets.token_hex(32)
             extra: dict[str, Any] = {
                 "subnet": str(subnet), "gateway": gateway, "ip_range": spec.ip_range,
@@ -188,6 +200,8 @@ class Networks:
                 "options": spec.options, "cni_name": f"berth-net-{net_id[:12]}",
                 "bridge": spec.options.get(BRIDGE_OPT) or f"br-{net_id[:12]}",
                 "mtu": spec.options.get("com.docker.network.driver.mtu", "")}
+            if vxlan:  # the plugin makes (and unmakes) the bridge, named after the network
+                extra |= {"vxlan": vxlan, "bridge": overlay.bridge_name(net_id)}
             if any(r.extra.get("bridge") == extra["bridge"] for r in self.store.networks.scan()) \
                     or extra["bridge"] == self.default_bridge():
                 raise AlreadyExists(f"bridge {extra['bridge']} is already in use by another "
@@ -199,7 +213,8 @@ class Networks:
             except NameTaken:
                 raise AlreadyExists(f"network with name {spec.name} already exists") from None
             try:
-                await bridges.create(extra["bridge"], gateway, subnet.prefixlen)
+                if not vxlan:
+                    await bridges.create(extra["bridge"], gateway, subnet.prefixlen)
             except bridges.LinkExists as exc:
                 self.store.networks.delete(rec.id)
                 raise AlreadyExists(str(exc)) from None
@@ -223,13 +238,10 @@ class Networks:
         if spec.name in BUILTIN:
             raise PermissionDenied(f"{spec.name} is a pre-defined network and cannot be "
                                    "created")
-        if spec.driver == "overlay":
-            raise InvalidArgument("driver overlay is not offered through the Docker API "
-                                  "(Berth's vxlan CNI plugin joins pods across nodes for "
-                                  "kubelet; see docs/docker-api.md)")
-        if spec.driver != "bridge":
+        if spec.driver not in ("bridge", "overlay"):
             raise NotFound(f"plugin \"{spec.driver[:100]}\" not found")
-        _check_opts(spec.options)
+        if spec.driver == "bridge":
+            _check_opts(spec.options)
 
     async def _subnet(self, spec: NetworkSpec) -> tuple[ipaddress.IPv4Network, str]:
         taken = [ipaddress.IPv4Network(r.extra["subnet"]) for r in self.store.networks.scan()]
@@ -279,16 +291,21 @@ class Networks:
         self._isolate_soon()
 
     async def _restore(self, rec: NetworkRecord) -> None:
-        prefix = ipaddress.IPv4Network(rec.extra["subnet"]).prefixlen
-        await bridges.create(rec.extra["bridge"], rec.extra["gateway"], prefix, adopt=True)
+        if rec.driver != "overlay":
+            prefix = ipaddress.IPv4Network(rec.extra["subnet"]).prefixlen
+            await bridges.create(rec.extra["bridge"], rec.extra["gateway"], prefix, adopt=True)
         await self.dns.listen(rec.id, rec.extra["gateway"])
 
     async def _tear_down(self, rec: NetworkRecord) -> None:
-        """Listener, bridge, conflist, lease dir; each tolerates being gone already."""
+        """Listener, bridge (an overlay's: what its plugin made), conflist, lease dir; each
+        tolerates being gone already."""
         await self.dns.close(rec.id)
         try:
-            await bridges.delete(rec.extra["bridge"])
-        except bridges.BridgeError as exc:
+            if rec.driver == "overlay":
+                await overlay.sweep(self.root / "vxlan", rec.extra["cni_name"])
+            else:
+                await bridges.delete(rec.extra["bridge"])
+        except (bridges.BridgeError, OSError) as exc:
             log.warning("bridge removal failed", bridge=rec.extra["bridge"], error=str(exc))
         self.conflist_path(rec).unlink(missing_ok=True)
         lease_dir = self.ipam_dir / rec.extra["cni_name"]
