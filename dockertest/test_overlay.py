@@ -189,11 +189,15 @@ def test_overlay_container_reaches_a_pod_on_another_node(
                                            "Gateway": f"{peer.cluster}.1.1"}]
         assert info["Options"][VNI_OPT] == str(peer.vni)
         srv = _name("dt-ovsrv")
-        cid = dk.cli("run", "-d", "--name", srv, "--network", name, dk.busybox, "sh", "-c",
+        res = dk.cli("run", "-d", "--network", name, "--ip", f"{peer.cluster}.2.77", dk.busybox,
+                     "true", check=False)  # an address of the peer's subnet
+        assert res.returncode != 0 and "not a free host address of" in res.stderr, res
+        cid = dk.cli("run", "-d", "--name", srv, "--network", name, "--ip",
+                     f"{peer.cluster}.1.77", dk.busybox, "sh", "-c",
                      HTTPD.format(net=name)).stdout.strip()
         wait_for(lambda: dk.api.inspect_container(cid)["State"]["Running"], 30, "server")
         ip = dk.api.inspect_container(cid)["NetworkSettings"]["Networks"][name]["IPAddress"]
-        assert ip.startswith(f"{peer.cluster}.1.")
+        assert ip == f"{peer.cluster}.1.77"
         mtu = dk.cli("exec", cid, "cat", "/sys/class/net/eth0/mtu").stdout.strip()
         assert mtu == "1450"  # the host's veth 1500 minus the VXLAN encapsulation
         script = (f"ping -c1 -W5 {peer.pod_ip} >/dev/null && echo ping-ok; "
