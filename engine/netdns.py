@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import struct
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
@@ -29,6 +30,7 @@ import dns.resolver
 import dns.rrset
 import structlog
 
+IP_FREEBIND = 15  # <linux/in.h>; Python's socket module does not name it
 log = structlog.get_logger("netdns")
 PORT = 53
 TTL = 600  # dockerd's
@@ -89,19 +91,20 @@ class EmbeddedDNS:
         task.add_done_callback(self.tasks.discard)
 
     async def listen(self, net_id: str, address: str) -> None:
-        """Bind UDP and TCP on address:53; the address must be on a local interface."""
+        """Bind UDP and TCP on address:53. IP_FREEBIND: an overlay network's gateway address
+        is put on its bridge by the vxlan plugin at the first container's ADD, not before."""
         if net_id in self.listeners:
             return
         loop = asyncio.get_running_loop()
         udp, _ = await loop.create_datagram_endpoint(
-            lambda: _Udp(self, net_id), local_addr=(address, PORT), reuse_port=False)
+            lambda: _Udp(self, net_id), sock=_bound(socket.SOCK_DGRAM, address))
         try:
             holder: list[_Listener] = []
 
             async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
                 await self._tcp_client(net_id, holder[0], reader, writer)
 
-            tcp = await asyncio.start_server(serve, address, PORT, reuse_address=True)
+            tcp = await asyncio.start_server(serve, sock=_bound(socket.SOCK_STREAM, address))
         except BaseException:
             udp.close()
             raise
@@ -204,3 +207,17 @@ class EmbeddedDNS:
                 return self._wire(got, query, tcp)
         log.debug("no upstream resolver answered", name=str(query.question[0].name))
         return None
+
+
+def _bound(kind: int, address: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, kind)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, PORT))
+    except BaseException:
+        sock.close()
+        raise
+    return sock

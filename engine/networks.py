@@ -30,6 +30,7 @@ from typing import Any
 
 import structlog
 
+from engine import overlay
 from engine.config import Config
 from engine.errors import (
     AlreadyExists,
@@ -91,7 +92,9 @@ class Networks:
         if not rec.extra.get("user_subnet"):
             raise InvalidArgument("user specified IP address is supported only when connecting "
                                   "to networks with user configured subnets")
-        subnet = ipaddress.IPv4Network(rec.extra["subnet"])
+        # an overlay's containers take addresses from this node's subnet only
+        subnet = ipaddress.IPv4Network(rec.extra["ip_range" if rec.driver == "overlay"
+                                                 else "subnet"])
         addr = ipaddress.IPv4Address(ip) if is_ip(ip) else None
         if addr is None or addr not in subnet or addr in (
                 subnet.network_address, subnet.broadcast_address) or ip == rec.extra["gateway"]:
@@ -112,6 +115,12 @@ class Networks:
 
     def _conflist_doc(self, rec: NetworkRecord, ports: bool = True) -> dict[str, Any]:
         x = rec.extra
+        portmap = {"type": "portmap", "capabilities": {"portMappings": True}}
+        if rec.driver == "overlay":
+            vxlan = overlay.conflist_plugin(x["vxlan"], rec.id, self.root / "vxlan",
+                                            self.ipam_dir)
+            return {"cniVersion": "1.0.0", "name": x["cni_name"],
+                    "plugins": [vxlan, portmap] if ports else [vxlan]}
         internal = bool(x.get("internal"))
         rng: dict[str, Any] = {"subnet": x["subnet"], "gateway": x["gateway"]}
         if x.get("ip_range"):
@@ -126,7 +135,6 @@ class Networks:
             "capabilities": {"ips": True}}
         if x.get("mtu"):
             bridge["mtu"] = int(x["mtu"])
-        portmap = {"type": "portmap", "capabilities": {"portMappings": True}}
         return {"cniVersion": "1.0.0", "name": x["cni_name"],
                 "plugins": [bridge, portmap] if ports else [bridge]}
 
@@ -140,6 +148,11 @@ class Networks:
                 if rec.name == spec.name:
                     raise AlreadyExists(f"network with name {spec.name} already exists")
             subnet, gateway = await self._subnet(spec)
+            vxlan: dict[str, Any] = {}
+            if spec.driver == "overlay":
+                vxlan = overlay.plugin_conf(str(subnet), spec.ip_range, spec.options)
+                gateway = overlay.gateway(spec.ip_range, spec.gateway)
+                await overlay.check_local(vxlan)
             net_id = secrets.token_hex(32)
             extra: dict[str, Any] = {
                 "subnet": str(subnet), "gateway": gateway, "ip_range": spec.ip_range,
@@ -149,6 +162,8 @@ class Networks:
                 "bridge": spec.options.get(BRIDGE_OPT) or f"br-{net_id[:12]}",
                 "mtu": spec.options.get("com.docker.network.driver.mtu", ""),
                 "bridge_up": False}
+            if vxlan:  # the plugin makes (and unmakes) the bridge, named after the network
+                extra |= {"vxlan": vxlan, "bridge": overlay.bridge_name(net_id)}
             if any(r.extra.get("bridge") == extra["bridge"] for r in self.store.networks.scan()) \
                     or extra["bridge"] == self.default_bridge():
                 raise AlreadyExists(f"bridge {extra['bridge']} is already in use by another "
@@ -185,7 +200,9 @@ class Networks:
             self.store.networks.put(rec)
         prefix = ipaddress.IPv4Network(rec.extra["subnet"]).prefixlen
         try:
-            await bridges.create(rec.extra["bridge"], rec.extra["gateway"], prefix, adopt=adopt)
+            if rec.driver != "overlay":  # an overlay's bridge comes with its plugin's first ADD
+                await bridges.create(rec.extra["bridge"], rec.extra["gateway"], prefix,
+                                     adopt=adopt)
         except bridges.LinkExists as exc:
             rec.extra["bridge_up"] = False  # a host link took the name: never ours to delete
             self.store.networks.put(rec)
@@ -251,11 +268,15 @@ class Networks:
         self._isolate_soon()
 
     async def _tear_down(self, rec: NetworkRecord) -> None:
-        """Listener, bridge, conflist, lease dir; each tolerates being gone already."""
+        """Listener, bridge (an overlay's: what its plugin made), conflist, lease dir; each
+        tolerates being gone already."""
         await self.dns.close(rec.id)
         try:
-            await bridges.delete(rec.extra["bridge"])
-        except bridges.BridgeError as exc:
+            if rec.driver == "overlay":
+                await overlay.sweep(self.root / "vxlan", rec.extra["cni_name"])
+            else:
+                await bridges.delete(rec.extra["bridge"])
+        except (bridges.BridgeError, OSError) as exc:
             log.warning("bridge removal failed", bridge=rec.extra["bridge"], error=str(exc))
         self.conflist_path(rec).unlink(missing_ok=True)
         lease_dir = self.ipam_dir / rec.extra["cni_name"]

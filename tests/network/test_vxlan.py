@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -235,3 +236,26 @@ def test_deploy_conflists_are_valid_and_symmetric():
     a, b = nodes
     assert [(p.ip, p.subnet.text) for p in a.peers] == [(b.local_ip, b.subnet.text)]
     assert [(p.ip, p.subnet.text) for p in b.peers] == [(a.local_ip, a.subnet.text)]
+
+
+def test_docker_overlay_rm_sweeps_what_a_lost_del_left(tmp_path, our_bin):
+    """engine.overlay.sweep (`docker network rm` of an overlay): a pod whose DEL never ran (its
+    netns gone, as after a crash) leaves the node record; the sweep undoes it and the state."""
+    c = Cluster(str(tmp_path), 2, our_bin, our_bin)
+    try:
+        node = c.nodes[0]
+        before = node_state(node.netns)
+        pod = c.add_pod(node)
+        c.pods.remove(pod)
+        netns_mod.remove(pod.netns)  # no DEL: the pod record and the node side stay
+        data_dir = c.conf(node)["dataDir"]
+        assert os.path.exists(os.path.join(data_dir, f"overlay{c.sfx}", "node.json"))
+        script = ("import asyncio, sys; from pathlib import Path; from engine import overlay; "
+                  "asyncio.run(overlay.sweep(Path(sys.argv[1]), sys.argv[2]))")
+        subprocess.run(["nsenter", f"--net={node.netns}", sys.executable, "-c", script,
+                        data_dir, f"overlay{c.sfx}"], check=True, timeout=60,
+                       cwd=os.path.join(os.path.dirname(__file__), "..", ".."))
+        assert not os.path.exists(os.path.join(data_dir, f"overlay{c.sfx}"))
+        wait_until(lambda: node_state(node.netns) == before, 30, "the node restored")
+    finally:
+        c.close()
