@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from cri.context import Context
@@ -124,6 +127,15 @@ def _batches(items: list[T]) -> list[list[T]]:
     return [items[i:i + STREAM_BATCH] for i in range(0, len(items), STREAM_BATCH)]
 
 
+@dataclass
+class _Answer:
+    """One unfiltered list answer, serialised, for the tables' state it was sampled in."""
+
+    key: tuple[int, int, int]  # generations of the containers, pods and states tables
+    started: float  # monotonic time its sampling began, so its age is never understated
+    wire: asyncio.Future[bytes]
+
+
 class StatsRPCs:
     """cpu, memory and processes are read afresh from cgroup files on every call, and the
     answer is built in the same worker thread; writable-layer usage comes from the background
@@ -131,6 +143,7 @@ class StatsRPCs:
 
     ctx: Context
     _stats_sampler: Sampler | None = None
+    _answers: dict[str, _Answer] | None = None
     if TYPE_CHECKING:  # provided by ContainerRPCs and SandboxRPCs in the composed servicer
         def container(self, given: str) -> ContainerRecord: ...
         def pod(self, given: str) -> PodRecord: ...
@@ -142,7 +155,7 @@ class StatsRPCs:
         return self._stats_sampler
 
     def _container_ids(self, f: pb.ContainerStatsFilter) -> set[str]:
-        return {r.id for r in self.ctx.store.containers.find(owner=K8S)
+        return {r.id for r in self.ctx.store.containers.owned(K8S)
                 if id_match(f.id, r.id) and id_match(f.pod_sandbox_id, r.pod_id)
                 and labels_match(f.label_selector, r.labels)}
 
@@ -159,12 +172,31 @@ class StatsRPCs:
     async def _pod_stats(self, f: pb.PodSandboxStatsFilter | None) -> list[pb.PodSandboxStats]:
         fs_mount = self.sampler.fs_mount
         ids = None if f is None else {
-            r.id for r in self.ctx.store.pods.find(owner=K8S)
+            r.id for r in self.ctx.store.pods.owned(K8S)
             if id_match(f.id, r.id) and labels_match(f.label_selector, r.labels)}
         if ids is not None and not ids:
             return []
         return await self.sampler.collect(lambda pods: [pod_stats(p, fs_mount) for p in pods],
                                           pod_ids=ids)
+
+    async def _reused(self, kind: str, make: Callable[[], Awaitable[bytes]]) -> bytes:
+        """An unfiltered list answer, made again only when it is `stats.list_max_age` old or a
+        pod, container or state changed since; calls that come while one is being made share
+        it. A stats-hungry client then costs the loop one lookup per call instead of keeping
+        a worker thread (and with it the GIL) busy, and kubelet's calls still get figures at
+        most that old, each with the time it was read."""
+        if self._answers is None:
+            self._answers = {}
+        st, store = self.ctx.states, self.ctx.store
+        key = (store.containers.generation, store.pods.generation, st.generation)
+        now = time.monotonic()
+        hit = self._answers.get(kind)
+        failed = hit is not None and hit.wire.done() and (hit.wire.cancelled()
+                                                          or hit.wire.exception() is not None)
+        if (hit is None or failed or hit.key != key
+                or now - hit.started >= self.ctx.config.stats.list_max_age):
+            hit = self._answers[kind] = _Answer(key, now, asyncio.ensure_future(make()))
+        return await asyncio.shield(hit.wire)
 
     async def ContainerStats(self, request: pb.ContainerStatsRequest,
                              context: RpcContext) -> pb.ContainerStatsResponse:
@@ -174,8 +206,18 @@ class StatsRPCs:
 
     async def ListContainerStats(self, request: pb.ListContainerStatsRequest,
                                  context: RpcContext
-                                 ) -> pb.ListContainerStatsResponse:
-        return pb.ListContainerStatsResponse(stats=await self._container_stats(request.filter))
+                                 ) -> pb.ListContainerStatsResponse | bytes:
+        if request.filter.ListFields():
+            return pb.ListContainerStatsResponse(
+                stats=await self._container_stats(request.filter))
+        return await self._reused("containers", self._all_container_stats)
+
+    async def _all_container_stats(self) -> bytes:
+        fs_mount = self.sampler.fs_mount
+        return await self.sampler.collect(
+            lambda pods: pb.ListContainerStatsResponse(stats=[
+                container_stats(c, fs_mount) for p in pods for c in p.containers
+            ]).SerializeToString(), network=False)
 
     async def StreamContainerStats(self, request: pb.StreamContainerStatsRequest,
                                    context: RpcContext
@@ -191,8 +233,16 @@ class StatsRPCs:
 
     async def ListPodSandboxStats(self, request: pb.ListPodSandboxStatsRequest,
                                   context: RpcContext
-                                  ) -> pb.ListPodSandboxStatsResponse:
-        return pb.ListPodSandboxStatsResponse(stats=await self._pod_stats(request.filter))
+                                  ) -> pb.ListPodSandboxStatsResponse | bytes:
+        if request.filter.ListFields():
+            return pb.ListPodSandboxStatsResponse(stats=await self._pod_stats(request.filter))
+        return await self._reused("pods", self._all_pod_stats)
+
+    async def _all_pod_stats(self) -> bytes:
+        fs_mount = self.sampler.fs_mount
+        return await self.sampler.collect(
+            lambda pods: pb.ListPodSandboxStatsResponse(
+                stats=[pod_stats(p, fs_mount) for p in pods]).SerializeToString())
 
     async def StreamPodSandboxStats(self, request: pb.StreamPodSandboxStatsRequest,
                                     context: RpcContext
