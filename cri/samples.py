@@ -115,6 +115,10 @@ def layer_usage(ctx: Context) -> UsageScanner:
     return got[0]
 
 
+_OPEN: dict[str, tuple[dict[str, tuple[str, StatFiles]], threading.Lock]] = {}  # state dir ->
+# (container id -> (cgroup path, its kept-open stat files), the lock that guards them)
+
+
 class Sampler:
     """Takes samples; remembers an older CPU reading per id for usage_nano_cores, and keeps
     each container's cgroup stat files open while the container has a record."""
@@ -124,8 +128,9 @@ class Sampler:
         self.driver = cgroups.driver(ctx.config.runtime.cgroup_root)
         self.fs_mount = str(Path(ctx.config.state_dir) / "bundles")
         self._cpu_base: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}
-        self._files: dict[str, tuple[str, StatFiles]] = {}  # id -> (cgroup path, files)
-        self._lock = threading.Lock()  # two RPCs may sample at once, each in its own thread
+        # Two RPCs may sample at once, each in its own thread. The open files are shared by
+        # the stats RPCs' and /metrics' samplers of a state dir, so each is open once.
+        self._files, self._lock = _OPEN.setdefault(ctx.config.state_dir, ({}, threading.Lock()))
 
     async def states(self) -> dict[str, ContainerState]:
         """An unreachable monitor means no states, not a failed scrape."""
@@ -133,11 +138,6 @@ class Sampler:
             return await self.ctx.container_states()
         except (ConnectionError, OSError):
             return {}
-
-    async def pods(self, pod_ids: set[str] | None = None,
-                   container_ids: set[str] | None = None) -> list[PodSample]:
-        """Samples of the chosen pods (all when None), with their chosen containers."""
-        return await self.collect(list, pod_ids, container_ids)
 
     async def collect(self, then: Callable[[list[PodSample]], T],
                       pod_ids: set[str] | None = None,

@@ -137,9 +137,10 @@ class _Answer:
 
 
 class StatsRPCs:
-    """cpu, memory and processes are read afresh from cgroup files on every call, and the
-    answer is built in the same worker thread; writable-layer usage comes from the background
-    scanner (`samples.layer_usage`)."""
+    """cpu, memory and processes are read from cgroup files at the call (an unfiltered list
+    answer is reused for up to `stats.list_max_age`, see `_reused`), and the answer is built in
+    the same worker thread; writable-layer usage comes from the background scanner
+    (`samples.layer_usage`)."""
 
     ctx: Context
     _stats_sampler: Sampler | None = None
