@@ -7,6 +7,7 @@ both always agree.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import Counter as Tally
 from dataclasses import dataclass
@@ -242,6 +243,7 @@ class BerthMetrics:
         self.sampler = Sampler(ctx)
         self.registry = CollectorRegistry(auto_describe=False)
         self._oom_seen: dict[str, int] = {}
+        self._oom_lock = threading.Lock()  # two scrapes render in two worker threads
         r = self.registry
         self.rpcs = Counter("berth_cri_operations", "CRI calls served, by method and gRPC code.",
                             ["method", "code"], registry=r)
@@ -301,22 +303,22 @@ class BerthMetrics:
     def note_ooms(self, pods: list[PodSample]) -> None:
         """Turn per-container OOM counts into one monotonic node counter."""
         seen: dict[str, int] = {}
-        for pod in pods:
-            for c in pod.containers:
-                n = seen[c.rec.id] = c.oom_events
-                if n > self._oom_seen.get(c.rec.id, 0):
-                    self.oom_kills.inc(n - self._oom_seen.get(c.rec.id, 0))
-        self._oom_seen = seen
+        with self._oom_lock:
+            for pod in pods:
+                for c in pod.containers:
+                    n = seen[c.rec.id] = c.oom_events
+                    if n > self._oom_seen.get(c.rec.id, 0):
+                        self.oom_kills.inc(n - self._oom_seen.get(c.rec.id, 0))
+            self._oom_seen = seen
 
-    async def sample(self) -> list[PodSample]:
-        pods = await self.sampler.pods()
+    def _render(self, pods: list[PodSample]) -> str:
+        """Runs in the sampler's worker thread: rendering 100 containers stays off the loop."""
         self.note_ooms(pods)
-        return pods
+        return render(all_points(pods, self.sampler.fs_mount)) + state_lines(pods)
 
     async def scrape(self) -> bytes:
         """Sample everything, then render: container families, states, then Berth's own."""
         started = time.perf_counter()
-        pods = await self.sample()
-        text = render(all_points(pods, self.sampler.fs_mount)) + state_lines(pods)
+        text = await self.sampler.collect(self._render)
         self.scrape_seconds.observe(time.perf_counter() - started)
         return text.encode() + generate_latest(self.registry)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from cri.context import Context
@@ -124,12 +127,24 @@ def _batches(items: list[T]) -> list[list[T]]:
     return [items[i:i + STREAM_BATCH] for i in range(0, len(items), STREAM_BATCH)]
 
 
+@dataclass
+class _Answer:
+    """One unfiltered list answer, serialised, for the tables' state it was sampled in."""
+
+    key: tuple[int, int, int]  # generations of the containers, pods and states tables
+    started: float  # monotonic time its sampling began, so its age is never understated
+    wire: asyncio.Future[bytes]
+
+
 class StatsRPCs:
-    """cpu, memory and processes are read afresh from cgroup files on every call (in a thread);
-    writable-layer usage comes from the background scanner (`samples.layer_usage`)."""
+    """cpu, memory and processes are read from cgroup files at the call (an unfiltered list
+    answer is reused for up to `stats.list_max_age`, see `_reused`), and the answer is built in
+    the same worker thread; writable-layer usage comes from the background scanner
+    (`samples.layer_usage`)."""
 
     ctx: Context
     _stats_sampler: Sampler | None = None
+    _answers: dict[str, _Answer] | None = None
     if TYPE_CHECKING:  # provided by ContainerRPCs and SandboxRPCs in the composed servicer
         def container(self, given: str) -> ContainerRecord: ...
         def pod(self, given: str) -> PodRecord: ...
@@ -140,62 +155,100 @@ class StatsRPCs:
             self._stats_sampler = Sampler(self.ctx)
         return self._stats_sampler
 
-    async def _container_samples(self, f: pb.ContainerStatsFilter) -> list[ContainerSample]:
-        ids = {r.id for r in self.ctx.store.containers.find(owner=K8S)
-               if id_match(f.id, r.id) and id_match(f.pod_sandbox_id, r.pod_id)
-               and labels_match(f.label_selector, r.labels)}
-        pods = await self.sampler.pods(container_ids=ids) if ids else []
-        return [c for p in pods for c in p.containers]
+    def _container_ids(self, f: pb.ContainerStatsFilter) -> set[str]:
+        return {r.id for r in self.ctx.store.containers.owned(K8S)
+                if id_match(f.id, r.id) and id_match(f.pod_sandbox_id, r.pod_id)
+                and labels_match(f.label_selector, r.labels)}
 
-    async def _pod_samples(self, f: pb.PodSandboxStatsFilter | None) -> list[PodSample]:
-        if f is None:
-            return await self.sampler.pods()
-        ids = {r.id for r in self.ctx.store.pods.find(owner=K8S)
-               if id_match(f.id, r.id) and labels_match(f.label_selector, r.labels)}
-        return await self.sampler.pods(pod_ids=ids) if ids else []
+    async def _container_stats(self, f: pb.ContainerStatsFilter) -> list[pb.ContainerStats]:
+        """Sampled and built in the sampler's worker thread; the loop only sends them."""
+        ids = self._container_ids(f)
+        fs_mount = self.sampler.fs_mount
+        if not ids:
+            return []
+        return await self.sampler.collect(
+            lambda pods: [container_stats(c, fs_mount) for p in pods for c in p.containers],
+            container_ids=ids, network=False)
+
+    async def _pod_stats(self, f: pb.PodSandboxStatsFilter | None) -> list[pb.PodSandboxStats]:
+        fs_mount = self.sampler.fs_mount
+        ids = None if f is None else {
+            r.id for r in self.ctx.store.pods.owned(K8S)
+            if id_match(f.id, r.id) and labels_match(f.label_selector, r.labels)}
+        if ids is not None and not ids:
+            return []
+        return await self.sampler.collect(lambda pods: [pod_stats(p, fs_mount) for p in pods],
+                                          pod_ids=ids)
+
+    async def _reused(self, kind: str, make: Callable[[], Awaitable[bytes]]) -> bytes:
+        """An unfiltered list answer, made again only when it is `stats.list_max_age` old or a
+        pod, container or state changed since; calls that come while one is being made share
+        it. A stats-hungry client then costs the loop one lookup per call instead of keeping
+        a worker thread (and with it the GIL) busy, and kubelet's calls still get figures at
+        most that old, each with the time it was read."""
+        if self._answers is None:
+            self._answers = {}
+        st, store = self.ctx.states, self.ctx.store
+        key = (store.containers.generation, store.pods.generation, st.generation)
+        now = time.monotonic()
+        hit = self._answers.get(kind)
+        failed = hit is not None and hit.wire.done() and (hit.wire.cancelled()
+                                                          or hit.wire.exception() is not None)
+        if (hit is None or failed or hit.key != key
+                or now - hit.started >= self.ctx.config.stats.list_max_age):
+            hit = self._answers[kind] = _Answer(key, now, asyncio.ensure_future(make()))
+        return await asyncio.shield(hit.wire)
 
     async def ContainerStats(self, request: pb.ContainerStatsRequest,
                              context: RpcContext) -> pb.ContainerStatsResponse:
         rec = self.container(request.container_id)
-        samples = await self._container_samples(pb.ContainerStatsFilter(id=rec.id))
-        stats = container_stats(samples[0], self.sampler.fs_mount) if samples else None
-        return pb.ContainerStatsResponse(stats=stats)
+        stats = await self._container_stats(pb.ContainerStatsFilter(id=rec.id))
+        return pb.ContainerStatsResponse(stats=stats[0] if stats else None)
 
     async def ListContainerStats(self, request: pb.ListContainerStatsRequest,
                                  context: RpcContext
-                                 ) -> pb.ListContainerStatsResponse:
-        samples = await self._container_samples(request.filter)
-        return pb.ListContainerStatsResponse(
-            stats=[container_stats(c, self.sampler.fs_mount) for c in samples])
+                                 ) -> pb.ListContainerStatsResponse | bytes:
+        if request.filter.ListFields():
+            return pb.ListContainerStatsResponse(
+                stats=await self._container_stats(request.filter))
+        return await self._reused("containers", self._all_container_stats)
+
+    async def _all_container_stats(self) -> bytes:
+        fs_mount = self.sampler.fs_mount
+        return await self.sampler.collect(
+            lambda pods: pb.ListContainerStatsResponse(stats=[
+                container_stats(c, fs_mount) for p in pods for c in p.containers
+            ]).SerializeToString(), network=False)
 
     async def StreamContainerStats(self, request: pb.StreamContainerStatsRequest,
                                    context: RpcContext
                                    ) -> AsyncIterator[pb.StreamContainerStatsResponse]:
-        samples = await self._container_samples(request.filter)
-        items = [container_stats(c, self.sampler.fs_mount) for c in samples]
-        for batch in _batches(items):
+        for batch in _batches(await self._container_stats(request.filter)):
             yield pb.StreamContainerStatsResponse(container_stats=batch)
 
     async def PodSandboxStats(self, request: pb.PodSandboxStatsRequest,
                               context: RpcContext) -> pb.PodSandboxStatsResponse:
         rec = self.pod(request.pod_sandbox_id)
-        pods = await self.sampler.pods(pod_ids={rec.id})
-        return pb.PodSandboxStatsResponse(
-            stats=pod_stats(pods[0], self.sampler.fs_mount) if pods else None)
+        stats = await self._pod_stats(pb.PodSandboxStatsFilter(id=rec.id))
+        return pb.PodSandboxStatsResponse(stats=stats[0] if stats else None)
 
     async def ListPodSandboxStats(self, request: pb.ListPodSandboxStatsRequest,
                                   context: RpcContext
-                                  ) -> pb.ListPodSandboxStatsResponse:
-        pods = await self._pod_samples(request.filter)
-        return pb.ListPodSandboxStatsResponse(
-            stats=[pod_stats(p, self.sampler.fs_mount) for p in pods])
+                                  ) -> pb.ListPodSandboxStatsResponse | bytes:
+        if request.filter.ListFields():
+            return pb.ListPodSandboxStatsResponse(stats=await self._pod_stats(request.filter))
+        return await self._reused("pods", self._all_pod_stats)
+
+    async def _all_pod_stats(self) -> bytes:
+        fs_mount = self.sampler.fs_mount
+        return await self.sampler.collect(
+            lambda pods: pb.ListPodSandboxStatsResponse(
+                stats=[pod_stats(p, fs_mount) for p in pods]).SerializeToString())
 
     async def StreamPodSandboxStats(self, request: pb.StreamPodSandboxStatsRequest,
                                     context: RpcContext
                                     ) -> AsyncIterator[pb.StreamPodSandboxStatsResponse]:
-        pods = await self._pod_samples(request.filter)
-        items = [pod_stats(p, self.sampler.fs_mount) for p in pods]
-        for batch in _batches(items):
+        for batch in _batches(await self._pod_stats(request.filter)):
             yield pb.StreamPodSandboxStatsResponse(pod_sandbox_stats=batch)
 
     async def ListMetricDescriptors(self, request: pb.ListMetricDescriptorsRequest,
@@ -205,17 +258,17 @@ class StatsRPCs:
             pb.MetricDescriptor(name=f.name, help=f.help, label_keys=list(f.label_keys))
             for f in FAMILIES.values()])
 
+    async def _pod_metrics(self) -> list[pb.PodSandboxMetrics]:
+        fs_mount = self.sampler.fs_mount
+        return await self.sampler.collect(lambda pods: [pod_metrics(p, fs_mount) for p in pods])
+
     async def ListPodSandboxMetrics(self, request: pb.ListPodSandboxMetricsRequest,
                                     context: RpcContext
                                     ) -> pb.ListPodSandboxMetricsResponse:
-        pods = await self.sampler.pods()
-        return pb.ListPodSandboxMetricsResponse(
-            pod_metrics=[pod_metrics(p, self.sampler.fs_mount) for p in pods])
+        return pb.ListPodSandboxMetricsResponse(pod_metrics=await self._pod_metrics())
 
     async def StreamPodSandboxMetrics(self, request: pb.StreamPodSandboxMetricsRequest,
                                       context: RpcContext
                                       ) -> AsyncIterator[pb.StreamPodSandboxMetricsResponse]:
-        pods = await self.sampler.pods()
-        items = [pod_metrics(p, self.sampler.fs_mount) for p in pods]
-        for batch in _batches(items):
+        for batch in _batches(await self._pod_metrics()):
             yield pb.StreamPodSandboxMetricsResponse(pod_sandbox_metrics=batch)

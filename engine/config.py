@@ -69,6 +69,9 @@ class CdiConfig:
 @dataclass
 class StatsConfig:
     fs_scan_period: float = 10.0  # seconds between walks of every container's writable layer
+    # Seconds an unfiltered ListContainerStats / ListPodSandboxStats answer is reused while no
+    # pod, container or state changed (cAdvisor's housekeeping period; kubelet polls every 10 s)
+    list_max_age: float = 1.0
 
 
 @dataclass
@@ -162,6 +165,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("runtime.cgroup_driver: only \"cgroupfs\" is supported")
     if cfg.stats.fs_scan_period <= 0:
         raise ConfigError("stats.fs_scan_period must be positive")
+    if cfg.stats.list_max_age < 0:
+        raise ConfigError("stats.list_max_age must not be negative")
     if cfg.registry.progress_timeout <= 0:
         raise ConfigError("registry.progress_timeout must be positive")
     if cfg.registry.max_concurrent_downloads < 1:

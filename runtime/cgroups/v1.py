@@ -28,6 +28,7 @@ from runtime.cgroups.model import (
     wait_until,
     write,
 )
+from runtime.cgroups.statfiles import max_value, number, pick, read_once
 
 CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids",
                "hugetlb", "systemd")
@@ -155,39 +156,56 @@ class V1Driver:
         except FileNotFoundError:
             return 0
 
-    def stats(self, path: str) -> CgroupStats:
-        """Few reads, since /metrics takes this per container per scrape: memory.stat gives the
-        limit in force (hierarchical_memory_limit, ancestors included) and the page faults."""
+    # Files whose absence means the cgroup is gone (the others may lack on older kernels).
+    STAT_REQUIRED = frozenset({"cpuacct.stat", "cpu.stat", "memory.stat", "pids.max"})
+    _STAT_FILES = (("cpuacct", "cpuacct.usage"), ("cpuacct", "cpuacct.stat"),
+                   ("cpu", "cpu.stat"), ("memory", "memory.stat"),
+                   ("memory", "memory.usage_in_bytes"), ("memory", "memory.failcnt"),
+                   ("memory", "memory.oom_control"), ("pids", "pids.current"),
+                   ("pids", "pids.max"))
+    _MEMORY_KEYS = frozenset({"total_inactive_file", "total_rss", "total_cache",
+                              "hierarchical_memory_limit", "total_pgfault", "total_pgmajfault"})
+
+    def stat_paths(self, path: str) -> dict[str, str]:
+        """Few files, since /metrics and the stats RPCs read them per container per call:
+        memory.stat gives the limit in force (hierarchical_memory_limit, ancestors included)
+        and the page faults."""
         rel = check_path(path)
-        s = CgroupStats(timestamp_ns=time.time_ns())
-        if "cpuacct" in self.mounts:
-            acct = self._dir("cpuacct", rel)
-            s.cpu_usage_ns = read_int(os.path.join(acct, "cpuacct.usage"))
-            ticks = keyed(read(os.path.join(acct, "cpuacct.stat")))
-            s.cpu_user_ns = ticks.get("user", 0) * 10**9 // USER_HZ
-            s.cpu_system_ns = ticks.get("system", 0) * 10**9 // USER_HZ
-        if "cpu" in self.mounts:
-            cpu = keyed(read(self._file("cpu", rel, "cpu.stat")))
-            s.cpu_periods = cpu.get("nr_periods", 0)
-            s.cpu_throttled_periods = cpu.get("nr_throttled", 0)
-            s.cpu_throttled_ns = cpu.get("throttled_time", 0)
-        if "memory" in self.mounts:
-            mem = self._dir("memory", rel)
-            stat = keyed(read(os.path.join(mem, "memory.stat")))
-            s.memory_usage = read_int(os.path.join(mem, "memory.usage_in_bytes"))
+        return {name: os.path.join(self.mounts[ctrl], rel, name)
+                for ctrl, name in self._STAT_FILES if ctrl in self.mounts}
+
+    def stats(self, path: str) -> CgroupStats:
+        return self.parse_stats(read_once(self.stat_paths(path), self.STAT_REQUIRED),
+                                time.time_ns())
+
+    def parse_stats(self, raw: dict[str, bytes], taken_ns: int) -> CgroupStats:
+        """The files of `stat_paths`, read at taken_ns; a controller not mounted stays 0."""
+        s = CgroupStats(timestamp_ns=taken_ns)
+        s.cpu_usage_ns = number(raw.get("cpuacct.usage"))
+        ticks = pick(raw.get("cpuacct.stat"), frozenset({"user", "system"}))
+        s.cpu_user_ns = ticks.get("user", 0) * 10**9 // USER_HZ
+        s.cpu_system_ns = ticks.get("system", 0) * 10**9 // USER_HZ
+        cpu = pick(raw.get("cpu.stat"),
+                   frozenset({"nr_periods", "nr_throttled", "throttled_time"}))
+        s.cpu_periods = cpu.get("nr_periods", 0)
+        s.cpu_throttled_periods = cpu.get("nr_throttled", 0)
+        s.cpu_throttled_ns = cpu.get("throttled_time", 0)
+        if "memory.stat" in raw:
+            stat = pick(raw["memory.stat"], self._MEMORY_KEYS)
+            s.memory_usage = number(raw.get("memory.usage_in_bytes"))
             s.memory_working_set = max(s.memory_usage - stat.get("total_inactive_file", 0), 0)
             s.memory_rss = stat.get("total_rss", 0)
             s.memory_cache = stat.get("total_cache", 0)
-            s.memory_failcnt = read_int(os.path.join(mem, "memory.failcnt"))
-            limit = stat.get("hierarchical_memory_limit", UNLIMITED_V1)
-            s.memory_limit = limit if limit < UNLIMITED_V1 else None
+            s.memory_failcnt = number(raw.get("memory.failcnt"))
+            mem_limit = stat.get("hierarchical_memory_limit", UNLIMITED_V1)
+            s.memory_limit = mem_limit if mem_limit < UNLIMITED_V1 else None
             s.page_faults = stat.get("total_pgfault", 0)
             s.major_page_faults = stat.get("total_pgmajfault", 0)
-            s.oom_kill_count = self.oom_kill_count(rel)
-        if "pids" in self.mounts:
-            s.pids_current = read_int(self._file("pids", rel, "pids.current"))
-            raw = read(self._file("pids", rel, "pids.max")).strip()
-            s.pids_limit = None if raw == "max" else int(raw)
+            s.oom_kill_count = pick(raw.get("memory.oom_control"),
+                                    frozenset({"oom_kill"})).get("oom_kill", 0)
+        if "pids.max" in raw:
+            s.pids_current = number(raw.get("pids.current"))
+            s.pids_limit = max_value(raw["pids.max"])
         return s
 
     def freeze(self, path: str, timeout: float = 5.0) -> None:

@@ -21,13 +21,13 @@ from runtime.cgroups.model import (
     parse_psi,
     pid_list,
     read,
-    read_int,
     rmdir,
     rmdir_parents,
     sigkill_all,
     wait_until,
     write,
 )
+from runtime.cgroups.statfiles import max_value, number, pick, read_once
 
 WANTED = ("cpu", "cpuset", "io", "memory", "pids", "hugetlb")
 DEFAULT_PERIOD = 100000
@@ -145,33 +145,47 @@ class V2Driver:
         except FileNotFoundError:
             return 0
 
-    def stats(self, path: str) -> CgroupStats:
+    # Every file may be missing (a controller not enabled, no PSI): a gone cgroup reads as 0s.
+    STAT_REQUIRED: frozenset[str] = frozenset()
+    _STAT_FILES = ("cpu.stat", "memory.stat", "memory.current", "memory.events", "memory.max",
+                   "pids.current", "pids.max", "cpu.pressure", "memory.pressure", "io.pressure")
+    _CPU_KEYS = frozenset({"usage_usec", "user_usec", "system_usec", "nr_periods",
+                           "nr_throttled", "throttled_usec"})
+    _MEMORY_KEYS = frozenset({"inactive_file", "anon", "file", "pgfault", "pgmajfault"})
+
+    def stat_paths(self, path: str) -> dict[str, str]:
         d = self._dir(path)
-        s = CgroupStats(timestamp_ns=time.time_ns())
-        cpu = _keyed_file(os.path.join(d, "cpu.stat"))
+        return {name: os.path.join(d, name) for name in self._STAT_FILES}
+
+    def stats(self, path: str) -> CgroupStats:
+        return self.parse_stats(read_once(self.stat_paths(path), self.STAT_REQUIRED),
+                                time.time_ns())
+
+    def parse_stats(self, raw: dict[str, bytes], taken_ns: int) -> CgroupStats:
+        """The files of `stat_paths`, read at taken_ns."""
+        s = CgroupStats(timestamp_ns=taken_ns)
+        cpu = pick(raw.get("cpu.stat"), self._CPU_KEYS)
         s.cpu_usage_ns = cpu.get("usage_usec", 0) * 1000
         s.cpu_user_ns = cpu.get("user_usec", 0) * 1000
         s.cpu_system_ns = cpu.get("system_usec", 0) * 1000
         s.cpu_periods = cpu.get("nr_periods", 0)
         s.cpu_throttled_periods = cpu.get("nr_throttled", 0)
         s.cpu_throttled_ns = cpu.get("throttled_usec", 0) * 1000
-        mem = _keyed_file(os.path.join(d, "memory.stat"))
-        s.memory_usage = read_int(os.path.join(d, "memory.current"))
+        mem = pick(raw.get("memory.stat"), self._MEMORY_KEYS)
+        s.memory_usage = number(raw.get("memory.current"))
         s.memory_working_set = max(s.memory_usage - mem.get("inactive_file", 0), 0)
         s.memory_rss = mem.get("anon", 0)
         s.memory_cache = mem.get("file", 0)
         s.page_faults = mem.get("pgfault", 0)
         s.major_page_faults = mem.get("pgmajfault", 0)
-        events = _keyed_file(os.path.join(d, "memory.events"))
+        events = pick(raw.get("memory.events"), frozenset({"max", "oom_kill"}))
         s.memory_failcnt = events.get("max", 0)
         s.oom_kill_count = events.get("oom_kill", 0)
-        s.memory_limit = _max_value(os.path.join(d, "memory.max"))
-        s.pids_current = read_int(os.path.join(d, "pids.current"))
-        s.pids_limit = _max_value(os.path.join(d, "pids.max"))
-        psi = {}
-        for res in ("cpu", "memory", "io"):
-            with contextlib.suppress(FileNotFoundError, OSError):
-                psi[res] = parse_psi(read(os.path.join(d, f"{res}.pressure")))
+        s.memory_limit = max_value(raw.get("memory.max"))
+        s.pids_current = number(raw.get("pids.current"))
+        s.pids_limit = max_value(raw.get("pids.max"))
+        psi = {res: parse_psi(raw[f"{res}.pressure"].decode())
+               for res in ("cpu", "memory", "io") if raw.get(f"{res}.pressure")}
         s.psi = psi or None
         return s
 
@@ -218,12 +232,3 @@ def _keyed_file(path: str) -> dict[str, int]:
         return keyed(read(path))
     except FileNotFoundError:
         return {}
-
-
-def _max_value(path: str) -> int | None:
-    """'max' (or a missing file) is no limit."""
-    try:
-        raw = read(path).strip()
-    except FileNotFoundError:
-        return None
-    return None if raw == "max" else int(raw)

@@ -4,9 +4,11 @@ An image of FILES small files and CONTAINERS containers that each wrote WRITTEN 
 disk-usage answers expensive (a walk of tens of thousands of inodes). ImageFsInfo,
 ListContainerStats, ListPodSandboxStats, ContainerStats and /metrics then run back to back
 while Version runs in a loop beside them, and berthd's loop watchdog (`cri/loopwatch.py`) must
-have seen no loop iteration burn more than STALL_LIMIT of CPU (it undercounts by at most its
-20 ms interval, so a 75 ms stall always fails the test). The watchdog counts the loop thread's
-CPU, not wall time, so a busy shared machine does not make the test flaky.
+have seen no loop iteration burn more than STALL_LIMIT of CPU. The watchdog undercounts an
+iteration by at most its 20 ms interval, so the limit is the 25 ms bucket: any handler that
+holds the loop for more than 50 ms (issue 19's bound) fails the test for certain, and one of
+25-45 ms may fail it too. The watchdog counts the loop thread's CPU, not wall time, so a busy
+shared machine does not make the test flaky.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ FILES = 30_000  # in the image, over LAYERS layers
 LAYERS = 6
 CONTAINERS = 8
 WRITTEN = 3_000  # files each container writes into its writable layer
-STALL_LIMIT = 0.05  # seconds of loop-thread CPU in one iteration
+STALL_LIMIT = 0.025  # seconds of loop-thread CPU seen in one iteration (a bucket's bound)
 HAMMER = 4.0  # seconds of back-to-back stats calls
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from runtime.cgroups import CgroupDriver, IoLimit, Resources, V1Driver, detect, driver
+from runtime.cgroups.statfiles import StatFiles
 from tests.runtime_security.conftest import PY, release, spawn_waiting
 
 MiB = 1024 * 1024
@@ -225,3 +226,34 @@ def test_join_moves_the_calling_process_in_every_hierarchy(v1: V1Driver, cg_root
         os.close(r)
         os.waitpid(pid, 0)
     v1.remove(path)
+
+
+def test_kept_open_stat_files_reread_and_fail_once_the_cgroup_goes(v1: V1Driver,
+                                                                   cg_root: str) -> None:
+    """StatFiles re-reads with pread at offset 0: each read is the file's current text, the
+    same figures stats() gives; after rmdir the kept descriptors fail (ENODEV) and a reopen
+    finds no cgroup."""
+    path = f"{cg_root}/kept"
+    v1.create(path, Resources(memory_limit=64 * MiB, pids_limit=20))
+    files = StatFiles(v1.stat_paths(path), v1.STAT_REQUIRED)
+    try:
+        first = v1.parse_stats(files.read(), 1)
+        proc = spawn_waiting("")  # a process in the cgroup: pids.current moves
+        try:
+            v1.add_pid(path, proc.pid)
+            again = v1.parse_stats(files.read(), 2)
+            assert (first.pids_current, again.pids_current) == (0, 1)
+            assert again.memory_limit == 64 * MiB and again.pids_limit == 20
+            fresh = v1.stats(path)
+            assert (fresh.memory_limit, fresh.pids_limit, fresh.pids_current) == (
+                again.memory_limit, again.pids_limit, again.pids_current)
+        finally:
+            release(proc)
+            proc.wait(timeout=30)
+        v1.remove(path)
+        with pytest.raises(OSError):
+            files.read()
+    finally:
+        files.close()
+    with pytest.raises(FileNotFoundError):
+        StatFiles(v1.stat_paths(path), v1.STAT_REQUIRED)
