@@ -79,6 +79,9 @@ def _server(dk: Daemon, net: str, name: str, alias: str | None = None) -> str:
         args += ["--network-alias", alias]
     cid = dk.cli(*args, dk.busybox, "sh", "-c", HTTPD.format(net=net)).stdout.strip()
     wait_for(lambda: dk.api.inspect_container(cid)["State"]["Running"], 30, f"{name} running")
+    # running is not listening: an exec right after could beat httpd's bind
+    wait_for(lambda: b":8080 " in dk.api.exec_start(dk.api.exec_create(
+        cid, ["netstat", "-ltn"])), 30, f"{name} listening")
     return cid
 
 
