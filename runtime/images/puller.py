@@ -1,7 +1,8 @@
 """One pull: every missing layer streams from the registry straight into its snapshot.
 
-Each layer's thread receives, hashes, keeps and unpacks its blob in one pass; nothing waits for
-the image config except the short commit step, which also waits for the parent layer's commit.
+Each layer's thread unpacks its blob in one pass while the blob's fetch thread receives, hashes
+and keeps it ahead (blobstream); nothing waits for the image config except the short commit
+step, which also waits for the parent layer's commit.
 """
 
 from __future__ import annotations
