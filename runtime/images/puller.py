@@ -1,7 +1,8 @@
 """One pull: every missing layer streams from the registry straight into its snapshot.
 
-Each layer's thread receives, hashes, keeps and unpacks its blob in one pass; nothing waits for
-the image config except the short commit step, which also waits for the parent layer's commit.
+Each layer's thread unpacks its blob in one pass while the blob's fetch thread receives, hashes
+and keeps it ahead (blobstream); nothing waits for the image config except the short commit
+step, which also waits for the parent layer's commit.
 """
 
 from __future__ import annotations
@@ -251,12 +252,18 @@ class Pull:
             await self.in_thread(st.snapshots.sync, got.tmp)
         if got.blob is not None:
             await self.in_thread(got.blob.publish, True)
+        # its usage is walked while the parent may still be unpacking, not on the commit chain:
+        # resolve changes no size or inode count unless it copies up hard-linked lower files
+        copies = bool(detached.applier.links)
+        if not copies:
+            await self.in_thread(st.snapshots.measure, got.tmp, chains[-1])
         if parent is not None:
             await asyncio.shield(parent)  # its failure fails this layer too
         await self.in_thread(detached.resolve, st.snapshots.lowers(chains[:-1]))
-        if st.sync_snapshots and detached.applier.links:  # copied-up file data (rare)
-            await self.in_thread(st.snapshots.sync, got.tmp)
-        await self.in_thread(st.snapshots.measure, got.tmp, chains[-1])
+        if copies:
+            if st.sync_snapshots:  # copied-up file data
+                await self.in_thread(st.snapshots.sync, got.tmp)
+            await self.in_thread(st.snapshots.measure, got.tmp, chains[-1])
         st.snapshots.commit(got.tmp, chains[-1])
 
     def _reporter(self, digest: str, total: int) -> Callable[[int], None]:

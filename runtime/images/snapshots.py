@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import array
 import contextlib
 import ctypes
+import errno
 import fcntl
 import hashlib
 import json
@@ -18,6 +20,8 @@ from runtime.usage import du
 _TMP = ".tmp-"
 USAGE = "usage.json"  # beside fs/: the snapshot's (bytes, inodes), measured once at commit
 _libc = ctypes.CDLL(None, use_errno=True)
+_FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS = 0x80086601, 0x40086602  # <linux/fs.h>, 64-bit
+_FS_TOPDIR_FL = 0x00020000  # chattr +T
 
 
 def chain_ids(diff_ids: list[str]) -> list[str]:
@@ -43,6 +47,7 @@ class Snapshots:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        _spread(root)
         self._locks: dict[Path, int] = {}
         self._flush_lock = threading.Lock()
         self._flushes_started = self._flushes_done = 0
@@ -179,6 +184,31 @@ class Snapshots:
         for p in self.root.iterdir():
             if p.name.startswith(_TMP) and _unlocked(p):
                 shutil.rmtree(p, ignore_errors=True)
+
+
+def _spread(root: Path) -> None:
+    """Mark root as a top of directory hierarchies (chattr +T) for ext4's Orlov allocator, so
+    that each snapshot dir made in it goes to a block group with free inodes instead of its
+    parent's group. Measured on the bench machine's ext4 (no journal): a pull of 30,000 small
+    files spent most of its kernel time in `recently_deleted`, the allocator skipping inodes
+    freed in the last 5 to 305 s one by one, and those are where the image removed just before
+    had its files. Filesystems without the flag (xfs, btrfs, tmpfs) are left as they are."""
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        flags = array.array("l", [0])
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags, True)
+        if not flags[0] & _FS_TOPDIR_FL:
+            flags[0] |= _FS_TOPDIR_FL
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, flags, True)
+    except OSError as e:
+        if e.errno not in (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL, errno.EPERM,
+                           errno.EACCES):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _write_usage(d: Path, usage: tuple[int, int]) -> None:

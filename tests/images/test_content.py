@@ -170,3 +170,34 @@ def test_startup_gc_drops_only_old_orphans(tmp_path: Path) -> None:
     os.utime(store.snapshots.fs(c_old).parent, (past, past))
     again = ImageStore(tmp_path)
     assert again.content.list() == {d_new} and again.snapshots.list() == {c_new}
+
+
+@pytest.mark.timeout(30)
+def test_close_before_the_end_stops_the_fetch_thread(tmp_path: Path) -> None:
+    """An unpack that fails early closes the stream: its fetch thread, blocked on the full
+    hand-over or on a stalled read, ends before the file and the download lock are let go."""
+    store = ContentStore(tmp_path)
+    for src in (Source(), Source(stall=60)):
+        bs = BlobStream(store, DIGEST, len(DATA), src, 2, Abandon())
+        if not src.stall:
+            assert bs.read(10) == DATA[:10]
+        fetch = [t for t in threading.enumerate() if t.name == f"fetch-{DIGEST[7:19]}"]
+        bs.close()
+        assert all(not t.is_alive() for t in fetch)
+        assert not store.has(DIGEST)
+
+
+@pytest.mark.timeout(30)
+def test_error_reaches_the_reader_at_every_read(tmp_path: Path) -> None:
+    """The fetch thread's failure is raised in the reader, and again by finish()."""
+    store = ContentStore(tmp_path)
+    bs = BlobStream(store, DIGEST, len(DATA) - 1, Source(), 2, Abandon())
+    try:
+        with pytest.raises(DigestMismatch, match="more than"):
+            while bs.read(1 << 20):
+                pass
+        with pytest.raises(DigestMismatch, match="more than"):
+            bs.finish()
+    finally:
+        bs.close()
+    assert not store.has(DIGEST)
