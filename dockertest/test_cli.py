@@ -80,6 +80,17 @@ def test_exec_interactive_stdin(dk: Daemon) -> None:
     assert res.returncode == 3
 
 
+def test_exec_interactive_stdin_at_eof_keeps_output_and_exit_code(dk: Daemon) -> None:
+    """`docker exec -i` with stdin at EOF (what `docker-compose exec -T` runs): the CLI's
+    half-close often comes after the process has exited. Berth once lost the output and the
+    exit code then (the CLI printed nothing and exited 0) in most runs of this loop;
+    tests/runtime_monitor forces that ordering on every run."""
+    dk.cli("run", "-d", "--name", "dt-exec-eof", dk.busybox, "sleep", "300")
+    for _ in range(20):
+        res = dk.cli("exec", "-i", "dt-exec-eof", "sh", "-c", "echo hello; exit 3", check=False)
+        assert (res.returncode, res.stdout) == (3, "hello\n"), res.stderr
+
+
 def test_stop_timeout_kills_sigterm_ignorer(dk: Daemon) -> None:
     """stop -t 1: SIGTERM is ignored, SIGKILL follows the timeout, the exit code is 137."""
     dk.cli("run", "-d", "--name", "dt-stop", dk.busybox,

@@ -12,6 +12,7 @@ from typing import Any
 
 from runtime.monitor import proto
 from runtime.monitor.fdio import (
+    CHUNK,
     FdWriter,
     exit_code,
     kill_tree,
@@ -228,13 +229,30 @@ async def exec_stream(lc: Lifecycle, cid: str, args: dict[str, Any], rid: int,
         with contextlib.suppress(asyncio.CancelledError):
             await outs
     inp.cancel()
+    await asyncio.wait({inp})  # its read must be over before _linger reads the same stream
     if stdin:
         stdin.abort()
     if not writer.is_closing():
         writer.write(proto.frame(proto.EXIT, proto.encode({"exit_code": exited.result()})))
         with contextlib.suppress(ConnectionError):
             await writer.drain()
+        await _linger(reader, writer)
     writer.close()
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Half-close, then read and drop what the client still sends until it hangs up.
+
+    The client's stdin EOF (CLOSE_STDIN) often arrives after a short exec has exited. Closing
+    a unix socket with unread input resets the client's side (ECONNRESET, or EPIPE on its
+    next write), and an asyncio stream reader then raises at once, dropping the output and
+    EXIT frames it holds but has not handed out yet: `docker exec -i` printed nothing and
+    exited 0. The client closes once it has read EXIT."""
+    with contextlib.suppress(ConnectionError, OSError):
+        if writer.can_write_eof():
+            writer.write_eof()
+        while await reader.read(CHUNK):
+            pass
 
 
 async def events(lc: Lifecycle, _cid: str, _args: dict[str, Any], rid: int,

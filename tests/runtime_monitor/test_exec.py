@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import select
 import time
 from pathlib import Path
 
@@ -117,6 +118,31 @@ def test_exec_stream_stdin_and_exit(running):
 
     code, got = running._run(session())
     assert code == 7 and got == {"stdout": b"hello\n", "stderr": b"e\n"}
+
+
+def test_exec_stream_stdin_eof_after_the_exit_loses_nothing(running):
+    """`docker exec -i` with stdin at EOF: the client's CLOSE_STDIN can come after the exec
+    has exited and the monitor has sent its output and EXIT. The monitor must still take it;
+    if it had closed instead, the write fails (EPIPE) and the client's stream reader raises
+    before handing out the frames it already holds: no output, no exit code."""
+    async def session():
+        s = await running.aio.exec_stream("c1", proc("sh", "-c", "echo hello; exit 3"),
+                                          stdin=True)
+        # Block this loop (so nothing is read) until the monitor has shut its sending side,
+        # which it does only after EXIT: the ordering that lost the output, every time.
+        sock = s.writer.get_extra_info("socket")
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLRDHUP)
+        assert poller.poll(30_000), "the monitor never finished sending"
+        await s.send_stdin(b"late\n")
+        await s.close_stdin()
+        frames = []
+        while (frame := await s.recv()) is not None:
+            frames.append(frame)
+        s.close()
+        return s.exit_code, frames
+
+    assert running._run(session()) == (3, [("stdout", b"hello\n")])
 
 
 def test_exec_stream_tty_and_resize(running):
