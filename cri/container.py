@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cri import ocispec, podconfig
+from cri import ocispec, podconfig, samples
 from cri.context import Context
 from cri.errors import (
     AlreadyExists,
@@ -164,3 +165,4 @@ class ContainerRPCs:
         """Force-stop, then drop the process record, the rootfs and the metadata."""
         await lifecycle.remove(self.ctx, rec)
         self.ctx.metadata.forget(rec.id)
+        await asyncio.to_thread(samples.forget, self.ctx.config.state_dir, rec.id)

@@ -119,6 +119,19 @@ _OPEN: dict[str, tuple[dict[str, tuple[str, StatFiles]], threading.Lock]] = {}  
 # (container id -> (cgroup path, its kept-open stat files), the lock that guards them)
 
 
+def forget(state_dir: str, cid: str) -> None:
+    """Close a removed container's kept-open stat files now, not at the next stats pass (a
+    worker thread may hold the lock for a pass: call it off the loop)."""
+    got = _OPEN.get(state_dir)
+    if got is None:
+        return
+    files, lock = got
+    with lock:
+        kept = files.pop(cid, None)
+    if kept is not None:
+        kept[1].close()
+
+
 class Sampler:
     """Takes samples; remembers an older CPU reading per id for usage_nano_cores, and keeps
     each container's cgroup stat files open while the container has a record."""

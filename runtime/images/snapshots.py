@@ -68,13 +68,20 @@ class Snapshots:
 
     def prepare(self) -> Path:
         """A fresh private dir to unpack into; its fs/ subdir is the layer root."""
-        tmp = self.root / f"{_TMP}{uuid.uuid4().hex}"
-        (tmp / "fs").mkdir(parents=True)
-        os.chmod(tmp / "fs", 0o755)
-        # held until commit/discard so another process's start-up cleanup leaves it alone
-        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        while True:
+            tmp = self.root / f"{_TMP}{uuid.uuid4().hex}"
+            tmp.mkdir()
+            # held until commit/discard so another process's start-up cleanup leaves it alone;
+            # that cleanup may still have taken it between the mkdir and the lock (it removes
+            # under the lock, so once we hold it a dir with no links is one it took)
+            fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_nlink:
+                break
+            os.close(fd)
         self._locks[tmp] = fd
+        (tmp / "fs").mkdir()
+        os.chmod(tmp / "fs", 0o755)
         return tmp
 
     def _unlock(self, tmp: Path) -> None:
@@ -182,8 +189,12 @@ class Snapshots:
     def cleanup(self) -> None:
         """Remove leftovers of interrupted unpacks; run at start, before any pull."""
         for p in self.root.iterdir():
-            if p.name.startswith(_TMP) and _unlocked(p):
-                shutil.rmtree(p, ignore_errors=True)
+            fd = _lock_unused(p) if p.name.startswith(_TMP) else None
+            if fd is not None:
+                try:
+                    shutil.rmtree(p, ignore_errors=True)
+                finally:
+                    os.close(fd)
 
 
 def _spread(root: Path) -> None:
@@ -217,16 +228,16 @@ def _write_usage(d: Path, usage: tuple[int, int]) -> None:
     os.rename(tmp, d / USAGE)
 
 
-def _unlocked(p: Path) -> bool:
-    """Whether no live unpack (in any process) holds p."""
+def _lock_unused(p: Path) -> int | None:
+    """p's fd, locked, when no live unpack (in any process) holds p; the caller removes p
+    before closing it, so a `prepare` that lost the race sees its dir unlinked."""
     try:
         fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
-        return False
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
+        return fd
     except BlockingIOError:
-        return False
-    finally:
         os.close(fd)
+        return None
