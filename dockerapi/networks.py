@@ -18,7 +18,7 @@ from dockerapi.model import Front
 from engine import endpoints
 from engine.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from engine.netspec import BRIDGE_OPT, BUILTIN, NetworkSpec, builtin_id
-from engine.store import NetworkRecord
+from engine.store import ContainerRecord, NetworkRecord, PodRecord
 
 FILTERS = ("name", "id", "label", "driver", "type", "dangling", "scope")
 DRIVER_OF = {"bridge": "bridge", "host": "host", "none": "null"}
@@ -237,14 +237,21 @@ def _until(values: list[str]) -> int | None:
                               "seconds") from None
 
 
-async def connect(request: web.Request) -> web.StreamResponse:
+async def _endpoint_request(request: web.Request) -> tuple[
+        Front, dict[str, Any], str, NetworkRecord | None, ContainerRecord, PodRecord | None]:
+    """What connect and disconnect both start from: the body, the network (None for a
+    built-in one, by name), the container and its pod."""
     f = front(request)
     doc = await body(request, {})
     if not isinstance(doc, dict):
         raise InvalidArgument("the request body must be a JSON object")
     name, rec = _find(f, request.match_info["id"])
     c = model.container(f.ctx, str(doc.get("Container") or ""))
-    pod = f.ctx.store.pods.get(c.pod_id)
+    return f, doc, name, rec, c, f.ctx.store.pods.get(c.pod_id)
+
+
+async def connect(request: web.Request) -> web.StreamResponse:
+    f, doc, name, rec, c, pod = await _endpoint_request(request)
     if pod is None or pod.extra.get("host_network") or pod.extra.get("no_network"):
         raise InvalidArgument(f"container {c.name} runs in the host's network or none: it "
                               "cannot join another network")
@@ -269,13 +276,7 @@ async def connect(request: web.Request) -> web.StreamResponse:
 
 
 async def disconnect(request: web.Request) -> web.StreamResponse:
-    f = front(request)
-    doc = await body(request, {})
-    if not isinstance(doc, dict):
-        raise InvalidArgument("the request body must be a JSON object")
-    name, rec = _find(f, request.match_info["id"])
-    c = model.container(f.ctx, str(doc.get("Container") or ""))
-    pod = f.ctx.store.pods.get(c.pod_id)
+    f, _, name, rec, c, pod = await _endpoint_request(request)
     net_id = rec.id if rec else builtin_id(name)
     att = next((a for a in endpoints.attachments(pod) if a["network"] == net_id), None) \
         if pod else None
