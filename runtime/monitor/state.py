@@ -115,8 +115,8 @@ def save_post_hooks(state_dir: str, cid: str, state: hooks.State,
 
 def load_post_hooks(state_dir: str, cid: str
                     ) -> tuple[hooks.State, dict[str, list[hooks.Hook]]] | None:
-    """What save_post_hooks kept, or None; an unreadable file is None too (logged by none:
-    it was written by us from a spec that parsed)."""
+    """What save_post_hooks kept, or None (also for an unreadable file: we wrote it from a
+    spec that parsed, so there is nothing better to do than skip the hooks)."""
     try:
         doc = json.loads((container_dir(state_dir, cid) / POST_HOOKS).read_text())
         parsed = hooks.parse({"hooks": {k: doc[k] for k in ("poststart", "poststop")

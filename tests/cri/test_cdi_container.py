@@ -13,8 +13,8 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.fixtures.berthd import BERTHD, Berthd, run_berthd
-from tests.fixtures.cdi import KIND, fake_vendor, hook_calls
+from tests.fixtures.berthd import Berthd
+from tests.fixtures.cdi import KIND, cdi_berthd, fake_vendor, hook_calls
 from tests.fixtures.cri_client import CriClient, sandbox_config
 from tests.fixtures.images import PushedImage
 from tests.fixtures.registry import Registry
@@ -26,14 +26,8 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture(scope="module")
 def cdi_env(tmp_path_factory: pytest.TempPathFactory,
             registry: Registry) -> Iterator[tuple[Berthd, Path]]:
-    if not BERTHD.exists():
-        pytest.skip(f"{BERTHD} not installed")
     root = Path(tmp_path_factory.mktemp("cdi"))
-    dirs = [root / "etc-cdi", root / "run-cdi"]
-    for d in dirs:
-        d.mkdir()
-    with run_berthd(root / "b", registry={"insecure": [registry.host]},
-                    cdi={"spec_dirs": [str(d) for d in dirs]}) as daemon:
+    with cdi_berthd(root, registry) as daemon:
         yield daemon, root
 
 

@@ -15,8 +15,7 @@ import docker
 import pytest
 from docker.types import DeviceRequest
 
-from tests.fixtures.berthd import BERTHD, Berthd, run_berthd
-from tests.fixtures.cdi import KIND, fake_vendor, hook_calls
+from tests.fixtures.cdi import KIND, cdi_berthd, fake_vendor, hook_calls
 from tests.fixtures.registry import Registry
 
 pytestmark = pytest.mark.timeout(180)
@@ -25,15 +24,8 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture(scope="module")
 def cdi_docker(tmp_path_factory: pytest.TempPathFactory, registry: Registry,
                e2e_images) -> Iterator[tuple[docker.DockerClient, Path, str]]:
-    if not BERTHD.exists():
-        pytest.skip(f"{BERTHD} not installed")
     root = Path(tmp_path_factory.mktemp("dcdi"))
-    dirs = [root / "etc-cdi", root / "run-cdi"]
-    for d in dirs:
-        d.mkdir()
-    with run_berthd(root / "b", registry={"insecure": [registry.host]},
-                    cdi={"spec_dirs": [str(d) for d in dirs]}) as daemon:
-        assert isinstance(daemon, Berthd)
+    with cdi_berthd(root, registry) as daemon:
         client = docker.DockerClient(base_url=f"unix://{daemon.docker_socket}", timeout=120)
         ref = e2e_images["busybox"].ref
         client.images.pull(ref)
