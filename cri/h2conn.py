@@ -41,7 +41,9 @@ log = structlog.get_logger("cri.transport")
 
 # Headers stay bytes: a value that is not UTF-8 is the call's problem, not an exception in h2.
 _CONFIG = h2.config.H2Configuration(client_side=False, header_encoding=None,
-                                    validate_inbound_headers=True)
+                                    validate_inbound_headers=True,
+                                    validate_outbound_headers=False,
+                                    normalize_outbound_headers=False)
 _GRPC_HEADERS = [(":status", "200"), ("content-type", "application/grpc")]
 
 
