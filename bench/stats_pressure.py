@@ -7,8 +7,8 @@ Issue 19's check that no handler blocks the loop: each runtime holds the 50 `fle
 written 20 MiB into their writable layer. Then, per runtime in turn (the order alternates each
 round), a process of its own calls ImageFsInfo and ListContainerStats back to back without
 pause while the bench's main thread calls Version and ListContainers every 10 ms; the latencies
-of the main thread are the figures (target: p99 under 5 ms on berth). The other runtime is idle meanwhile, so the two
-measurements do not load each other.
+of the main thread are the figures (target: p99 under 5 ms on berth). The other runtime is idle
+meanwhile, so the two measurements do not load each other.
 """
 
 from __future__ import annotations
