@@ -8,10 +8,11 @@ to /dev/null.
 A->C crosses the overlay; A->B stays on node 1's bridge. Rounds alternate which goes first.
 
 Wall-clock MiB/s on 2 shared cores moves by +-0.1 in ratio between runs, so the row's note also
-gives what each path costs: CPU time per MiB moved, from a private cgroup holding curl and both
-httpds (softirq work done in their context is charged to them: this kernel has no separate IRQ
-time accounting) plus the ksoftirqd threads' share over the transfer, which is the only part
-other processes on the machine can add to.
+gives what each path costs: CPU time per MiB moved, from a private cgroup holding curl (its
+start included, the same on both paths) and both httpds, plus the ksoftirqd threads' time over
+the transfer. Softirq work done in the context of curl or httpd is charged to them on a kernel
+without CONFIG_IRQ_TIME_ACCOUNTING (as here); other processes' softirq work in ksoftirqd or in
+our context is the noise left.
 """
 
 from __future__ import annotations
