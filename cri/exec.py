@@ -45,6 +45,9 @@ class ExecRPCs:
             raise NotFound(f"container {rec.id} has no process") from None
         except monitor.MonitorError as exc:
             raise Internal(f"exec in {rec.id}: {exc}") from None
+        except ConnectionError as exc:  # containerd: "failed while waiting for exec"
+            raise Internal(f"exec in {rec.id}: its exit status is unknown: the connection to "
+                           f"the berth monitor broke ({exc})") from None
         if res.timed_out:
             raise DeadlineExceeded(f"command {request.cmd[0]} timed out after "
                                    f"{request.timeout}s")
