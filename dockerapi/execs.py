@@ -21,8 +21,8 @@ from runtime.init import InitError
 from runtime.procuser import process_user
 
 MAX_EXECS = 1000  # exec records kept per daemon; the oldest finished ones go first
-# dockerd's ExitCode for an exec it could not follow to its end (ContainerExecStart's error
-# path, e.g. its attach failed): Running false and 126, never null.
+# dockerd's ExitCode for an exec that failed to start or that it could not follow to its end
+# (ContainerExecStart's error path, e.g. its attach failed): Running false and 126, never null.
 LOST_EXIT = 126
 
 
@@ -175,6 +175,8 @@ async def start(request: web.Request) -> web.StreamResponse:
                                                     stdin=x.stdin)
     except monitor.InvalidState as exc:
         raise FailedPrecondition(str(exc)) from None
+    except monitor.MonitorError as exc:  # the process could not start (not found, not runnable)
+        return await _failed_start(request, x, bool(opts.get("Detach")), str(exc))
     x.started = x.running = True
     f.publish(rec, "exec_start: " + " ".join(x.process["args"]), {"execID": x.id})
     if opts.get("Detach"):
@@ -188,6 +190,22 @@ async def start(request: web.Request) -> web.StreamResponse:
     pump = f.spawn(_run(x, h, f.ctx.monitor))
     try:
         await asyncio.shield(pump)  # a hang-up cancels this handler, never the pump
+    finally:
+        h.close()
+    return h.response
+
+
+async def _failed_start(request: web.Request, x: ExecState, detach: bool,
+                        message: str) -> web.StreamResponse:
+    """dockerd's answer: the exec has ended with ExitCode 126; a detached start is a 400, an
+    attached one gets the message on its stream (the docker CLI prints it, then exits 126)."""
+    x.started, x.exit_code = True, LOST_EXIT
+    if detach:
+        raise InvalidArgument(message)
+    h = await hijack(request, RAW if x.tty else MULTIPLEXED)
+    try:
+        line = (message + "\r\n").encode()
+        await h.write(line if x.tty else frame(STREAM_IDS["stdout"], line))
     finally:
         h.close()
     return h.response
