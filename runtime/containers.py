@@ -300,7 +300,7 @@ class MonitorClient:
         try:
             r = await asyncio.wait_for(self.call("exec_status", exec_id=session.exec_id,
                                                  wait=wait), wait + PING_TIMEOUT)
-        except (MonitorError, ConnectionError, OSError, TimeoutError):
+        except (MonitorError, OSError, TimeoutError):  # OSError: the dial or connection failed
             return None
         return None if r.get("exit_code") is None else int(r["exit_code"])
 

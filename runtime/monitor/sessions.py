@@ -24,6 +24,7 @@ from runtime.monitor.lifecycle import IO_GRACE, Attachment, Lifecycle, Live
 
 MAX_OUTPUT = 16 << 20
 KEPT_EXITS = 1024  # streamed execs whose exit a client may still ask for (exec_status)
+MAX_STATUS_WAIT = 60.0  # an exec_status request parks no longer than this
 
 
 def _running(lc: Lifecycle, cid: str) -> Live:
@@ -59,7 +60,7 @@ async def exec_status(lc: Lifecycle, exec_id: str, wait: float) -> dict[str, Any
     if exited is None:
         raise proto.NotFound(f"no streamed exec {exec_id!r} (not ours, or forgotten)")
     with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(asyncio.shield(exited), max(wait, 0))
+        await asyncio.wait_for(asyncio.shield(exited), min(max(wait, 0), MAX_STATUS_WAIT))
     return {"exit_code": exited.result() if exited.done() else None}
 
 
