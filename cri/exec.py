@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cri.context import Context
-from cri.errors import DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound
+from cri.errors import (
+    CriError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+)
 from cri.grpccall import RpcContext
 from engine.store import ContainerRecord
 from proto import api_pb2 as pb
@@ -45,6 +52,9 @@ class ExecRPCs:
             raise NotFound(f"container {rec.id} has no process") from None
         except monitor.MonitorError as exc:
             raise Internal(f"exec in {rec.id}: {exc}") from None
+        except ConnectionError as exc:  # UNKNOWN, as containerd's "failed while waiting for exec"
+            raise CriError(f"exec in {rec.id}: its exit status is unknown: the connection to "
+                           f"the berth monitor broke ({exc})") from None
         if res.timed_out:
             raise DeadlineExceeded(f"command {request.cmd[0]} timed out after "
                                    f"{request.timeout}s")

@@ -21,6 +21,9 @@ from runtime.init import InitError
 from runtime.procuser import process_user
 
 MAX_EXECS = 1000  # exec records kept per daemon; the oldest finished ones go first
+# dockerd's ExitCode for an exec that failed to start or that it could not follow to its end
+# (ContainerExecStart's error path, e.g. its attach failed): Running false and 126, never null.
+LOST_EXIT = 126
 
 
 @dataclass
@@ -115,8 +118,12 @@ async def create(request: web.Request) -> web.StreamResponse:
     return web.json_response({"Id": x.id}, status=201)
 
 
-async def _run(x: ExecState, h: Hijacked | None) -> None:
-    """Pump the session both ways until the process exits; record its exit code."""
+async def _run(x: ExecState, h: Hijacked | None, client: monitor.MonitorClient) -> None:
+    """Pump the session both ways until the process exits; record its exit code.
+
+    A client that hangs up ends only the copying: the process runs on to its end (as with
+    dockerd) and its own exit code is kept. A code nobody can learn (the monitor was lost,
+    and the container with it) is LOST_EXIT, never null once the exec has ended."""
     assert x.session is not None
     session = x.session
 
@@ -130,22 +137,25 @@ async def _run(x: ExecState, h: Hijacked | None) -> None:
             with contextlib.suppress(ConnectionError):
                 await session.close_stdin()
 
+    code: int | None = None
+    copying = h is not None
     feeder = asyncio.create_task(feed())
     try:
-        while (msg := await session.recv()) is not None:
-            stream, data = msg
-            if h is None or not (x.stdout if stream == "stdout" else x.stderr):
-                continue
-            ok = await h.write(data if x.tty else frame(STREAM_IDS[stream], data))
-            if not ok:
-                break
-    except (ConnectionError, monitor.MonitorError):
-        pass
+        with contextlib.suppress(ConnectionError, monitor.MonitorError):
+            while (msg := await session.recv()) is not None:
+                stream, data = msg
+                if h is None or not copying or not (x.stdout if stream == "stdout"
+                                                    else x.stderr):
+                    continue
+                # False once the client has left: the rest of the output is dropped
+                copying = await h.write(data if x.tty else frame(STREAM_IDS[stream], data))
+        feeder.cancel()
+        code = await client.exec_exit(session)
     finally:
         feeder.cancel()
-        x.exit_code = session.exit_code if session.exit_code is not None else x.exit_code
-        x.running = False
         session.close()
+        x.exit_code = LOST_EXIT if code is None else code
+        x.running = False
 
 
 async def start(request: web.Request) -> web.StreamResponse:
@@ -165,14 +175,37 @@ async def start(request: web.Request) -> web.StreamResponse:
                                                     stdin=x.stdin)
     except monitor.InvalidState as exc:
         raise FailedPrecondition(str(exc)) from None
+    except monitor.MonitorError as exc:  # the process could not start (not found, not runnable)
+        return await _failed_start(request, x, bool(opts.get("Detach")), str(exc))
     x.started = x.running = True
     f.publish(rec, "exec_start: " + " ".join(x.process["args"]), {"execID": x.id})
     if opts.get("Detach"):
-        f.spawn(_run(x, None))
+        f.spawn(_run(x, None, f.ctx.monitor))
         return web.Response(status=200)
+    try:
+        h = await hijack(request, RAW if x.tty else MULTIPLEXED)
+    except BaseException:
+        f.spawn(_run(x, None, f.ctx.monitor))  # the exec started: follow it to its exit
+        raise
+    pump = f.spawn(_run(x, h, f.ctx.monitor))
+    try:
+        await asyncio.shield(pump)  # a hang-up cancels this handler, never the pump
+    finally:
+        h.close()
+    return h.response
+
+
+async def _failed_start(request: web.Request, x: ExecState, detach: bool,
+                        message: str) -> web.StreamResponse:
+    """dockerd's answer: the exec has ended with ExitCode 126; a detached start is a 400, an
+    attached one gets the message on its stream (the docker CLI prints it, then exits 126)."""
+    x.started, x.exit_code = True, LOST_EXIT
+    if detach:
+        raise InvalidArgument(message)
     h = await hijack(request, RAW if x.tty else MULTIPLEXED)
     try:
-        await _run(x, h)
+        line = (message + "\r\n").encode()
+        await h.write(line if x.tty else frame(STREAM_IDS["stdout"], line))
     finally:
         h.close()
     return h.response

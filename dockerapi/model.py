@@ -54,11 +54,12 @@ class Front:
             if not fut.done():
                 fut.set_result(exit_code)
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Background work (restarts, auto-remove) kept referenced until done."""
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Background work (restarts, auto-remove, exec pumps) kept referenced until done."""
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
 
     def reading(self, cid: str, task: asyncio.Task[None]) -> None:
         """An attach is copying this container's output; auto-remove waits for it."""

@@ -172,3 +172,47 @@ def test_exec_on_stopped_container_conflicts(dk: Daemon) -> None:
         raise AssertionError("unknown exec id was accepted")
     except docker.errors.NotFound as e:
         assert "No such exec instance" in str(e.explanation)
+
+
+def test_exec_outlives_a_client_that_hangs_up_and_keeps_its_exit_code(dk: Daemon) -> None:
+    """The client of an attached exec goes away while the process still writes: inspect must
+    not say ExitCode null once the exec is over (the docker CLI shows null as 0). Berth once
+    abandoned the session at the first write that failed; the monitor then killed the process
+    and nobody learnt its status.
+
+    The daemons differ in the code: dockerd 20.10 gives up on an exec whose attach failed
+    (Running false, ExitCode 126, its ContainerExecStart error path) while the process may
+    still run; Berth drops the rest of the output and reports the process's own code."""
+    c = dk.client.containers.run(dk.busybox, ["sleep", "300"], detach=True)
+    script = "for i in $(seq 40); do echo line$i; usleep 50000; done; exit 5"
+    ex = dk.api.exec_create(c.id, ["sh", "-c", script])
+    sock = dk.api.exec_start(ex["Id"], socket=True)
+    raw = sock._sock
+    assert b"line1" in _read_until(raw, b"line1")
+    raw.close()
+    sock.close()
+    info = wait_for(lambda: (i := dk.api.exec_inspect(ex["Id"]))["ExitCode"] is not None and i,
+                    30, "the exec's exit code")
+    assert (info["Running"], info["ExitCode"]) == (False, 126 if dk.name == "dockerd" else 5)
+
+
+def test_exec_that_cannot_start_ends_with_126(dk: Daemon) -> None:
+    """A command that is missing or not executable: the exec has ended with ExitCode 126.
+    Attached, the error comes on the stream (the CLI prints it and exits 126); detached, the
+    start is a 400. Berth once answered 500 with ExitCode null (the CLI: "unable to upgrade
+    to tcp, received 500", exit 1). dockerd's text carries its OCI runtime's prefix."""
+    c = dk.client.containers.run(dk.busybox, ["sleep", "300"], detach=True)
+    ex = dk.api.exec_create(c.id, ["nosuchcmd"])
+    out = dk.api.exec_start(ex["Id"])
+    assert b'"nosuchcmd": executable file not found in $PATH' in out
+    assert (dk.api.exec_inspect(ex["Id"])["ExitCode"], dk.api.exec_inspect(ex["Id"])["Running"]) \
+        == (126, False)
+    ex = dk.api.exec_create(c.id, ["/tmp"])
+    try:
+        dk.api.exec_start(ex["Id"], detach=True)
+        raise AssertionError("a detached start of a directory was accepted")
+    except docker.errors.APIError as e:
+        assert e.status_code == 400 and "permission denied" in str(e.explanation)
+    assert dk.api.exec_inspect(ex["Id"])["ExitCode"] == 126
+    res = dk.cli("exec", c.id, "nosuchcmd", check=False)
+    assert res.returncode == 126 and "executable file not found" in res.stdout + res.stderr

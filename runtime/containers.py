@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import json
 import os
+import secrets
 import signal
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -32,6 +33,7 @@ __all__ = ["AlreadyExists", "ContainerEvent", "ContainerState", "ExecResult", "I
            "ensure_monitor", "ensure_monitor_sync"]
 MAX_OUTPUT = 16 << 20
 PING_TIMEOUT = 30.0
+EXIT_WAIT = 10.0  # for the exit of an exec whose session broke: the monitor kills it then
 T = TypeVar("T")
 
 
@@ -60,6 +62,7 @@ class StreamSession:
                  info: dict[str, Any]) -> None:
         self.reader, self.writer, self.info = reader, writer, info
         self.exit_code: int | None = None
+        self.exec_id = ""  # a streamed exec's name at the monitor, for exec_exit()
 
     async def send_stdin(self, data: bytes) -> None:
         """Feed stdin, in frames the monitor accepts."""
@@ -279,8 +282,27 @@ class MonitorClient:
 
     async def exec_stream(self, id: str, process: dict[str, Any], tty: bool = False,
                           stdin: bool = False) -> StreamSession:
-        """Interactive exec; the session's exit_code is set when recv() returns None."""
-        return await self._session("exec_stream", id=id, process=process, tty=tty, stdin=stdin)
+        """Interactive exec; the session's exit_code is set when recv() returns None after
+        EXIT. A session that ends otherwise leaves it None: ask exec_exit()."""
+        exec_id = secrets.token_hex(16)
+        session = await self._session("exec_stream", id=id, process=process, tty=tty,
+                                      stdin=stdin, exec_id=exec_id)
+        session.exec_id = exec_id
+        return session
+
+    async def exec_exit(self, session: StreamSession, wait: float = EXIT_WAIT) -> int | None:
+        """The exit code of a finished streamed exec: its EXIT frame's, else the monitor's
+        record (the session is closed first, so the monitor kills a process still running).
+        None when nobody can know: the monitor that ran it is gone, and the container with it."""
+        if session.exit_code is not None or not session.exec_id:
+            return session.exit_code
+        session.close()
+        try:
+            r = await asyncio.wait_for(self.call("exec_status", exec_id=session.exec_id,
+                                                 wait=wait), wait + PING_TIMEOUT)
+        except (MonitorError, OSError, TimeoutError):  # OSError: the dial or connection failed
+            return None
+        return None if r.get("exit_code") is None else int(r["exit_code"])
 
 
 def _zombie(pid: int) -> bool:

@@ -1,14 +1,9 @@
 /* joinexec: start one process inside a running container, for Berth's monitor.
  *
  * The monitor (runtime/init.py spawn_exec, plan encoded by runtime/joinexec.py) starts this
- * with posix_spawn, already in the container's pid namespace, with a new session, default
- * signal dispositions and this fixed fd layout:
- *   0-2  the process's stdio
- *   3    status pipe: one line of text on failure (then exit 127); EOF at a successful execve
- *   4    seccomp BPF program (seccomp=LEN bytes), only when a filter applies
- *   5..  one open /proc/<pid>/ns/<type> fd per ns=TYPE:FLAG argument, in that order
- * Arguments: KEY=VALUE options, "--", then env=N environment strings, then the process args.
- * Our own environment is empty (posix_spawn gets none), so nothing the exec request carries
+ * with posix_spawn; joinexec.h gives the fd layout and arguments, which joinexec_plan.c
+ * decodes into a struct plan, and this file takes the steps that join the container. Our
+ * own environment is empty (posix_spawn gets none), so nothing the exec request carries
  * (GLIBC_TUNABLES, ...) reaches this root process's libc.
  *
  * Why C and not the monitor's fork: forking the ~21 MiB Python monitor copied its page tables,
@@ -33,19 +28,18 @@
 #include <grp.h>
 #include <sched.h>
 #include <linux/capability.h>
-#include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include "joinexec.h"
 
 #ifndef BERTH_STAMP
 #define BERTH_STAMP "unstamped"
@@ -53,200 +47,7 @@
 /* runtime/joinexec.py finds this in the installed file to tell a stale build from ours */
 __attribute__((used)) static const char stamp[] = "berth-joinexec:" BERTH_STAMP;
 
-#define STATUS_FD 3
-#define SECCOMP_FD 4
-#define NS_FD_BASE 5
-#define MAX_NS 8
-#define MAX_CGROUPS 32
-#define MAX_RLIMITS 32
-#define MAX_GROUPS 65536 /* NGROUPS_MAX */
-#define MAX_BPF (4096 * 8) /* BPF_MAXINSNS instructions of 8 bytes */
 #define PASSWD_MAX (1 << 20)
-
-struct rlim {
-    const char *name;
-    int resource;
-    struct rlimit value;
-};
-
-struct plan {
-    const char *ns_name[MAX_NS];
-    int ns_flag[MAX_NS];
-    int nns;
-    const char *cgroup[MAX_CGROUPS];
-    int ncgroups;
-    long long oom; /* -1000..1000, or OOM_UNSET */
-    struct rlim rlimits[MAX_RLIMITS];
-    int nrlimits;
-    mode_t umask;
-    int tty, nnp, home;
-    long long seccomp_len;
-    int last_cap;
-    unsigned long long bounding, effective, permitted, inheritable, ambient;
-    uid_t uid;
-    gid_t gid;
-    int has_uid, has_gid;
-    gid_t groups[MAX_GROUPS];
-    size_t ngroups;
-    const char *path; /* the container's PATH for the lookup */
-    const char *cwd;
-    char **env;       /* argv slice plus room for HOME and the terminating NULL */
-    int nenv;
-    char **args;
-};
-#define OOM_UNSET (-100000)
-
-/* One line for the monitor (it raises InitError with it), then exit as the Python child did. */
-__attribute__((noreturn, format(printf, 1, 2))) static void fail(const char *fmt, ...)
-{
-    char buf[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        n = 0;
-    if ((size_t)n >= sizeof buf)
-        n = sizeof buf - 1;
-    (void)!write(STATUS_FD, buf, (size_t)n);
-    _exit(127);
-}
-
-static long long number(const char *s, int base, const char *what)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, base);
-    if (errno || end == s || *end)
-        fail("joinexec: bad %s: %s", what, s);
-    return v;
-}
-
-/* strtoull takes "-1" as 2^64-1: demand digits only */
-static unsigned long long unumber(const char *s, int base, const char *what)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, base);
-    if (errno || end == s || *end || *s == '-' || *s == '+' || *s == ' ')
-        fail("joinexec: bad %s: %s", what, s);
-    return v;
-}
-
-/* Split s at the next ':' (in place); fail when there is none. */
-static char *field(char **s, const char *what)
-{
-    char *start = *s, *colon = strchr(start, ':');
-    if (!colon)
-        fail("joinexec: bad %s", what);
-    *colon = '\0';
-    *s = colon + 1;
-    return start;
-}
-
-static void parse(int argc, char **argv, struct plan *p)
-{
-    int i = 1, env_count = -1;
-    p->oom = OOM_UNSET;
-    p->last_cap = -1;
-    for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
-        char *key = argv[i], *val = strchr(key, '=');
-        if (!val)
-            fail("joinexec: bad argument %s", key);
-        *val++ = '\0';
-        if (!strcmp(key, "ns")) {
-            if (p->nns == MAX_NS)
-                fail("joinexec: too many namespaces");
-            p->ns_name[p->nns] = field(&val, "ns");
-            p->ns_flag[p->nns++] = (int)number(val, 10, "ns flag");
-        } else if (!strcmp(key, "cgroup")) {
-            if (p->ncgroups == MAX_CGROUPS)
-                fail("joinexec: too many cgroup files");
-            p->cgroup[p->ncgroups++] = val;
-        } else if (!strcmp(key, "oom")) {
-            p->oom = number(val, 10, "oom");
-        } else if (!strcmp(key, "rlimit")) {
-            if (p->nrlimits == MAX_RLIMITS)
-                fail("joinexec: too many rlimits");
-            struct rlim *r = &p->rlimits[p->nrlimits++];
-            r->name = field(&val, "rlimit");
-            r->resource = (int)number(field(&val, "rlimit"), 10, "rlimit");
-            r->value.rlim_cur = unumber(field(&val, "rlimit"), 10, "rlimit");
-            r->value.rlim_max = unumber(val, 10, "rlimit");
-        } else if (!strcmp(key, "umask")) {
-            p->umask = (mode_t)unumber(val, 8, "umask");
-        } else if (!strcmp(key, "tty")) {
-            p->tty = (int)number(val, 10, "tty");
-        } else if (!strcmp(key, "nnp")) {
-            p->nnp = (int)number(val, 10, "nnp");
-        } else if (!strcmp(key, "home")) {
-            p->home = (int)number(val, 10, "home");
-        } else if (!strcmp(key, "seccomp")) {
-            p->seccomp_len = number(val, 10, "seccomp");
-        } else if (!strcmp(key, "lastcap")) {
-            p->last_cap = (int)number(val, 10, "lastcap");
-        } else if (!strcmp(key, "bounding")) {
-            p->bounding = unumber(val, 16, "bounding");
-        } else if (!strcmp(key, "effective")) {
-            p->effective = unumber(val, 16, "effective");
-        } else if (!strcmp(key, "permitted")) {
-            p->permitted = unumber(val, 16, "permitted");
-        } else if (!strcmp(key, "inheritable")) {
-            p->inheritable = unumber(val, 16, "inheritable");
-        } else if (!strcmp(key, "ambient")) {
-            p->ambient = unumber(val, 16, "ambient");
-        } else if (!strcmp(key, "uid")) {
-            p->uid = (uid_t)unumber(val, 10, "uid");
-            p->has_uid = 1;
-        } else if (!strcmp(key, "gid")) {
-            p->gid = (gid_t)unumber(val, 10, "gid");
-            p->has_gid = 1;
-        } else if (!strcmp(key, "group")) {
-            if (p->ngroups == MAX_GROUPS)
-                fail("joinexec: too many groups");
-            p->groups[p->ngroups++] = (gid_t)unumber(val, 10, "group");
-        } else if (!strcmp(key, "path")) {
-            p->path = val;
-        } else if (!strcmp(key, "cwd")) {
-            p->cwd = val;
-        } else if (!strcmp(key, "env")) {
-            env_count = (int)number(val, 10, "env");
-        } else {
-            fail("joinexec: unknown argument %s", key);
-        }
-    }
-    /* every required option present, the env count fits, and at least one arg follows it */
-    if (i >= argc || env_count < 0 || env_count > argc - i - 2 || !p->path || !p->cwd ||
-        p->last_cap < 0 || p->last_cap > 63 || !p->has_uid || !p->has_gid ||
-        p->seccomp_len < 0 || p->seccomp_len > MAX_BPF || p->seccomp_len % 8)
-        fail("joinexec: incomplete arguments");
-    i++;
-    p->nenv = env_count;
-    p->env = calloc((size_t)env_count + 2, sizeof *p->env);
-    if (!p->env)
-        fail("joinexec: out of memory");
-    memcpy(p->env, argv + i, (size_t)env_count * sizeof *p->env);
-    p->args = argv + i + env_count;
-}
-
-static void read_bpf(struct plan *p, struct sock_fprog *prog)
-{
-    size_t len = (size_t)p->seccomp_len, got = 0;
-    unsigned char *buf = malloc(len);
-    if (!buf)
-        fail("joinexec: out of memory");
-    while (got < len) {
-        ssize_t n = read(SECCOMP_FD, buf + got, len - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            fail("seccomp: short program (%zu of %zu bytes)", got, len);
-        got += (size_t)n;
-    }
-    close(SECCOMP_FD);
-    prog->len = (unsigned short)(len / 8);
-    prog->filter = (struct sock_filter *)buf;
-}
 
 static void load_seccomp(struct sock_fprog *prog)
 {

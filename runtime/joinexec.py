@@ -4,7 +4,8 @@ An exec into a running container is a posix_spawn (vfork + exec) of this small s
 binary, which joins the container and execs the process; joinexec.c says why C and which
 steps it takes in which order. Everything it needs is computed here, before the spawn, and
 passed as a strict argument list plus a fixed fd layout (STATUS_FD, SECCOMP_FD, NS_FD_BASE).
-Build: `python -m runtime.joinexec DIR` (deploy/install.sh installs into /usr/libexec/berth).
+Build: `python -m runtime.joinexec DIR` (deploy/install.sh installs into /usr/libexec/berth)
+compiles joinexec.c (the steps) with joinexec_plan.c (the plan it decodes; joinexec.h).
 """
 
 from __future__ import annotations
@@ -23,29 +24,36 @@ from runtime.namespaces import NsPlan
 
 INSTALL_DIR = "/usr/libexec/berth"
 HELPER = os.path.join(INSTALL_DIR, "joinexec")
-SOURCE = Path(__file__).with_name("joinexec.c")
+SOURCES = tuple(Path(__file__).with_name(name)
+                for name in ("joinexec.c", "joinexec_plan.c", "joinexec.h"))
 CFLAGS = ["-O2", "-static", "-Wall", "-Wextra", "-Werror"]
 STATUS_FD, SECCOMP_FD, NS_FD_BASE = 3, 4, 5
 _MAX_BPF = 4096 * 8  # BPF_MAXINSNS: the whole program always fits in a pipe's 64 KiB buffer
 _FIRST_HIGH_FD = 64  # sources are moved above the layout first so no dup2 clobbers another
 
 
-def stamp() -> str:
-    """Identifies a build of this source with these flags: compiled in, checked by installed()."""
-    return hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:16]
+def stamp(sources: tuple[Path, ...] = SOURCES) -> str:
+    """Identifies a build of these sources (each one, the header too) with these flags:
+    compiled in, checked by installed()."""
+    digest = hashlib.sha256(" ".join(CFLAGS).encode())
+    for src in sources:
+        data = src.read_bytes()
+        digest.update(f"\0{src.name}\0{len(data)}\0".encode() + data)
+    return digest.hexdigest()[:16]
 
 
 def build(out: str) -> None:
     """gcc, static: no dynamic loader at start (and no library a container could reach)."""
     tmp = out + ".tmp"
-    subprocess.run(["gcc", *CFLAGS, f'-DBERTH_STAMP="{stamp()}"', "-o", tmp, str(SOURCE)],
+    units = [str(src) for src in SOURCES if src.suffix == ".c"]
+    subprocess.run(["gcc", *CFLAGS, f'-DBERTH_STAMP="{stamp()}"', "-o", tmp, *units],
                    check=True, capture_output=True, text=True)
     os.chmod(tmp, 0o755)
     os.replace(tmp, out)
 
 
 def installed(path: str = HELPER) -> bool:
-    """The file at path is a build of this source (not an older checkout's)."""
+    """The file at path is a build of these sources (not an older checkout's)."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
@@ -146,8 +154,8 @@ def _helper() -> str:
     """Checked once per monitor: a missing or stale helper (whose argument list may differ
     from ours) is an install problem, said plainly rather than as a bad-argument error."""
     if not installed():
-        raise oci.ProcessError(f"{HELPER} is missing or not built from {SOURCE}: "
-                               "run deploy/install.sh")
+        raise oci.ProcessError(f"{HELPER} is missing or not built from "
+                               f"{SOURCES[0].parent}/joinexec*: run deploy/install.sh")
     return HELPER
 
 

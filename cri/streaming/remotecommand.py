@@ -17,6 +17,8 @@ SPDY_PROTOCOLS = ("v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io",
                   "channel.k8s.io")
 STREAM_WAIT = 30.0  # kubelet's stream creation timeout
 MAX_RESIZE_BUF = 4096
+LOST = ("the exec's exit status is unknown: its session with the berth monitor broke and the "
+        "monitor does not know it (it went away, and the container with it)")
 
 
 def status(protocol: str, exit_code: int | None, error: str) -> bytes:
@@ -81,9 +83,12 @@ class SessionIO(abc.ABC):
 
 
 async def run_session(io: SessionIO, start: Callable[[], Awaitable[StreamSession]],
-                      want_stdin: bool, report_exit: bool) -> None:
+                      want_stdin: bool,
+                      exit_of: Callable[[StreamSession], Awaitable[int | None]] | None) -> None:
     """Until the process (or container) ends or the client leaves; nothing outlives it.
-    Attach reports success when the container exits, whatever its code (as kubelet does)."""
+    Attach (no `exit_of`) reports success when the container exits, whatever its code (as
+    kubelet does). An exec whose exit nobody can learn is a failure, never a success: like
+    containerd when it cannot wait for the process."""
     try:
         session = await start()
     except (MonitorError, ConnectionError, OSError) as exc:
@@ -116,8 +121,12 @@ async def run_session(io: SessionIO, start: Callable[[], Awaitable[StreamSession
             t.cancel()
         await asyncio.gather(out, gone, *helpers, return_exceptions=True)
         session.close()
-    code = session.exit_code if report_exit else None
-    await io.finish(code, "")  # a no-op write if the client already left
+    if exit_of is None:
+        await io.finish(None, "")  # a no-op write if the client already left
+    elif (code := await exit_of(session)) is None:
+        await io.finish(None, LOST)
+    else:
+        await io.finish(code, "")
 
 
 class SpdyIO(SessionIO):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from aiohttp import hdrs, web
@@ -12,7 +13,7 @@ from cri.streaming import portforward, remotecommand
 from cri.streaming.spdyconn import Connection
 from cri.streaming.tokens import AttachJob, ExecJob, Job, PortForwardJob, TokenCache
 from cri.streaming.wschannel import EXEC_PROTOCOLS, PORTFORWARD_PROTOCOLS, Channels, WsIO
-from runtime.containers import MonitorClient
+from runtime.containers import MonitorClient, StreamSession
 
 SHUTDOWN_GRACE = 2.0
 LINGER = 2.0  # seconds a finished SPDY session waits for the client to close its side
@@ -144,7 +145,7 @@ class StreamingServer:
                 await io.finish(None, "timed out waiting for the client's streams")
                 return
             await remotecommand.run_session(io, lambda: self._start(job), job.stdin,
-                                            isinstance(job, ExecJob))
+                                            self._exit_of(job))
         finally:
             conn.shutdown()
 
@@ -154,6 +155,11 @@ class StreamingServer:
                                                   stdin=job.stdin)
         return await self.monitor.attach(job.container_id, stdin=job.stdin, stdout=job.stdout,
                                          stderr=job.stderr)
+
+    def _exit_of(self, job: ExecJob | AttachJob
+                 ) -> Callable[[StreamSession], Awaitable[int | None]] | None:
+        """How an exec's exit code is learnt (none for attach: it reports no code)."""
+        return self.monitor.exec_exit if isinstance(job, ExecJob) else None
 
     async def _websocket(self, request: web.Request, job: Job) -> web.StreamResponse:
         pf = isinstance(job, PortForwardJob)
@@ -169,7 +175,7 @@ class StreamingServer:
                 io = WsIO(ws, job.stdout, job.stderr and not job.tty)
                 await io.start()
                 await remotecommand.run_session(io, lambda: self._start(job), job.stdin,
-                                                isinstance(job, ExecJob))
+                                                self._exit_of(job))
         finally:
             with contextlib.suppress(ConnectionError, RuntimeError, asyncio.CancelledError):
                 await ws.close()

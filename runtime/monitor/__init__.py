@@ -19,6 +19,9 @@ containerd's ~11 MB Go shim, so all containers share one single-threaded monitor
 - Output goes to the CRI log (`runtime.logs`) and to attached clients; a client more than 1 MiB
   behind is dropped, so a slow client never grows the monitor. Exec output reaches its one client
   with back-pressure. ExecSync keeps at most 16 MiB per stream and drains the rest.
+- A streamed exec ends with an EXIT frame; one whose session ends first (its client left) is
+  killed. Its exit stays known under the client's `exec_id` (the last 1024), so a client whose
+  session broke before EXIT asks `exec_status` rather than guessing.
 - Ownership: the monitor creates and removes the container's cgroup and its state dir. An
   `overlay` given to create is mounted inside the container's mount namespace and needs no
   teardown; otherwise berthd mounts and unmounts the rootfs. berthd owns the log file (kubelet

@@ -73,6 +73,7 @@ class Lifecycle:
         self.reapers: dict[int, Callable[[int], None]] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.subscribers: set[asyncio.StreamWriter] = set()
+        self.exec_exits: dict[str, asyncio.Future[int]] = {}  # see sessions.exec_status
 
     def _save(self, st: S.ContainerState, event: str) -> None:
         """Persist, then tell event subscribers (a subscriber 1 MiB behind is cut off)."""

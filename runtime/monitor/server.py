@@ -126,6 +126,9 @@ class Server:
         if op == "exec_sync":
             return await sessions.exec_sync(lc, cid, req["process"], float(req.get("timeout", 0)),
                                             int(req.get("max_output", sessions.MAX_OUTPUT)))
+        if op == "exec_status":
+            return await sessions.exec_status(lc, str(req.get("exec_id", "")),
+                                              float(req.get("wait", 0)))
         if op == "reopen_log":
             lc.reopen_log(cid)
             return None

@@ -23,6 +23,8 @@ from runtime.monitor.fdio import (
 from runtime.monitor.lifecycle import IO_GRACE, Attachment, Lifecycle, Live
 
 MAX_OUTPUT = 16 << 20
+KEPT_EXITS = 1024  # streamed execs whose exit a client may still ask for (exec_status)
+MAX_STATUS_WAIT = 60.0  # an exec_status request parks no longer than this
 
 
 def _running(lc: Lifecycle, cid: str) -> Live:
@@ -41,6 +43,25 @@ def _watch_exit(lc: Lifecycle, pid: int) -> asyncio.Future[int]:
 
     lc.reapers[pid] = reaped
     return fut
+
+
+def _remember_exit(lc: Lifecycle, exec_id: str, exited: asyncio.Future[int]) -> None:
+    """Keep a streamed exec's exit under its client's id: a client whose session broke before
+    EXIT (its own connection failed) can still learn how the process ended."""
+    lc.exec_exits[exec_id] = exited
+    while len(lc.exec_exits) > KEPT_EXITS:
+        del lc.exec_exits[next(iter(lc.exec_exits))]
+
+
+async def exec_status(lc: Lifecycle, exec_id: str, wait: float) -> dict[str, Any]:
+    """The exit code of a streamed exec, waiting up to `wait` s for it (None if still
+    running). Its session's end kills the process, so after a broken session it comes soon."""
+    exited = lc.exec_exits.get(exec_id)
+    if exited is None:
+        raise proto.NotFound(f"no streamed exec {exec_id!r} (not ours, or forgotten)")
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(exited), min(max(wait, 0), MAX_STATUS_WAIT))
+    return {"exit_code": exited.result() if exited.done() else None}
 
 
 async def _collect(fd: int, cap: int, out: bytearray) -> None:
@@ -209,6 +230,8 @@ async def exec_stream(lc: Lifecycle, cid: str, args: dict[str, Any], rid: int,
         for fd in theirs:
             os.close(fd)
     exited = _watch_exit(lc, pid)
+    if args.get("exec_id"):
+        _remember_exit(lc, str(args["exec_id"]), exited)
     for fd, _ in ours:
         set_nonblocking(fd)
     if stdin:

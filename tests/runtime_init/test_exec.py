@@ -84,6 +84,22 @@ def test_user_env_home_limits_and_caps(busybox_rootfs, run_container):
     assert lines[8] == "/given"
 
 
+def test_stamp_covers_every_source(tmp_path):
+    """The helper is built from several files: a change to any one of them (the header too)
+    makes the installed build stale, as a change to the one file did."""
+    copies = []
+    for src in joinexec.SOURCES:
+        copies.append(tmp_path / src.name)
+        copies[-1].write_bytes(src.read_bytes())
+    assert {c.suffix for c in copies} == {".c", ".h"}
+    assert joinexec.stamp(tuple(copies)) == joinexec.stamp()
+    for copy in copies:
+        kept = copy.read_bytes()
+        copy.write_bytes(kept + b"\n")
+        assert joinexec.stamp(tuple(copies)) != joinexec.stamp(), copy.name
+        copy.write_bytes(kept)
+
+
 def test_installed_helper_is_this_source(tmp_path):
     """A stale build (another checkout's) is told apart from ours by its stamp."""
     assert joinexec.installed()

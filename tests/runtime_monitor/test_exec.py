@@ -191,6 +191,29 @@ def test_exec_stream_client_gone_kills_the_exec(mon, running):
         time.sleep(0.05)
 
 
+def test_exec_exit_after_a_broken_session(running):
+    """A session that ends before EXIT still yields the exit code: the monitor keeps it under
+    the client's exec id. A process still running then is killed (137); one that had ended
+    keeps its own code; an id the monitor never saw is unknown (None)."""
+    async def broken(script: str, settle: float) -> tuple[int | None, int | None]:
+        s = await running.aio.exec_stream("c1", proc("sh", "-c", script))
+        assert await s.recv() == ("stdout", b"up\n")
+        await asyncio.sleep(settle)
+        s.close()  # before EXIT was read: the session is over, the exit frame lost
+        return s.exit_code, await running.aio.exec_exit(s, wait=5)
+
+    assert running._run(broken("echo up; sleep 100", 0)) == (None, 137)
+    assert running._run(broken("echo up; exit 6", 0.5)) == (None, 6)
+
+    async def stranger():
+        s = await running.aio.exec_stream("c1", proc("true"))
+        s.close()
+        s.exec_id = "never-started-here"
+        return await running.aio.exec_exit(s, wait=1)
+
+    assert running._run(stranger()) is None
+
+
 def test_concurrent_exec_syncs(running):
     """Many probes at once must neither deadlock nor mix up their outputs."""
     async def many():
