@@ -26,6 +26,7 @@ from dockerapi import (
     lifecycle,
     logs,
     networks,
+    ps,
     push,
     stats,
     system,
@@ -45,8 +46,8 @@ ID = "{id:/?[^/]+}"
 SYNC_WAIT = 10.0
 MAX_LINE = 8190  # request line and each header line, as aiohttp's (and Go's) defaults
 BACKLOG = 4096  # pending connects, as Go asks (somaxconn caps it): a burst of clients waits
-ROUTES: list[Route] = [*system.ROUTES, *inspect.ROUTES, *containers.ROUTES, *logs.ROUTES,
-                       *attach.ROUTES, *execs.ROUTES, *push.ROUTES, *images.ROUTES,
+ROUTES: list[Route] = [*system.ROUTES, *ps.ROUTES, *inspect.ROUTES, *containers.ROUTES,
+                       *logs.ROUTES, *attach.ROUTES, *execs.ROUTES, *push.ROUTES, *images.ROUTES,
                        *stats.ROUTES, *builds.ROUTES, *volumes.ROUTES,
                        *networks.ROUTES]
 
