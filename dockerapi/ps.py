@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import partial
 
 from aiohttp import web
 
@@ -26,7 +25,8 @@ from runtime.monitor.state import ContainerState
 FILTERS = ("status", "label", "name", "id", "ancestor", "exited", "before", "since",
            "network", "health", "volume", "expose", "publish", "is-task")
 STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
-_dumps = partial(json.dumps, separators=(",", ":"))  # compact, as dockerd writes
+# compact, as dockerd writes; one encoder, not one per call as json.dumps(separators=) makes
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @dataclass
