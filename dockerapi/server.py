@@ -117,8 +117,10 @@ class DockerServer:
             if self.front.ctx.states.synced:
                 break
             await asyncio.sleep(0.02)
+        # tcp_keepalive off: the socket is a unix one, where SO_KEEPALIVE is a wasted syscall
+        # on every connection (each docker CLI command opens one)
         handler_args: dict[str, Any] = {"access_log": None, "max_line_size": MAX_LINE,
-                                        "max_field_size": MAX_LINE}
+                                        "max_field_size": MAX_LINE, "tcp_keepalive": False}
         # handler_cancellation: a client that hangs up cancels its handler, so an idle
         # events or logs stream does not hold its connection (and a slot) forever
         self.runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=1.0,
