@@ -8,12 +8,11 @@ from typing import Any
 from aiohttp import web
 
 from dockerapi import lifecycle, model, mounts
-from dockerapi.http import Route, filters, front, qbool, qint
+from dockerapi.http import Route, front
 from dockerapi.model import Front
 from engine import endpoints
-from engine.errors import InvalidArgument
 from engine.netspec import builtin_id
-from engine.store import DOCKER, ContainerRecord
+from engine.store import ContainerRecord
 from runtime.monitor.state import ContainerState
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -41,7 +40,7 @@ def iso(ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
 
 
-def _state(f: Front, rec: ContainerRecord) -> tuple[ContainerState | None, str]:
+def state(f: Front, rec: ContainerRecord) -> tuple[ContainerState | None, str]:
     st = f.ctx.states.states.get(rec.id)
     return st, model.status(st, rec.id in f.paused, rec.id in f.restarting)
 
@@ -59,11 +58,11 @@ def _endpoint(att: dict[str, Any], net_id: str, aliases: list[str] | None) -> di
 
 def _networks(f: Front, rec: ContainerRecord) -> tuple[str, dict[str, Any]]:
     """NetworkSettings.Networks from the pod's attachments (eth0 first)."""
-    pod = f.ctx.store.pods.get(rec.pod_id)
+    pod = f.ctx.store.pods.peek(rec.pod_id)
     atts = endpoints.attachments(pod) if pod else []
     out: dict[str, Any] = {}
     for att in atts:
-        net = f.ctx.store.networks.get(att["network"])
+        net = f.ctx.store.networks.peek(att["network"])
         if net is None:  # the default bridge
             out["bridge"] = _endpoint(att, att["network"], None)
         else:
@@ -80,7 +79,7 @@ def _networks(f: Front, rec: ContainerRecord) -> tuple[str, dict[str, Any]]:
 
 def inspect(f: Front, rec: ContainerRecord) -> dict[str, Any]:
     d = model.docker(rec)
-    st, status = _state(f, rec)
+    st, status = state(f, rec)
     argv = _argv(rec)
     ip, networks = _networks(f, rec)
     cfg = dict(d.get("config") or {})
@@ -137,23 +136,34 @@ def inspect(f: Front, rec: ContainerRecord) -> dict[str, Any]:
 
 
 def summary(f: Front, rec: ContainerRecord) -> dict[str, Any]:
-    """One row of GET /containers/json."""
-    st, status = _state(f, rec)
-    argv = _argv(rec)
-    ip, networks = _networks(f, rec)
-    ports = []
-    for p in model.docker(rec).get("ports", []):
-        ports.append({"IP": p["host_ip"] or "0.0.0.0", "PrivatePort": p["container_port"],
-                      "PublicPort": p["host_port"], "Type": p["protocol"]})
-    return {
-        "Id": rec.id, "Names": ["/" + rec.name], "Image": rec.image, "ImageID": rec.image_id,
-        "Command": " ".join(argv), "Created": rec.created_ns // 1_000_000_000,
-        "Ports": ports, "Labels": rec.labels, "State": status,
-        "Status": _status_line(st, status) + (f" ({f.health[rec.id].status})"
-                                               if status == "running" and rec.id in f.health
-                                               else ""),
-        "HostConfig": {"NetworkMode": next(iter(networks))},
-        "NetworkSettings": {"Networks": networks}, "Mounts": mounts.describe(rec)}
+    """One row of GET /containers/json (and of system/df's Containers)."""
+    st, status = state(f, rec)
+    return {**row_head(rec), "State": status, "Status": row_status(f, rec, st, status),
+            **row_tail(f, rec)}
+
+
+def row_head(rec: ContainerRecord) -> dict[str, Any]:
+    """A list row's keys before State: they read the container's record alone."""
+    ports = [{"IP": p["host_ip"] or "0.0.0.0", "PrivatePort": p["container_port"],
+              "PublicPort": p["host_port"], "Type": p["protocol"]}
+             for p in model.docker(rec).get("ports", [])]
+    return {"Id": rec.id, "Names": ["/" + rec.name], "Image": rec.image,
+            "ImageID": rec.image_id, "Command": " ".join(_argv(rec)),
+            "Created": rec.created_ns // 1_000_000_000, "Ports": ports, "Labels": rec.labels}
+
+
+def row_status(f: Front, rec: ContainerRecord, st: ContainerState | None, status: str) -> str:
+    """A list row's Status line; it and State are the keys that change without a write."""
+    health = f" ({f.health[rec.id].status})" if status == "running" and rec.id in f.health \
+        else ""
+    return _status_line(st, status) + health
+
+
+def row_tail(f: Front, rec: ContainerRecord) -> dict[str, Any]:
+    """A list row's keys after Status: the record, its pod's attachments, the networks."""
+    networks = _networks(f, rec)[1]
+    return {"HostConfig": {"NetworkMode": next(iter(networks))},
+            "NetworkSettings": {"Networks": networks}, "Mounts": mounts.describe(rec)}
 
 
 def _ago(ns: int) -> str:
@@ -177,67 +187,4 @@ async def get(request: web.Request) -> web.StreamResponse:
     return web.json_response(inspect(f, model.container(f.ctx, request.match_info["id"])))
 
 
-FILTERS = ("status", "label", "name", "id", "ancestor", "exited", "before", "since",
-           "network", "health", "volume", "expose", "publish", "is-task")
-
-
-def _keep(f: Front, rec: ContainerRecord, flt: dict[str, list[str]]) -> bool:
-    st, status = _state(f, rec)
-    for key, wanted in flt.items():
-        if key == "status" and status not in wanted:
-            return False
-        if key == "name" and not any(w.lstrip("/") in rec.name for w in wanted):
-            return False
-        if key == "id" and not any(rec.id.startswith(w) for w in wanted):
-            return False
-        if key == "label" and not all(_label(rec.labels, w) for w in wanted):
-            return False
-        if key == "health" and (f.health[rec.id].status if rec.id in f.health
-                                else "none") not in wanted:
-            return False
-        if key == "exited" and not (st and st.status == "stopped"
-                                    and str(st.exit_code) in wanted):
-            return False
-        if key == "volume" and not any(m.get("Name") in wanted or m["Destination"] in wanted
-                                       for m in mounts.describe(rec)):
-            return False
-        if key == "ancestor":
-            img = f.ctx.images.get
-            if not any((i := img(w)) is not None and i.id == rec.image_id or w == rec.image
-                       for w in wanted):
-                return False
-    return True
-
-
-def _label(labels: dict[str, str], want: str) -> bool:
-    key, eq, value = want.partition("=")
-    return key in labels and (not eq or labels[key] == value)
-
-
-async def list_(request: web.Request) -> web.StreamResponse:
-    f = front(request)
-    flt = filters(request, FILTERS)
-    for s in flt.get("status", []):
-        if s not in ("created", "restarting", "running", "removing", "paused", "exited",
-                     "dead"):
-            raise InvalidArgument(f"invalid filter 'status={s[:50]}'")
-    show_all = qbool(request, "all")
-    limit = qint(request, "limit", -1) or -1
-    recs = sorted(f.ctx.store.containers.owned(DOCKER), key=lambda r: r.created_ns,
-                  reverse=True)
-    out: list[dict[str, object]] = []
-    for rec in recs:
-        if limit > 0 and len(out) >= limit:
-            break
-        _, status = _state(f, rec)
-        if not show_all and limit <= 0 and status not in ("running", "paused") \
-                and "status" not in flt:
-            continue
-        if _keep(f, rec, flt):
-            out.append(summary(f, rec))
-    return web.json_response(out)
-
-
-ROUTES: list[Route] = [
-    ("GET", "/containers/json", list_), ("GET", "/containers/{id}/json", get),
-]
+ROUTES: list[Route] = [("GET", "/containers/{id}/json", get)]

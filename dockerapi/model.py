@@ -42,6 +42,7 @@ class Front:
     readers: dict[str, set[asyncio.Task[None]]] = field(default_factory=dict)  # attach output
     health: dict[str, Any] = field(default_factory=dict)  # container id → health.Health
     history: list[dict[str, Any]] = field(default_factory=list)  # recent events, for `since`
+    ps_rows: dict[str, Any] = field(default_factory=dict)  # container id → ps.Row
 
     def waiter(self, cid: str, kind: str) -> asyncio.Future[int]:
         """Resolved with the exit code at the container's next `kind` event."""

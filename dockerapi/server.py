@@ -26,6 +26,7 @@ from dockerapi import (
     lifecycle,
     logs,
     networks,
+    ps,
     push,
     stats,
     system,
@@ -45,8 +46,8 @@ ID = "{id:/?[^/]+}"
 SYNC_WAIT = 10.0
 MAX_LINE = 8190  # request line and each header line, as aiohttp's (and Go's) defaults
 BACKLOG = 4096  # pending connects, as Go asks (somaxconn caps it): a burst of clients waits
-ROUTES: list[Route] = [*system.ROUTES, *inspect.ROUTES, *containers.ROUTES, *logs.ROUTES,
-                       *attach.ROUTES, *execs.ROUTES, *push.ROUTES, *images.ROUTES,
+ROUTES: list[Route] = [*system.ROUTES, *ps.ROUTES, *inspect.ROUTES, *containers.ROUTES,
+                       *logs.ROUTES, *attach.ROUTES, *execs.ROUTES, *push.ROUTES, *images.ROUTES,
                        *stats.ROUTES, *builds.ROUTES, *volumes.ROUTES,
                        *networks.ROUTES]
 
@@ -116,8 +117,10 @@ class DockerServer:
             if self.front.ctx.states.synced:
                 break
             await asyncio.sleep(0.02)
+        # tcp_keepalive off: the socket is a unix one, where SO_KEEPALIVE is a wasted syscall
+        # on every connection (each docker CLI command opens one)
         handler_args: dict[str, Any] = {"access_log": None, "max_line_size": MAX_LINE,
-                                        "max_field_size": MAX_LINE}
+                                        "max_field_size": MAX_LINE, "tcp_keepalive": False}
         # handler_cancellation: a client that hangs up cancels its handler, so an idle
         # events or logs stream does not hold its connection (and a slot) forever
         self.runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=1.0,

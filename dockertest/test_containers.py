@@ -173,6 +173,30 @@ def test_list_all_limit_filters(dk: Daemon) -> None:
     assert listed["Names"] == ["/dt-ls-run"] and listed["State"] == "running"
 
 
+def test_list_row_follows_changes(dk: Daemon) -> None:
+    """A listed row changes with the container: name, pause, exit (Berth keeps each row's
+    text between writes of its record; this is what must invalidate it)."""
+    c = dk.client.containers.run(dk.busybox, ["sleep", "300"], detach=True, name="dt-lsr-a")
+    row = lambda: [r for r in dk.api.containers(all=True) if r["Id"] == c.id][0]  # noqa: E731
+    first = row()
+    assert first["Names"] == ["/dt-lsr-a"] and first["State"] == "running"
+    assert first["Status"].startswith("Up ")
+    c.rename("dt-lsr-b")
+    assert row()["Names"] == ["/dt-lsr-b"]
+    c.pause()
+    paused = row()
+    assert paused["State"] == "paused" and paused["Status"].endswith("(Paused)")
+    c.unpause()
+    assert row()["State"] == "running"
+    c.kill()
+    c.wait(timeout=30)
+    gone = row()
+    assert gone["State"] == "exited" and gone["Status"].startswith("Exited (137) ")
+    assert c.id not in {r["Id"] for r in dk.api.containers()}
+    c.remove()
+    assert c.id not in {r["Id"] for r in dk.api.containers(all=True)}
+
+
 def test_inspect_oom_killed(dk: Daemon) -> None:
     c = dk.client.containers.run(
         dk.busybox, ["sh", "-c", "x=a; while true; do x=$x$x; done"], mem_limit="16m",

@@ -227,9 +227,13 @@ def test_connect_disconnect_with_alias(dk: Daemon, nets: list[str]) -> None:
     b_id = _create(dk, nets, b)
     srv = _name("dt-multi")
     cid = _server(dk, a, srv)
+    listed = lambda: set(dk.api.containers(filters={"id": cid})[0]  # noqa: E731
+                         ["NetworkSettings"]["Networks"])
+    assert listed() == {a}
     dk.api.connect_container_to_network(cid, b, aliases=["joined"])
     info = dk.api.inspect_container(cid)["NetworkSettings"]["Networks"]
     assert set(info) == {a, b} and "joined" in info[b]["Aliases"]
+    assert listed() == {a, b}  # the list's row follows the pod's attachments
     assert cid in dk.api.inspect_network(b_id)["Containers"]
     links = dk.api.exec_start(dk.api.exec_create(cid, ["ls", "/sys/class/net"])).split()
     assert sorted(links) == [b"eth0", b"eth1", b"lo"]
@@ -245,6 +249,7 @@ def test_connect_disconnect_with_alias(dk: Daemon, nets: list[str]) -> None:
 
     dk.api.disconnect_container_from_network(cid, b)
     assert set(dk.api.inspect_container(cid)["NetworkSettings"]["Networks"]) == {a}
+    assert listed() == {a}
     assert cid not in dk.api.inspect_network(b_id)["Containers"]
     links = dk.api.exec_start(dk.api.exec_create(cid, ["ls", "/sys/class/net"])).split()
     assert sorted(links) == [b"eth0", b"lo"]

@@ -191,6 +191,11 @@ class Table(Generic[R]):
         rec = self._all().get(id_)
         return _copy(rec) if rec is not None else None
 
+    def peek(self, id_: str) -> R | None:
+        """The cached record itself, for hot read paths (lists): never modify it. A write
+        replaces it with a new object, so a caller may key what it built on its identity."""
+        return self._all().get(id_)
+
     def find(self, **where: Any) -> list[R]:
         """Equality filters on plain fields, in creation order."""
         return [_copy(rec) for rec in self._all().values()
