@@ -162,7 +162,8 @@ def row_status(f: Front, rec: ContainerRecord, st: ContainerState | None, status
 def row_tail(f: Front, rec: ContainerRecord) -> dict[str, Any]:
     """A list row's keys after Status: the record, its pod's attachments, the networks."""
     networks = _networks(f, rec)[1]
-    return {"HostConfig": {"NetworkMode": next(iter(networks))},
+    mode = model.docker(rec).get("host_config", {}).get("NetworkMode") or "default"
+    return {"HostConfig": {"NetworkMode": mode},  # as created, as dockerd lists it
             "NetworkSettings": {"Networks": networks}, "Mounts": mounts.describe(rec)}
 
 

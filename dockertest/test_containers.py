@@ -171,6 +171,7 @@ def test_list_all_limit_filters(dk: Daemon) -> None:
     assert {run.id, made.id} <= ids(all=True, filters={"ancestor": dk.busybox})
     listed = [c for c in dk.api.containers(all=True) if c["Id"] == run.id][0]
     assert listed["Names"] == ["/dt-ls-run"] and listed["State"] == "running"
+    assert listed["HostConfig"] == {"NetworkMode": "default"}  # as docker-py created it
 
 
 def test_list_row_follows_changes(dk: Daemon) -> None:
