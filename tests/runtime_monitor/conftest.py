@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from runtime import spec as oci
-from runtime.containers import SyncMonitorClient, ensure_monitor_sync
 from runtime.monitor import cg
+from tests.runtime_monitor.syncclient import SyncMonitorClient, ensure_monitor_sync
 
 BUSYBOX = "/bin/busybox"
 

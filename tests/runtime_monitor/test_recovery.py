@@ -25,7 +25,7 @@ def test_client_sigkill_loses_nothing(mon, rootfs, tmp_path):
     """berthd (here a driver process) dies mid-write; containers and logs carry on."""
     n = 400
     driver = textwrap.dedent(f"""
-        from runtime.containers import ensure_monitor_sync
+        from tests.runtime_monitor.syncclient import ensure_monitor_sync
         from tests.runtime_monitor.conftest import spec
         c = ensure_monitor_sync({mon.state_dir!r}, {mon.run_dir!r}, {spawner()!r})
         for k in range(3):
