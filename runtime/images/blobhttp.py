@@ -12,7 +12,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
 import certifi
@@ -42,6 +42,10 @@ class Response:
     _conn: http.client.HTTPConnection
     _pool: BlobHTTP
 
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _done: bool = False  # the connection went back to the pool or was closed
+    _cut: bool = False  # cut() shut its socket: never reuse it
+
     def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
         """The body; the connection goes back to the pool once it was read to the end."""
         try:
@@ -53,20 +57,37 @@ class Response:
             raise TransportError(f"{type(e).__name__}: {e}") from e
         if self._resp.length:  # closed (by the peer, or cut) before Content-Length was reached
             raise TransportError(f"connection closed with {self._resp.length} bytes unread")
-        self._resp.close()  # the response, not the connection: that one goes back to the pool
-        self._pool.release(self._key, self._conn, self._resp)
+        self._finish(True)
 
     def close(self) -> None:
-        """Drop the connection unless chunks() read the body to its end and gave it back."""
-        if not self._resp.isclosed():
+        """Give the connection back if the body was read to its Content-Length, else drop it.
+        A blob's reader stops at the size the manifest declares and never asks chunks() for the
+        end, so without this every layer took a new connection (11 per pull of the bench image)."""
+        self._finish(self._resp.length == 0)  # None when chunked: its end is never known here
+
+    def _finish(self, reusable: bool) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+            reusable = reusable and not self._cut
+        if reusable:
+            self._resp.close()  # the response, not the connection: that one goes to the pool
+            self._pool.release(self._key, self._conn, self._resp)
+        else:
             self._conn.close()
 
     def cut(self) -> None:
-        """From another thread: make a read blocked on this connection return now."""
-        sock = self._conn.sock
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        """From another thread: make a read blocked on this connection return now (unless the
+        connection is already back in the pool, where another stream may be using it)."""
+        with self._lock:
+            if self._done:
+                return
+            self._cut = True
+            sock = self._conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 class BlobHTTP:

@@ -75,6 +75,7 @@ class Pull:
                  progress: PullProgress | None = None) -> None:
         self.store, self.r, self.auth = store, r, auth
         self.progress = progress or (lambda _e: None)  # always called on the event loop
+        self.listened = progress is not None  # CRI does not: no loop wake-ups for its events
         self.loop = asyncio.get_running_loop()
         self.fetching: set[str] = set()  # layer blobs missing when the pull began
         self.abandon = Abandon()
@@ -170,7 +171,7 @@ class Pull:
         st = self.store
         bs = BlobStream(st.content, desc["digest"], int(desc.get("size", -1)), opener,
                         st.registry_config.retries, self.abandon)
-        if unpack is not None:
+        if unpack is not None and self.listened:
             bs.progress = self._reporter(desc["digest"], bs.size)
         try:
             if unpack is None:
@@ -242,29 +243,38 @@ class Pull:
 
     async def _commit_unpacked(self, ly: dict[str, Any], diff_id: str, chains: list[str],
                                parent: asyncio.Future[None] | None, got: Unpacked) -> None:
-        st, detached = self.store, got.detached
-        if detached.result.diff_id != diff_id:
-            raise DigestMismatch(f"layer {ly['digest']}: diff id {detached.result.diff_id} "
+        if got.detached.result.diff_id != diff_id:
+            raise DigestMismatch(f"layer {ly['digest']}: diff id {got.detached.result.diff_id} "
                                  f"does not match {diff_id}")
-        # the snapshot is trusted from its commit on, so its files are flushed before (while the
-        # parent may still be unpacking); a layer blob is not: it is checked again on reuse
-        if st.sync_snapshots and not await self.in_thread(detached.applier.flush):
-            await self.in_thread(st.snapshots.sync, got.tmp)
-        if got.blob is not None:
-            await self.in_thread(got.blob.publish, True)
-        # its usage is walked while the parent may still be unpacking, not on the commit chain:
         # resolve changes no size or inode count unless it copies up hard-linked lower files
-        copies = bool(detached.applier.links)
-        if not copies:
-            await self.in_thread(st.snapshots.measure, got.tmp, chains[-1])
+        copies = bool(got.detached.applier.links)
+        await self.in_thread(self._settle, got, chains[-1], not copies)
         if parent is not None:
             await asyncio.shield(parent)  # its failure fails this layer too
-        await self.in_thread(detached.resolve, st.snapshots.lowers(chains[:-1]))
+        await self.in_thread(self._resolve, got, chains, copies)
+        self.store.snapshots.commit(got.tmp, chains[-1])
+
+    def _settle(self, got: Unpacked, chain: str, measure: bool) -> None:
+        """What needs no parent, in one trip to a thread while the parent may still unpack:
+        the snapshot is trusted from its commit on, so its files are flushed first; a layer
+        blob is not (it is checked again on reuse); the usage walk, when resolve cannot change
+        it, stays off the in-order commit chain."""
+        st = self.store
+        if st.sync_snapshots and not got.detached.applier.flush():
+            st.snapshots.sync(got.tmp)
+        if got.blob is not None:
+            got.blob.publish(True)
+        if measure:
+            st.snapshots.measure(got.tmp, chain)
+
+    def _resolve(self, got: Unpacked, chains: list[str], copies: bool) -> None:
+        """What needs the committed parents; copied-up file data is flushed and measured."""
+        st = self.store
+        got.detached.resolve(st.snapshots.lowers(chains[:-1]))
         if copies:
-            if st.sync_snapshots:  # copied-up file data
-                await self.in_thread(st.snapshots.sync, got.tmp)
-            await self.in_thread(st.snapshots.measure, got.tmp, chains[-1])
-        st.snapshots.commit(got.tmp, chains[-1])
+            if st.sync_snapshots:
+                st.snapshots.sync(got.tmp)
+            st.snapshots.measure(got.tmp, chains[-1])
 
     def _reporter(self, digest: str, total: int) -> Callable[[int], None]:
         """Called by the layer's thread with its byte count: a Downloading event now and then
@@ -281,7 +291,8 @@ class Pull:
 
     def _report(self, ev: PullEvent) -> None:
         """From a layer's thread: the callback runs on the loop, in the order of the calls."""
-        self.loop.call_soon_threadsafe(self.progress, ev)
+        if self.listened:
+            self.loop.call_soon_threadsafe(self.progress, ev)
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn in the unpack pool; if we are cancelled, stop it before going on, and drop

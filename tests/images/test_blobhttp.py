@@ -86,6 +86,32 @@ def test_bodies_reuse_one_connection() -> None:
 
 
 @pytest.mark.timeout(30)
+def test_body_read_to_its_length_gives_the_connection_back() -> None:
+    """A blob's reader stops at the declared size and never asks for the body's end: close()
+    then returns the connection, and a late cut() (a pull abandoned after the layer finished)
+    leaves it alone; a body left half read closes its connection instead."""
+    http = BlobHTTP(10, 10)
+    with _serve() as srv:
+        resp = http.get(f"{srv.url}/blob", {})
+        got = b""
+        for chunk in resp.chunks():
+            got += chunk
+            if len(got) == len(BODY):
+                break
+        resp.close()
+        resp.cut()
+        resp = http.get(f"{srv.url}/blob", {})
+        assert next(resp.chunks())
+        resp.close()  # half read: not reusable
+        resp = http.get(f"{srv.url}/blob", {})
+        assert b"".join(resp.chunks()) == BODY
+        resp.close()
+        http.close()
+    ports = [port for _p, _a, port in srv.seen]
+    assert ports[0] == ports[1] != ports[2]
+
+
+@pytest.mark.timeout(30)
 def test_redirect_to_another_host_drops_authorization() -> None:
     http = BlobHTTP(10, 10)
     with _serve() as origin, _serve() as storage:
