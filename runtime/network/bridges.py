@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from dataclasses import dataclass
 
 from cni_plugins import nl
 
@@ -47,17 +48,30 @@ async def create(name: str, gateway: str, prefixlen: int, adopt: bool = False) -
         raise BridgeError(f"bridge {name}: {exc.strerror or exc}") from None
 
 
-def _exists(name: str) -> bool:
+@dataclass(frozen=True)
+class HostView:
+    """What a network create checks against the host: one netlink socket, one worker hop."""
+
+    has_link: bool  # a link of the new bridge's name exists (a network may not name one)
+    routes: list[ipaddress.IPv4Network]  # every IPv4 destination routed, default excluded
+
+
+def _survey(name: str, with_routes: bool) -> HostView:
     with nl.Netlink() as sock:
-        return sock.get_link(name) is not None
+        has_link = sock.get_link(name) is not None
+        routes = [ipaddress.IPv4Network(f"{dst}/{plen}", strict=False)
+                  for dst, plen, _gw, _oif in sock.routes() if dst and plen] \
+            if with_routes else []
+    return HostView(has_link, routes)
 
 
-async def exists(name: str) -> bool:
-    """Whether the host has a link of that name (a network may not name one as its bridge)."""
+async def survey(name: str, with_routes: bool) -> HostView:
+    """Whether link `name` exists and, when asked (a subnet to pick), the host's routes."""
     try:
-        return await asyncio.to_thread(_exists, name)
+        return await asyncio.to_thread(_survey, name, with_routes)
     except OSError as exc:
-        raise BridgeError(f"link {name}: {exc.strerror or exc}") from None
+        raise BridgeError(f"reading the host's links and routes: {exc.strerror or exc}") \
+            from None
 
 
 def _delete(name: str) -> None:
@@ -73,14 +87,3 @@ async def delete(name: str) -> None:
         await asyncio.to_thread(_delete, name)
     except OSError as exc:
         raise BridgeError(f"bridge {name}: {exc.strerror or exc}") from None
-
-
-def _routed() -> list[ipaddress.IPv4Network]:
-    with nl.Netlink() as sock:
-        return [ipaddress.IPv4Network(f"{dst}/{plen}", strict=False)
-                for dst, plen, _gw, _oif in sock.routes() if dst and plen]
-
-
-async def routed() -> list[ipaddress.IPv4Network]:
-    """Every IPv4 destination the host routes (main table), default route excluded."""
-    return await asyncio.to_thread(_routed)
