@@ -30,16 +30,21 @@ def _create(name: str, gateway: str, prefixlen: int, adopt: bool) -> None:
         if link is not None and not adopt:
             raise LinkExists(f"a network interface named {name} already exists on the host")
         if link is None:
-            sock.add_bridge(name)
+            sock.add_bridge(name, mac=nl.random_mac())
             link = sock.get_link(name)
             if link is None:
                 raise BridgeError(f"bridge {name} vanished after creation")
         sock.add_addr(link.index, gateway, prefixlen, replace_ok=True)
-        sock.set_link(link.index, up=True)
+        # an adopted bridge keeps the address it has now: one made before bridges got a MAC of
+        # their own would otherwise still follow its ports (00:... with none left)
+        pin = (link.mac if link.mac.strip("0:") else nl.random_mac()) if adopt else ""
+        sock.set_link(link.index, up=True, mac=pin)
 
 
 async def create(name: str, gateway: str, prefixlen: int, adopt: bool = False) -> None:
-    """The bridge, up, with the gateway address. `adopt` (berthd restarting with its networks)
+    """The bridge, up, with the gateway address and a MAC that stays (a bridge's otherwise
+    follows its lowest port's, and members lose the gateway for seconds each time it moves;
+    dockerd gives its bridges a random one too). `adopt` (berthd restarting with its networks)
     keeps an existing one and gives it the address again; otherwise an existing link of that
     name is refused, so a network can never claim (and on removal delete) a host interface."""
     try:
