@@ -25,11 +25,12 @@ def _conf(args: Args) -> dict[str, Any]:
 
 
 def _ensure_bridge(sock: nl.Netlink, name: str, mtu: int, promisc: bool) -> nl.Link:
-    """Create the bridge, tolerating a concurrent ADD that made it first."""
+    """Create the bridge (with a MAC of its own, nl.add_bridge says why), tolerating a
+    concurrent ADD that made it first."""
     link = sock.get_link(name)
     if link is None:
         try:  # noqa: SIM105 - contextlib costs 4 ms of start-up
-            sock.add_bridge(name, mtu)
+            sock.add_bridge(name, mtu, nl.random_mac())
         except FileExistsError:
             pass  # a concurrent ADD won the race
         link = sock.get_link(name)

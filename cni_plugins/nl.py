@@ -136,7 +136,10 @@ class Netlink:
         return _parse_link(replies[0][1]) if replies else None
 
     def add_bridge(self, name: str, mtu: int = 0, mac: str = "") -> None:
-        """A fixed `mac` keeps the bridge's address from following its lowest port's."""
+        """A fixed `mac` keeps the bridge's address from following its lowest port's: without
+        one the kernel moves it each time a port with a lower MAC joins or the lowest leaves,
+        and every member's cached neighbour entry for the gateway goes stale (frames to the old
+        MAC are not the host's), cutting it off for seconds until it asks again."""
         attrs = _attr(IFLA_IFNAME, name.encode() + b"\0")
         if mtu:
             attrs += _attr(IFLA_MTU, struct.pack("=I", mtu))
@@ -195,7 +198,9 @@ class Netlink:
         master: int | None = None,
         promisc: bool | None = None,
         mtu: int = 0,
+        mac: str = "",
     ) -> None:
+        """`mac` set on a bridge, even to the address it has, fixes it as add_bridge's does."""
         flags = change = 0
         if up is not None:
             change |= IFF_UP
@@ -208,6 +213,8 @@ class Netlink:
             attrs += _attr(IFLA_MASTER, struct.pack("=I", master))
         if mtu:
             attrs += _attr(IFLA_MTU, struct.pack("=I", mtu))
+        if mac:
+            attrs += _attr(IFLA_ADDRESS, mac_bytes(mac))
         payload = _IFINFO.pack(0, 0, index, flags, change) + attrs
         self.request(RTM_NEWLINK, NLM_F_ACK, payload)
 
@@ -360,6 +367,13 @@ def _parse_link(body: bytes) -> Link:
 
 def mac_bytes(mac: str) -> bytes:
     return bytes(int(part, 16) for part in mac.split(":"))
+
+
+def random_mac() -> str:
+    """A locally administered unicast address, for a bridge that must keep one (add_bridge)."""
+    raw = bytearray(os.urandom(6))
+    raw[0] = (raw[0] & 0xFE) | 0x02
+    return ":".join(f"{b:02x}" for b in raw)
 
 
 class in_netns:  # noqa: N801 - used like a function, as a context manager

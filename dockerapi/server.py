@@ -90,11 +90,16 @@ async def api_version(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 def build(front: Front, max_body: int) -> web.Application:
+    """Each route three times: bare, under `/v1.41` (what current clients send) and under any
+    `/vN.N`. aiohttp indexes a route by its path up to the first `{`, so the pattern ones all
+    share the `/` bucket and are tried one regex at a time in order (~45 of them before a
+    network route, 0.1-0.25 ms a request); the literal prefix is found at once."""
     app = web.Application(middlewares=[errors, api_version], client_max_size=max_body)
     app[FRONT] = front
     for method, route, handler in ROUTES:
         path = route.replace("{id}", ID)
         app.router.add_route(method, path, handler)
+        app.router.add_route(method, f"/v{system.API_VERSION}{path}", handler)
         app.router.add_route(method, _versioned(path), handler)
     return app
 

@@ -5,9 +5,10 @@ Only the record is made at create (name, subnet and bridge name checked and rese
 every conflict is the create's 409/400/403). The bridge, listener and conflist come with the
 first container that joins (`ready`), as Podman's netavark does, and stay until `network rm`;
 the record's `bridge_up` says so, written before the bridge is made, so a restart (or a removal)
-knows which networks have kernel state. The isolation rules name bridges, which need not exist
-yet: they are rebuilt off the request path at create and remove, so a first joiner seldom
-waits for nft. A network nobody joins costs two store writes on the request path.
+knows which networks have kernel state. The isolation rules cover the networks that have a
+bridge (one that does not exist forwards nothing): they are rebuilt when a bridge comes, beside
+its making, and awaited before its first member joins, and when it goes, off the request path.
+A network nobody joins costs two store writes and one netlink look-up, and no nft at all.
 
 `bridge`, `host` and `none` are built in and never stored: `bridge` is Berth's default CNI
 network (the one kubelet's pods use too), `host` the host's namespace, `none` loopback only.
@@ -147,37 +148,35 @@ class Networks:
             for rec in self.store.networks.scan():
                 if rec.name == spec.name:
                     raise AlreadyExists(f"network with name {spec.name} already exists")
-            subnet, gateway = await self._subnet(spec)
+            net_id = secrets.token_hex(32)
+            bridge = overlay.bridge_name(net_id) if spec.driver == "overlay" else \
+                spec.options.get(BRIDGE_OPT) or f"br-{net_id[:12]}"
+            host = await bridges.survey(bridge, with_routes=not spec.subnet)
+            subnet, gateway = self._subnet(spec, host.routes)
             vxlan: dict[str, Any] = {}
-            if spec.driver == "overlay":
+            if spec.driver == "overlay":  # the plugin makes (and unmakes) the bridge
                 vxlan = overlay.plugin_conf(str(subnet), spec.ip_range, spec.options)
                 gateway = overlay.gateway(spec.ip_range, spec.gateway)
                 await overlay.check_local(vxlan)
-            net_id = secrets.token_hex(32)
             extra: dict[str, Any] = {
                 "subnet": str(subnet), "gateway": gateway, "ip_range": spec.ip_range,
                 "internal": spec.internal, "attachable": spec.attachable,
                 "user_subnet": bool(spec.subnet),
                 "options": spec.options, "cni_name": f"berth-net-{net_id[:12]}",
-                "bridge": spec.options.get(BRIDGE_OPT) or f"br-{net_id[:12]}",
-                "mtu": spec.options.get("com.docker.network.driver.mtu", ""),
-                "bridge_up": False}
-            if vxlan:  # the plugin makes (and unmakes) the bridge, named after the network
-                extra |= {"vxlan": vxlan, "bridge": overlay.bridge_name(net_id)}
-            if any(r.extra.get("bridge") == extra["bridge"] for r in self.store.networks.scan()) \
-                    or extra["bridge"] == self.default_bridge():
-                raise AlreadyExists(f"bridge {extra['bridge']} is already in use by another "
-                                    "network")
-            if await bridges.exists(extra["bridge"]):
-                raise AlreadyExists(f"a network interface named {extra['bridge']} already "
-                                    "exists on the host")
+                "bridge": bridge, "mtu": spec.options.get("com.docker.network.driver.mtu", ""),
+                "bridge_up": False} | ({"vxlan": vxlan} if vxlan else {})
+            if any(r.extra.get("bridge") == bridge for r in self.store.networks.scan()) \
+                    or bridge == self.default_bridge():
+                raise AlreadyExists(f"bridge {bridge} is already in use by another network")
+            if host.has_link:
+                raise AlreadyExists(f"a network interface named {bridge} already exists on "
+                                    "the host")
             rec = NetworkRecord(id=net_id, name=spec.name, driver=spec.driver,
                                 created_ns=time.time_ns(), labels=spec.labels, extra=extra)
             try:
                 self.store.networks.add(rec)
             except NameTaken:
                 raise AlreadyExists(f"network with name {spec.name} already exists") from None
-        self._isolate_soon()
         return rec
 
     async def ready(self, rec: NetworkRecord) -> None:
@@ -198,6 +197,7 @@ class Networks:
         if not adopt:
             rec.extra["bridge_up"] = True  # before the bridge: a crash after leaves no orphan
             self.store.networks.put(rec)
+            self._isolate_soon()  # beside the bridge's making; `ready` awaits it
         prefix = ipaddress.IPv4Network(rec.extra["subnet"]).prefixlen
         try:
             if rec.driver != "overlay":  # an overlay's bridge comes with its plugin's first ADD
@@ -206,6 +206,7 @@ class Networks:
         except bridges.LinkExists as exc:
             rec.extra["bridge_up"] = False  # a host link took the name: never ours to delete
             self.store.networks.put(rec)
+            self._isolate_soon()
             raise AlreadyExists(str(exc)) from None
         try:
             netconf.write_atomic(str(self.conflist_path(rec)), self._conflist_doc(rec))
@@ -214,10 +215,12 @@ class Networks:
             await self._tear_down(rec)
             rec.extra["bridge_up"] = False
             self.store.networks.put(rec)
+            self._isolate_soon()
             raise
         self._up.add(rec.id)
 
-    async def _subnet(self, spec: NetworkSpec) -> tuple[ipaddress.IPv4Network, str]:
+    def _subnet(self, spec: NetworkSpec,
+                routes: list[ipaddress.IPv4Network]) -> tuple[ipaddress.IPv4Network, str]:
         taken = [ipaddress.IPv4Network(r.extra["subnet"]) for r in self.store.networks.scan()]
         default = self.default_subnet()
         if default is not None:
@@ -233,7 +236,7 @@ class Networks:
         else:
             if spec.gateway or spec.ip_range:
                 raise InvalidArgument("a gateway or IP range needs a subnet")
-            subnet = await self._free_subnet(taken)
+            subnet = self._free_subnet(taken + routes)
         gateway = spec.gateway or str(subnet.network_address + 1)
         gw = ipaddress.IPv4Address(gateway) if is_ip(gateway) else None
         if gw is None or gw not in subnet or gw in (subnet.network_address,
@@ -244,9 +247,9 @@ class Networks:
             raise InvalidArgument(f"IP range {spec.ip_range[:50]} is not inside {subnet}")
         return subnet, gateway
 
-    async def _free_subnet(self, taken: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
+    def _free_subnet(self, busy: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
+        """The first of the pool that overlaps no network, the default one or a host route."""
         pool = ipaddress.IPv4Network(self.config.docker.network_pool)
-        busy = taken + await bridges.routed()
         for candidate in pool.subnets(new_prefix=self.config.docker.network_pool_size):
             if not any(candidate.overlaps(b) for b in busy):
                 return candidate
@@ -261,11 +264,13 @@ class Networks:
                                    f"{rec.id} has active endpoints ({', '.join(users[:5])})")
         async with self.lock:
             rec = self.store.networks.get(rec.id) or rec  # `bridge_up` as it is now
-            if _has_bridge(rec):
+            had_bridge = _has_bridge(rec)
+            if had_bridge:
                 await self._tear_down(rec)
             self.store.networks.delete(rec.id)
             self._up.discard(rec.id)
-        self._isolate_soon()
+        if had_bridge:
+            self._isolate_soon()
 
     async def _tear_down(self, rec: NetworkRecord) -> None:
         """Listener, bridge (an overlay's: what its plugin made), conflist, lease dir; each
@@ -286,8 +291,8 @@ class Networks:
 
     def _isolate_soon(self) -> None:
         """Schedule a rebuild of the nft table from the store; rebuilds requested meanwhile
-        coalesce into one more. A network with no container needs no rule yet, so neither
-        create nor remove waits for nft; `settled` is what a joining container waits on."""
+        coalesce into one more. Only a bridge's coming or going changes the rules, and no
+        request but a join waits for them: `settled` is what a joining container waits on."""
         self._isolation_stale = True
         if self._isolating is None or self._isolating.done():
             self._isolating = asyncio.ensure_future(self._isolation_loop())
@@ -313,7 +318,7 @@ class Networks:
 
     async def _isolate(self) -> None:
         nets = [isolation.IsolatedBridge(r.extra["bridge"], bool(r.extra.get("internal")))
-                for r in self.store.networks.scan()]
+                for r in self.store.networks.scan() if _has_bridge(r)]
         default = self.default_bridge()
         await isolation.apply(self.table, nets, [default] if default else [])
 

@@ -2,9 +2,9 @@
 
 One table per berthd (`ip berth_isolation_<8 hex of the state dir>`, so two daemons on one
 host, as test sessions run them, never rewrite each other's), rebuilt whole in one nft
-transaction from the list of networks each time one is made or removed (and at start-up), so it
-always says exactly what the store says; with no user network left the table is deleted.
-Per network bridge X:
+transaction (through libnftables, `libnft.py`) from the networks that have a bridge each time
+one gets or loses it (and at start-up), so it always says what the store says; with no such
+network left the table is deleted. Per network bridge X:
 
 - X <-> any other bridge in the set (user networks and the default bridge) is dropped;
 - an `internal` network's bridge forwards to and from nothing at all.
@@ -15,9 +15,10 @@ same bridge on both sides, and the `!=` keeps it).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from dataclasses import dataclass
+
+from runtime.network import libnft
 
 PREFIX = "berth_isolation_"
 
@@ -56,9 +57,4 @@ def ruleset(table: str, bridges: list[IsolatedBridge], others: list[str]) -> str
 
 async def apply(table: str, bridges: list[IsolatedBridge], others: list[str]) -> None:
     """`others`: bridges that are not user networks but must not reach them (the default)."""
-    proc = await asyncio.create_subprocess_exec(
-        "nft", "-f", "-", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate(ruleset(table, bridges, others).encode())
-    if proc.returncode != 0:
-        raise OSError(f"nft: {err.decode(errors='replace').strip()}")
+    await libnft.run(ruleset(table, bridges, others))
