@@ -1,5 +1,6 @@
 """One connection of the CRI socket: python-hyper's h2 runs the HTTP/2 state machine; this
-class adds the limits h2 leaves to its user and runs each call as a task.
+class adds the limits h2 leaves to its user and runs each call (to its first wait right where
+its request completes, as a task after that: cri/eagerstep.py).
 
 h2 validates frames, settings and headers (a bad one is its GOAWAY), enforces the advertised
 MAX_CONCURRENT_STREAMS and caps CONTINUATION frames. It keeps no limit on work: a client that
@@ -255,7 +256,8 @@ class CriConnection(asyncio.Protocol):
         task = None
         self.stepping = sid
         try:  # a call that does not wait is answered here, with no task (cri/eagerstep.py)
-            task = eagerstep.start(self._run(sid, method, request))
+            call = self._run(sid, method, request)
+            task = eagerstep.start(call) if method.eager else loop.create_task(call)
         finally:
             self.stepping = None
             if task is None:
