@@ -28,6 +28,17 @@ _UNIT = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 # grpc-message is percent-encoded: everything outside printable ASCII, and "%" itself.
 _MESSAGE_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
+# Read-only calls answered from memory (the metadata cache, the stats sampler's last answer,
+# constants): their first step runs in the read that brought them, with no task unless they wait
+# (cri/eagerstep.py). Every other call starts as a task: its code may need a current task from
+# its first line (PullImage's httpx runs on anyio).
+EAGER = frozenset({
+    "Version", "Status", "RuntimeConfig", "ListPodSandbox", "ListContainers", "ListImages",
+    "PodSandboxStatus", "ContainerStatus", "ImageStatus", "ImageFsInfo", "ContainerStats",
+    "ListContainerStats", "PodSandboxStats", "ListPodSandboxStats", "ListMetricDescriptors",
+    "ListPodSandboxMetrics",
+})
+
 Unary = Callable[[Any, "RpcContext"], Awaitable[Any]]
 Streaming = Callable[[Any, "RpcContext"], AsyncIterator[Any]]
 
@@ -70,6 +81,7 @@ class Method:
     request: type[Message]
     streaming: bool  # server-streaming (CRI has no client-streaming RPC)
     handler: Callable[..., Any]
+    eager: bool  # in EAGER
 
 
 def methods(servicers: dict[str, object],
@@ -83,7 +95,7 @@ def methods(servicers: dict[str, object],
             request = message_factory.GetMessageClass(m.input_type)
             handler = wrap(m.name, getattr(servicer, m.name), m.server_streaming)
             table[f"/{PACKAGE}.{service}/{m.name}"] = Method(m.name, request, m.server_streaming,
-                                                             handler)
+                                                             handler, m.name in EAGER)
     return table
 
 

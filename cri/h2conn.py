@@ -1,5 +1,6 @@
 """One connection of the CRI socket: python-hyper's h2 runs the HTTP/2 state machine; this
-class adds the limits h2 leaves to its user and runs each call as a task.
+class adds the limits h2 leaves to its user and runs each call (to its first wait right where
+its request completes, as a task after that: cri/eagerstep.py).
 
 h2 validates frames, settings and headers (a bad one is its GOAWAY), enforces the advertised
 MAX_CONCURRENT_STREAMS and caps CONTINUATION frames. It keeps no limit on work: a client that
@@ -26,6 +27,7 @@ import h2.settings
 import structlog
 from h2.events import DataReceived, Event
 
+from cri import eagerstep
 from cri.grpccall import (
     CallError,
     Method,
@@ -45,6 +47,11 @@ _CONFIG = h2.config.H2Configuration(client_side=False, header_encoding=None,
                                     validate_outbound_headers=False,
                                     normalize_outbound_headers=False)
 _GRPC_HEADERS = [(":status", "200"), ("content-type", "application/grpc")]
+_OK = trailers(grpc.StatusCode.OK, "")
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("utf-8", "replace")
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,10 @@ class CriConnection(asyncio.Protocol):
         self.table, self.limits, self.budget, self.on_close = table, limits, budget, on_close
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.calls: dict[int, asyncio.Task[None]] = {}
+        self.calls: dict[int, asyncio.Task[None]] = {}  # calls that waited (cri/eagerstep.py)
+        self.stepping: int | None = None  # the call taking its first step
+        self.deadlines: dict[int, asyncio.TimerHandle] = {}
+        self.expired: set[int] = set()
         self.pending: dict[int, tuple[Method, float | None, bytearray]] = {}
         self.buffered = 0
         self.writable = asyncio.Event()
@@ -158,6 +168,8 @@ class CriConnection(asyncio.Protocol):
             timer.cancel()
         for task in self.calls.values():
             task.cancel()
+        for timer in self.deadlines.values():
+            timer.cancel()
         self.pending.clear()
         self.writable.set()  # senders wake, see `closed` and end
         self.window.set()
@@ -167,9 +179,7 @@ class CriConnection(asyncio.Protocol):
 
     def _event(self, event: Event) -> None:
         if isinstance(event, h2.events.RequestReceived):
-            self._request(event.stream_id, {
-                bytes(k).decode("latin-1"): bytes(v).decode("utf-8", "replace")
-                for k, v in event.headers or []})
+            self._request(event.stream_id, dict(event.headers or ()))  # type: ignore[arg-type]
         elif isinstance(event, h2.events.DataReceived):
             self._data(event)
         elif isinstance(event, h2.events.StreamEnded):
@@ -188,17 +198,18 @@ class CriConnection(asyncio.Protocol):
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._close()
 
-    def _request(self, sid: int, headers: dict[str, str]) -> None:
-        if headers.get(":method") != "POST" or \
-                not headers.get("content-type", "").startswith("application/grpc"):
-            self._not_grpc(sid, headers.get("content-type"))
+    def _request(self, sid: int, headers: dict[bytes, bytes]) -> None:
+        """Headers stay bytes (h2 hands them so): only the few a call reads are decoded."""
+        content_type = headers.get(b"content-type", b"")
+        if headers.get(b":method") != b"POST" or not content_type.startswith(b"application/grpc"):
+            self._not_grpc(sid, _text(headers.get(b"content-type")))
             return
-        path = headers.get(":path", "")
+        path = headers.get(b":path", b"").decode("utf-8", "replace")
         method = self.table.get(path)
         try:
             if method is None:
                 raise CallError(grpc.StatusCode.UNIMPLEMENTED, f"unknown method {path[:200]!r}")
-            timeout = timeout_of(headers.get("grpc-timeout"))
+            timeout = timeout_of(_text(headers.get(b"grpc-timeout")))
         except CallError as exc:
             self._refuse(sid, exc)
             return
@@ -240,13 +251,38 @@ class CriConnection(asyncio.Protocol):
             self._refuse(sid, exc)
             return
         self.budget.count += 1
-        task = self.calls[sid] = asyncio.create_task(self._run(sid, method, request, timeout))
-        task.add_done_callback(self._release)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        task = None
+        self.stepping = sid
+        try:  # a call that does not wait is answered here, with no task (cri/eagerstep.py)
+            call = self._run(sid, method, request)
+            task = eagerstep.start(call) if method.eager else loop.create_task(call)
+        finally:
+            self.stepping = None
+            if task is None:
+                self.budget.count -= 1
+        if task is None:
+            return
+        self.calls[sid] = task
+        task.add_done_callback(functools.partial(self._release, sid))
+        if deadline is not None:
+            self.deadlines[sid] = loop.call_at(deadline, self._expire, sid)
 
-    def _release(self, _: asyncio.Task[None]) -> None:
-        """A done callback, not a `finally`: a task cancelled before its first step (a reset
-        in the same read as the request) never runs its body."""
+    def _release(self, sid: int, _: asyncio.Task[None]) -> None:
+        """A done callback, not a `finally`: a task cancelled before its next step (a reset
+        in the same read as the request) never runs the rest of its body."""
         self.budget.count -= 1
+        timer = self.deadlines.pop(sid, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _expire(self, sid: int) -> None:
+        """grpc-timeout passed: the call's task is cancelled and answers DEADLINE_EXCEEDED."""
+        task = self.calls.get(sid)
+        if task is not None:
+            self.expired.add(sid)
+            task.cancel()
 
     def _drop(self, sid: int) -> tuple[Method, float | None, bytearray] | None:
         entry = self.pending.pop(sid, None)
@@ -313,43 +349,44 @@ class CriConnection(asyncio.Protocol):
         self.answered += 1
         self.strikes, self.last_ping = 0, float("-inf")
 
-    async def _run(self, sid: int, method: Method, request: object,
-                   timeout: float | None) -> None:
+    async def _run(self, sid: int, method: Method, request: object) -> None:
         context = RpcContext()
         started = False
+        status: CallError | None = None  # None: OK
         try:
             try:
-                async with asyncio.timeout(timeout):
-                    if method.streaming:
-                        async for reply in method.handler(request, context):
-                            started = self._start_reply(sid, started)
-                            await self._send(sid, framed(reply, self.limits.max_send))
-                            self._flush()
-                    else:
-                        reply = framed(await method.handler(request, context),
-                                       self.limits.max_send)
+                if method.streaming:
+                    async for reply in method.handler(request, context):
                         started = self._start_reply(sid, started)
-                        await self._send(sid, reply)
-                status = CallError(grpc.StatusCode.OK, "")
+                        await self._send(sid, framed(reply, self.limits.max_send))
+                        self._flush()
+                else:
+                    reply = framed(await method.handler(request, context), self.limits.max_send)
+                    started = self._start_reply(sid, started)
+                    await self._send(sid, reply)
             except CallError as exc:
                 status = exc
-            except TimeoutError:
+            except asyncio.CancelledError:
+                if sid not in self.expired:  # reset, lost connection or server stop
+                    raise
                 status = CallError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
             except Exception as exc:  # the interceptor turns handler errors into statuses first
                 log.exception("call failed", method=method.name)
                 status = CallError(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
-            if self.closed or sid not in self.calls:
-                return
-            if started:
-                self.h2.send_headers(sid, trailers(status.code, status.details), end_stream=True)
-                self._answered()
+            if self.closed or (sid not in self.calls and sid != self.stepping):
+                return  # reset
+            if not started:
+                self._refuse(sid, status or CallError(grpc.StatusCode.OK, ""))
             else:
-                self._refuse(sid, status)
+                self.h2.send_headers(sid, _OK if status is None else
+                                     trailers(status.code, status.details), end_stream=True)
+                self._answered()
             self._flush()
         except (h2.exceptions.StreamClosedError, ConnectionError):
             return  # the client went away mid-reply
         finally:
             self.calls.pop(sid, None)
+            self.expired.discard(sid)
 
     def _start_reply(self, sid: int, started: bool) -> bool:
         if not started:

@@ -93,6 +93,8 @@ class RpcInterceptor:
         async def wrapper(request: Any, context: RpcContext) -> Any:
             rid = request_id()
             started = time.perf_counter()
+            # Bound in the call's own context (cri/eagerstep.py), which ends with the call:
+            # nothing to unbind.
             structlog.contextvars.bind_contextvars(request_id=rid, method=method)
             exc: BaseException | None = None
             try:
@@ -109,7 +111,6 @@ class RpcInterceptor:
                                     _bounded(f"{method}: internal error: {e}"))
             finally:
                 self._finish(method, rid, started, _code_of(context, exc), context.details())
-                structlog.contextvars.unbind_contextvars("request_id", "method")
 
         return wrapper
 
