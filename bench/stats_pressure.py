@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from pathlib import Path
+from typing import Any
 
 from bench import images as bench_images
 from bench.env import environment
@@ -54,6 +55,14 @@ def _populate(peer: Peer, refs: list[str], logs: Path, pods: int) -> list[Pod]:
         return list(pool.map(one, range(pods)))
 
 
+def _call_each(calls: tuple[tuple[str, Any, Any], ...], got: dict[str, list[float]]) -> None:
+    """One call of each (name, stub method, request), its milliseconds appended under name."""
+    for name, fn, req in calls:
+        t0 = time.perf_counter()
+        fn(req, timeout=30)
+        got[name].append((time.perf_counter() - t0) * 1000)
+
+
 def _hammer(endpoint: str, ready: Event, stop: Event, out: Queue) -> None:
     """ImageFsInfo and ListContainerStats back to back until told to stop, in a process of
     its own: sharing the prober's interpreter, its response parsing held the GIL the prober
@@ -61,13 +70,10 @@ def _hammer(endpoint: str, ready: Event, stop: Event, out: Queue) -> None:
     client = CriClient(endpoint)
     img, rt, pb = client.image, client.runtime, client.pb
     got: dict[str, list[float]] = {"ImageFsInfo": [], "ListContainerStats": []}
+    calls = (("ImageFsInfo", img.ImageFsInfo, pb.ImageFsInfoRequest()),
+             ("ListContainerStats", rt.ListContainerStats, pb.ListContainerStatsRequest()))
     while not stop.is_set():
-        for name, fn, req in (("ImageFsInfo", img.ImageFsInfo, pb.ImageFsInfoRequest()),
-                              ("ListContainerStats", rt.ListContainerStats,
-                               pb.ListContainerStatsRequest())):
-            t0 = time.perf_counter()
-            fn(req, timeout=30)
-            got[name].append((time.perf_counter() - t0) * 1000)
+        _call_each(calls, got)
         ready.set()
     client.close()
     out.put(got)
@@ -84,14 +90,11 @@ def measure(peer: Peer, seconds: float) -> dict[str, list[float]]:
     try:
         if not ready.wait(60):
             raise RuntimeError(f"{peer.name}: the stats hammer made no call in 60 s")
+        calls = (("Version", rt.Version, pb.VersionRequest()),
+                 ("ListContainers", rt.ListContainers, pb.ListContainersRequest()))
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            for name, fn, req in (("Version", rt.Version, pb.VersionRequest()),
-                                  ("ListContainers", rt.ListContainers,
-                                   pb.ListContainersRequest())):
-                t0 = time.perf_counter()
-                fn(req, timeout=30)
-                out[name].append((time.perf_counter() - t0) * 1000)
+            _call_each(calls, out)
             time.sleep(0.01)
     finally:
         stop.set()
