@@ -80,7 +80,7 @@ def run(n: int, shapes: list[str]) -> dict[str, Result]:
                     for s in shapes}
             layouts = {s: pushed["big"].layout if s == "big" else bench_images.layout(s)
                        for s in shapes}
-            with run_berthd(t / "berthd") as bd, \
+            with run_berthd(t / "berthd", log_level="info") as bd, \
                     run_containerd(t / "ctrd", [reg.host], pushed["pause"].ref) as cd:
                 assert bd.proc is not None and cd.proc is not None
                 bimg = Path(bd.state_dir) / "images"
