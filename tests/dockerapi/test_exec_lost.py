@@ -7,12 +7,12 @@ only, so an exec id is unknown after its restart, as with berthd (404)."""
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 
 import docker
 import pytest
 
+from tests.dockerapi.waits import until
 from tests.faults.test_monitor_kill import kill_monitor
 from tests.fixtures.berthd import Berthd
 from tests.fixtures.images import PushedImage
@@ -20,13 +20,6 @@ from tests.runtime_monitor.conftest import pid_alive
 
 pytestmark = pytest.mark.timeout(180)
 
-
-def _until(pred, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while not (got := pred()):
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.1)
-    return got
 
 
 @pytest.fixture
@@ -58,7 +51,7 @@ def test_exec_lost_with_the_monitor_is_not_null(berthd_fn, cli, e2e_images):
         assert cli.exec_inspect(detached)["Running"] is True
         kill_monitor(berthd_fn)
         for eid in (detached, attached):
-            info = _until(lambda e=eid: not (i := cli.exec_inspect(e))["Running"] and i)
+            info = until(lambda e=eid: not (i := cli.exec_inspect(e))["Running"] and i)
             assert info["ExitCode"] == 126
 
 
@@ -72,7 +65,7 @@ def test_exec_after_berthd_crash_is_gone_and_killed(berthd_fn, cli, e2e_images):
     pid = cli.exec_inspect(eid)["Pid"]
     assert pid > 0 and pid_alive(pid)
     berthd_fn.kill()
-    _until(lambda: not pid_alive(pid), 10)
+    until(lambda: not pid_alive(pid), 10)
     berthd_fn.start()
     api = docker.APIClient(base_url=f"unix://{berthd_fn.docker_socket}", timeout=60)
     with contextlib.closing(api):

@@ -8,14 +8,7 @@ import time
 import docker
 import pytest
 
-
-def _until(pred, timeout: float = 30.0, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while not (got := pred()):
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(step)
-    return got
+from tests.dockerapi.waits import until
 
 
 def test_kill_signal_and_restart(dclient, busybox, cleanup):
@@ -23,7 +16,7 @@ def test_kill_signal_and_restart(dclient, busybox, cleanup):
     c = dclient.containers.run(busybox, ["sh", "-c", "trap 'exit 42' USR1; echo up; "
                                          "while true; do sleep 0.1; done"],
                                name="killme", detach=True)
-    _until(lambda: c.logs() == b"up\n")
+    until(lambda: c.logs() == b"up\n")
     c.kill(signal="SIGUSR1")  # pid 1 only dies of a signal it handles
     assert c.wait(timeout=30)["StatusCode"] == 42
     c.restart(timeout=1)
@@ -69,7 +62,7 @@ def test_restart_policy_on_failure(dclient, busybox, cleanup):
     cleanup.append("flaky")
     c = dclient.containers.run(busybox, ["sh", "-c", "exit 1"], name="flaky", detach=True,
                                restart_policy={"Name": "on-failure", "MaximumRetryCount": 2})
-    _until(lambda: dclient.containers.get("flaky").attrs["RestartCount"] == 2)
+    until(lambda: dclient.containers.get("flaky").attrs["RestartCount"] == 2)
     time.sleep(1)
     c.reload()
     assert c.attrs["RestartCount"] == 2 and c.status == "exited"
@@ -112,9 +105,9 @@ def test_health_checks(dclient, busybox, cleanup):
                                  healthcheck={"Test": ["CMD", "false"], "Interval": 200 * ms,
                                               "Timeout": 2000 * ms, "Retries": 2})
     since = time.time() - 1
-    _until(lambda: dclient.api.inspect_container(good.id)["State"]["Health"]["Status"]
+    until(lambda: dclient.api.inspect_container(good.id)["State"]["Health"]["Status"]
            == "healthy")
-    health = _until(lambda: (h := dclient.api.inspect_container(bad.id)["State"]["Health"])
+    health = until(lambda: (h := dclient.api.inspect_container(bad.id)["State"]["Health"])
                     ["Status"] == "unhealthy" and h)
     assert health["FailingStreak"] >= 2 and health["Log"][-1]["ExitCode"] == 1
     events = dclient.events(since=since, until=time.time() + 1, decode=True,

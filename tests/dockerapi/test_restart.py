@@ -5,19 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 
 import docker
 
 from proto import api_pb2 as pb
-
-
-def _until(pred, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while not (got := pred()):
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.1)
-    return got
+from tests.dockerapi.waits import until
 
 
 def test_survives_berthd_restart_and_policy_holds(berthd_fn, e2e_images):
@@ -36,8 +28,8 @@ def test_survives_berthd_restart_and_policy_holds(berthd_fn, e2e_images):
     with contextlib.closing(docker.DockerClient(base_url=f"unix://{d.docker_socket}",
                                                 timeout=60)) as cli:
         assert cli.containers.get("keep").status == "running"
-        _until(lambda: cli.api.inspect_container("again")["RestartCount"] == 1)
-        _until(lambda: cli.containers.get("again").status == "running")
+        until(lambda: cli.api.inspect_container("again")["RestartCount"] == 1)
+        until(lambda: cli.containers.get("again").status == "running")
         # the image is shared: CRI sees the image pulled through Docker, not the containers
         cri = d.client()
         assert any(ref in i.repo_tags for i in cri.image.ListImages(

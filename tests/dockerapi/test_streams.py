@@ -14,13 +14,7 @@ from pathlib import Path
 import docker
 import pytest
 
-
-def _until(pred, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while not (got := pred()):
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.1)
-    return got
+from tests.dockerapi.waits import until
 
 
 def test_logs_tail_since_follow(dclient, busybox, cleanup):
@@ -44,7 +38,7 @@ def test_exec_inspect_detach_and_tty(dclient, busybox, cleanup):
     c = dclient.containers.run(busybox, ["sleep", "300"], name="exechost", detach=True)
     ex = dclient.api.exec_create(c.id, ["sh", "-c", "echo hi > /tmp/mark; exit 3"])
     dclient.api.exec_start(ex["Id"], detach=True)
-    info = _until(lambda: (i := dclient.api.exec_inspect(ex["Id"]))["ExitCode"] is not None
+    info = until(lambda: (i := dclient.api.exec_inspect(ex["Id"]))["ExitCode"] is not None
                   and i)
     assert info["ExitCode"] == 3 and info["Running"] is False
     assert c.exec_run(["cat", "/tmp/mark"]).output == b"hi\n"
@@ -143,7 +137,7 @@ def test_streams_that_hang_up_leak_nothing(berthd, dclient, busybox, cleanup):
     early.connect(str(berthd.docker_socket))
     early.sendall(reqs[1].encode()[:40])
     early.close()
-    _until(lambda: _fds(pid) <= before + 2, timeout=60)
+    until(lambda: _fds(pid) <= before + 2, timeout=60)
     assert dclient.ping()
     c.stop(timeout=0)
 
