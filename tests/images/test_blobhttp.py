@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -19,10 +20,15 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
+    def setup(self) -> None:
+        """Number each accepted connection: a client port can come back for a new connection
+        (loopback reuses ports a reset freed), so the port cannot tell two connections apart."""
+        super().setup()
+        self.conn_no = next(self.server.accepted)
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         srv = self.server
-        srv.seen.append((self.path, self.headers.get("Authorization"),
-                         self.client_address[1]))
+        srv.seen.append((self.path, self.headers.get("Authorization"), self.conn_no))
         if self.path.startswith("/redirect") and srv.target:
             self.send_response(307)
             self.send_header("Location", f"{srv.target}/blob")
@@ -52,6 +58,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.seen: list[tuple[str, str | None, int]] = []
+        self.accepted = itertools.count()
         self.target = ""
         self.release = threading.Event()
 
@@ -82,7 +89,7 @@ def test_bodies_reuse_one_connection() -> None:
             assert resp.status == 200 and b"".join(resp.chunks()) == BODY
             resp.close()
         http.close()
-    assert len({port for _p, _a, port in srv.seen}) == 1
+    assert len({conn for _p, _a, conn in srv.seen}) == 1
 
 
 @pytest.mark.timeout(30)
@@ -107,8 +114,8 @@ def test_body_read_to_its_length_gives_the_connection_back() -> None:
         assert b"".join(resp.chunks()) == BODY
         resp.close()
         http.close()
-    ports = [port for _p, _a, port in srv.seen]
-    assert ports[0] == ports[1] != ports[2]
+    conns = [conn for _p, _a, conn in srv.seen]
+    assert conns[0] == conns[1] != conns[2]
 
 
 @pytest.mark.timeout(30)
