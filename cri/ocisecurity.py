@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from typing import Any
@@ -16,34 +15,13 @@ from runtime.spec import DEFAULT_MASKED, DEFAULT_READONLY
 PROFILE = api_pb2.SecurityProfile.ProfileType
 
 
-def _cap_name(name: str) -> str:
-    name = name.upper()
-    return name if name.startswith("CAP_") else f"CAP_{name}"
-
-
-@functools.cache
-def _grantable() -> frozenset[str]:
-    """ALL means what berthd itself holds: a cap outside its bounding set fails capset."""
-    with open("/proc/self/status") as fh:
-        line = next(ln for ln in fh if ln.startswith("CapBnd:"))
-    bits = int(line.split()[1], 16)
-    return frozenset(n for n, num in capsmod.CAPS.items() if bits >> num & 1)
-
-
 def capabilities(sec: api_pb2.LinuxContainerSecurityContext) -> list[str]:
     """Start from the defaults (or all when privileged); drop, then add, ALL included."""
-    known = set(capsmod.CAPS)
-    current = set(_grantable()) if sec.privileged else set(capsmod.default_caps())
-    drops = [_cap_name(c) for c in sec.capabilities.drop_capabilities]
-    adds = [_cap_name(c) for c in sec.capabilities.add_capabilities]
-    for name in drops + adds:
-        if name != "CAP_ALL" and name not in known:
-            raise InvalidArgument(f"unknown capability {name}")
-    if "CAP_ALL" in drops:
-        current = set()
-    current -= set(drops)
-    current |= set(_grantable()) if "CAP_ALL" in adds else set(adds) - {"CAP_ALL"}
-    return sorted(current)
+    try:
+        return capsmod.container_set(sec.privileged, sec.capabilities.drop_capabilities,
+                                     sec.capabilities.add_capabilities)
+    except capsmod.UnknownCapability as exc:
+        raise InvalidArgument(f"unknown capability {exc.name}") from None
 
 
 def seccomp_profile(sec: api_pb2.LinuxContainerSecurityContext,

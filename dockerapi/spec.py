@@ -50,30 +50,12 @@ def _nofile() -> int:
     return min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 1048576)
 
 
-@functools.cache
-def _grantable() -> frozenset[str]:
-    with open("/proc/self/status") as fh:
-        line = next(ln for ln in fh if ln.startswith("CapBnd:"))
-    bits = int(line.split()[1], 16)
-    return frozenset(n for n, num in capsmod.CAPS.items() if bits >> num & 1)
-
-
 def capabilities(body: CreateBody) -> list[str]:
     """dockerd's order: the default set (all when privileged), drop, then add; ALL counts."""
-    def norm(name: str) -> str:
-        name = name.upper()
-        return name if name.startswith("CAP_") else f"CAP_{name}"
-
-    current = set(_grantable()) if body.privileged else set(capsmod.default_caps())
-    drops, adds = [norm(c) for c in body.cap_drop], [norm(c) for c in body.cap_add]
-    for name in drops + adds:
-        if name != "CAP_ALL" and name not in capsmod.CAPS:
-            raise InvalidArgument(f"unknown capability: \"{name[:50]}\"")
-    if "CAP_ALL" in drops:
-        current = set()
-    current -= set(drops)
-    current |= set(_grantable()) if "CAP_ALL" in adds else set(adds) - {"CAP_ALL"}
-    return sorted(current)
+    try:
+        return capsmod.container_set(body.privileged, body.cap_drop, body.cap_add)
+    except capsmod.UnknownCapability as exc:
+        raise InvalidArgument(f"unknown capability: \"{exc.name[:50]}\"") from None
 
 
 def resources(body: CreateBody) -> dict[str, Any]:

@@ -8,6 +8,7 @@ inheritable). Unknown capability names raise ValueError naming the culprit.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 from collections.abc import Iterable
 
@@ -61,11 +62,51 @@ def default_caps() -> list[str]:
     return list(_DEFAULT)
 
 
+class UnknownCapability(ValueError):
+    """A name no kernel capability has; `name` is it, normalised, for the front end's message."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown capability {name}")
+        self.name = name
+
+
+def normalize(name: str) -> str:
+    """`net_admin`, `NET_ADMIN` and `CAP_NET_ADMIN` are one capability to both front ends."""
+    name = name.upper()
+    return name if name.startswith("CAP_") else f"CAP_{name}"
+
+
+@functools.cache
+def grantable() -> frozenset[str]:
+    """What "all" can mean: the capabilities berthd itself holds, since one outside its bounding
+    set fails the init's capset."""
+    with open("/proc/self/status") as fh:
+        line = next(ln for ln in fh if ln.startswith("CapBnd:"))
+    bits = int(line.split()[1], 16)
+    return frozenset(n for n, num in CAPS.items() if bits >> num & 1)
+
+
+def container_set(privileged: bool, drop: Iterable[str], add: Iterable[str]) -> list[str]:
+    """A container's capabilities as containerd and dockerd both work them out: the default set
+    (everything grantable when privileged), minus the drops, plus the adds, `ALL` counting on
+    either side. Raises UnknownCapability before anything is computed."""
+    drops, adds = [normalize(c) for c in drop], [normalize(c) for c in add]
+    for name in drops + adds:
+        if name != "CAP_ALL" and name not in CAPS:
+            raise UnknownCapability(name)
+    current = set(grantable()) if privileged else set(_DEFAULT)
+    if "CAP_ALL" in drops:
+        current = set()
+    current -= set(drops)
+    current |= set(grantable()) if "CAP_ALL" in adds else set(adds) - {"CAP_ALL"}
+    return sorted(current)
+
+
 def numbers(names: Iterable[str]) -> set[int]:
     """Maps names (with or without the CAP_ prefix, any case) to numbers; ValueError on unknown."""
     out = set()
     for name in names:
-        key = name.upper() if name.upper().startswith("CAP_") else "CAP_" + name.upper()
+        key = normalize(name)
         if key not in CAPS:
             raise ValueError(f"unknown capability {name!r}")
         out.add(CAPS[key])
