@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from critest.util import (
     sh,
     status,
     wait_exited,
+    wait_trapped,
 )
 from tests.fixtures.images import PushedImage
 
@@ -87,14 +89,7 @@ def test_stop_timeout_then_sigkill(busybox: str, pod: Pod) -> None:
     cri, pb = pod.cri, pod.cri.pb
     script = "trap '' TERM; echo ready; while true; do sleep 1; done"
     cid = create(cri, pod.id, pod.config, container_config(cri, busybox, ["sh", "-c", script], "k"))
-    # In the pod's shared pid namespace the shell is not pid 1, so a SIGTERM before its trap is
-    # set kills it (143): wait until some shell there ignores SIGTERM (SigIgn bit 14).
-    probe = "grep -h '^SigIgn' /proc/[0-9]*/status"
-    deadline = time.monotonic() + 30
-    while not any(int(line.split()[1], 16) & (1 << 14)
-                  for line in sh(cri, cid, probe).splitlines()):
-        assert time.monotonic() < deadline, "the shell never set its trap"
-        time.sleep(0.05)
+    wait_trapped(cri, cid, signal.SIGTERM)  # a SIGTERM before the trap would kill it (143)
     t0 = time.monotonic()
     cri.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=2), timeout=60)
     took = time.monotonic() - t0
@@ -108,7 +103,7 @@ def test_stop_delivers_sigterm(busybox: str, pod: Pod) -> None:
     cri, pb = pod.cri, pod.cri.pb
     script = "trap 'exit 42' TERM; while true; do sleep 0.1; done"
     cid = create(cri, pod.id, pod.config, container_config(cri, busybox, ["sh", "-c", script], "t"))
-    time.sleep(0.3)  # let the shell install its trap
+    wait_trapped(cri, cid, signal.SIGTERM)
     cri.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=30), timeout=60)
     st = status(cri, cid)
     assert (st.exit_code, st.reason) == (42, "Error")
@@ -269,7 +264,7 @@ def test_stop_abandoned_by_its_client(busybox: str, pod: Pod) -> None:
     cri, pb = pod.cri, pod.cri.pb
     script = "trap '' TERM; while true; do sleep 1; done"
     cid = create(cri, pod.id, pod.config, container_config(cri, busybox, ["sh", "-c", script], "a"))
-    time.sleep(0.3)  # let the shell install its trap
+    wait_trapped(cri, cid, signal.SIGTERM)
     with pytest.raises(grpc.RpcError) as err:
         cri.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=4), timeout=1)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -100,6 +100,19 @@ def sh(cri: CriClient, cid: str, script: str) -> str:
     return str(res.stdout.decode())
 
 
+def wait_trapped(cri: CriClient, cid: str, sig: int, timeout: float = 30) -> None:
+    """Until a shell in the container (not this probe's own) catches or ignores `sig`. A pid 1
+    drops signals it has no handler for, and in a shared pid namespace a signal before the
+    trap kills the shell: either way a test must not signal before `trap` has run, and a fixed
+    sleep loses that race on a loaded machine. Pause processes catch TERM too, hence the name."""
+    probe = ("awk -v me=$$ '/^Name:/{n=$2} /^Pid:/{p=$2} "
+             "/^Sig(Cgt|Ign):/{if (n == \"sh\" && p != me) print $2}' /proc/[0-9]*/status")
+    deadline = time.monotonic() + timeout
+    while not any(int(mask, 16) >> (sig - 1) & 1 for mask in sh(cri, cid, probe).split()):
+        assert time.monotonic() < deadline, f"no shell in {cid[:12]} trapped signal {sig}"
+        time.sleep(0.05)
+
+
 def list_containers(cri: CriClient, **filter_fields: Any) -> list[str]:
     pb = cri.pb
     req = pb.ListContainersRequest(filter=pb.ContainerFilter(**filter_fields))

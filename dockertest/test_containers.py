@@ -92,8 +92,10 @@ def test_privileged_sees_devices(dk: Daemon) -> None:
 
 
 def test_stop_kill_restart_wait(dk: Daemon) -> None:
-    c = dk.client.containers.run(dk.busybox, ["sh", "-c", "trap 'exit 5' USR1; "
+    c = dk.client.containers.run(dk.busybox, ["sh", "-c", "trap 'exit 5' USR1; echo ready; "
                                  "while true; do sleep 0.2; done"], detach=True)  # fmt: skip
+    # pid 1 ignores a signal it has no handler for: kill only once the trap is in
+    wait_for(lambda: b"ready" in c.logs(), 30, "the shell's trap")
     c.kill(signal="SIGUSR1")
     assert c.wait(timeout=60)["StatusCode"] == 5
     c.restart(timeout=1)

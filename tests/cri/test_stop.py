@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import grpc
 import pytest
 
+from critest.util import wait_trapped
 from tests.fixtures.berthd import Berthd
 from tests.fixtures.cri_client import CriClient, sandbox_config
 from tests.fixtures.images import PushedImage
@@ -125,7 +127,7 @@ def test_stop_abandoned_by_its_client_leaves_the_container_running(
     pod = Pod(cli, ref, tmp_path / "logs", pb.CONTAINER)
     try:
         cid = pod.start("stubborn", "trap '' TERM; sleep 600 & wait; sleep 600")
-        time.sleep(0.3)  # let sh install its trap
+        wait_trapped(cli, cid, signal.SIGTERM)
         with pytest.raises(grpc.RpcError) as err:
             cli.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=4),
                                       timeout=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from runtime.containers import (
     MonitorError,
     NotFound,
 )
+from tests.fixtures._proc import wait_trapped
 from tests.runtime_monitor.conftest import pid_alive, spec
 
 pytestmark = pytest.mark.timeout(60)
@@ -48,7 +50,7 @@ def test_state_is_durable_and_lifecycle_complete(mon, rootfs, tmp_path):
     record = Path(mon.state_dir, "containers", "c1", "state.json")
     assert json.loads(record.read_text())["status"] == "created"
     assert c.start("c1").status == "running"
-    time.sleep(0.2)  # let the shell install its trap (pid 1 ignores signals it has no handler for)
+    wait_trapped(st.pid, signal.SIGTERM)
     assert json.loads(record.read_text())["status"] == "running"
     assert [s.id for s in c.list()] == ["c1"]
     st = c.stop("c1", 5)
@@ -62,9 +64,9 @@ def test_state_is_durable_and_lifecycle_complete(mon, rootfs, tmp_path):
 
 def test_stop_escalates_to_sigkill(mon, rootfs):
     c = mon.client
-    c.create("c1", spec("sh", "-c", "trap '' TERM; echo ready; sleep 30"), str(rootfs))
+    st = c.create("c1", spec("sh", "-c", "trap '' TERM; echo ready; sleep 30"), str(rootfs))
     c.start("c1")
-    time.sleep(0.2)  # let the shell install its trap
+    wait_trapped(st.pid, signal.SIGTERM)
     t0 = time.monotonic()
     st = c.stop("c1", 0.5)
     assert 0.4 < time.monotonic() - t0 < 3
@@ -73,10 +75,10 @@ def test_stop_escalates_to_sigkill(mon, rootfs):
 
 def test_kill_with_custom_signal(mon, rootfs):
     c = mon.client
-    c.create("c1", spec("sh", "-c", "trap 'exit 42' USR1; while :; do usleep 20000; done"),
-             str(rootfs))
+    st = c.create("c1", spec("sh", "-c", "trap 'exit 42' USR1; while :; do usleep 20000; done"),
+                  str(rootfs))
     c.start("c1")
-    time.sleep(0.2)
+    wait_trapped(st.pid, signal.SIGUSR1)
     c.kill("c1", 10)  # SIGUSR1, e.g. an image's STOPSIGNAL
     assert c.wait("c1", timeout=10).exit_code == 42
 
