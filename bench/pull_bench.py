@@ -30,6 +30,12 @@ def _remove(client: CriClient, ref: str) -> None:
             raise
 
 
+def remove_image(endpoint: str, ref: str) -> None:
+    """RemoveImage of ref (absent is fine) over a connection of its own."""
+    with CriClient(endpoint, "bench") as client:
+        _remove(client, ref)
+
+
 def cold_pull(endpoint: str, ref: str, n: int) -> list[float]:
     """Seconds of n PullImage calls of ref, each after a RemoveImage of it.
 

@@ -6,7 +6,8 @@ Run: nice -n -15 .venv/bin/python -m bench.shapes_bench [N] [SHAPES]
   model (two weight files of 240 and 320 MiB of incompressible data plus a small runtime).
 
 Every sample is RemoveImage, a check that no layer blob or snapshot of the image is left in
-either store, then a timed PullImage. Two clients: the in-process CRI client (gRPC), and crictl
+either store, a sync(2) so that no write of an earlier sample (either runtime's) is still
+going to disk, then a timed PullImage. Two clients: the in-process CRI client (gRPC), and crictl
 (`crictl pull`, timed from outside the process) when CRICTL exists.
 """
 
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from bench import images as bench_images
 from bench.env import CRICTL
-from bench.pull_bench import _blobs, _cpu, _layer_hexes, _p, cold_pull
+from bench.pull_bench import _blobs, _cpu, _layer_hexes, _p, cold_pull, remove_image
 
 SHAPES = ("big", "python", "model")
 
@@ -49,6 +50,7 @@ def _crictl_pull(endpoint: str, ref: str) -> float:
     base = [str(CRICTL), "--runtime-endpoint", endpoint, "--image-endpoint", endpoint,
             "--timeout", "600s"]
     subprocess.run([*base, "rmi", ref], capture_output=True, timeout=600)
+    os.sync()
     t0 = time.perf_counter()
     subprocess.run([*base, "pull", ref], check=True, capture_output=True, timeout=900)
     took = time.perf_counter() - t0
@@ -99,6 +101,9 @@ def run(n: int, shapes: list[str]) -> dict[str, Result]:
                             order = list(stores) if i % 2 == 0 else list(reversed(stores))
                             for name in order:
                                 st = stores[name]
+                                if client == "grpc":
+                                    remove_image(st.endpoint, refs[shape])
+                                    os.sync()
                                 c0 = _cpu(st.pid)
                                 took = (cold_pull(st.endpoint, refs[shape], 1)[0]
                                         if client == "grpc"
