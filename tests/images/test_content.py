@@ -7,7 +7,6 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,18 +31,23 @@ class Source:
         self.calls.append(offset)
         start = offset if self.range else 0
 
-        def gen() -> Iterator[bytes]:
-            pos = start
-            while pos < len(self.data):
-                if self.fail_at is not None and pos >= self.fail_at:
-                    self.fail_at = None
-                    raise Retryable("connection reset")
-                if self.stall and self.cut.wait(self.stall):
-                    raise Retryable("connection cut")
-                yield self.data[pos : pos + 65536]
-                pos += 65536
+        pos = start
 
-        return start, gen(), lambda: None, self.cut.set
+        def readinto(b: memoryview) -> int:  # short reads of 64 KiB, as a socket's may be
+            nonlocal pos
+            if pos >= len(self.data):
+                return 0
+            if self.fail_at is not None and pos >= self.fail_at:
+                self.fail_at = None
+                raise Retryable("connection reset")
+            if self.stall and self.cut.wait(self.stall):
+                raise Retryable("connection cut")
+            n = min(len(b), 65536, len(self.data) - pos)
+            b[:n] = self.data[pos : pos + n]
+            pos += n
+            return n
+
+        return start, readinto, lambda: None, self.cut.set
 
 
 def _get(store: ContentStore, digest: str, size: int, src: Source,
