@@ -6,7 +6,11 @@ file writes). A big layer's two halves then run on both cores at once instead of
 other per chunk (measured on a 320 MiB layer of the model bench image: each half is about half of
 the layer's time, most of it the kernel copying into the page cache); every heavy part runs
 outside the GIL.
-"""
+
+A chunk is one of the pull's 1 MiB buffers (Buffers), filled by the receives that come before the
+reader asks for it, hashed and written once, and handed back once the reader copied it out. So no
+receive makes a bytes object (read1 made a fresh 1 MiB one for each, about 130 per pull of the
+`big` bench image, and faulting their pages in was a quarter of the pull's page faults)."""
 
 from __future__ import annotations
 
@@ -14,10 +18,10 @@ import hashlib
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from runtime.images.content import ContentStore, DigestMismatch, DownloadFailed, Retryable
-from runtime.images.registry import SyncOpener
+from runtime.images.registry import ReadInto, SyncOpener
 
 _CHUNK = 1 << 20
 _AHEAD = 8  # chunks fetched ahead of the reader: 8 MiB of memory per layer stream at most
@@ -58,17 +62,59 @@ class Abandon:
             self._cuts.discard(cut)
 
 
-class _Ahead:
-    """The bounded hand-over from the fetch thread to the reader: chunks, then b"" at the end
-    or the exception that ended the fetch (kept, so every later read raises it too)."""
+class Buffers:
+    """The 1 MiB buffers a pull's layers receive and inflate into, handed on from layer to layer:
+    a pull of ten layers faults in fresh pages for the few streaming at once, not for all ten.
+    The store drops them with its unpack pool when its last pull ends: an idle daemon keeps none."""
 
     def __init__(self) -> None:
-        self.items: deque[bytes | BaseException] = deque()
+        self._free: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> bytearray:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return bytearray(_CHUNK)
+
+    def give(self, bufs: list[bytearray]) -> None:
+        with self._lock:
+            self._free.extend(bufs)
+
+
+class _Ahead:
+    """The bounded hand-over from the fetch thread to the reader: chunks (views of buffers),
+    then an empty one at the end or the exception that ended the fetch (kept, so every later
+    read raises it too); and back, the buffers the reader is done with."""
+
+    def __init__(self, buffers: Buffers) -> None:
+        self.items: deque[memoryview | BaseException] = deque()
+        self.buffers = buffers
+        self.owned: list[bytearray] = []  # taken from buffers: at most _AHEAD + 2
+        self.free: list[bytearray] = []  # of those, the ones to receive into again
         self.cond = threading.Condition()
         self.stopped = False  # the reader went away: the fetch thread stops at its next put
-        self.end: bytes | BaseException | None = None  # what the last item was, once taken
+        self.waiting = False  # the reader waits for a chunk: hand over what is received
+        self.end: memoryview | BaseException | None = None  # what the last item was, once taken
 
-    def put(self, item: bytes | BaseException) -> bool:
+    def buffer(self) -> bytearray:
+        """A buffer for the fetch thread: one handed back, else a new one (the reader holds
+        at most one and at most _AHEAD are queued, so no wait is needed here)."""
+        with self.cond:
+            if self.free:
+                return self.free.pop()
+        buf = self.buffers.take()
+        self.owned.append(buf)
+        return buf
+
+    def release(self) -> None:
+        """Give every buffer back to the pull's; only once the fetch thread stopped using them
+        (it queued the end, or was joined) and the reader is done with them."""
+        with self.cond:
+            owned, self.owned, self.free = self.owned, [], []
+        self.buffers.give(owned)
+
+    def put(self, item: memoryview | BaseException) -> bool:
         """Queue an item, waiting while _AHEAD are queued; False once the reader stopped."""
         with self.cond:
             while len(self.items) >= _AHEAD and not self.stopped:
@@ -79,19 +125,24 @@ class _Ahead:
             self.cond.notify_all()
             return True
 
-    def take(self) -> bytes:
+    def take(self, done: memoryview | None) -> memoryview:
+        """The next chunk (empty at the end), handing back the one the reader finished."""
         with self.cond:
+            if done is not None and isinstance(done.obj, bytearray):
+                self.free.append(done.obj)
             if self.end is None:
                 while not self.items:
+                    self.waiting = True
                     self.cond.wait()
+                self.waiting = False
                 item = self.items.popleft()
                 self.cond.notify_all()
-                if isinstance(item, bytes) and item:
+                if isinstance(item, memoryview) and item:
                     return item
                 self.end = item
         if isinstance(self.end, BaseException):
             raise self.end
-        return b""
+        return memoryview(b"")
 
     def stop(self) -> None:
         with self.cond:
@@ -105,16 +156,17 @@ class BlobStream:
     the rest comes from the registry, resuming with Range after a transient failure."""
 
     def __init__(self, store: ContentStore, digest: str, size: int, opener: SyncOpener,
-                 retries: int, cancel: Abandon) -> None:
+                 retries: int, cancel: Abandon, buffers: Buffers | None = None) -> None:
         self.store, self.digest, self.size = store, digest, size
         self.opener, self.retries, self.cancel = opener, retries, cancel
         self.h = hashlib.sha256()  # the fetch thread's, complete once it queued the end
         self.pos = 0  # bytes handed to the reader
         self._got = 0  # bytes fetched, hashed and kept by the fetch thread
-        self._ahead = _Ahead()
+        self._ahead = _Ahead(buffers or Buffers())
         self._thread: threading.Thread | None = None
-        self._buf = memoryview(b"")
-        self._chunks: Iterator[bytes] | None = None
+        self._buf = memoryview(b"")  # what is left of the chunk being read
+        self._chunk: memoryview | None = None  # that chunk, handed back with the next take
+        self._readinto: ReadInto | None = None
         self._close: Callable[[], None] | None = None
         self._cut: Callable[[], None] | None = None
         fd = store.open_ingest(digest, cancel)
@@ -124,28 +176,35 @@ class BlobStream:
         self.progress: Callable[[int], None] = lambda _pos: None  # bytes read so far
 
     def read(self, n: int = -1) -> bytes:
-        """Up to n bytes (a chunk when n < 0); b'' only at the end of the blob."""
+        """Up to n bytes (a chunk when n < 0), copied; b'' only at the end of the blob."""
         if not self._buf:
-            chunk = self._take()
-            if n < 0 or len(chunk) <= n:  # the common case: hand the chunk over uncopied
-                self.pos += len(chunk)
-                return chunk
-            self._buf = memoryview(chunk)
+            self._buf = self._take()
         take = len(self._buf) if n < 0 else min(n, len(self._buf))
         out, self._buf = self._buf[:take], self._buf[take:]
         self.pos += take
         return out.tobytes()
 
-    def _take(self) -> bytes:
+    def readinto(self, b: memoryview) -> int:
+        """Up to len(b) bytes copied into b; 0 only at the end of the blob (how gzip_ng's reader
+        fills its input buffer)."""
+        if not self._buf:
+            self._buf = self._take()
+        n = min(len(b), len(self._buf))
+        b[:n], self._buf = self._buf[:n], self._buf[n:]
+        self.pos += n
+        return n
+
+    def _take(self) -> memoryview:
         """The next chunk from the fetch thread (started by the first read)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._fetch_ahead, daemon=True,
                                             name=f"fetch-{self.digest[7:19]}")
             self._thread.start()
-        return self._ahead.take()
+        self._chunk = self._ahead.take(self._chunk)
+        return self._chunk
 
     def _fetch_ahead(self) -> None:
-        """The fetch thread: chunks until the end (b"") or the error that stopped it."""
+        """The fetch thread: chunks until the end (empty) or the error that stopped it."""
         try:
             while True:
                 chunk = self._next()
@@ -154,21 +213,31 @@ class BlobStream:
         except BaseException as e:  # handed to the reader, raised there
             self._ahead.put(e)
 
-    def _next(self) -> bytes:
-        if self._got < self.kept:
-            data = os.pread(self.fd, min(_CHUNK, self.kept - self._got), self._got)
-            self._got += len(data)
-            self.h.update(data)
+    def _next(self) -> memoryview:
+        """The next chunk, hashed and kept; empty at the end. Receives go into one buffer until
+        it is full or the reader waits for it (a reader that keeps up gets each receive at once,
+        a busy one a MiB in one hand-over), then one hash update and one write take all of it."""
+        if self._got < self.kept:  # bytes an earlier process kept: re-read, not re-fetched
+            buf = memoryview(self._ahead.buffer())
+            n = os.preadv(self.fd, [buf[: self.kept - self._got]], self._got)
+            self.h.update(buf[:n])
+            self._got += n
             self.progress(self._got)
-            return data
+            return buf[:n]
         if self.done or 0 <= self.size <= self._got:  # all there (a whole blob kept unpublished)
-            return b""
-        chunk = self._fetch()
-        if 0 <= self.size < self._got + len(chunk):
+            return memoryview(b"")
+        buf = memoryview(self._ahead.buffer())
+        filled = 0
+        while filled < len(buf) and not (filled and self._ahead.waiting):
+            n = self._fetch(buf[filled:], self._got + filled)
+            filled += n
+            if not n or 0 <= self.size <= self._got + filled:
+                break
+        if 0 <= self.size < self._got + filled:
             raise self._mismatch(f"more than the {self.size} bytes declared")
+        chunk = buf[:filled]
         self.h.update(chunk)
-        view = memoryview(chunk)
-        at = self._got
+        view, at = chunk, self._got
         while view:
             n = os.pwrite(self.fd, view, at)
             view, at = view[n:], at + n
@@ -176,28 +245,30 @@ class BlobStream:
         self.progress(at)
         return chunk
 
-    def _fetch(self) -> bytes:
-        """The next chunk from the registry; a transient failure resumes where it stopped."""
+    def _fetch(self, buf: memoryview, at: int) -> int:
+        """One receive from the registry into buf, of the blob's bytes from at on; a transient
+        failure resumes there."""
         attempt = 0
         while True:
             if self.cancel.is_set() or self._ahead.stopped:
                 raise DownloadFailed(f"download of {self.digest} was abandoned")
             try:
-                if self._chunks is None:
-                    start, self._chunks, self._close, self._cut = self.opener(self._got)
+                if self._readinto is None:
+                    start, self._readinto, self._close, self._cut = self.opener(at)
                     self.cancel.watch(self._cut)
-                    skip = self._got - start  # a server that ignores Range starts over
+                    skip = at - start  # a server that ignores Range starts over
                     while skip > 0:
-                        data = next(self._chunks, b"")
-                        if not data:
-                            raise Retryable(f"blob {self.digest} ended before byte {self._got}")
-                        if len(data) > skip:
-                            return data[skip:]
-                        skip -= len(data)
-                chunk = next(self._chunks, b"")
-                if chunk or self.size < 0 or self._got >= self.size:
-                    return chunk
-                raise Retryable(f"blob {self.digest} ended at byte {self._got} of {self.size}")
+                        n = self._readinto(buf)
+                        if not n:
+                            raise Retryable(f"blob {self.digest} ended before byte {at}")
+                        if n > skip:
+                            buf[: n - skip] = buf[skip:n]
+                            return n - skip
+                        skip -= n
+                n = self._readinto(buf)
+                if n or self.size < 0 or at >= self.size:
+                    return n
+                raise Retryable(f"blob {self.digest} ended at byte {at} of {self.size}")
             except Retryable:
                 self.close_connection()
                 attempt += 1
@@ -211,8 +282,12 @@ class BlobStream:
 
     def finish(self) -> None:
         """Read what the reader left, then check digest and size (publish() makes it a blob)."""
-        while self.read(_CHUNK):
-            pass
+        while True:  # the rest only needs hashing, which the fetch thread does
+            self.pos += len(self._buf)
+            self._buf = self._take()
+            if not self._buf:
+                break
+        self._ahead.release()  # the fetch thread queued the end: it is done with them
         got = "sha256:" + self.h.hexdigest()
         if got != self.digest or (self.size >= 0 and self.pos != self.size):
             if self.done:
@@ -232,7 +307,7 @@ class BlobStream:
             self.cancel.forget(self._cut)
         if self._close is not None:
             self._close()
-        self._chunks = self._close = self._cut = None
+        self._readinto = self._close = self._cut = None
 
     def close(self) -> None:
         """Stop the fetch thread, then release the connection and the file (and with it the
@@ -243,5 +318,6 @@ class BlobStream:
                 self._cut()  # a recv blocked on a stalled registry returns now
             self._thread.join()
             self._thread = None
+            self._ahead.release()
         self.close_connection()
         os.close(self.fd)

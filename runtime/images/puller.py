@@ -79,6 +79,7 @@ class Pull:
         self.loop = asyncio.get_running_loop()
         self.fetching: set[str] = set()  # layer blobs missing when the pull began
         self.abandon = Abandon()
+        self.buffers = store.buffers  # receive and inflate buffers, handed on between layers
         self.sem = asyncio.Semaphore(store.registry_config.max_concurrent_downloads)
         self.chains: asyncio.Future[tuple[list[str], list[str]]] = \
             asyncio.get_running_loop().create_future()
@@ -128,8 +129,8 @@ class Pull:
     async def _layer(self, i: int, ly: dict[str, Any], parent: asyncio.Future[None] | None
                      ) -> None:
         """Stream the layer if its blob is missing, then commit it once config and parent allow."""
-        got = await self._download(ly, lambda bs, root: unpack_detached(
-            bs, root, ly.get("mediaType", ""), self.store.max_layer_bytes))
+        got = await self._download(ly, lambda bs, root, out: unpack_detached(
+            bs, root, ly.get("mediaType", ""), self.store.max_layer_bytes, out=out))
         try:
             diff_ids, chains = await asyncio.shield(self.chains)
             await self._commit(ly, diff_ids[i], chains[: i + 1], parent, got)
@@ -140,7 +141,7 @@ class Pull:
                 got.drop(self.store)
 
     async def _download(self, desc: dict[str, Any],
-                        unpack: Callable[[BlobStream, str], Detached] | None
+                        unpack: Callable[[BlobStream, str, bytearray], Detached] | None
                         ) -> Unpacked | None:
         """Fetch a missing blob once per process (unpacking it on the way when asked)."""
         st, digest = self.store, desc["digest"]
@@ -167,10 +168,11 @@ class Pull:
         return None
 
     def _stream(self, desc: dict[str, Any], opener: Any,
-                unpack: Callable[[BlobStream, str], Detached] | None) -> Unpacked | None:
+                unpack: Callable[[BlobStream, str, bytearray], Detached] | None
+                ) -> Unpacked | None:
         st = self.store
         bs = BlobStream(st.content, desc["digest"], int(desc.get("size", -1)), opener,
-                        st.registry_config.retries, self.abandon)
+                        st.registry_config.retries, self.abandon, self.buffers)
         if unpack is not None and self.listened:
             bs.progress = self._reporter(desc["digest"], bs.size)
         try:
@@ -180,9 +182,10 @@ class Pull:
                 bs.close()
                 return None
             tmp = st.snapshots.prepare()
+            out = self.buffers.take()
             try:
                 try:
-                    detached = unpack(bs, str(tmp / "fs"))
+                    detached = unpack(bs, str(tmp / "fs"), out)
                 except UnpackError as e:
                     bs.finish()  # bytes that are not what the manifest named: say that instead
                     raise e
@@ -191,6 +194,8 @@ class Pull:
             except BaseException:
                 st.snapshots.discard(tmp)
                 raise
+            finally:
+                self.buffers.give([out])
             return Unpacked(tmp, detached, bs)
         except BaseException:
             bs.close()

@@ -10,7 +10,7 @@ import ipaddress
 import json
 import platform as _platform
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,9 +153,11 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), dict(re.findall(r'(\w+)="([^"]*)"', rest))
 
 
-# blocking, in an unpack thread: offset -> (offset the server starts at, chunks, close, cut);
-# cut shuts the socket from another thread, so a read blocked on a stalled registry returns
-SyncOpener = Callable[[int], tuple[int, Iterator[bytes], Callable[[], None], Callable[[], None]]]
+# blocking, in an unpack thread: offset -> (offset the server starts at, readinto, close, cut);
+# readinto fills a buffer (0 at the end); cut shuts the socket from another thread, so a read
+# blocked on a stalled registry returns
+ReadInto = Callable[[memoryview], int]
+SyncOpener = Callable[[int], tuple[int, ReadInto, Callable[[], None], Callable[[], None]]]
 
 
 class RegistryClient:
@@ -326,8 +328,7 @@ class RegistryClient:
                         self.config.progress_timeout)
             raise AssertionError("unreachable")
 
-        def open_at(offset: int) -> tuple[int, Iterator[bytes], Callable[[], None],
-                                          Callable[[], None]]:
+        def open_at(offset: int) -> tuple[int, ReadInto, Callable[[], None], Callable[[], None]]:
             last: Exception | None = None
             transient = False
             for ep in self.endpoints(ref.domain):
@@ -339,7 +340,7 @@ class RegistryClient:
                     continue
                 if resp.status in (200, 206):
                     start = offset if resp.status == 206 else 0
-                    return start, self._chunks(resp, ref, digest), resp.close, resp.cut
+                    return start, self._reader(resp, ref, digest), resp.close, resp.cut
                 resp.close()
                 last = self._error(ref, resp.status, resp.reason, f"blob {digest}")
                 transient = transient or resp.status == 429 or resp.status >= 500
@@ -350,16 +351,18 @@ class RegistryClient:
 
         return open_at
 
-    def _chunks(self, resp: blobhttp.Response, ref: Reference, digest: str) -> Iterator[bytes]:
-        try:
-            yield from resp.chunks()
-        except blobhttp.ReadTimeout as e:
-            raise ProgressTimeout(f"no byte for {self.config.progress_timeout}s fetching "
-                                  f"{digest}") from e
-        except blobhttp.TransportError as e:
-            raise Retryable(f"{e} from {ref.domain}") from e
-        finally:
-            resp.close()
+    def _reader(self, resp: blobhttp.Response, ref: Reference, digest: str) -> ReadInto:
+        """resp.readinto, its failures in the terms the fetch loop retries on."""
+
+        def readinto(b: memoryview) -> int:
+            try:
+                return resp.readinto(b)
+            except blobhttp.ReadTimeout as e:
+                raise ProgressTimeout(f"no byte for {self.config.progress_timeout}s fetching "
+                                      f"{digest}") from e
+            except blobhttp.TransportError as e:
+                raise Retryable(f"{e} from {ref.domain}") from e
+        return readinto
 
 
 def _check(ref: Reference, mt: str, raw: bytes) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from runtime.images.blobstream import Buffers
 from runtime.images.content import ContentStore, DigestMismatch, DownloadFailed, Retryable
 from runtime.images.puller import Pull, PullProgress
 from runtime.images.pusher import Progress, Push, PushResult
@@ -59,6 +60,7 @@ class ImageStore:
         self.downloads: dict[str, asyncio.Future[None]] = {}  # digest -> the one download
         self._unpack_workers = unpack_workers
         self._pool_: ThreadPoolExecutor | None = None
+        self._buffers: Buffers | None = None
         self._pulls = 0  # in flight; the last one to end lets the pool and its memory go
         self._idle: asyncio.Future[None] | None = None
         self.content.cleanup()
@@ -88,6 +90,13 @@ class ImageStore:
         return self._pool_
 
     @property
+    def buffers(self) -> Buffers:
+        """Receive buffers the pulls' layer streams share, dropped with the unpack pool."""
+        if self._buffers is None:
+            self._buffers = Buffers()
+        return self._buffers
+
+    @property
     def client(self) -> RegistryClient:
         """Made lazily, and again if the caller moved to another event loop (asyncio.run)."""
         loop = asyncio.get_running_loop()
@@ -114,7 +123,7 @@ class ImageStore:
         finally:
             self._pulls -= 1
             if not self._pulls and self._pool_ is not None:
-                pool, self._pool_ = self._pool_, None
+                pool, self._pool_, self._buffers = self._pool_, None, None
                 self._idle = asyncio.get_running_loop().run_in_executor(None, _let_go, pool)
 
     async def push(self, source: str, target: str | None = None, auth: Auth | None = None,

@@ -7,12 +7,11 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from runtime.images.blobstream import Abandon, BlobStream
+from runtime.images.blobstream import Abandon, BlobStream, Buffers
 from runtime.images.content import ContentStore, DigestMismatch, DownloadFailed, Retryable
 
 DATA = os.urandom(3 << 20)
@@ -32,23 +31,28 @@ class Source:
         self.calls.append(offset)
         start = offset if self.range else 0
 
-        def gen() -> Iterator[bytes]:
-            pos = start
-            while pos < len(self.data):
-                if self.fail_at is not None and pos >= self.fail_at:
-                    self.fail_at = None
-                    raise Retryable("connection reset")
-                if self.stall and self.cut.wait(self.stall):
-                    raise Retryable("connection cut")
-                yield self.data[pos : pos + 65536]
-                pos += 65536
+        pos = start
 
-        return start, gen(), lambda: None, self.cut.set
+        def readinto(b: memoryview) -> int:  # short reads of 64 KiB, as a socket's may be
+            nonlocal pos
+            if pos >= len(self.data):
+                return 0
+            if self.fail_at is not None and pos >= self.fail_at:
+                self.fail_at = None
+                raise Retryable("connection reset")
+            if self.stall and self.cut.wait(self.stall):
+                raise Retryable("connection cut")
+            n = min(len(b), 65536, len(self.data) - pos)
+            b[:n] = self.data[pos : pos + n]
+            pos += n
+            return n
+
+        return start, readinto, lambda: None, self.cut.set
 
 
 def _get(store: ContentStore, digest: str, size: int, src: Source,
-         abandon: Abandon | None = None) -> bytes:
-    bs = BlobStream(store, digest, size, src, 2, abandon or Abandon())
+         abandon: Abandon | None = None, buffers: Buffers | None = None) -> bytes:
+    bs = BlobStream(store, digest, size, src, 2, abandon or Abandon(), buffers)
     try:
         got = b"".join(iter(lambda: bs.read(100_000), b""))
         bs.finish()
@@ -173,6 +177,30 @@ def test_startup_gc_drops_only_old_orphans(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(30)
+def test_streams_hand_their_buffers_on(tmp_path: Path) -> None:
+    """A stream receives into the pull's buffers and gives them all back once verified: the
+    next layer's stream allocates none (each new one is a MiB of fresh pages)."""
+    store, buffers = ContentStore(tmp_path), Buffers()
+    made: list[bytearray] = []
+    take = buffers.take
+
+    def counted() -> bytearray:
+        free = len(buffers._free)
+        buf = take()
+        if not free:
+            made.append(buf)
+        return buf
+
+    buffers.take = counted  # type: ignore[method-assign]
+    assert _get(store, DIGEST, len(DATA), Source(), buffers=buffers) == DATA
+    first = len(made)
+    assert 1 <= first <= 10 and len(buffers._free) == first  # _AHEAD + 2 at most, all back
+    data = os.urandom(2 << 20)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    assert _get(store, digest, len(data), Source(data), buffers=buffers) == data
+    assert len(made) == first
+
+
 def test_close_before_the_end_stops_the_fetch_thread(tmp_path: Path) -> None:
     """An unpack that fails early closes the stream: its fetch thread, blocked on the full
     hand-over or on a stalled read, ends before the file and the download lock are let go."""
