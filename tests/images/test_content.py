@@ -178,8 +178,9 @@ def test_startup_gc_drops_only_old_orphans(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(30)
 def test_streams_hand_their_buffers_on(tmp_path: Path) -> None:
-    """A stream receives into the pull's buffers and gives them all back once verified: the
-    next layer's stream allocates none (each new one is a MiB of fresh pages)."""
+    """A stream receives into the pull's buffers and gives them all back once verified, and the
+    next layer's stream takes those first (each new one is a MiB of fresh pages): two streams
+    together make no more than one may hold (_AHEAD queued, one being read, one filling)."""
     store, buffers = ContentStore(tmp_path), Buffers()
     made: list[bytearray] = []
     take = buffers.take
@@ -198,7 +199,7 @@ def test_streams_hand_their_buffers_on(tmp_path: Path) -> None:
     data = os.urandom(2 << 20)
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     assert _get(store, digest, len(data), Source(data), buffers=buffers) == data
-    assert len(made) == first
+    assert len(made) <= 10 and len(buffers._free) == len(made)
 
 
 def test_close_before_the_end_stops_the_fetch_thread(tmp_path: Path) -> None:
