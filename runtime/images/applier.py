@@ -56,7 +56,9 @@ class _Link:
 
 def clean_parts(name: str) -> list[str]:
     """Split a member name into safe components; '..' anywhere is refused, '/' is stripped."""
-    parts = [p for p in name.split("/") if p not in ("", ".")]
+    parts = name.split("/")
+    if "" in parts or "." in parts:  # a dir's trailing slash, "./" prefixes, doubled slashes
+        parts = [p for p in parts if p not in ("", ".")]
     if ".." in parts:
         raise UnpackError(f"path {name!r} contains '..'")
     return parts
