@@ -56,7 +56,9 @@ class _Link:
 
 def clean_parts(name: str) -> list[str]:
     """Split a member name into safe components; '..' anywhere is refused, '/' is stripped."""
-    parts = [p for p in name.split("/") if p not in ("", ".")]
+    parts = name.split("/")
+    if "" in parts or "." in parts:  # a dir's trailing slash, "./" prefixes, doubled slashes
+        parts = [p for p in parts if p not in ("", ".")]
     if ".." in parts:
         raise UnpackError(f"path {name!r} contains '..'")
     return parts
@@ -89,22 +91,22 @@ class Applier:
     written: list[int] = field(default_factory=list)  # fds of files to fsync before commit
     many_files: bool = False  # more than FSYNC_FILES: the commit flushes with syncfs instead
     umask: int = field(default_factory=process_umask)
-    # the last regular file's parent: (rel, O_PATH fd, plain). Tars list a dir's files
+    # the last regular file's parent: (parts, O_PATH fd, plain). Tars list a dir's files
     # together, so this saves an openat2 and a close per file; any entry but a regular file
     # drops it, since only those entries can remove or replace a directory.
-    _parent: tuple[str, int, bool] | None = None
+    _parent: tuple[list[str], int, bool] | None = None
 
     def parent_fd(self, parts: list[str]) -> tuple[int, bool]:
         """Cached O_PATH fd of a regular file's parent dir, and whether a file created in it
         gets just root:root and its mode less the umask: not so under a setgid dir (its group)
         or a default ACL (which replaces the umask)."""
-        rel = "/".join(parts)
-        if self._parent is not None and self._parent[0] == rel:
-            return self._parent[1], self._parent[2]
+        cached = self._parent
+        if cached is not None and cached[0] == parts:
+            return cached[1], cached[2]
         self.drop_parent()
         fd = self.open_dir(parts, create=True)
         plain = not os.fstat(fd).st_mode & stat.S_ISGID and not _default_acl(fd)
-        self._parent = (rel, fd, plain)
+        self._parent = (parts, fd, plain)
         return fd, plain
 
     def drop_parent(self) -> None:
@@ -255,16 +257,17 @@ class Applier:
         the umask and no special bits are in the way, chowned only when not root's (or the
         parent is not plain), and over an existing entry only when the create says one is
         there."""
-        rel, base = "/".join(parts), parts[-1]
+        base = parts[-1]
         if self.file_bytes + m.size > self.cap:
-            raise UnpackError(f"{rel!r} ({m.size} bytes) exceeds the layer size cap {self.cap}")
+            raise UnpackError(f"{'/'.join(parts)!r} ({m.size} bytes) exceeds the layer size "
+                              f"cap {self.cap}")
         self.file_bytes += m.size
-        mode = stat.S_IMODE(m.mode)
+        mode = m.mode & 0o7777
         direct = plain_parent and not mode & (0o7000 | self.umask)
         try:
             fd = os.open(base, _NEW, mode if direct else 0o600, dir_fd=pfd)
         except FileExistsError:
-            self.clear(pfd, base, rel, keep_dir=False)
+            self.clear(pfd, base, "/".join(parts), keep_dir=False)
             fd = os.open(base, _NEW, mode if direct else 0o600, dir_fd=pfd)
         try:
             write_all(body(m), fd)
@@ -278,8 +281,9 @@ class Applier:
                 os.fchown(fd, m.uid, m.gid)
             if not direct:
                 os.fchmod(fd, mode)  # after the chown, which clears setuid
-            for k, v in xattrs(m):
-                set_xattr(fd, None, k, v)
+            if m.pax_headers:  # xattrs come only in PAX headers: most files have none
+                for k, v in xattrs(m):
+                    set_xattr(fd, None, k, v)
             ns = int(m.mtime * 1e9)
             os.utime(fd, ns=(ns, ns))
         finally:
