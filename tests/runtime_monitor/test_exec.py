@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures._proc import wait_until
 from tests.runtime_monitor.conftest import pid_alive, proc, spec
 
 pytestmark = pytest.mark.timeout(60)
@@ -65,8 +66,9 @@ def test_exec_sync_timeout_with_background_child_holding_stdout(mon, running):
     elapsed = time.monotonic() - t0
     assert r.timed_out and r.stdout == b"started\n"
     assert elapsed < 2.0, elapsed
-    time.sleep(0.3)
-    assert not [p for p, s in children(mon.pid) if s != "Z" and p != running.state("c1").pid]
+    init = running.state("c1").pid
+    wait_until(lambda: not [p for p, s in children(mon.pid) if s != "Z" and p != init], 10,
+               "the timed-out exec's processes to be gone")
 
 
 def test_exec_sync_returns_when_process_exits_but_pipe_stays_open(running):
