@@ -50,5 +50,6 @@ class EventRPCs:
     async def GetContainerEvents(self, request: pb.GetEventsRequest,
                                  context: RpcContext
                                  ) -> AsyncIterator[pb.ContainerEventResponse]:
-        async for event in self.hub.subscribe():
-            yield event
+        async with self.hub.subscribe() as events:
+            async for event in events:
+                yield event

@@ -122,17 +122,20 @@ async def events(request: web.Request) -> web.StreamResponse:
     since, until = _when(request, "since"), _when(request, "until")
     flt = filters(request)
     resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-    await resp.prepare(request)
     now = time.time()
-    if since is not None:
-        for ev in list(f.history):
-            if ev["timeNano"] / 1e9 >= since and (until is None or ev["timeNano"] / 1e9 <= until) \
-                    and _matches(ev, flt):
-                await resp.write(json.dumps(ev).encode() + b"\n")
-    if until is not None and until <= now:
-        return resp
-    stream = f.hub.subscribe()
-    try:
+    # subscribed before the 200 goes out, so whatever happens once the client has it is sent;
+    # what came before is history, replayed up to the subscription (no event twice)
+    async with f.hub.subscribe() as stream:
+        past = list(f.history)
+        await resp.prepare(request)
+        if since is not None:
+            for ev in past:
+                if ev["timeNano"] / 1e9 >= since and (until is None
+                                                      or ev["timeNano"] / 1e9 <= until) \
+                        and _matches(ev, flt):
+                    await resp.write(json.dumps(ev).encode() + b"\n")
+        if until is not None and until <= now:
+            return resp
         while True:
             timeout = None if until is None else max(0.0, until - time.time())
             try:
@@ -141,8 +144,6 @@ async def events(request: web.Request) -> web.StreamResponse:
                 break
             if _matches(ev, flt):
                 await resp.write(json.dumps(ev).encode() + b"\n")
-    finally:
-        await stream.aclose()  # type: ignore[attr-defined]
     return resp
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Generic, TypeVar
 
 QUEUE_LIMIT = 1000
@@ -25,11 +24,35 @@ class EventHub(Generic[E]):
                 q.get_nowait()
                 q.put_nowait(None)  # tells the stream to end; the client reconnects and relists
 
-    async def subscribe(self) -> AsyncIterator[E]:
+    def subscribe(self) -> Subscription[E]:
+        """A stream of what is published from now on: registered here, not at the first read,
+        so a client told its stream is open (Docker's 200, a gRPC call underway) misses nothing
+        that happens after."""
         q: asyncio.Queue[E | None] = asyncio.Queue(QUEUE_LIMIT)
         self.subscribers.add(q)
-        try:
-            while (event := await q.get()) is not None:
-                yield event
-        finally:
-            self.subscribers.discard(q)
+        return Subscription(self, q)
+
+
+class Subscription(Generic[E]):
+    """One subscriber's events, until the hub drops it or aclose(); use it in `async with`."""
+
+    def __init__(self, hub: EventHub[E], q: asyncio.Queue[E | None]) -> None:
+        self.hub, self.q = hub, q
+
+    def __aiter__(self) -> Subscription[E]:
+        return self
+
+    async def __anext__(self) -> E:
+        event = await self.q.get()
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
+    async def aclose(self) -> None:
+        self.hub.subscribers.discard(self.q)
+
+    async def __aenter__(self) -> Subscription[E]:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()

@@ -61,8 +61,7 @@ def test_events_stream_live(dclient, busybox, cleanup):
     stream = dclient.events(decode=True, filters={"type": "container", "event": "die"})
     got: list[dict] = []
     reader = threading.Thread(target=lambda: got.append(next(stream)), daemon=True)
-    reader.start()
-    time.sleep(0.5)
+    reader.start()  # no wait: berthd subscribes before its 200, which events() has seen
     dclient.containers.run(busybox, ["true"], name="live")
     reader.join(30)
     stream.close()
