@@ -16,6 +16,23 @@ from tests.fixtures.images import PushedImage
 pytestmark = pytest.mark.timeout(120)
 
 
+def _wait_live(cri: Any, pod: Pod, ref: str, seen: list[Any]) -> None:
+    """Create (and remove) a throwaway container until its CREATED event shows on the stream.
+    A client cannot see when the server registers its subscriber, and a fixed sleep loses that
+    race on a loaded node; after this no later event can be missed."""
+    pb = cri.pb
+    for attempt in range(20):
+        cid = create(cri, pod.id, pod.config,
+                     container_config(cri, ref, ["true"], f"primer{attempt}"), start=False)
+        deadline = time.monotonic() + 1
+        while time.monotonic() < deadline and not any(e.container_id == cid for e in seen):
+            time.sleep(0.02)
+        cri.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=30)
+        if any(e.container_id == cid for e in seen):
+            return
+    raise AssertionError("the event stream showed none of 20 throwaway containers")
+
+
 @pytest.mark.differs(
     "containerd",
     reason="containerd 1.6 predates GetContainerEvents (implemented in 1.7)",
@@ -40,8 +57,8 @@ def test_container_events(
 
     reader = threading.Thread(target=collect, daemon=True)
     reader.start()
-    time.sleep(0.3)  # the server registers the subscriber before the first event
     try:
+        _wait_live(cri, pod, ref, seen)
         cid = create(cri, pod.id, pod.config, container_config(cri, ref, ["sleep", "600"], "ev"))
         cri.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=1), timeout=30)
         cri.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=30)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -151,16 +152,21 @@ def test_ensure_monitor_reuses_running_one(mon):
 def test_events_stream(mon, rootfs):
     c = mon.client
 
+    live = threading.Event()
+
     async def watch():
+        landed = asyncio.Event()  # set by events() once no later change can be missed
+        waiter = asyncio.get_running_loop().create_task(landed.wait())
+        waiter.add_done_callback(lambda _t: live.set())
         seen = []
-        async for ev in c.aio.events():
+        async for ev in c.aio.events(landed):
             seen.append((ev.kind, ev.state.id, ev.state.status))
             if ev.kind == "deleted":
                 return seen
         return seen
 
     fut = asyncio.run_coroutine_threadsafe(watch(), c._loop)
-    time.sleep(0.2)  # let the subscription land before the first change
+    assert live.wait(10)
     c.create("c1", spec("true"), str(rootfs))
     c.start("c1")
     c.wait("c1", timeout=10)
@@ -202,6 +208,8 @@ def test_sync_wait_timeout_leaves_no_pending_call(mon, rootfs):
     c.start("c1")
     with pytest.raises(TimeoutError):
         c.wait("c1", timeout=0.2)
-    time.sleep(0.1)
+    deadline = time.monotonic() + 5  # the timed-out call's entry goes as its wait unwinds
+    while c.aio._pending and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert c.aio._pending == {}
     assert c.state("c1").status == "running"
