@@ -160,6 +160,22 @@ def _stdin_container(pod: Pod, image: str, tty: bool = False) -> str:
     return cid
 
 
+async def _joined(a: rc.Session, b: rc.Session) -> tuple[int, int]:
+    """Echo markers through `a` until `b` sees one too, so both are joined before the output
+    under test (a client cannot see when the server has wired up its attach, and a fixed sleep
+    loses that race on a loaded node). Returns how much stdout each had by then."""
+    for n in range(50):
+        mark = f"joined-{n}".encode()
+        await a.send(b"echo " + mark + b"\n")
+        try:
+            await b.read_until(mark, timeout=0.2)
+        except TimeoutError:
+            continue
+        await a.read_until(mark)
+        return len(a.stdout), len(b.stdout)
+    raise AssertionError("the second attach never saw the shell's output")
+
+
 @pytest.mark.parametrize("transport", ["spdy", "ws"])
 def test_attach_to_running_shell(cri: CriClient, pod: Pod, e2e_images: dict[str, PushedImage],
                                  transport: str, tmp_path: Path) -> None:
@@ -174,13 +190,13 @@ def test_attach_to_running_shell(cri: CriClient, pod: Pod, e2e_images: dict[str,
                     else await rc.open_ws(url))
         a, b = await one(), await one()
         try:
-            await asyncio.sleep(0.3)  # both joined before the output is produced
+            at_a, at_b = await _joined(a, b)
             await a.send(b"echo attached-$((2+3)); echo to-err >&2\n")
             seen_a = await a.read_until(b"attached-5")
             seen_b = await b.read_until(b"attached-5")
             await b.read_until(b"to-err", err=True)
             await a.send(b"exit 0\n")
-            return seen_a, seen_b, await a.wait(15)
+            return seen_a[at_a:], seen_b[at_b:], await a.wait(15)
         finally:
             await a.aclose()
             await b.aclose()

@@ -48,8 +48,14 @@ def test_shared_pid_pod_reaps_orphans_and_cleans_up(berthd: Berthd,
     assert sh("cat /proc/1/comm").strip() == "catatonit"
     for _ in range(5):
         sh("(sleep 0.1 &) ; exit 0")  # each leaves an orphan behind
-    time.sleep(1)
-    assert sh("ps -o stat | grep -c '^Z' || true").strip() == "0"
+    deadline = time.monotonic() + 10
+    while sh("ps -o stat,args | grep -v '^Z' | grep -c '[s]leep 0[.]1' || true").strip() != "0":
+        assert time.monotonic() < deadline, "the orphans' sleep 0.1 still runs after 10 s"
+        time.sleep(0.1)
+    deadline = time.monotonic() + 10  # they have exited: catatonit reaps each as it goes
+    while (zombies := sh("ps -o stat | grep -c '^Z' || true").strip()) != "0":
+        assert time.monotonic() < deadline, f"{zombies} zombies left"
+        time.sleep(0.2)
     cli.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=30)
     assert pids_with_arg(pin) == []
     cli.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=30)

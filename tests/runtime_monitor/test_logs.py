@@ -173,9 +173,11 @@ def test_attach_sessions_do_not_accumulate(mon, rootfs):
             s = await c.aio.attach("c1", stdin=True)
             await s.send_stdin(b"x\n")
             s.close()
-        await asyncio.sleep(0.3)
 
     c._run(cycles())
+    deadline = time.monotonic() + 10  # the monitor closes each session as it sees it go
+    while len(os.listdir(f"/proc/{mon.pid}/fd")) != fds and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert len(os.listdir(f"/proc/{mon.pid}/fd")) == fds
     assert c.state("c1").status == "running"
 
