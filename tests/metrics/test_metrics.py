@@ -86,11 +86,16 @@ def test_cpu_seconds_grow_and_working_set_matches(workload: dict[str, str],
     url = metrics_berthd.metrics_url  # type: ignore[attr-defined]
     burn = {"name": workload["burn"], "cpu": "total"}
     first = one(scrape(url), "container_cpu_usage_seconds_total", **burn)
-    time.sleep(1.0)
-    after = scrape(url)
-    grown = one(after, "container_cpu_usage_seconds_total", **burn) - first
     # the machine is shared with other test runs: demand a clear rise, not a full core
-    assert grown > 0.05, f"burner used only {grown:.3f} s of CPU in ~1 s"
+    deadline = time.monotonic() + 10
+    time.sleep(1.0)
+    while True:
+        after = scrape(url)
+        grown = one(after, "container_cpu_usage_seconds_total", **burn) - first
+        if grown > 0.05:
+            break
+        assert time.monotonic() < deadline, f"burner used only {grown:.3f} s of CPU in 10 s"
+        time.sleep(0.5)
     ws = one(after, "container_memory_working_set_bytes", name=workload["hold"])
     assert HOLD_MB * 2**20 <= ws <= (HOLD_MB + 30) * 2**20
     assert one(after, "container_memory_usage_bytes", name=workload["hold"]) >= ws
