@@ -45,10 +45,14 @@ def test_containerd_with_berth_plugins(tmp_path: Path, registry: Registry,
         serve = "(echo hello | nc -l -p 7070 >/dev/null 2>&1 &) ; true"
         cli.runtime.ExecSync(pb.ExecSyncRequest(container_id=pods[0][1], cmd=["sh", "-c", serve],
                                                 timeout=10), timeout=20)
-        time.sleep(0.3)
-        res = cli.runtime.ExecSync(pb.ExecSyncRequest(
-            container_id=pods[1][1], cmd=["sh", "-c", f"nc {pods[0][2]} 7070 </dev/null"],
-            timeout=10), timeout=20)
+        deadline = time.monotonic() + 10  # until the listener is up (refused before that)
+        while True:
+            res = cli.runtime.ExecSync(pb.ExecSyncRequest(
+                container_id=pods[1][1], cmd=["sh", "-c", f"nc {pods[0][2]} 7070 </dev/null"],
+                timeout=10), timeout=20)
+            if res.stdout.strip() == b"hello" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert res.stdout.strip() == b"hello", res
         link = subprocess.run(["ip", "-o", "link", "show", "master", c.bridge],
                               capture_output=True, text=True).stdout
