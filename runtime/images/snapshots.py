@@ -72,9 +72,12 @@ class Snapshots:
             tmp = self.root / f"{_TMP}{uuid.uuid4().hex}"
             tmp.mkdir()
             # held until commit/discard so another process's start-up cleanup leaves it alone;
-            # that cleanup may still have taken it between the mkdir and the lock (it removes
-            # under the lock, so once we hold it a dir with no links is one it took)
-            fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            # that cleanup may still have taken it between the mkdir and the lock: gone before
+            # the open, or (it removes under the lock) left with no links once we hold it
+            try:
+                fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
             fcntl.flock(fd, fcntl.LOCK_EX)
             if os.fstat(fd).st_nlink:
                 break

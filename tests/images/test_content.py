@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -230,3 +231,32 @@ def test_error_reaches_the_reader_at_every_read(tmp_path: Path) -> None:
     finally:
         bs.close()
     assert not store.has(DIGEST)
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_prepare_outlives_a_startup_cleanup_that_takes_its_dir(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+    """Another process's start-up cleanup may take a fresh `.tmp-` dir between prepare's mkdir
+    and its lock: before prepare opens it (the open fails) or after (the locked dir has no
+    links). Either way prepare makes another (CI once saw the first case fail a pull)."""
+    from runtime.images.snapshots import Snapshots
+
+    snaps, real_open = Snapshots(tmp_path), os.open
+    taken: list[Path] = []
+
+    def racing_open(path: str | os.PathLike[str], flags: int, *rest: int, **kw: Any) -> int:
+        if Path(path).name.startswith(".tmp-") and not taken:
+            taken.append(Path(path))
+            if when == "after":
+                fd = real_open(path, flags, *rest, **kw)
+                Snapshots(tmp_path).cleanup()
+                return fd
+            Snapshots(tmp_path).cleanup()
+        return real_open(path, flags, *rest, **kw)
+
+    monkeypatch.setattr(os, "open", racing_open)
+    tmp = snaps.prepare()
+    monkeypatch.undo()
+    assert taken and tmp != taken[0] and not taken[0].exists()
+    assert (tmp / "fs").is_dir() and [p.name for p in tmp_path.iterdir()] == [tmp.name]
+    snaps.discard(tmp)
