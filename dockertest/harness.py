@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -11,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import docker
+
+from tests.fixtures.waits import until
 
 DOCKER_CLI = "/usr/bin/docker"  # Debian's 20.10 client; /usr/local/bin/docker is a newer one
 
@@ -95,14 +96,7 @@ class Daemon:
 
 def wait_for(probe: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
     """Poll until probe() returns something truthy and return it; fail saying what was awaited."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
+    return until(probe, timeout, every, what)
 
 
 def cgroup_file(daemon: Daemon, cid: str, controller: str, name: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from tests.fixtures.berthd import Berthd
 from tests.fixtures.cri_client import sandbox_config
 from tests.fixtures.hostclean import pids_with_arg
 from tests.fixtures.images import PushedImage
+from tests.fixtures.waits import until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,14 +48,11 @@ def test_shared_pid_pod_reaps_orphans_and_cleans_up(berthd: Berthd,
     assert sh("cat /proc/1/comm").strip() == "catatonit"
     for _ in range(5):
         sh("(sleep 0.1 &) ; exit 0")  # each leaves an orphan behind
-    deadline = time.monotonic() + 10
-    while sh("ps -o stat,args | grep -v '^Z' | grep -c '[s]leep 0[.]1' || true").strip() != "0":
-        assert time.monotonic() < deadline, "the orphans' sleep 0.1 still runs after 10 s"
-        time.sleep(0.1)
-    deadline = time.monotonic() + 10  # they have exited: catatonit reaps each as it goes
-    while (zombies := sh("ps -o stat | grep -c '^Z' || true").strip()) != "0":
-        assert time.monotonic() < deadline, f"{zombies} zombies left"
-        time.sleep(0.2)
+    until(lambda: sh("ps -o stat,args | grep -v '^Z' | grep -c '[s]leep 0[.]1' || true")
+          .strip() == "0", 10, what="the orphans' exit")
+    # they have exited: catatonit reaps each as it goes
+    until(lambda: sh("ps -o stat | grep -c '^Z' || true").strip() == "0", 10, 0.2,
+          what="no zombie left")
     cli.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=30)
     assert pids_with_arg(pin) == []
     cli.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=30)

@@ -7,15 +7,17 @@ only, so an exec id is unknown after its restart, as with berthd (404)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
+from typing import Any
 
 import docker
 import pytest
 
-from tests.dockerapi.waits import until
 from tests.faults.test_monitor_kill import kill_monitor
 from tests.fixtures.berthd import Berthd
 from tests.fixtures.images import PushedImage
+from tests.fixtures.waits import until
 from tests.runtime_monitor.conftest import pid_alive
 
 pytestmark = pytest.mark.timeout(180)
@@ -36,6 +38,12 @@ def _sleeper(api: docker.APIClient, ref: str) -> str:
     return str(c["Id"])
 
 
+def _ended(api: docker.APIClient, exec_id: str) -> dict[str, Any] | None:
+    """The exec's inspect once it no longer runs."""
+    info: dict[str, Any] = api.exec_inspect(exec_id)
+    return None if info["Running"] else info
+
+
 def test_exec_lost_with_the_monitor_is_not_null(berthd_fn, cli, e2e_images):
     """The monitor dies (its containers and their execs with it): nobody can know how the
     exec ended, so inspect says Running false and ExitCode 126, dockerd's code for an exec it
@@ -51,7 +59,7 @@ def test_exec_lost_with_the_monitor_is_not_null(berthd_fn, cli, e2e_images):
         assert cli.exec_inspect(detached)["Running"] is True
         kill_monitor(berthd_fn)
         for eid in (detached, attached):
-            info = until(lambda e=eid: not (i := cli.exec_inspect(e))["Running"] and i)
+            info = until(functools.partial(_ended, cli, eid))
             assert info["ExitCode"] == 126
 
 

@@ -8,7 +8,7 @@ import time
 import docker
 import pytest
 
-from tests.dockerapi.waits import until
+from tests.fixtures.waits import until
 
 
 def test_kill_signal_and_restart(dclient, busybox, cleanup):

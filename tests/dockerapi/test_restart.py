@@ -9,7 +9,7 @@ import signal
 import docker
 
 from proto import api_pb2 as pb
-from tests.dockerapi.waits import until
+from tests.fixtures.waits import until
 
 
 def test_survives_berthd_restart_and_policy_holds(berthd_fn, e2e_images):

@@ -14,7 +14,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.dockerapi.waits import until
+from tests.fixtures.waits import until
 
 
 def test_logs_tail_since_follow(dclient, busybox, cleanup):

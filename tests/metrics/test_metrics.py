@@ -14,7 +14,8 @@ import pytest
 from tests.fixtures._proc import wait_until
 from tests.fixtures.berthd import Berthd
 from tests.fixtures.cri_client import CriClient, sandbox_config
-from tests.metrics.prom import find, one, parse, scrape, scrape_text
+from tests.fixtures.waits import until
+from tests.metrics.prom import Sample, find, one, parse, scrape, scrape_text
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -86,16 +87,16 @@ def test_cpu_seconds_grow_and_working_set_matches(workload: dict[str, str],
     url = metrics_berthd.metrics_url  # type: ignore[attr-defined]
     burn = {"name": workload["burn"], "cpu": "total"}
     first = one(scrape(url), "container_cpu_usage_seconds_total", **burn)
-    # the machine is shared with other test runs: demand a clear rise, not a full core
-    deadline = time.monotonic() + 10
+
+    def risen() -> list[Sample] | None:
+        """The scrape once the burner has used 0.05 s more CPU: the machine is shared with
+        other test runs, so demand a clear rise, not a full core."""
+        got = scrape(url)
+        return got if one(got, "container_cpu_usage_seconds_total", **burn) - first > 0.05 \
+            else None
+
     time.sleep(1.0)
-    while True:
-        after = scrape(url)
-        grown = one(after, "container_cpu_usage_seconds_total", **burn) - first
-        if grown > 0.05:
-            break
-        assert time.monotonic() < deadline, f"burner used only {grown:.3f} s of CPU in 10 s"
-        time.sleep(0.5)
+    after = until(risen, 10, 0.5, "a 0.05 s rise in the burner's CPU")
     ws = one(after, "container_memory_working_set_bytes", name=workload["hold"])
     assert HOLD_MB * 2**20 <= ws <= (HOLD_MB + 30) * 2**20
     assert one(after, "container_memory_usage_bytes", name=workload["hold"]) >= ws

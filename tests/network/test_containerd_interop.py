@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from tests.fixtures.containerd import CONTAINERD, RUNC, run_containerd
 from tests.fixtures.cri_client import CriClient, remove_all_pods, run_container, sandbox_config
 from tests.fixtures.images import PushedImage
 from tests.fixtures.registry import Registry
+from tests.fixtures.waits import until
 
 pytestmark = pytest.mark.timeout(240)
 REPO = Path(__file__).resolve().parents[2]
@@ -45,15 +45,13 @@ def test_containerd_with_berth_plugins(tmp_path: Path, registry: Registry,
         serve = "(echo hello | nc -l -p 7070 >/dev/null 2>&1 &) ; true"
         cli.runtime.ExecSync(pb.ExecSyncRequest(container_id=pods[0][1], cmd=["sh", "-c", serve],
                                                 timeout=10), timeout=20)
-        deadline = time.monotonic() + 10  # until the listener is up (refused before that)
-        while True:
+        def hello() -> bool:  # refused until the background listener is up
             res = cli.runtime.ExecSync(pb.ExecSyncRequest(
                 container_id=pods[1][1], cmd=["sh", "-c", f"nc {pods[0][2]} 7070 </dev/null"],
                 timeout=10), timeout=20)
-            if res.stdout.strip() == b"hello" or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        assert res.stdout.strip() == b"hello", res
+            return bool(res.stdout.strip() == b"hello")
+
+        until(hello, 10, what="'hello' from the other pod")
         link = subprocess.run(["ip", "-o", "link", "show", "master", c.bridge],
                               capture_output=True, text=True).stdout
         assert link.count("veth") >= 2

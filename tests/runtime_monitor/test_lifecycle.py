@@ -20,6 +20,7 @@ from runtime.containers import (
     NotFound,
 )
 from tests.fixtures._proc import wait_trapped
+from tests.fixtures.waits import until
 from tests.runtime_monitor.conftest import pid_alive, spec
 
 pytestmark = pytest.mark.timeout(60)
@@ -208,8 +209,6 @@ def test_sync_wait_timeout_leaves_no_pending_call(mon, rootfs):
     c.start("c1")
     with pytest.raises(TimeoutError):
         c.wait("c1", timeout=0.2)
-    deadline = time.monotonic() + 5  # the timed-out call's entry goes as its wait unwinds
-    while c.aio._pending and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert c.aio._pending == {}
+    # the timed-out call's entry goes as its wait unwinds
+    until(lambda: c.aio._pending == {}, 5, 0.01, "no pending call")
     assert c.state("c1").status == "running"

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime.logs import MAX_LINE, CriLogWriter, join_lines, parse_log, parse_timestamp
+from tests.fixtures.waits import until
 from tests.runtime_monitor.conftest import spec
 
 pytestmark = pytest.mark.timeout(60)
@@ -175,10 +176,9 @@ def test_attach_sessions_do_not_accumulate(mon, rootfs):
             s.close()
 
     c._run(cycles())
-    deadline = time.monotonic() + 10  # the monitor closes each session as it sees it go
-    while len(os.listdir(f"/proc/{mon.pid}/fd")) != fds and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(os.listdir(f"/proc/{mon.pid}/fd")) == fds
+    # the monitor closes each session as it sees it go
+    until(lambda: len(os.listdir(f"/proc/{mon.pid}/fd")) == fds, 10, 0.05,
+          what="the monitor's fd count back where it was")
     assert c.state("c1").status == "running"
 
 
