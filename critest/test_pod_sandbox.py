@@ -193,6 +193,6 @@ def test_host_network_pod_with_other_hostname_is_refused(cri: CriClient, tmp_pat
                          linux=linux)
     with pytest.raises(grpc.RpcError) as err:
         cri.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=120)
-    assert "private UTS namespace" in err.value.details()
+    assert "private UTS namespace" in (err.value.details() or "")
     assert [p for p in list_pods(cri)
             if pod_status(cri, p).metadata.uid == cfg.metadata.uid] == []

@@ -86,7 +86,7 @@ def test_host_uts_pod_cannot_have_its_own_hostname(berthd: Berthd, tmp_path: Pat
     with pytest.raises(grpc.RpcError) as err:
         cli.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "without a private UTS namespace" in err.value.details()
+    assert "without a private UTS namespace" in (err.value.details() or "")
     assert len(cli.runtime.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=10).items) == before
     same = sandbox_config(cli, "hn-same", str(tmp_path / "logs"), hostname=socket.gethostname(),
                           linux=_host_net(pb))

@@ -22,7 +22,8 @@ def _entries(store: Store, built: list[int]) -> list[tuple[object, str, bytes]]:
 
 
 def test_rebuilt_only_after_a_write(tmp_path: Path) -> None:
-    store, cache, built = Store(tmp_path / "m.db"), ListCache(), []
+    store, cache = Store(tmp_path / "m.db"), ListCache()
+    built: list[int] = []
     store.pods.add(_pod(1))
     store.pods.add(_pod(2))
 

@@ -103,7 +103,7 @@ def test_seccomp_profiles(tmp_path):
     P = pb.SecurityProfile.ProfileType
     default = pb.LinuxContainerSecurityContext(seccomp=pb.SecurityProfile(
         profile_type=P.RuntimeDefault))
-    assert ocisecurity.seccomp_profile(default)["defaultAction"]
+    assert (prof := ocisecurity.seccomp_profile(default)) is not None and prof["defaultAction"]
     assert ocisecurity.seccomp_profile(pb.LinuxContainerSecurityContext(
         seccomp_profile_path="docker/default"))
     assert ocisecurity.seccomp_profile(pb.LinuxContainerSecurityContext()) is None

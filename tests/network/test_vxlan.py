@@ -6,6 +6,7 @@ chained in where ours are; both must give the same network and leave the same no
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -55,6 +56,10 @@ def _ping(a: Pod, b: Pod) -> tuple[str, int]:
     proc = subprocess.run(["nsenter", f"--net={a.netns}", "busybox", "ping", "-c", "1", "-W", "5",
                            b.ip], capture_output=True, text=True, timeout=30)
     return f"{a.ip}->{b.ip}", proc.returncode
+
+
+def _listening(netns: str) -> bool:
+    return f":{HTTP_PORT} " in sh(netns, "ss", "-Hltn")
 
 
 def _fetch(a: Pod, b: Pod) -> tuple[str, str]:
@@ -107,8 +112,7 @@ def test_pods_across_nodes_reach_each_other_and_del_leaves_nothing(cluster, tmp_
                                  str(HTTP_PORT), "-h", str(blob_dir)]) for p in pods]
     try:
         for p in pods:
-            wait_until(lambda p=p: f":{HTTP_PORT} " in sh(p.netns, "ss", "-Hltn"), 20,
-                       f"httpd in {p.ip}")
+            wait_until(functools.partial(_listening, p.netns), 20, f"httpd in {p.ip}")
         cross = [(a, b) for a, b in itertools.permutations(pods, 2) if a.node is not b.node]
         with ThreadPoolExecutor(3) as pool:
             got = list(pool.map(lambda ab: _fetch(*ab), cross))

@@ -146,8 +146,9 @@ def test_cve_2022_31030_exec_sync_output_is_capped(pod, berthd: Berthd):
                                            "/dev/zero >&2"], timeout=60), timeout=90)
     assert 1 << 20 < len(res.stdout) <= 8 << 20 and 1 << 20 < len(res.stderr) <= 8 << 20
     assert berthd.proc is not None
-    rss = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{berthd.proc.pid}/status")
-                        .read_text()).group(1))
+    found = re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{berthd.proc.pid}/status").read_text())
+    assert found is not None
+    rss = int(found.group(1))
     assert rss < 400_000, f"berthd RSS {rss} kB after a capped exec"
 
 
