@@ -194,12 +194,17 @@ class BlobStream:
         self.pos += n
         return n
 
-    def _take(self) -> memoryview:
-        """The next chunk from the fetch thread (started by the first read)."""
+    def start(self) -> None:
+        """Start the fetch thread, if the first read has not: a layer waiting for its turn to
+        unpack keeps downloading meanwhile."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._fetch_ahead, daemon=True,
                                             name=f"fetch-{self.digest[7:19]}")
             self._thread.start()
+
+    def _take(self) -> memoryview:
+        """The next chunk from the fetch thread."""
+        self.start()
         self._chunk = self._ahead.take(self._chunk)
         return self._chunk
 

@@ -12,14 +12,14 @@ import contextlib
 import functools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from runtime.images.blobstream import Abandon, BlobStream
 from runtime.images.compression import Counted
-from runtime.images.content import DigestMismatch
+from runtime.images.content import DigestMismatch, DownloadFailed
 from runtime.images.records import Image
 from runtime.images.reference import Reference
 from runtime.images.registry import Auth, Resolved
@@ -181,11 +181,13 @@ class Pull:
                 bs.publish(flushed=False)
                 bs.close()
                 return None
+            bs.start()
             tmp = st.snapshots.prepare()
             out = self.buffers.take()
             try:
                 try:
-                    detached = unpack(bs, str(tmp / "fs"), out)
+                    with self._unpack_slot(desc["digest"]):
+                        detached = unpack(bs, str(tmp / "fs"), out)
                 except UnpackError as e:
                     bs.finish()  # bytes that are not what the manifest named: say that instead
                     raise e
@@ -206,7 +208,7 @@ class Pull:
         st = self.store
         tmp = st.snapshots.prepare()
         try:
-            with open(st.content.path(ly["digest"]), "rb") as f:
+            with self._unpack_slot(ly["digest"]), open(st.content.path(ly["digest"]), "rb") as f:
                 blob = Counted(f, 1 << 62)
                 detached = unpack_detached(blob, str(tmp / "fs"), ly.get("mediaType", ""),
                                            st.max_layer_bytes)
@@ -280,6 +282,19 @@ class Pull:
             if st.sync_snapshots:
                 st.snapshots.sync(got.tmp)
             st.snapshots.measure(got.tmp, chains[-1])
+
+    @contextlib.contextmanager
+    def _unpack_slot(self, digest: str) -> Iterator[None]:
+        """One of the store's unpack slots (shared by all pulls), waited for while the pull
+        is not abandoned."""
+        slots = self.store.unpack_slots
+        while not slots.acquire(timeout=0.05):
+            if self.abandon.is_set():
+                raise DownloadFailed(f"download of {digest} was abandoned")
+        try:
+            yield
+        finally:
+            slots.release()
 
     def _reporter(self, digest: str, total: int) -> Callable[[int], None]:
         """Called by the layer's thread with its byte count: a Downloading event now and then

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import stat
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from runtime.images import puller
 from runtime.images.records import Image
 from runtime.images.registry import Auth, NotFound, Platform, Unauthorized, host_platform
 from runtime.images.store import ImageStore, InUse
 from tests.fixtures.images import layers_expected, push_images
+from tests.fixtures.waits import until
 from tests.images.test_unpack_overlay import overlay
 
 pytestmark = pytest.mark.timeout(120)
@@ -164,3 +169,64 @@ def test_snapshots_root_is_an_orlov_top_dir(tmp_path: Path) -> None:
     ImageStore(tmp_path / "state")  # set already: a second start changes nothing
     assert "T" in subprocess.run(["lsattr", "-d", str(root)], capture_output=True,
                                  text=True).stdout.split()[0]
+
+
+def test_unpacks_take_turns_on_the_stores_slots(store: ImageStore, e2e_images,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layers stream three at a time, but no more unpack at once than the store has slots (one
+    per CPU: more only hand the GIL back and forth)."""
+    store.unpack_slots = threading.BoundedSemaphore(1)
+    active = peak = 0
+    lock = threading.Lock()
+    real = puller.unpack_detached
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                active -= 1
+
+    monkeypatch.setattr(puller, "unpack_detached", counted)
+    img = pull(store, e2e_images["big"].ref)
+    assert peak == 1 and len(store.rootfs_lowers(img.id)) == 10
+
+
+def test_layers_waiting_for_a_slot_download_ahead_and_cancel_promptly(
+        store: ImageStore, e2e_images) -> None:
+    store.unpack_slots = threading.BoundedSemaphore(1)
+    assert store.unpack_slots.acquire()  # the one slot is busy: nothing can unpack
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(store.pull(e2e_images["big"].ref))
+    runner = threading.Thread(target=loop.run_until_complete, args=(asyncio.wait([task]),))
+    runner.start()
+    try:
+        blobs = e2e_images["big"].layout / "blobs" / "sha256"
+        index = json.loads((e2e_images["big"].layout / "index.json").read_text())
+        manifest = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_bytes())
+        streamed = {ly["digest"][7:]: ly["size"] for ly in manifest["layers"][:3]}
+
+        def downloaded() -> bool:
+            have = {}
+            for p in list(store.content.ingest_dir.iterdir()):
+                with contextlib.suppress(FileNotFoundError):
+                    have[p.name] = p.stat().st_size
+            return all(have.get(h) == size for h, size in streamed.items())
+
+        until(downloaded, what="the three streamed layers downloaded while waiting to unpack")
+        t0 = time.monotonic()
+        loop.call_soon_threadsafe(task.cancel)
+        runner.join(10)
+        assert not runner.is_alive() and time.monotonic() - t0 < 5
+        assert task.cancelled()
+    finally:
+        store.unpack_slots.release()
+        runner.join(10)
+        loop.run_until_complete(store.aclose())
+        loop.close()
+    assert store.list() == [] and store.snapshots.list() == set()
+    assert not [p for p in store.snapshots.root.iterdir() if p.name.startswith(".tmp-")]
