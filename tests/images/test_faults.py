@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ import pytest
 
 from runtime.images.registry import Auth, RegistryConfig, RegistryError, Unauthorized
 from runtime.images.store import ImageStore, PullError
-from tests.fixtures.images import build_layouts
+from tests.fixtures.images import build_layouts, manifest_layers
 from tests.images.miniregistry import Faults, mini_registry
 from tests.images.test_pull import pull
 
@@ -25,13 +24,6 @@ pytestmark = pytest.mark.timeout(120)
 def layouts() -> dict[str, Path]:
     lay = build_layouts(["busybox", "big"])
     return {"e2e/busybox": lay["busybox"], "e2e/big": lay["big"]}
-
-
-def _layers(layout: Path) -> list[dict]:
-    index = json.loads((layout / "index.json").read_text())
-    man = json.loads((layout / "blobs" / "sha256" / index["manifests"][0]["digest"][7:])
-                     .read_bytes())
-    return list(man["layers"])
 
 
 def _nothing_visible(store: ImageStore) -> None:
@@ -85,7 +77,7 @@ def test_mirror_is_tried_first(tmp_path: Path, layouts) -> None:
 
 
 def test_digest_mismatch_rejected(tmp_path: Path, layouts) -> None:
-    layer = _layers(layouts["e2e/busybox"])[0]["digest"]
+    layer = manifest_layers(layouts["e2e/busybox"])[0]["digest"]
     with mini_registry(layouts, Faults(corrupt={layer})) as reg:
         store = ImageStore(tmp_path)
         with pytest.raises(PullError, match=f"blob {layer}: got sha256:"):
@@ -197,7 +189,7 @@ def test_cancelled_pull_leaves_nothing(tmp_path: Path, layouts) -> None:
 def test_layer_unpacks_while_downloading(tmp_path: Path, layouts) -> None:
     import asyncio
 
-    layer = _layers(layouts["e2e/busybox"])[0]
+    layer = manifest_layers(layouts["e2e/busybox"])[0]
     with mini_registry(layouts, Faults(delay_per_chunk=0.02, chunk=16384)) as reg:
         store = ImageStore(tmp_path)
         seen: list[int] = []

@@ -18,7 +18,7 @@ from runtime.images import puller
 from runtime.images.records import Image
 from runtime.images.registry import Auth, NotFound, Platform, Unauthorized, host_platform
 from runtime.images.store import ImageStore, InUse
-from tests.fixtures.images import layers_expected, push_images
+from tests.fixtures.images import layers_expected, manifest_layers, push_images
 from tests.fixtures.waits import until
 from tests.images.test_unpack_overlay import overlay
 
@@ -205,10 +205,8 @@ def test_layers_waiting_for_a_slot_download_ahead_and_cancel_promptly(
     runner = threading.Thread(target=loop.run_until_complete, args=(asyncio.wait([task]),))
     runner.start()
     try:
-        blobs = e2e_images["big"].layout / "blobs" / "sha256"
-        index = json.loads((e2e_images["big"].layout / "index.json").read_text())
-        manifest = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_bytes())
-        streamed = {ly["digest"][7:]: ly["size"] for ly in manifest["layers"][:3]}
+        streamed = {ly["digest"][7:]: ly["size"]
+                    for ly in manifest_layers(e2e_images["big"].layout)[:3]}
 
         def downloaded() -> bool:
             have = {}
