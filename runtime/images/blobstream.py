@@ -194,6 +194,17 @@ class BlobStream:
         self.pos += n
         return n
 
+    def follow(self, fd: int) -> None:
+        """For an unpack worker reading the blob's file itself: write to fd (its pipe) the
+        length kept so far each time the fetch thread has written another chunk, up to the end.
+        """
+        while True:
+            self.pos += len(self._buf)
+            self._buf = self._take()
+            if not self._buf:
+                return
+            os.write(fd, (self.pos + len(self._buf)).to_bytes(8, "little"))
+
     def start(self) -> None:
         """Start the fetch thread, if the first read has not: a layer waiting for its turn to
         unpack keeps downloading meanwhile."""

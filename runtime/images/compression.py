@@ -140,10 +140,10 @@ class TarInput:
     no copy under the GIL (tarfile's stream mode copies every byte about three times) and no
     fresh memory per MiB."""
 
-    def __init__(self, src: ReadableInto, out: bytearray | None = None) -> None:
+    def __init__(self, src: ReadableInto) -> None:
         self.src = src
         self.pos = 0
-        self._out = memoryview(bytearray(_CHUNK) if out is None else out)
+        self._out = memoryview(bytearray(_CHUNK))
         self._buf = memoryview(b"")
 
     def tell(self) -> int:

@@ -1,8 +1,10 @@
 """One pull: every missing layer streams from the registry straight into its snapshot.
 
-Each layer's thread unpacks its blob in one pass while the blob's fetch thread receives, hashes
-and keeps it ahead (blobstream); nothing waits for the image config except the short commit
-step, which also waits for the parent layer's commit.
+Each layer's thread hands its blob to an unpack worker process (unpack_procs), which unpacks it
+in one pass from the blob file as the blob's fetch thread receives, hashes and keeps it
+(blobstream); nothing
+waits for the image config except the short commit step, which also waits for the parent
+layer's commit.
 """
 
 from __future__ import annotations
@@ -18,13 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from runtime.images.blobstream import Abandon, BlobStream
-from runtime.images.compression import Counted
 from runtime.images.content import DigestMismatch, DownloadFailed
 from runtime.images.records import Image
 from runtime.images.reference import Reference
 from runtime.images.registry import Auth, Resolved
 from runtime.images.snapshots import chain_ids
-from runtime.images.unpack import Detached, UnpackError, unpack_detached
+from runtime.images.unpack import Detached, UnpackError
 
 if TYPE_CHECKING:
     from runtime.images.store import ImageStore
@@ -79,7 +80,7 @@ class Pull:
         self.loop = asyncio.get_running_loop()
         self.fetching: set[str] = set()  # layer blobs missing when the pull began
         self.abandon = Abandon()
-        self.buffers = store.buffers  # receive and inflate buffers, handed on between layers
+        self.buffers = store.buffers  # receive buffers, handed on between layers
         self.sem = asyncio.Semaphore(store.registry_config.max_concurrent_downloads)
         self.chains: asyncio.Future[tuple[list[str], list[str]]] = \
             asyncio.get_running_loop().create_future()
@@ -129,8 +130,10 @@ class Pull:
     async def _layer(self, i: int, ly: dict[str, Any], parent: asyncio.Future[None] | None
                      ) -> None:
         """Stream the layer if its blob is missing, then commit it once config and parent allow."""
-        got = await self._download(ly, lambda bs, root, out: unpack_detached(
-            bs, root, ly.get("mediaType", ""), self.store.max_layer_bytes, out=out))
+        st = self.store
+        got = await self._download(ly, lambda bs, tmp: st.procs.unpack_stream(
+            bs.fd, bs.follow, str(tmp / "fs"), st.snapshots.lock_fd(tmp), ly.get("mediaType", ""),
+            st.max_layer_bytes, st.sync_snapshots))
         try:
             diff_ids, chains = await asyncio.shield(self.chains)
             await self._commit(ly, diff_ids[i], chains[: i + 1], parent, got)
@@ -141,7 +144,7 @@ class Pull:
                 got.drop(self.store)
 
     async def _download(self, desc: dict[str, Any],
-                        unpack: Callable[[BlobStream, str, bytearray], Detached] | None
+                        unpack: Callable[[BlobStream, Path], Detached] | None
                         ) -> Unpacked | None:
         """Fetch a missing blob once per process (unpacking it on the way when asked)."""
         st, digest = self.store, desc["digest"]
@@ -168,7 +171,7 @@ class Pull:
         return None
 
     def _stream(self, desc: dict[str, Any], opener: Any,
-                unpack: Callable[[BlobStream, str, bytearray], Detached] | None
+                unpack: Callable[[BlobStream, Path], Detached] | None
                 ) -> Unpacked | None:
         st = self.store
         bs = BlobStream(st.content, desc["digest"], int(desc.get("size", -1)), opener,
@@ -183,11 +186,10 @@ class Pull:
                 return None
             bs.start()
             tmp = st.snapshots.prepare()
-            out = self.buffers.take()
             try:
                 try:
                     with self._unpack_slot(desc["digest"]):
-                        detached = unpack(bs, str(tmp / "fs"), out)
+                        detached = unpack(bs, tmp)
                 except UnpackError as e:
                     bs.finish()  # bytes that are not what the manifest named: say that instead
                     raise e
@@ -196,8 +198,6 @@ class Pull:
             except BaseException:
                 st.snapshots.discard(tmp)
                 raise
-            finally:
-                self.buffers.give([out])
             return Unpacked(tmp, detached, bs)
         except BaseException:
             bs.close()
@@ -209,14 +209,13 @@ class Pull:
         tmp = st.snapshots.prepare()
         try:
             with self._unpack_slot(ly["digest"]), open(st.content.path(ly["digest"]), "rb") as f:
-                blob = Counted(f, 1 << 62)
-                detached = unpack_detached(blob, str(tmp / "fs"), ly.get("mediaType", ""),
-                                           st.max_layer_bytes)
-                blob.drain()
+                detached, digest = st.procs.unpack_file(
+                    f.fileno(), str(tmp / "fs"), st.snapshots.lock_fd(tmp),
+                    ly.get("mediaType", ""), st.max_layer_bytes, st.sync_snapshots)
         except BaseException:
             st.snapshots.discard(tmp)
             raise
-        if "sha256:" + blob.h.hexdigest() != ly["digest"]:  # e.g. unflushed when power was lost
+        if digest != ly["digest"]:  # e.g. unflushed when power was lost
             detached.applier.close()
             st.snapshots.discard(tmp)
             st.content.delete(ly["digest"])

@@ -87,6 +87,11 @@ class Snapshots:
         os.chmod(tmp / "fs", 0o755)
         return tmp
 
+    def lock_fd(self, tmp: Path) -> int:
+        """The fd whose flock keeps start-up cleanup off a prepared dir (for an unpack worker to
+        hold as well: the lock lasts until every copy of it is closed)."""
+        return self._locks[tmp]
+
     def _unlock(self, tmp: Path) -> None:
         fd = self._locks.pop(tmp, None)
         if fd is not None:

@@ -25,6 +25,7 @@ from runtime.images.reference import normalize, parse
 from runtime.images.registry import Auth, Platform, RegistryClient, RegistryConfig, RegistryError
 from runtime.images.snapshots import Snapshots, chain_ids
 from runtime.images.unpack import DEFAULT_MAX_LAYER_BYTES, UnpackError
+from runtime.images.unpack_procs import LINGER, UnpackProcs
 
 _libc = ctypes.CDLL(None)
 _HEXPREFIX = re.compile(r"^(sha256:)?[a-f0-9]{3,64}$")
@@ -63,9 +64,11 @@ class ImageStore:
         # Layers stream max_concurrent_downloads at a time, but at most one per CPU unpacks:
         # more unpack threads than cores only trade the GIL back and forth (futex was 28 % of
         # berthd's CPU in a 30,000-file pull with 3 on 2 cores); the others download ahead.
-        self.unpack_slots = threading.BoundedSemaphore(
-            max(1, min(self.registry_config.max_concurrent_downloads,
-                       len(os.sched_getaffinity(0)))))
+        slots = max(1, min(self.registry_config.max_concurrent_downloads,
+                           len(os.sched_getaffinity(0))))
+        self.unpack_slots = threading.BoundedSemaphore(slots)
+        self.procs = UnpackProcs(slots, str(self.snapshots.root))  # one per slot
+        self._linger: asyncio.TimerHandle | None = None
         self._pool_: ThreadPoolExecutor | None = None
         self._buffers: Buffers | None = None
         self._pulls = 0  # in flight; the last one to end lets the pool and its memory go
@@ -86,6 +89,9 @@ class ImageStore:
         if self._pool_ is not None:
             self._pool_.shutdown(wait=False)
             self._pool_ = None
+        if self._linger is not None:
+            self._linger.cancel()
+        await asyncio.get_running_loop().run_in_executor(None, self.procs.close)
 
     @property
     def unpack_pool(self) -> ThreadPoolExecutor:
@@ -119,6 +125,11 @@ class ImageStore:
         progress hears per-layer steps and byte counts (on the loop) while it happens."""
         r = normalize(ref)
         self._pulls += 1
+        loop = asyncio.get_running_loop()
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        loop.run_in_executor(None, self.procs.warm)
         try:
             res = await self.client.resolve(r, auth, platform)
             return await Pull(self, r, auth, progress).run(res)
@@ -129,9 +140,12 @@ class ImageStore:
             raise PullError(f"pull {r}: {e} (registry {r.domain})") from e
         finally:
             self._pulls -= 1
+            if not self._pulls:
+                self._linger = loop.call_later(LINGER, loop.run_in_executor, None,
+                                               self.procs.stop_idle)
             if not self._pulls and self._pool_ is not None:
                 pool, self._pool_, self._buffers = self._pool_, None, None
-                self._idle = asyncio.get_running_loop().run_in_executor(None, _let_go, pool)
+                self._idle = loop.run_in_executor(None, _let_go, pool)
 
     async def push(self, source: str, target: str | None = None, auth: Auth | None = None,
                    progress: Progress | None = None) -> PushResult:

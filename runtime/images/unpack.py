@@ -77,21 +77,18 @@ def unpack_detached(
     max_bytes: int = DEFAULT_MAX_LAYER_BYTES,
     max_entries: int = DEFAULT_MAX_ENTRIES,
     vet: Callable[[tarfile.TarInfo], None] | None = None,
-    out: bytearray | None = None,
 ) -> Detached:
     """Unpack a (possibly compressed) layer stream into root, touching nothing of its parents.
 
     `vet` sees every header before it is applied and may refuse it by raising (build
-    contexts refuse what a layer may hold, such as device nodes). `out` is the buffer the layer
-    is decompressed into (a pull hands a few on from layer to layer instead of faulting in a
-    fresh MiB for each)."""
+    contexts refuse what a layer may hold, such as device nodes)."""
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     ap = Applier(root_fd, None, max_bytes)
     entries = 0
     try:
         try:
             counted = Counted(decompressed(stream, media_type), max_bytes)
-            inp = TarInput(counted, out)
+            inp = TarInput(counted)
             with tarfile.open(fileobj=inp, mode="r:") as tf:  # type: ignore[call-overload]
 
                 def body(m: tarfile.TarInfo) -> Iterator[bytes | memoryview]:

@@ -13,7 +13,9 @@ import pytest
 
 from runtime.images.registry import Auth, RegistryConfig, RegistryError, Unauthorized
 from runtime.images.store import ImageStore, PullError
+from tests.fixtures.hostclean import pids_with_arg
 from tests.fixtures.images import build_layouts, manifest_layers
+from tests.fixtures.waits import until
 from tests.images.miniregistry import Faults, mini_registry
 from tests.images.test_pull import pull
 
@@ -128,6 +130,9 @@ def test_kill9_mid_pull_then_pull_again(tmp_path: Path, layouts) -> None:
         finally:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+        # its unpack workers exit with it (they hold their snapshot dirs' locks until then)
+        until(lambda: not pids_with_arg(str(tmp_path / "images" / "snapshots")),
+              what="the unpack workers of the killed pull exited")
         store = ImageStore(tmp_path)  # start-up cleanup runs here
         assert store.list() == []
         assert not [p for p in store.snapshots.root.iterdir() if p.name.startswith(".tmp-")]

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from runtime.images import puller
 from runtime.images.records import Image
 from runtime.images.registry import Auth, NotFound, Platform, Unauthorized, host_platform
 from runtime.images.store import ImageStore, InUse
@@ -178,7 +177,7 @@ def test_unpacks_take_turns_on_the_stores_slots(store: ImageStore, e2e_images,
     store.unpack_slots = threading.BoundedSemaphore(1)
     active = peak = 0
     lock = threading.Lock()
-    real = puller.unpack_detached
+    real = store.procs.unpack_stream
 
     def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
         nonlocal active, peak
@@ -191,7 +190,7 @@ def test_unpacks_take_turns_on_the_stores_slots(store: ImageStore, e2e_images,
             with lock:
                 active -= 1
 
-    monkeypatch.setattr(puller, "unpack_detached", counted)
+    monkeypatch.setattr(store.procs, "unpack_stream", counted)
     img = pull(store, e2e_images["big"].ref)
     assert peak == 1 and len(store.rootfs_lowers(img.id)) == 10
 

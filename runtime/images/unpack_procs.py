@@ -1,0 +1,181 @@
+"""The unpack worker processes a pull hands its layers to (`unpack_child` is the other end).
+
+One worker per unpack slot, started when a pull begins (its imports take ~80 ms, which the
+manifest and config fetches hide) and let go LINGER seconds after the last pull ends, so an idle
+node keeps none. A worker is a plain `python -m` child started with subprocess (exec, never a
+bare fork of this threaded daemon); it exits when its socket closes, so it never outlives
+berthd. Its command line names the snapshot root, so `ps` and the memory benches see whose it
+is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from runtime.images.unpack import Detached, UnpackError
+from runtime.images.unpack_child import decode
+
+LINGER = 60.0  # seconds the workers stay after the last pull: a burst of pulls reuses them
+
+
+@dataclass
+class _Worker:
+    popen: subprocess.Popen[bytes]
+    sock: socket.socket
+    conn: Connection
+
+    def ask(self, fds: list[int], req: dict[str, Any]) -> None:
+        socket.send_fds(self.sock, [b"\0"], fds)
+        self.conn.send_bytes(json.dumps(req).encode())
+
+    def answer(self) -> dict[str, Any]:
+        try:
+            reply: dict[str, Any] = json.loads(self.conn.recv_bytes())
+        except (EOFError, OSError):
+            self.stop()
+            raise UnpackError(f"the unpack worker exited (status {self.popen.returncode})"
+                              ) from None
+        return reply
+
+    def stop(self) -> None:
+        """Close its socket, which ends it, and reap it."""
+        self.conn.close()
+        self.sock.close()
+        try:
+            self.popen.wait(5)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
+
+class UnpackProcs:
+    """The workers of one image store; at most `size` (the store's unpack slots) at once."""
+
+    def __init__(self, size: int, label: str) -> None:
+        self.size, self.label = size, label
+        self._idle: list[_Worker] = []
+        self._alive = 0
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def warm(self) -> None:
+        """Start workers up to size, so the first layer finds one ready."""
+        with self._lock:
+            self._closed = False
+            while self._alive < self.size:
+                self._idle.append(self._start())
+
+    def stop_idle(self) -> None:
+        """Stop the workers no layer uses now (a pull that starts meanwhile starts its own)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+            self._alive -= len(idle)
+        for w in idle:
+            w.stop()
+
+    def close(self) -> None:
+        """Idle workers stop now, busy ones when their layer is done (until a pull warms the
+        pool again)."""
+        self._closed = True
+        self.stop_idle()
+
+    def _start(self) -> _Worker:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "runtime.images.unpack_child", str(theirs.fileno()),
+                 self.label],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._alive += 1
+        return _Worker(popen, ours, Connection(os.dup(ours.fileno())))
+
+    @contextlib.contextmanager
+    def _worker(self) -> Iterator[_Worker]:
+        with self._lock:
+            while self._idle and self._idle[-1].popen.poll() is not None:
+                self._alive -= 1  # died while idle (killed by hand, or the OOM killer)
+                self._idle.pop().stop()
+            w = self._idle.pop() if self._idle else self._start()
+        ok = False
+        try:
+            yield w
+            ok = True
+        finally:
+            with self._lock:
+                keep = ok and not self._closed and w.popen.poll() is None
+                if keep:
+                    self._idle.append(w)
+                else:
+                    self._alive -= 1
+            if not keep:
+                w.stop()
+
+    def unpack_stream(self, fd: int, follow: Callable[[int], None], root: str, lock: int,
+                      media_type: str, max_bytes: int, fsync: bool) -> Detached:
+        """Unpack a blob while it downloads into the file behind fd: follow writes each new
+        length of it to the pipe fd it is given. lock: the snapshot dir's, which the worker
+        holds too while it writes there. An error of follow's own (an abandoned or bad
+        download) wins over the worker's."""
+        r, w = os.pipe2(os.O_CLOEXEC)
+        with self._worker() as wk:
+            try:
+                wk.ask([fd, lock, r], _request(root, media_type, max_bytes, fsync, False))
+            except BaseException:
+                os.close(w)
+                raise
+            finally:
+                os.close(r)
+            fed: BaseException | None = None
+            try:
+                follow(w)
+            except BrokenPipeError:
+                pass  # the worker stopped reading: its reply says why
+            except BaseException as e:
+                fed = e
+            finally:
+                os.close(w)
+            reply = wk.answer()
+        if fed is not None:
+            raise fed
+        return _result(reply, root, max_bytes)
+
+    def unpack_file(self, fd: int, root: str, lock: int, media_type: str, max_bytes: int,
+                    fsync: bool) -> tuple[Detached, str]:
+        """Unpack a stored blob from fd; also its digest, as the worker hashed it."""
+        with self._worker() as wk:
+            wk.ask([fd, lock], _request(root, media_type, max_bytes, fsync, True))
+            reply = wk.answer()
+        return _result(reply, root, max_bytes), str(reply.get("input_digest"))
+
+
+def _request(root: str, media_type: str, max_bytes: int, fsync: bool, hashed: bool
+             ) -> dict[str, Any]:
+    return {"root": root, "media_type": media_type, "max_bytes": max_bytes, "fsync": fsync,
+            "hash": hashed}
+
+
+def _result(reply: dict[str, Any], root: str, cap: int) -> Detached:
+    """The reply as the Detached it stands for, or the error it carries raised again."""
+    if reply.get("ok"):
+        return decode(reply, root, cap)
+    message = str(reply.get("message"))
+    if reply.get("kind") == "os":
+        raise OSError(int(reply["errno"]), message, reply.get("filename"))
+    if reply.get("kind") == "unpack":
+        raise UnpackError(message)
+    raise UnpackError(f"unpack worker: {message}")

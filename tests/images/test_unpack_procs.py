@@ -1,0 +1,127 @@
+"""The unpack worker processes pulls hand their layers to: reuse, death, hostile layers."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import io
+import os
+import signal
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from runtime.images.store import ImageStore, PullError
+from tests.fixtures.hostclean import pids_with_arg
+from tests.fixtures.image_defs import base_config
+from tests.fixtures.images import build_layouts
+from tests.fixtures.oci import Blob, Layout, sha256
+from tests.fixtures.waits import until
+from tests.images.miniregistry import Faults, mini_registry
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    lay = build_layouts(["busybox", "big"])
+    evil = Layout(tmp_path_factory.mktemp("evil"))
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        body = b"owned\n"
+        ti = tarfile.TarInfo("etc/../../escape")
+        ti.size = len(body)
+        tf.addfile(ti, io.BytesIO(body))
+    layer = Blob(gzip.compress(raw.getvalue(), mtime=0), sha256(raw.getvalue()))
+    evil.tag(evil.image([layer], base_config()), "1.0")
+    return {"e2e/busybox": lay["busybox"], "e2e/big": lay["big"], "e2e/evil": evil.root}
+
+
+def _workers(store: ImageStore) -> list[int]:
+    return pids_with_arg(str(store.snapshots.root))
+
+
+def test_workers_serve_pull_after_pull_and_stop_when_let_go(tmp_path: Path, layouts) -> None:
+    with mini_registry(layouts) as reg:
+        store = ImageStore(tmp_path)
+        seen: list[list[int]] = []
+
+        async def main() -> None:
+            try:
+                for name in ("busybox", "big"):
+                    await store.pull(f"127.0.0.1:{reg.port}/e2e/{name}:1.0")
+                    seen.append(sorted(_workers(store)))
+                store.procs.stop_idle()  # what LINGER seconds after the last pull does
+                seen.append(_workers(store))
+            finally:
+                await store.aclose()
+
+        asyncio.run(main())
+    assert len(seen[0]) == store.procs.size and seen[1] == seen[0], "the same workers served both"
+    assert seen[2] == []
+    assert len(store.list()) == 2
+
+
+def test_a_worker_that_died_idle_is_replaced(tmp_path: Path, layouts) -> None:
+    with mini_registry(layouts) as reg:
+        store = ImageStore(tmp_path)
+        store.procs.warm()
+        idle = list(store.procs._idle)
+        for w in idle:
+            os.kill(w.popen.pid, signal.SIGKILL)
+        until(lambda: all(w.popen.poll() is not None for w in idle), what="the idle workers died")
+
+        async def main() -> None:
+            try:
+                await store.pull(f"127.0.0.1:{reg.port}/e2e/big:1.0")
+            finally:
+                await store.aclose()
+
+        asyncio.run(main())
+    assert len(store.list()) == 1 and _workers(store) == []
+
+
+def test_a_worker_killed_mid_layer_fails_the_pull_and_leaves_nothing(tmp_path: Path,
+                                                                     layouts) -> None:
+    with mini_registry(layouts, Faults(delay_per_chunk=0.02)) as reg:
+        store = ImageStore(tmp_path)
+        ingest = store.content.ingest_dir
+
+        async def main() -> None:
+            task = asyncio.create_task(store.pull(f"127.0.0.1:{reg.port}/e2e/big:1.0"))
+            try:
+                for _ in range(600):  # layers are streaming into their workers
+                    if [p for p in store.snapshots.root.iterdir() if p.name.startswith(".tmp-")] \
+                            and any(p.stat().st_size > 1 << 20 for p in ingest.iterdir()):
+                        break
+                    await asyncio.sleep(0.05)
+                for pid in _workers(store):
+                    os.kill(pid, signal.SIGKILL)
+                with pytest.raises(PullError, match=r"the unpack worker exited \(status -9\)"):
+                    await task
+            finally:
+                await store.aclose()
+
+        asyncio.run(asyncio.wait_for(main(), 60))
+    assert store.list() == [] and _workers(store) == []
+    assert not [p for p in store.snapshots.root.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_a_hostile_layer_fails_in_the_worker_with_its_reason(tmp_path: Path, layouts) -> None:
+    with mini_registry(layouts) as reg:
+        store = ImageStore(tmp_path)
+
+        async def main() -> None:
+            try:
+                with pytest.raises(PullError, match=r"path 'etc/\.\./\.\./escape' contains '\.\.'"):
+                    await store.pull(f"127.0.0.1:{reg.port}/e2e/evil:1.0")
+                # the worker that refused it serves the next pull
+                await store.pull(f"127.0.0.1:{reg.port}/e2e/busybox:1.0")
+            finally:
+                await store.aclose()
+
+        asyncio.run(main())
+    assert not (tmp_path / "escape").exists() and not (tmp_path.parent / "escape").exists()
+    assert [i.repo_tags for i in store.list()] == [[f"127.0.0.1:{reg.port}/e2e/busybox:1.0"]]
+    assert not [p for p in store.snapshots.root.iterdir() if p.name.startswith(".tmp-")]
