@@ -270,7 +270,7 @@ class Applier:
             self.clear(pfd, base, "/".join(parts), keep_dir=False)
             fd = os.open(base, _NEW, mode if direct else 0o600, dir_fd=pfd)
         try:
-            write_all(body(m), fd)
+            write_all(body(m), fd, not self.many_files and len(self.written) < FSYNC_FILES)
             if m.size and not self.many_files:
                 if len(self.written) < FSYNC_FILES:
                     self.written.append(os.dup(fd))

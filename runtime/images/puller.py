@@ -133,7 +133,7 @@ class Pull:
         st = self.store
         got = await self._download(ly, lambda bs, tmp: st.procs.unpack_stream(
             bs.fd, bs.follow, str(tmp / "fs"), st.snapshots.lock_fd(tmp), ly.get("mediaType", ""),
-            st.max_layer_bytes, st.sync_snapshots))
+            st.max_layer_bytes))
         try:
             diff_ids, chains = await asyncio.shield(self.chains)
             await self._commit(ly, diff_ids[i], chains[: i + 1], parent, got)
@@ -211,7 +211,7 @@ class Pull:
             with self._unpack_slot(ly["digest"]), open(st.content.path(ly["digest"]), "rb") as f:
                 detached, digest = st.procs.unpack_file(
                     f.fileno(), str(tmp / "fs"), st.snapshots.lock_fd(tmp),
-                    ly.get("mediaType", ""), st.max_layer_bytes, st.sync_snapshots)
+                    ly.get("mediaType", ""), st.max_layer_bytes)
         except BaseException:
             st.snapshots.discard(tmp)
             raise

@@ -36,20 +36,21 @@ from runtime.images.unpack import Detached, unpack_detached
 
 def encode(d: Detached, input_digest: str | None) -> dict[str, Any]:
     """What berthd needs of an unpacked layer: the result, and the applier's records for
-    resolve (its kept fds were flushed here and are closed)."""
+    resolve; the fds it kept for the flush follow the reply (SCM_RIGHTS)."""
     ap, r = d.applier, d.result
     return {
         "ok": True, "diff_id": r.diff_id, "tar_bytes": r.tar_bytes, "file_bytes": r.file_bytes,
         "entries": r.entries, "input_digest": input_digest, "many_files": ap.many_files,
+        "fds": len(ap.written),
         "implicit": list(ap.implicit.items()), "dir_times": ap.dir_times,
         "links": [[x.rel, x.ino, x.target] for x in ap.links],
     }
 
 
-def decode(msg: dict[str, Any], root: str, cap: int) -> Detached:
-    """The layer as an in-process unpack would have left it, minus the fds: nothing to flush
-    but what `many_files` says needs a syncfs."""
-    ap = Applier(-1, None, cap, file_bytes=int(msg["file_bytes"]),
+def decode(msg: dict[str, Any], root: str, cap: int, written: list[int]) -> Detached:
+    """The layer as an in-process unpack would have left it, with the written files' fds that
+    came with the reply."""
+    ap = Applier(-1, None, cap, file_bytes=int(msg["file_bytes"]), written=written,
                  dir_times=[(str(rel), int(ns)) for rel, ns in msg["dir_times"]],
                  implicit={str(rel): int(ino) for rel, ino in msg["implicit"]},
                  links=[_Link(str(rel), int(ino), [str(p) for p in t])
@@ -99,30 +100,29 @@ class Following:
             self.pipe = None
 
 
-def unpack_one(req: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+def unpack_one(req: dict[str, Any], fds: list[int]) -> tuple[Detached, str | None]:
     """One layer into req["root"]. fds: the blob; the snapshot dir's lock, held here too, so that
     a berthd that starts after a crash never removes the dir while this still writes in it; and,
     while the blob downloads, the pipe that follows it. A failed layer closes the pipe at once:
-    berthd's next write to it fails."""
+    berthd's next write to it fails. Also the blob's digest when req["hash"]; the caller
+    closes the applier's kept fds."""
     src = Following(fds[0], fds[2] if len(fds) > 2 else None)
     try:
         counted = Counted(src, 1 << 62) if req["hash"] else None
         detached = unpack_detached(counted or src, req["root"], req["media_type"],
                                    int(req["max_bytes"]))
         try:
-            if req["fsync"]:
-                detached.applier.flush()  # a layer of many files: berthd's syncfs instead
-        finally:
+            buf = memoryview(bytearray(1 << 16))
+            while (counted or src).readinto(buf):  # the rest (the tar's padding), to the end
+                pass
+        except BaseException:
             detached.applier.close()
-        buf = memoryview(bytearray(1 << 16))
-        while (counted or src).readinto(buf):  # the rest (the tar's padding), to the end
-            pass
+            raise
     finally:
         src.close_pipe()
         os.close(fds[0])
         os.close(fds[1])
-    digest = None if counted is None else "sha256:" + counted.h.hexdigest()
-    return encode(detached, digest)
+    return detached, None if counted is None else "sha256:" + counted.h.hexdigest()
 
 
 def serve(sock: socket.socket) -> None:
@@ -135,15 +135,23 @@ def serve(sock: socket.socket) -> None:
             return
         if not fds:
             return  # berthd closed the socket: it stops us, or it is gone
+        kept: list[int] = []
         try:
             req = json.loads(conn.recv_bytes())
-            reply = unpack_one(req, fds)
+            detached, digest = unpack_one(req, fds)
+            kept = detached.applier.written
+            reply = encode(detached, digest)
         except Exception as e:  # noqa: BLE001 - every failure goes back to the pull
             reply = failure(e)
         try:
             conn.send_bytes(json.dumps(reply).encode())
+            if kept:  # berthd flushes them before the commit, while this unpacks the next
+                socket.send_fds(sock, [b"\0"], kept)
         except OSError:
             return
+        finally:
+            for fd in kept:
+                os.close(fd)
 
 
 def _watch(fd: int) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 from runtime.images.unpack import Detached, UnpackError
 from runtime.images.unpack_child import decode
 
-LINGER = 60.0  # seconds the workers stay after the last pull: a burst of pulls reuses them
+LINGER = 30.0  # seconds the workers stay after the last pull: a burst of pulls reuses them
 
 
 @dataclass
@@ -38,14 +38,21 @@ class _Worker:
         socket.send_fds(self.sock, [b"\0"], fds)
         self.conn.send_bytes(json.dumps(req).encode())
 
-    def answer(self) -> dict[str, Any]:
+    def answer(self) -> tuple[dict[str, Any], list[int]]:
+        """The reply, and the fds of the files to flush that follow a good one."""
         try:
             reply: dict[str, Any] = json.loads(self.conn.recv_bytes())
+            fds: list[int] = []
+            want = int(reply.get("fds", 0))
+            if want:
+                _msg, fds, _flags, _addr = socket.recv_fds(self.sock, 1, want)
+                if not fds:
+                    raise EOFError
         except (EOFError, OSError):
             self.stop()
             raise UnpackError(f"the unpack worker exited (status {self.popen.returncode})"
                               ) from None
-        return reply
+        return reply, fds
 
     def stop(self) -> None:
         """Close its socket, which ends it, and reap it."""
@@ -126,7 +133,7 @@ class UnpackProcs:
                 w.stop()
 
     def unpack_stream(self, fd: int, follow: Callable[[int], None], root: str, lock: int,
-                      media_type: str, max_bytes: int, fsync: bool) -> Detached:
+                      media_type: str, max_bytes: int) -> Detached:
         """Unpack a blob while it downloads into the file behind fd: follow writes each new
         length of it to the pipe fd it is given. lock: the snapshot dir's, which the worker
         holds too while it writes there. An error of follow's own (an abandoned or bad
@@ -134,7 +141,7 @@ class UnpackProcs:
         r, w = os.pipe2(os.O_CLOEXEC)
         with self._worker() as wk:
             try:
-                wk.ask([fd, lock, r], _request(root, media_type, max_bytes, fsync, False))
+                wk.ask([fd, lock, r], _request(root, media_type, max_bytes, False))
             except BaseException:
                 os.close(w)
                 raise
@@ -149,30 +156,35 @@ class UnpackProcs:
                 fed = e
             finally:
                 os.close(w)
-            reply = wk.answer()
+            reply, kept = wk.answer()
         if fed is not None:
+            _close(kept)
             raise fed
-        return _result(reply, root, max_bytes)
+        return _result(reply, kept, root, max_bytes)
 
-    def unpack_file(self, fd: int, root: str, lock: int, media_type: str, max_bytes: int,
-                    fsync: bool) -> tuple[Detached, str]:
+    def unpack_file(self, fd: int, root: str, lock: int, media_type: str, max_bytes: int
+                    ) -> tuple[Detached, str]:
         """Unpack a stored blob from fd; also its digest, as the worker hashed it."""
         with self._worker() as wk:
-            wk.ask([fd, lock], _request(root, media_type, max_bytes, fsync, True))
-            reply = wk.answer()
-        return _result(reply, root, max_bytes), str(reply.get("input_digest"))
+            wk.ask([fd, lock], _request(root, media_type, max_bytes, True))
+            reply, kept = wk.answer()
+        return _result(reply, kept, root, max_bytes), str(reply.get("input_digest"))
 
 
-def _request(root: str, media_type: str, max_bytes: int, fsync: bool, hashed: bool
-             ) -> dict[str, Any]:
-    return {"root": root, "media_type": media_type, "max_bytes": max_bytes, "fsync": fsync,
-            "hash": hashed}
+def _request(root: str, media_type: str, max_bytes: int, hashed: bool) -> dict[str, Any]:
+    return {"root": root, "media_type": media_type, "max_bytes": max_bytes, "hash": hashed}
 
 
-def _result(reply: dict[str, Any], root: str, cap: int) -> Detached:
-    """The reply as the Detached it stands for, or the error it carries raised again."""
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _result(reply: dict[str, Any], kept: list[int], root: str, cap: int) -> Detached:
+    """The reply as the Detached it stands for (kept: its files to flush, the Detached's from
+    now on), or the error it carries raised again."""
     if reply.get("ok"):
-        return decode(reply, root, cap)
+        return decode(reply, root, cap, kept)
     message = str(reply.get("message"))
     if reply.get("kind") == "os":
         raise OSError(int(reply["errno"]), message, reply.get("filename"))
