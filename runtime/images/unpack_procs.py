@@ -35,8 +35,11 @@ class _Worker:
     conn: Connection
 
     def ask(self, fds: list[int], req: dict[str, Any]) -> None:
-        socket.send_fds(self.sock, [b"\0"], fds)
-        self.conn.send_bytes(json.dumps(req).encode())
+        try:
+            socket.send_fds(self.sock, [b"\0"], fds)
+            self.conn.send_bytes(json.dumps(req).encode())
+        except OSError:
+            raise self._died() from None
 
     def answer(self) -> tuple[dict[str, Any], list[int]]:
         """The reply, and the fds of the files to flush that follow a good one."""
@@ -49,10 +52,12 @@ class _Worker:
                 if not fds:
                     raise EOFError
         except (EOFError, OSError):
-            self.stop()
-            raise UnpackError(f"the unpack worker exited (status {self.popen.returncode})"
-                              ) from None
+            raise self._died() from None
         return reply, fds
+
+    def _died(self) -> UnpackError:
+        self.stop()
+        return UnpackError(f"the unpack worker exited (status {self.popen.returncode})")
 
     def stop(self) -> None:
         """Close its socket, which ends it, and reap it."""
