@@ -136,9 +136,9 @@ def report(out: dict[str, Result]) -> None:
     for shape, res in out.items():
         for client in sorted({k.split()[1] for k in res.seconds}):
             b, c = res.seconds[f"berthd {client}"], res.seconds[f"containerd {client}"]
-            print(f"| {shape} | {client} | {statistics.median(b):.2f} | {_p(b, 0.9):.2f} | "
-                  f"{statistics.median(c):.2f} | {_p(c, 0.9):.2f} | "
-                  f"{statistics.median(b) / statistics.median(c):.2f} | "
+            print(f"| {shape} | {client} | {statistics.median(b):.3f} | {_p(b, 0.9):.3f} | "
+                  f"{statistics.median(c):.3f} | {_p(c, 0.9):.3f} | "
+                  f"{statistics.median(b) / statistics.median(c):.3f} | "
                   f"{statistics.median(res.cpu[f'berthd {client}']):.2f} | "
                   f"{statistics.median(res.cpu[f'containerd {client}']):.2f} |")
     if not CRICTL:

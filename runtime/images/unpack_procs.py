@@ -25,7 +25,7 @@ from typing import Any
 from runtime.images.unpack import Detached, UnpackError
 from runtime.images.unpack_child import decode
 
-LINGER = 30.0  # seconds the workers stay after the last pull: a burst of pulls reuses them
+LINGER = 10.0  # seconds the workers stay after the last pull: a burst of pulls reuses them
 
 
 @dataclass

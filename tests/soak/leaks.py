@@ -90,6 +90,15 @@ def descendants(roots: list[int]) -> list[int]:
     return out
 
 
+def _unpack_worker(pid: int) -> bool:
+    """A pull's unpack worker: it stays LINGER seconds after the last pull by design
+    (runtime/images/unpack_procs.py), and tests/images/test_unpack_procs.py checks it goes."""
+    try:
+        return b"runtime.images.unpack_child" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def _lines(cmd: list[str], needle: str) -> int:
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False).stdout
@@ -132,7 +141,7 @@ def snapshot(d: Berthd, cgroup_parent: str) -> Snapshot:
         ip_leases=sum(1 for p in leases.rglob("*") if p.is_file() and p.name[0].isdigit()),
         cgroups=cgroup_dirs(cgroup_parent),
         fw_rules=firewall_lines(network_name(d)),
-        processes=len(descendants([d.proc.pid, mon])),
+        processes=sum(not _unpack_worker(p) for p in descendants([d.proc.pid, mon])),
         berthd_fds=_count_fds(d.proc.pid),
         monitor_fds=_count_fds(mon),
     )
