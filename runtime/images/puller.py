@@ -2,9 +2,8 @@
 
 Each layer's thread hands its blob to an unpack worker process (unpack_procs), which unpacks it
 in one pass from the blob file as the blob's fetch thread receives, hashes and keeps it
-(blobstream); nothing
-waits for the image config except the short commit step, which also waits for the parent
-layer's commit.
+(blobstream); nothing waits for the image config except the short commit step, which also waits
+for the parent layer's commit.
 """
 
 from __future__ import annotations

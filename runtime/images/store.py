@@ -61,9 +61,9 @@ class ImageStore:
         self.unpacking: dict[str, asyncio.Lock] = {}  # chain id -> its one committer
         self.downloads: dict[str, asyncio.Future[None]] = {}  # digest -> the one download
         self._unpack_workers = unpack_workers
-        # Layers stream max_concurrent_downloads at a time, but at most one per CPU unpacks:
-        # more unpack threads than cores only trade the GIL back and forth (futex was 28 % of
-        # berthd's CPU in a 30,000-file pull with 3 on 2 cores); the others download ahead.
+        # Layers stream max_concurrent_downloads at a time, but at most one per CPU unpacks,
+        # each in a worker process of its own (unpack_procs: in threads, the unpacks only traded
+        # the GIL back and forth); the others download ahead meanwhile.
         slots = max(1, min(self.registry_config.max_concurrent_downloads,
                            len(os.sched_getaffinity(0))))
         self.unpack_slots = threading.BoundedSemaphore(slots)
