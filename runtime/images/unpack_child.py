@@ -10,12 +10,13 @@ The worker reads the layer's blob file itself. While the blob still downloads, b
 each chunk its fetch thread wrote with the blob's new length on a pipe (8 bytes, little-endian),
 and closes the pipe at the blob's end; so no layer byte passes through a pipe.
 
-The wire is one Unix stream socket: a request is one byte carrying the blob fd and, while it
-downloads, the pipe's (SCM_RIGHTS), then a framed JSON header (multiprocessing's Connection
-framing); the reply is one framed JSON message. The worker unpacks with the same code an
-in-process unpack uses (`unpack_detached`) and sends back what resolve needs later, since
-resolve runs in berthd once the parents are committed. It exits when berthd closes the socket
-(or dies).
+The wire is one Unix stream socket: a request is one byte carrying the blob's fd, the snapshot
+dir's lock fd and, while the blob downloads, the pipe's (SCM_RIGHTS), then a framed JSON header
+(multiprocessing's Connection framing); the reply is one framed JSON message, and after a good
+one a byte carrying the fds of the files the commit will fsync. The worker unpacks with the same
+code an in-process unpack uses (`unpack_detached`) and sends back what resolve needs later,
+since resolve runs in berthd once the parents are committed. It exits when berthd closes the
+socket (or dies).
 """
 
 from __future__ import annotations
