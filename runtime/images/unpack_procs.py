@@ -81,11 +81,13 @@ class UnpackProcs:
         self._lock = threading.Lock()
 
     def warm(self) -> None:
-        """Start workers up to size, so the first layer finds one ready."""
+        """Start workers up to size, so the first layer finds one ready. A start that fails
+        here (out of fds or memory) is tried again, and reported, when a layer needs one."""
         with self._lock:
             self._closed = False
-            while self._alive < self.size:
-                self._idle.append(self._start())
+            with contextlib.suppress(OSError):
+                while self._alive < self.size:
+                    self._idle.append(self._start())
 
     def stop_idle(self) -> None:
         """Stop the workers no layer uses now (a pull that starts meanwhile starts its own)."""
