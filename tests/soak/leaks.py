@@ -134,6 +134,8 @@ def snapshot(d: Berthd, cgroup_parent: str) -> Snapshot:
                            capture_output=True, text=True, check=False).stdout
     pins = d.run_dir / "pods"
     leases = d.workdir / "ipam"
+    below = descendants([d.proc.pid, mon])
+    workers = sum(_unpack_worker(p) for p in below)
     return Snapshot(
         mounts=len(hostclean.mounts_under(d.workdir)),
         netns_pins=sum(1 for p in pins.rglob("*") if p.is_file()) if pins.exists() else 0,
@@ -141,7 +143,7 @@ def snapshot(d: Berthd, cgroup_parent: str) -> Snapshot:
         ip_leases=sum(1 for p in leases.rglob("*") if p.is_file() and p.name[0].isdigit()),
         cgroups=cgroup_dirs(cgroup_parent),
         fw_rules=firewall_lines(network_name(d)),
-        processes=sum(not _unpack_worker(p) for p in descendants([d.proc.pid, mon])),
-        berthd_fds=_count_fds(d.proc.pid),
+        processes=len(below) - workers,
+        berthd_fds=_count_fds(d.proc.pid) - 2 * workers,  # each worker's socket, and its dup
         monitor_fds=_count_fds(mon),
     )
