@@ -166,19 +166,23 @@ class Snapshots:
     def commit(self, tmp: Path, chain_id: str) -> Path:
         """Publish tmp as chain_id; if another pull won the race, keep theirs."""
         dst = self.root / _hex(chain_id)
-        self._unlock(tmp)
         try:
-            os.rename(tmp, dst)
+            os.rename(tmp, dst)  # under the lock: a cleanup waiting on it then finds tmp gone
         except OSError:
             if not self.has(chain_id):
+                self._unlock(tmp)
                 raise
             self.discard(tmp)
+            return dst / "fs"
+        self._unlock(tmp)
         return dst / "fs"
 
     def discard(self, tmp: Path) -> None:
-        """Drop an unfinished unpack."""
-        self._unlock(tmp)
-        shutil.rmtree(tmp, ignore_errors=True)
+        """Drop an unfinished unpack (removed under its lock, for the same reason)."""
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            self._unlock(tmp)
 
     def remove(self, chain_id: str) -> None:
         """Rename away first so no half-deleted snapshot is ever visible under its id."""
@@ -195,14 +199,21 @@ class Snapshots:
         return {"sha256:" + p.name for p in self.root.iterdir() if not p.name.startswith(_TMP)}
 
     def cleanup(self) -> None:
-        """Remove leftovers of interrupted unpacks; run at start, before any pull."""
+        """Remove leftovers of interrupted unpacks; run at start, before any pull. A dir still
+        locked is another store's live unpack, or an unpack worker of a berthd killed a moment
+        ago that has not finished exiting: a thread waits for its lock and removes it then,
+        unless its owner committed (renamed) or discarded it meanwhile."""
         for p in self.root.iterdir():
-            fd = _lock_unused(p) if p.name.startswith(_TMP) else None
+            if not p.name.startswith(_TMP):
+                continue
+            fd = _lock_unused(p)
             if fd is not None:
-                try:
-                    shutil.rmtree(p, ignore_errors=True)
-                finally:
-                    os.close(fd)
+                _remove_locked(p, fd)
+                continue
+            with contextlib.suppress(OSError):
+                fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                threading.Thread(target=_remove_when_free, args=(p, fd), daemon=True,
+                                 name=f"cleanup {p.name}").start()
 
 
 def _spread(root: Path) -> None:
@@ -234,6 +245,30 @@ def _write_usage(d: Path, usage: tuple[int, int]) -> None:
     tmp = d / f"{USAGE}.tmp"
     tmp.write_text(json.dumps({"bytes": usage[0], "inodes": usage[1]}))
     os.rename(tmp, d / USAGE)
+
+
+def _remove_locked(p: Path, fd: int) -> None:
+    """Remove p, whose dir fd holds its lock, then let the lock go."""
+    try:
+        shutil.rmtree(p, ignore_errors=True)
+    finally:
+        os.close(fd)
+
+
+def _remove_when_free(p: Path, fd: int) -> None:
+    """Wait for the holder of p's lock to let go, then remove p if it is still the same
+    leftover: a holder that committed has renamed it, one that discarded has unlinked it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        mine = os.fstat(fd)
+        now = os.lstat(p)
+    except OSError:
+        os.close(fd)
+        return
+    if mine.st_nlink and (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+        _remove_locked(p, fd)
+    else:
+        os.close(fd)
 
 
 def _lock_unused(p: Path) -> int | None:

@@ -260,3 +260,24 @@ def test_prepare_outlives_a_startup_cleanup_that_takes_its_dir(
     assert taken and tmp != taken[0] and not taken[0].exists()
     assert (tmp / "fs").is_dir() and [p.name for p in tmp_path.iterdir()] == [tmp.name]
     snaps.discard(tmp)
+
+
+def test_startup_cleanup_waits_for_a_locked_dir(tmp_path: Path) -> None:
+    """A `.tmp-` dir still locked at start-up belongs to a live unpack elsewhere, or to the
+    worker of a berthd killed a moment ago that is still exiting (CI saw one left behind).
+    Cleanup removes it once its lock goes, and never touches one its owner committed."""
+    from runtime.images.snapshots import Snapshots
+
+    owner = Snapshots(tmp_path)
+    committed, dying = owner.prepare(), owner.prepare()
+    (dying / "fs" / "half").write_bytes(b"x")
+    chain = "sha256:" + "ab" * 32
+    Snapshots(tmp_path).cleanup()
+    assert committed.is_dir() and dying.is_dir()
+    owner.commit(committed, chain)
+    os.close(owner._locks.pop(dying))  # its holder exits
+    deadline = time.monotonic() + 10
+    while dying.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not dying.exists()
+    assert owner.has(chain) and [p.name for p in tmp_path.iterdir()] == [chain[7:]]
