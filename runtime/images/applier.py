@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 
 from runtime.images._sys import openat2, proc_fd_path
 from runtime.images.fsops import (
-    clone_meta,
-    copy_fd,
     lstat_at,
     process_umask,
     rmtree_fd,
@@ -46,8 +44,9 @@ class UnpackResult:
 
 
 @dataclass
-class _Link:
-    """A hard link whose target lies in a lower layer: an empty placeholder until resolve."""
+class Link:
+    """A hard link whose target lies in a lower layer: an empty placeholder until
+    `lowerlinks.resolve_link` fills it."""
 
     rel: str
     ino: int
@@ -73,7 +72,7 @@ def _default_acl(fd: int) -> bool:
         return False
 
 
-def _split(rel: str) -> tuple[list[str], str]:
+def split(rel: str) -> tuple[list[str], str]:
     parts = rel.split("/")
     return parts[:-1], parts[-1]
 
@@ -86,8 +85,8 @@ class Applier:
     file_bytes: int = 0
     dir_times: list[tuple[str, int]] = field(default_factory=list)
     implicit: dict[str, int] = field(default_factory=dict)  # parent dirs the tar never named
-    links: list[_Link] = field(default_factory=list)
-    placeholders: dict[str, _Link] = field(default_factory=dict)  # by target path
+    links: list[Link] = field(default_factory=list)
+    placeholders: dict[str, Link] = field(default_factory=dict)  # by target path
     written: list[int] = field(default_factory=list)  # fds of files to fsync before commit
     many_files: bool = False  # more than FSYNC_FILES: the commit flushes with syncfs instead
     umask: int = field(default_factory=process_umask)
@@ -289,7 +288,7 @@ class Applier:
         finally:
             os.close(fd)
 
-    def _own(self, tparts: list[str]) -> tuple[int, os.stat_result | None]:
+    def own(self, tparts: list[str]) -> tuple[int, os.stat_result | None]:
         """Dir fd of the target's parent (or -1) and the target's lstat, in this layer only."""
         try:
             tpfd = self.open_dir(tparts[:-1], create=False)
@@ -301,7 +300,7 @@ class Applier:
         tparts = clean_parts(m.linkname)
         if not tparts:
             raise UnpackError(f"hardlink {m.name!r} to the root")
-        tpfd, st = self._own(tparts)
+        tpfd, st = self.own(tparts)
         try:
             if st is None:  # in a lower layer, or nowhere: resolve will tell
                 self._defer_link(pfd, base, rel, "/".join(tparts), tparts)
@@ -317,7 +316,7 @@ class Applier:
         """Links to one lower file share one placeholder, so they stay one inode."""
         ph = self.placeholders.get(target)
         if ph is not None and ph in self.links:
-            hpdir, hbase = _split(ph.rel)
+            hpdir, hbase = split(ph.rel)
             hpfd = self.open_dir(hpdir, create=False)
             try:
                 st = lstat_at(hpfd, hbase)
@@ -328,63 +327,11 @@ class Applier:
                 os.close(hpfd)
         fd = os.open(base, _NEW, 0o000, dir_fd=pfd)
         try:
-            link = _Link(rel, os.fstat(fd).st_ino, tparts)
+            link = Link(rel, os.fstat(fd).st_ino, tparts)
         finally:
             os.close(fd)
         self.links.append(link)
         self.placeholders[target] = link
-
-    def _lower_file(self, rel: str) -> tuple[int, os.stat_result]:
-        """Read fd and stat of a regular file in the nearest lower layer that has rel."""
-        for lfd in self.lowers or []:
-            try:
-                probe = openat2(lfd, rel, os.O_PATH | os.O_NOFOLLOW)
-            except OSError:
-                continue
-            st = os.fstat(probe)
-            os.close(probe)
-            if not stat.S_ISREG(st.st_mode):  # never open a lower fifo or device for reading
-                raise UnpackError(f"hardlink target {rel!r} in a lower layer is not a file")
-            return openat2(lfd, rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), st
-        raise UnpackError(f"hardlink target {rel!r} is not in the layer chain")
-
-    def resolve_link(self, link: _Link) -> None:
-        """Fill a placeholder from the lower file; link it in as the copy-up unless replaced."""
-        ldir, lbase = _split(link.rel)
-        try:
-            lpfd = self.open_dir(ldir, create=False)
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        try:
-            try:
-                fd = openat2(lpfd, lbase, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            except OSError:
-                return
-            try:
-                if os.fstat(fd).st_ino != link.ino:
-                    return  # a later entry replaced the link
-                src, st = self._lower_file("/".join(link.target))
-                try:
-                    copy_fd(src, fd)
-                    clone_meta(src, st, fd)
-                finally:
-                    os.close(src)
-            finally:
-                os.close(fd)
-            tpfd, tst = self._own(link.target)
-            if tst is not None:
-                if tpfd >= 0:
-                    os.close(tpfd)
-                return  # the layer has its own entry there (or it already is this inode)
-            if tpfd < 0:
-                tpfd = self.open_dir(link.target[:-1], create=True)
-            try:
-                os.link(lbase, link.target[-1], src_dir_fd=lpfd, dst_dir_fd=tpfd,
-                        follow_symlinks=False)
-            finally:
-                os.close(tpfd)
-        finally:
-            os.close(lpfd)
 
     def resolve_implicit(self, rel: str, ino: int) -> None:
         """Give a parent dir the tar omitted the metadata it has in the lower layers."""

@@ -35,6 +35,7 @@ from runtime.images.compression import (
     TarInput,
     decompressed,
 )
+from runtime.images.lowerlinks import resolve_link
 from runtime.images.tarsum import install as _fast_tar_checksums
 
 _fast_tar_checksums()  # every layer header is checksummed: ~10 us each in the stdlib's way
@@ -62,7 +63,7 @@ class Detached:
             for rel, ino in sorted(ap.implicit.items()):
                 ap.resolve_implicit(rel, ino)
             for link in ap.links:
-                ap.resolve_link(link)
+                resolve_link(ap, link)
             ap.finish()
         finally:
             for fd in [ap.root, *ap.lowers]:

@@ -30,7 +30,7 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
-from runtime.images.applier import Applier, UnpackError, UnpackResult, _Link
+from runtime.images.applier import Applier, Link, UnpackError, UnpackResult
 from runtime.images.compression import Counted
 from runtime.images.unpack import Detached, unpack_detached
 
@@ -54,7 +54,7 @@ def decode(msg: dict[str, Any], root: str, cap: int, written: list[int]) -> Deta
     ap = Applier(-1, None, cap, file_bytes=int(msg["file_bytes"]), written=written,
                  dir_times=[(str(rel), int(ns)) for rel, ns in msg["dir_times"]],
                  implicit={str(rel): int(ino) for rel, ino in msg["implicit"]},
-                 links=[_Link(str(rel), int(ino), [str(p) for p in t])
+                 links=[Link(str(rel), int(ino), [str(p) for p in t])
                         for rel, ino, t in msg["links"]],
                  many_files=bool(msg["many_files"]))
     result = UnpackResult(str(msg["diff_id"]), int(msg["tar_bytes"]), int(msg["file_bytes"]),
