@@ -6,16 +6,15 @@ h2 validates frames, settings and headers (a bad one is its GOAWAY), enforces th
 MAX_CONCURRENT_STREAMS and caps CONTINUATION frames. It keeps no limit on work: a client that
 never reads, pings or resets without end is ours to stop, so here are write back-pressure
 (reading pauses while replies wait), grpc-go's ping policy, a rapid-reset budget, a bound on
-request bytes buffered per connection and a handshake timeout (docs/transport.md).
+request bytes buffered per connection and a handshake timeout (docs/transport.md; the limits
+and the abuse counters are in cri/h2policy.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import grpc
 import h2.config
@@ -38,6 +37,7 @@ from cri.grpccall import (
     timeout_of,
     trailers,
 )
+from cri.h2policy import CallBudget, Limits, Strikes
 
 log = structlog.get_logger("cri.transport")
 
@@ -52,33 +52,6 @@ _OK = trailers(grpc.StatusCode.OK, "")
 
 def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("utf-8", "replace")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The CRI socket's limits; cri/server.py sets them and docs/config.md says why."""
-
-    max_receive: int
-    max_send: int
-    max_streams: int
-    max_header_list: int
-    buffered_per_connection: int  # request bytes held for calls not yet complete
-    write_high_water: int  # reading pauses while this much waits to be written
-    handshake_timeout: float
-    keepalive_time: float
-    keepalive_timeout: float
-    ping_min_interval: float
-    ping_strikes: int
-    reset_budget: int  # client resets beyond this and twice the calls answered: GOAWAY
-
-
-@dataclass
-class CallBudget:
-    """Calls in flight across every connection; past the limit a call gets RESOURCE_EXHAUSTED
-    instead of memory."""
-
-    limit: int
-    count: int = 0
 
 
 class CriConnection(asyncio.Protocol):
@@ -99,8 +72,7 @@ class CriConnection(asyncio.Protocol):
         self.writable.set()
         self.window = asyncio.Event()
         self.greeted = False
-        self.answered = self.resets = self.strikes = 0
-        self.last_ping = float("-inf")
+        self.strikes = Strikes(limits)
         self.timers: list[asyncio.TimerHandle] = []
 
     @functools.cached_property
@@ -190,7 +162,9 @@ class CriConnection(asyncio.Protocol):
             self.greeted = True
             self.window.set()
         elif isinstance(event, h2.events.PingReceived):
-            self._ping()
+            why = self.strikes.ping()
+            if why:
+                self._calm(why)
         elif isinstance(event, h2.events.PingAckReceived):
             self.timers[1].cancel()
             self.timers[1] = asyncio.get_running_loop().call_later(self.limits.keepalive_time,
@@ -291,25 +265,14 @@ class CriConnection(asyncio.Protocol):
         return entry
 
     def _reset(self, sid: int) -> None:
-        """CVE-2023-44487: resets are cheap for the client, not for us; past a budget the
-        connection goes (grpc-go and grpc core do the same in their own ways)."""
+        """The stream's call ends; too many resets end the connection (cri/h2policy.py)."""
         self._drop(sid)
         task = self.calls.pop(sid, None)
         if task is not None:
             task.cancel()
-        self.resets += 1
-        if self.resets > self.limits.reset_budget and self.resets > 2 * self.answered:
-            self._calm("too many stream resets")
-
-    def _ping(self) -> None:
-        """grpc-go's enforcement policy (containerd's): pings closer than the minimum interval
-        with nothing sent in between are strikes; past the allowance, GOAWAY."""
-        now = time.monotonic()
-        if now - self.last_ping < self.limits.ping_min_interval:
-            self.strikes += 1
-            if self.strikes > self.limits.ping_strikes:
-                self._calm("too_many_pings")
-        self.last_ping = now
+        why = self.strikes.reset()
+        if why:
+            self._calm(why)
 
     def _calm(self, why: str) -> None:
         log.warning("connection closed", reason=why)
@@ -330,7 +293,7 @@ class CriConnection(asyncio.Protocol):
         try:
             await self._send(sid, body)
             self.h2.send_data(sid, b"", end_stream=True)
-            self._answered()
+            self.strikes.reply()
             self._flush()
         except (h2.exceptions.StreamClosedError, ConnectionError):
             return
@@ -342,12 +305,7 @@ class CriConnection(asyncio.Protocol):
         sending keeps its half of the stream (and its stream slot) until it ends or resets it."""
         self.h2.send_headers(sid, _GRPC_HEADERS + trailers(exc.code, exc.details),
                              end_stream=True)
-        self._answered()
-
-    def _answered(self) -> None:
-        """A reply went out: the rapid-reset budget grows and ping strikes start over."""
-        self.answered += 1
-        self.strikes, self.last_ping = 0, float("-inf")
+        self.strikes.reply()
 
     async def _run(self, sid: int, method: Method, request: object) -> None:
         context = RpcContext()
@@ -380,7 +338,7 @@ class CriConnection(asyncio.Protocol):
             else:
                 self.h2.send_headers(sid, _OK if status is None else
                                      trailers(status.code, status.details), end_stream=True)
-                self._answered()
+                self.strikes.reply()
             self._flush()
         except (h2.exceptions.StreamClosedError, ConnectionError):
             return  # the client went away mid-reply
@@ -414,7 +372,7 @@ class CriConnection(asyncio.Protocol):
             view = view[size:]
             if view:  # a large reply goes out frame by frame, never whole into h2's buffer
                 self._flush()
-        self.strikes, self.last_ping = 0, float("-inf")
+        self.strikes.sent()
 
     # Connection upkeep
 

@@ -14,7 +14,8 @@ from cri.context import Context
 from cri.events import EventRPCs
 from cri.exec import ExecRPCs
 from cri.grpccall import methods
-from cri.h2conn import CallBudget, CriConnection, Limits
+from cri.h2conn import CriConnection
+from cri.h2policy import CallBudget, Limits
 from cri.images import ImageRPCs
 from cri.interceptor import RpcInterceptor
 from cri.runtime_info import RuntimeInfoRPCs
