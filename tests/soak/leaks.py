@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from runtime.images.unpack_procs import LINGER
 from tests.fixtures import hostclean
 from tests.fixtures.berthd import Berthd
 
@@ -134,8 +136,13 @@ def snapshot(d: Berthd, cgroup_parent: str) -> Snapshot:
                            capture_output=True, text=True, check=False).stdout
     pins = d.run_dir / "pods"
     leases = d.workdir / "ipam"
+    # a pull's unpack workers stay LINGER seconds after it: counts taken while one is exiting
+    # (berthd has closed its socket, the worker is not gone yet) would be off, so let them go
+    deadline = time.monotonic() + LINGER + 10
+    while [p for p in descendants([d.proc.pid, mon]) if _unpack_worker(p)]:
+        assert time.monotonic() < deadline, "berthd's unpack workers outlived their linger"
+        time.sleep(0.2)
     below = descendants([d.proc.pid, mon])
-    workers = sum(_unpack_worker(p) for p in below)
     return Snapshot(
         mounts=len(hostclean.mounts_under(d.workdir)),
         netns_pins=sum(1 for p in pins.rglob("*") if p.is_file()) if pins.exists() else 0,
@@ -143,7 +150,7 @@ def snapshot(d: Berthd, cgroup_parent: str) -> Snapshot:
         ip_leases=sum(1 for p in leases.rglob("*") if p.is_file() and p.name[0].isdigit()),
         cgroups=cgroup_dirs(cgroup_parent),
         fw_rules=firewall_lines(network_name(d)),
-        processes=len(below) - workers,
-        berthd_fds=_count_fds(d.proc.pid) - 2 * workers,  # each worker's socket, and its dup
+        processes=len(below),
+        berthd_fds=_count_fds(d.proc.pid),
         monitor_fds=_count_fds(mon),
     )
