@@ -128,24 +128,25 @@ async def rename(request: web.Request) -> web.StreamResponse:
 
 
 async def pause(request: web.Request) -> web.StreamResponse:
-    f = front(request)
-    rec = model.container(f.ctx, request.match_info["id"])
-    if rec.id in f.paused:
-        raise FailedPrecondition(f"Container {rec.id} is already paused")
-    await containers.freeze(f.ctx, rec, True)
-    f.paused.add(rec.id)
-    f.publish(rec, "pause", {})
-    return _no_content()
+    return await _freeze(request, True)
 
 
 async def unpause(request: web.Request) -> web.StreamResponse:
+    return await _freeze(request, False)
+
+
+async def _freeze(request: web.Request, paused: bool) -> web.StreamResponse:
+    """Pause or unpause: dockerd refuses (409) a container already in the state asked for."""
     f = front(request)
     rec = model.container(f.ctx, request.match_info["id"])
-    if rec.id not in f.paused:
-        raise FailedPrecondition(f"Container {rec.id} is not paused")
-    await containers.freeze(f.ctx, rec, False)
-    f.paused.discard(rec.id)
-    f.publish(rec, "unpause", {})
+    if (rec.id in f.paused) == paused:
+        raise FailedPrecondition(f"Container {rec.id} is {'already' if paused else 'not'} paused")
+    await containers.freeze(f.ctx, rec, paused)
+    if paused:
+        f.paused.add(rec.id)
+    else:
+        f.paused.discard(rec.id)
+    f.publish(rec, "pause" if paused else "unpause", {})
     return _no_content()
 
 

@@ -150,9 +150,17 @@ def test_pause_unpause(dk: Daemon) -> None:
     c.reload()
     assert c.status == "paused" and c.attrs["State"]["Paused"] is True
     assert cgroup_file(dk, c.id, "freezer", "freezer.state").strip() == "FROZEN"
+    with pytest.raises(docker.errors.APIError) as again:
+        c.pause()
+    assert again.value.status_code == 409 and "already paused" in str(again.value)
     c.unpause()
     c.reload()
     assert c.status == "running"
+    with pytest.raises(docker.errors.APIError) as running:
+        c.unpause()
+    # dockerd 20.10 answers a plain error (500); moby 23 made it errdefs.Conflict (409), as Berth
+    assert running.value.status_code == (500 if dk.name == "dockerd" else 409)
+    assert "is not paused" in str(running.value)
 
 
 def test_list_all_limit_filters(dk: Daemon) -> None:

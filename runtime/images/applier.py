@@ -13,7 +13,7 @@ from runtime.images._sys import openat2, proc_fd_path
 from runtime.images.fsops import (
     lstat_at,
     process_umask,
-    rmtree_fd,
+    remove_at,
     set_xattr,
     write_all,
     xattrs,
@@ -178,17 +178,9 @@ class Applier:
         st = lstat_at(pfd, base)
         if st is None:
             return
-        if stat.S_ISDIR(st.st_mode):
-            if keep_dir:
-                return
-            dfd = openat2(pfd, base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-            try:
-                rmtree_fd(dfd)
-            finally:
-                os.close(dfd)
-            os.rmdir(base, dir_fd=pfd)
-        else:
-            os.unlink(base, dir_fd=pfd)
+        if keep_dir and stat.S_ISDIR(st.st_mode):
+            return
+        remove_at(pfd, base, st)
         self._forget(rel)
 
     def _forget(self, rel: str) -> None:

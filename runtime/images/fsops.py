@@ -83,16 +83,21 @@ def clone_meta(src: int, st: os.stat_result, dst: int) -> None:
 def rmtree_fd(dfd: int) -> None:
     """Empty a directory through its fd, never following a symlink."""
     for name in os.listdir(dfd):
-        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-        if stat.S_ISDIR(st.st_mode):
-            sub = openat2(dfd, name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-            try:
-                rmtree_fd(sub)
-            finally:
-                os.close(sub)
-            os.rmdir(name, dir_fd=dfd)
-        else:
-            os.unlink(name, dir_fd=dfd)
+        remove_at(dfd, name, os.stat(name, dir_fd=dfd, follow_symlinks=False))
+
+
+def remove_at(pfd: int, name: str, st: os.stat_result) -> None:
+    """Remove the entry name of the dir pfd (st: its lstat), a whole tree if it is a dir,
+    never following a symlink."""
+    if stat.S_ISDIR(st.st_mode):
+        sub = openat2(pfd, name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            rmtree_fd(sub)
+        finally:
+            os.close(sub)
+        os.rmdir(name, dir_fd=pfd)
+    else:
+        os.unlink(name, dir_fd=pfd)
 
 
 def process_umask() -> int:
