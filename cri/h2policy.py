@@ -7,7 +7,7 @@ h2 runs the protocol; what a client may cost (pings, resets, calls in flight) is
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Strikes:
     answered: int = 0
     resets: int = 0
     pings: int = 0  # pings too close together with nothing sent in between
-    last_ping: float = field(default=float("-inf"))
+    last_ping: float = float("-inf")
 
     def reset(self) -> str | None:
         """CVE-2023-44487: resets are cheap for the client, not for us; past a budget (and
