@@ -1,9 +1,11 @@
 """One pull: every missing layer streams from the registry straight into its snapshot.
 
-Each layer's thread hands its blob to an unpack worker process (unpack_procs), which unpacks it
-in one pass from the blob file as the blob's fetch thread receives, hashes and keeps it
-(blobstream); nothing waits for the image config except the short commit step, which also waits
-for the parent layer's commit.
+Each layer unpacks in one pass as the blob's fetch thread receives, hashes and keeps it
+(blobstream): in an idle unpack worker process (unpack_procs) when there is one, else in the
+layer's own thread, and a pull whose layers turn out to hold many files starts the workers for
+the layers after (in berthd, two unpacks of small files spend their time trading the GIL; a
+worker's start costs more than a layer of a few big files takes). Nothing waits for the image
+config except the short commit step, which also waits for the parent layer's commit.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
+import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,13 +29,14 @@ from runtime.images.records import Image
 from runtime.images.reference import Reference
 from runtime.images.registry import Auth, Resolved
 from runtime.images.snapshots import chain_ids
-from runtime.images.unpack import Detached, UnpackError
+from runtime.images.unpack import Detached, UnpackError, unpack_detached
 
 if TYPE_CHECKING:
     from runtime.images.store import ImageStore
 
 T = TypeVar("T")
 REPORT_EVERY = 0.1  # seconds between two Downloading events of one layer
+WARM_AFTER = 500  # entries a pull unpacks in berthd before it starts the unpack workers
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class Pull:
         self.abandon = Abandon()
         self.buffers = store.buffers  # receive buffers, handed on between layers
         self.sem = asyncio.Semaphore(store.registry_config.max_concurrent_downloads)
+        self.seen = itertools.count(1)  # entries unpacked in berthd (next() is atomic)
         self.chains: asyncio.Future[tuple[list[str], list[str]]] = \
             asyncio.get_running_loop().create_future()
 
@@ -129,10 +136,7 @@ class Pull:
     async def _layer(self, i: int, ly: dict[str, Any], parent: asyncio.Future[None] | None
                      ) -> None:
         """Stream the layer if its blob is missing, then commit it once config and parent allow."""
-        st = self.store
-        got = await self._download(ly, lambda bs, tmp: st.procs.unpack_stream(
-            bs.fd, bs.follow, str(tmp / "fs"), st.snapshots.lock_fd(tmp), ly.get("mediaType", ""),
-            st.max_layer_bytes))
+        got = await self._download(ly, functools.partial(self._unpack, ly))
         try:
             diff_ids, chains = await asyncio.shield(self.chains)
             await self._commit(ly, diff_ids[i], chains[: i + 1], parent, got)
@@ -201,6 +205,22 @@ class Pull:
         except BaseException:
             bs.close()
             raise
+
+    def _unpack(self, ly: dict[str, Any], bs: BlobStream, tmp: Path) -> Detached:
+        """Unpack a streaming layer into tmp: in an idle worker, else here."""
+        st, media_type = self.store, ly.get("mediaType", "")
+        with st.procs.idle() as worker:
+            if worker is not None:
+                return worker(bs.fd, bs.follow, str(tmp / "fs"), st.snapshots.lock_fd(tmp),
+                              media_type, st.max_layer_bytes)
+        return unpack_detached(bs, str(tmp / "fs"), media_type, st.max_layer_bytes,
+                               vet=self._count)
+
+    def _count(self, _m: tarfile.TarInfo) -> None:
+        """One more entry unpacked in berthd: at WARM_AFTER, the workers start."""
+        if next(self.seen) == WARM_AFTER:
+            threading.Thread(target=self.store.procs.warm, name="unpack-warm",
+                             daemon=True).start()
 
     def _unpack_blob(self, ly: dict[str, Any]) -> Unpacked:
         """A layer whose blob is already stored (another image's, or an earlier pull's)."""

@@ -129,7 +129,7 @@ class ImageStore:
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
-        loop.run_in_executor(None, self.procs.warm)
+        self.procs.open()
         try:
             res = await self.client.resolve(r, auth, platform)
             return await Pull(self, r, auth, progress).run(res)

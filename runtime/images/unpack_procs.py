@@ -1,8 +1,9 @@
 """The unpack worker processes a pull hands its layers to (`unpack_child` is the other end).
 
-One worker per unpack slot, started when a pull begins (its imports take ~80 ms, which the
-manifest and config fetches hide) and let go LINGER seconds after the last pull ends, so an idle
-node keeps none. A worker is a plain `python -m` child started with subprocess (exec, never a
+One worker per unpack slot, started once a pull shows many files (a worker's imports take ~90 ms
+of CPU, a third of a cold pull of a small image) and let go LINGER seconds after the last pull
+ends, so an idle node keeps none. A layer that finds no idle worker unpacks in berthd meanwhile
+(`Pull._unpack`). A worker is a plain `python -m` child started with subprocess (exec, never a
 bare fork of this threaded daemon); it exits when its socket closes, so it never outlives
 berthd. Its command line names the snapshot root, so `ps` and the memory benches see whose it
 is.
@@ -11,6 +12,7 @@ is.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -80,14 +82,16 @@ class UnpackProcs:
         self._closed = False
         self._lock = threading.Lock()
 
+    def open(self) -> None:
+        """A pull begins: workers may start again (after close)."""
+        self._closed = False
+
     def warm(self) -> None:
-        """Start workers up to size, so the first layer finds one ready. A start that fails
-        here (out of fds or memory) is tried again, and reported, when a layer needs one."""
-        with self._lock:
-            self._closed = False
-            with contextlib.suppress(OSError):
-                while self._alive < self.size:
-                    self._idle.append(self._start())
+        """Start workers up to size, for the next layers of a pull that shows many files. A
+        start that fails here (out of fds or memory) leaves those layers to unpack in berthd."""
+        with self._lock, contextlib.suppress(OSError):
+            while self._alive < self.size and not self._closed:
+                self._idle.append(self._start())
 
     def stop_idle(self) -> None:
         """Stop the workers no layer uses now (a pull that starts meanwhile starts its own)."""
@@ -119,12 +123,17 @@ class UnpackProcs:
         return _Worker(popen, ours, Connection(os.dup(ours.fileno())))
 
     @contextlib.contextmanager
-    def _worker(self) -> Iterator[_Worker]:
+    def _worker(self, start: bool) -> Iterator[_Worker | None]:
+        """An idle worker, else a new one when start (else None), back to idle after a layer
+        that went well."""
         with self._lock:
             while self._idle and self._idle[-1].popen.poll() is not None:
                 self._alive -= 1  # died while idle (killed by hand, or the OOM killer)
                 self._idle.pop().stop()
-            w = self._idle.pop() if self._idle else self._start()
+            w = self._idle.pop() if self._idle else self._start() if start else None
+        if w is None:
+            yield None
+            return
         ok = False
         try:
             yield w
@@ -139,43 +148,54 @@ class UnpackProcs:
             if not keep:
                 w.stop()
 
-    def unpack_stream(self, fd: int, follow: Callable[[int], None], root: str, lock: int,
-                      media_type: str, max_bytes: int) -> Detached:
-        """Unpack a blob while it downloads into the file behind fd: follow writes each new
-        length of it to the pipe fd it is given. lock: the snapshot dir's, which the worker
-        holds too while it writes there. An error of follow's own (an abandoned or bad
-        download) wins over the worker's."""
-        r, w = os.pipe2(os.O_CLOEXEC)
-        with self._worker() as wk:
-            try:
-                wk.ask([fd, lock, r], _request(root, media_type, max_bytes, False))
-            except BaseException:
-                os.close(w)
-                raise
-            finally:
-                os.close(r)
-            fed: BaseException | None = None
-            try:
-                follow(w)
-            except BrokenPipeError:
-                pass  # the worker stopped reading: its reply says why
-            except BaseException as e:
-                fed = e
-            finally:
-                os.close(w)
-            reply, kept = wk.answer()
-        if fed is not None:
-            _close(kept)
-            raise fed
-        return _result(reply, kept, root, max_bytes)
+    @contextlib.contextmanager
+    def idle(self) -> Iterator[Streamer | None]:
+        """An idle worker to unpack one streamed layer with, or None: starting one now would
+        cost the pull more than unpacking the layer in berthd."""
+        with self._worker(start=False) as wk:
+            yield None if wk is None else functools.partial(_unpack_stream, wk)
 
     def unpack_file(self, fd: int, root: str, lock: int, media_type: str, max_bytes: int
                     ) -> tuple[Detached, str]:
         """Unpack a stored blob from fd; also its digest, as the worker hashed it."""
-        with self._worker() as wk:
+        with self._worker(start=True) as wk:
+            assert wk is not None
             wk.ask([fd, lock], _request(root, media_type, max_bytes, True))
             reply, kept = wk.answer()
         return _result(reply, kept, root, max_bytes), str(reply.get("input_digest"))
+
+
+Streamer = Callable[[int, Callable[[int], None], str, int, str, int], Detached]
+
+
+def _unpack_stream(wk: _Worker, fd: int, follow: Callable[[int], None], root: str, lock: int,
+                   media_type: str, max_bytes: int) -> Detached:
+    """Unpack a blob while it downloads into the file behind fd: follow writes each new length
+    of it to the pipe fd it is given. lock: the snapshot dir's, which the worker holds too while
+    it writes there. An error of follow's own (an abandoned or bad download) wins over the
+    worker's."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        wk.ask([fd, lock, r], _request(root, media_type, max_bytes, False))
+    except BaseException:
+        os.close(w)
+        raise
+    finally:
+        os.close(r)
+    fed: BaseException | None = None
+    try:
+        follow(w)
+    except BrokenPipeError:
+        pass  # the worker stopped reading: its reply says why
+    except BaseException as e:
+        fed = e
+    finally:
+        os.close(w)
+    reply, kept = wk.answer()
+    if fed is not None:
+        _close(kept)
+        raise fed
+    return _result(reply, kept, root, max_bytes)
 
 
 def _request(root: str, media_type: str, max_bytes: int, hashed: bool) -> dict[str, Any]:

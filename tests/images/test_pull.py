@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from runtime.images.puller import Pull
 from runtime.images.records import Image
 from runtime.images.registry import Auth, NotFound, Platform, Unauthorized, host_platform
 from runtime.images.store import ImageStore, InUse
@@ -177,7 +178,7 @@ def test_unpacks_take_turns_on_the_stores_slots(store: ImageStore, e2e_images,
     store.unpack_slots = threading.BoundedSemaphore(1)
     active = peak = 0
     lock = threading.Lock()
-    real = store.procs.unpack_stream
+    real = Pull._unpack
 
     def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
         nonlocal active, peak
@@ -190,7 +191,7 @@ def test_unpacks_take_turns_on_the_stores_slots(store: ImageStore, e2e_images,
             with lock:
                 active -= 1
 
-    monkeypatch.setattr(store.procs, "unpack_stream", counted)
+    monkeypatch.setattr(Pull, "_unpack", counted)
     img = pull(store, e2e_images["big"].ref)
     assert peak == 1 and len(store.rootfs_lowers(img.id)) == 10
 

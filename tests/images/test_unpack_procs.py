@@ -1,4 +1,5 @@
-"""The unpack worker processes pulls hand their layers to: reuse, death, hostile layers."""
+"""The unpack worker processes pulls hand their layers to: when they start, reuse, death,
+hostile layers."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from runtime.images.puller import WARM_AFTER
 from runtime.images.store import ImageStore, PullError
 from tests.fixtures.hostclean import pids_with_arg
 from tests.fixtures.image_defs import base_config
@@ -35,21 +37,41 @@ def layouts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         tf.addfile(ti, io.BytesIO(body))
     layer = Blob(gzip.compress(raw.getvalue(), mtime=0), sha256(raw.getvalue()))
     evil.tag(evil.image([layer], base_config()), "1.0")
-    return {"e2e/busybox": lay["busybox"], "e2e/big": lay["big"], "e2e/evil": evil.root}
+    many = Layout(tmp_path_factory.mktemp("many"))
+    many.tag(many.image([_small_files(i, WARM_AFTER // 2 + 10) for i in range(4)],
+                        base_config()), "1.0")
+    return {"e2e/busybox": lay["busybox"], "e2e/big": lay["big"], "e2e/evil": evil.root,
+            "e2e/many": many.root}
+
+
+def _small_files(layer: int, n: int) -> Blob:
+    """A gzip layer of n small files under a dir of its own."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for i in range(n):
+            body = f"{layer}/{i}\n".encode()
+            ti = tarfile.TarInfo(f"site{layer}/f{i}.py")
+            ti.size = len(body)
+            tf.addfile(ti, io.BytesIO(body))
+    return Blob(gzip.compress(raw.getvalue(), mtime=0), sha256(raw.getvalue()))
 
 
 def _workers(store: ImageStore) -> list[int]:
     return pids_with_arg(str(store.snapshots.root))
 
 
-def test_workers_serve_pull_after_pull_and_stop_when_let_go(tmp_path: Path, layouts) -> None:
+def test_workers_start_for_many_files_serve_the_next_pull_and_stop_when_let_go(
+        tmp_path: Path, layouts) -> None:
+    """A pull of few files unpacks in berthd and starts no worker (a worker's start costs more
+    than such a layer); one that unpacks WARM_AFTER entries starts them, and the next pull uses
+    the same ones."""
     with mini_registry(layouts) as reg:
         store = ImageStore(tmp_path)
         seen: list[list[int]] = []
 
         async def main() -> None:
             try:
-                for name in ("busybox", "big"):
+                for name in ("big", "many", "busybox"):
                     await store.pull(f"127.0.0.1:{reg.port}/e2e/{name}:1.0")
                     seen.append(sorted(_workers(store)))
                 store.procs.stop_idle()  # what LINGER seconds after the last pull does
@@ -58,12 +80,14 @@ def test_workers_serve_pull_after_pull_and_stop_when_let_go(tmp_path: Path, layo
                 await store.aclose()
 
         asyncio.run(main())
-    assert len(seen[0]) == store.procs.size and seen[1] == seen[0], "the same workers served both"
-    assert seen[2] == []
-    assert len(store.list()) == 2
+    assert seen[0] == [], "a pull of a few big files started workers"
+    assert len(seen[1]) == store.procs.size, "a pull of many files started no workers"
+    assert seen[2] == seen[1], "the next pull did not reuse the same workers"
+    assert seen[3] == []
+    assert len(store.list()) == 3
 
 
-def test_a_worker_that_died_idle_is_replaced(tmp_path: Path, layouts) -> None:
+def test_a_worker_that_died_idle_is_not_used(tmp_path: Path, layouts) -> None:
     with mini_registry(layouts) as reg:
         store = ImageStore(tmp_path)
         store.procs.warm()
@@ -86,6 +110,7 @@ def test_a_worker_killed_mid_layer_fails_the_pull_and_leaves_nothing(tmp_path: P
                                                                      layouts) -> None:
     with mini_registry(layouts, Faults(delay_per_chunk=0.02)) as reg:
         store = ImageStore(tmp_path)
+        store.procs.warm()  # the layers go to workers
         ingest = store.content.ingest_dir
 
         async def main() -> None:
@@ -111,6 +136,7 @@ def test_a_worker_killed_mid_layer_fails_the_pull_and_leaves_nothing(tmp_path: P
 def test_a_hostile_layer_fails_in_the_worker_with_its_reason(tmp_path: Path, layouts) -> None:
     with mini_registry(layouts) as reg:
         store = ImageStore(tmp_path)
+        store.procs.warm()
 
         async def main() -> None:
             try:
