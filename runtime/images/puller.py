@@ -1,11 +1,11 @@
 """One pull: every missing layer streams from the registry straight into its snapshot.
 
 Each layer unpacks in one pass as the blob's fetch thread receives, hashes and keeps it
-(blobstream): in an idle unpack worker process (unpack_procs) when there is one, else in the
-layer's own thread, and a pull whose layers turn out to hold many files starts the workers for
-the layers after (in berthd, two unpacks of small files spend their time trading the GIL; a
-worker's start costs more than a layer of a few big files takes). Nothing waits for the image
-config except the short commit step, which also waits for the parent layer's commit.
+(blobstream): in an unpack worker process (unpack_procs) when one is ready, else in the layer's
+own thread while the workers start at idle priority. A pull whose layers turn out to hold many
+files hurries them: in berthd, two unpacks of small files spend their time trading the GIL,
+while the start of a worker costs more than a layer of a few big files takes. Nothing waits for
+the image config except the short commit step, which also waits for the parent layer's commit.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import functools
 import itertools
 import json
 import tarfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 REPORT_EVERY = 0.1  # seconds between two Downloading events of one layer
-WARM_AFTER = 500  # entries a pull unpacks in berthd before it starts the unpack workers
+HURRY_AFTER = 500  # entries a pull unpacks in berthd before its starting workers get priority
 
 
 @dataclass(frozen=True)
@@ -207,7 +206,7 @@ class Pull:
             raise
 
     def _unpack(self, ly: dict[str, Any], bs: BlobStream, tmp: Path) -> Detached:
-        """Unpack a streaming layer into tmp: in an idle worker, else here."""
+        """Unpack a streaming layer into tmp: in a ready worker, else here."""
         st, media_type = self.store, ly.get("mediaType", "")
         with st.procs.idle() as worker:
             if worker is not None:
@@ -217,10 +216,9 @@ class Pull:
                                vet=self._count)
 
     def _count(self, _m: tarfile.TarInfo) -> None:
-        """One more entry unpacked in berthd: at WARM_AFTER, the workers start."""
-        if next(self.seen) == WARM_AFTER:
-            threading.Thread(target=self.store.procs.warm, name="unpack-warm",
-                             daemon=True).start()
+        """One more entry unpacked in berthd: at HURRY_AFTER, the starting workers hurry."""
+        if next(self.seen) == HURRY_AFTER:
+            self.store.procs.hurry()
 
     def _unpack_blob(self, ly: dict[str, Any]) -> Unpacked:
         """A layer whose blob is already stored (another image's, or an earlier pull's)."""

@@ -34,6 +34,8 @@ from runtime.images.applier import Applier, Link, UnpackError, UnpackResult
 from runtime.images.compression import Counted
 from runtime.images.unpack import Detached, unpack_detached
 
+READY = b"R"  # the first byte a worker sends: its imports are done
+
 
 def encode(d: Detached, input_digest: str | None) -> dict[str, Any]:
     """What berthd needs of an unpacked layer: the result, and the applier's records for
@@ -129,6 +131,7 @@ def unpack_one(req: dict[str, Any], fds: list[int]) -> tuple[Detached, str | Non
 def serve(sock: socket.socket) -> None:
     """Layers until berthd closes the socket."""
     conn = Connection(os.dup(sock.fileno()))
+    sock.sendall(READY)
     while True:
         try:
             _msg, fds, _flags, _addr = socket.recv_fds(sock, 1, 3)

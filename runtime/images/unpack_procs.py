@@ -1,12 +1,14 @@
 """The unpack worker processes a pull hands its layers to (`unpack_child` is the other end).
 
-One worker per unpack slot, started once a pull shows many files (a worker's imports take ~90 ms
-of CPU, a third of a cold pull of a small image) and let go LINGER seconds after the last pull
-ends, so an idle node keeps none. A layer that finds no idle worker unpacks in berthd meanwhile
-(`Pull._unpack`). A worker is a plain `python -m` child started with subprocess (exec, never a
-bare fork of this threaded daemon); it exits when its socket closes, so it never outlives
-berthd. Its command line names the snapshot root, so `ps` and the memory benches see whose it
-is.
+One worker per unpack slot, started when a pull begins and let go LINGER seconds after the last
+pull ends, so an idle node keeps none. A worker's imports take ~90 ms of CPU, a third of a cold
+pull of a small image on two cores, so a worker starts at SCHED_IDLE: it takes only CPU nothing
+else wants, says when it is ready, and runs at normal priority once it has a layer, or once the
+pull shows many files (`hurry`). Until then the layers unpack in berthd (`Pull._unpack`).
+
+A worker is a plain `python -m` child started with subprocess (exec, never a bare fork of this
+threaded daemon); it exits when its socket closes, so it never outlives berthd. Its command
+line names the snapshot root, so `ps` and the memory benches see whose it is.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from runtime.images.unpack import Detached, UnpackError
-from runtime.images.unpack_child import decode
+from runtime.images.unpack_child import READY, decode
 
 LINGER = 10.0  # seconds the workers stay after the last pull: a burst of pulls reuses them
 
@@ -35,6 +37,33 @@ class _Worker:
     popen: subprocess.Popen[bytes]
     sock: socket.socket
     conn: Connection
+    ready: bool = False  # its imports are done (it sent READY)
+    idle_class: bool = True  # still at SCHED_IDLE
+
+    def is_ready(self) -> bool:
+        """Whether it has said READY, without waiting."""
+        if not self.ready:
+            with contextlib.suppress(BlockingIOError):
+                self.ready = self.sock.recv(1, socket.MSG_DONTWAIT) == READY
+        return self.ready
+
+    def wait_ready(self) -> None:
+        """Hurry it, then wait for its READY."""
+        self.hurry()
+        if not self.ready:
+            with contextlib.suppress(OSError):
+                self.ready = self.sock.recv(1) == READY
+            if not self.ready:
+                raise self._died()
+
+    def hurry(self) -> None:
+        """Normal priority from now on: it has, or is about to have, a layer."""
+        if self.idle_class:
+            self.idle_class = False
+            with contextlib.suppress(OSError):  # it exited: its next use says so
+                for tid in os.listdir(f"/proc/{self.popen.pid}/task"):  # its watch thread too
+                    with contextlib.suppress(ProcessLookupError):
+                        os.sched_setscheduler(int(tid), os.SCHED_OTHER, os.sched_param(0))
 
     def ask(self, fds: list[int], req: dict[str, Any]) -> None:
         try:
@@ -87,11 +116,17 @@ class UnpackProcs:
         self._closed = False
 
     def warm(self) -> None:
-        """Start workers up to size, for the next layers of a pull that shows many files. A
-        start that fails here (out of fds or memory) leaves those layers to unpack in berthd."""
+        """Start workers up to size, at SCHED_IDLE. A start that fails here (out of fds or
+        memory) leaves the layers to unpack in berthd."""
         with self._lock, contextlib.suppress(OSError):
             while self._alive < self.size and not self._closed:
                 self._idle.append(self._start())
+
+    def hurry(self) -> None:
+        """The pull shows many files: the workers still starting get normal priority."""
+        with self._lock:
+            for w in self._idle:
+                w.hurry()
 
     def stop_idle(self) -> None:
         """Stop the workers no layer uses now (a pull that starts meanwhile starts its own)."""
@@ -119,23 +154,33 @@ class UnpackProcs:
             raise
         finally:
             theirs.close()
+        with contextlib.suppress(OSError):  # not allowed: it starts at normal priority
+            os.sched_setscheduler(popen.pid, os.SCHED_IDLE, os.sched_param(0))
         self._alive += 1
         return _Worker(popen, ours, Connection(os.dup(ours.fileno())))
 
     @contextlib.contextmanager
     def _worker(self, start: bool) -> Iterator[_Worker | None]:
-        """An idle worker, else a new one when start (else None), back to idle after a layer
-        that went well."""
+        """A ready idle worker, else (when start) one still starting or a new one, waited for;
+        else None. Back to idle after a layer that went well."""
         with self._lock:
-            while self._idle and self._idle[-1].popen.poll() is not None:
+            for dead in [w for w in self._idle if w.popen.poll() is not None]:
                 self._alive -= 1  # died while idle (killed by hand, or the OOM killer)
-                self._idle.pop().stop()
-            w = self._idle.pop() if self._idle else self._start() if start else None
+                self._idle.remove(dead)
+                dead.stop()
+            w = next((w for w in self._idle if w.is_ready()), None)
+            if w is None and start:
+                w = self._idle[0] if self._idle else self._start()
+            if w is not None:
+                if w in self._idle:
+                    self._idle.remove(w)
+                w.hurry()
         if w is None:
             yield None
             return
         ok = False
         try:
+            w.wait_ready()
             yield w
             ok = True
         finally:
@@ -150,8 +195,8 @@ class UnpackProcs:
 
     @contextlib.contextmanager
     def idle(self) -> Iterator[Streamer | None]:
-        """An idle worker to unpack one streamed layer with, or None: starting one now would
-        cost the pull more than unpacking the layer in berthd."""
+        """A ready idle worker to unpack one streamed layer with, or None: waiting for one
+        to start costs a pull more than unpacking the layer in berthd."""
         with self._worker(start=False) as wk:
             yield None if wk is None else functools.partial(_unpack_stream, wk)
 

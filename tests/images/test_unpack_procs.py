@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime.images.puller import WARM_AFTER
+from runtime.images.puller import HURRY_AFTER
 from runtime.images.store import ImageStore, PullError
+from runtime.images.unpack_procs import _Worker
 from tests.fixtures.hostclean import pids_with_arg
 from tests.fixtures.image_defs import base_config
 from tests.fixtures.images import build_layouts
@@ -38,7 +39,7 @@ def layouts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     layer = Blob(gzip.compress(raw.getvalue(), mtime=0), sha256(raw.getvalue()))
     evil.tag(evil.image([layer], base_config()), "1.0")
     many = Layout(tmp_path_factory.mktemp("many"))
-    many.tag(many.image([_small_files(i, WARM_AFTER // 2 + 10) for i in range(4)],
+    many.tag(many.image([_small_files(i, HURRY_AFTER // 2 + 10) for i in range(4)],
                         base_config()), "1.0")
     return {"e2e/busybox": lay["busybox"], "e2e/big": lay["big"], "e2e/evil": evil.root,
             "e2e/many": many.root}
@@ -60,18 +61,52 @@ def _workers(store: ImageStore) -> list[int]:
     return pids_with_arg(str(store.snapshots.root))
 
 
-def test_workers_start_for_many_files_serve_the_next_pull_and_stop_when_let_go(
-        tmp_path: Path, layouts) -> None:
-    """A pull of few files unpacks in berthd and starts no worker (a worker's start costs more
-    than such a layer); one that unpacks WARM_AFTER entries starts them, and the next pull uses
-    the same ones."""
+def _policies(pid: int) -> set[int]:
+    """The scheduling policies of all of a process's threads."""
+    return {os.sched_getscheduler(int(t)) for t in os.listdir(f"/proc/{pid}/task")}
+
+
+def _warm_and_ready(store: ImageStore) -> list[int]:
+    store.procs.open()
+    store.procs.warm()
+    until(lambda: all(w.is_ready() for w in store.procs._idle), what="the workers are ready")
+    return sorted(_workers(store))
+
+
+def test_workers_start_at_idle_priority_and_hurry_for_many_files(
+        tmp_path: Path, layouts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's start costs more CPU than a small pull takes, so it starts at SCHED_IDLE and
+    the layers unpack in berthd until it is ready; a pull that unpacks HURRY_AFTER entries in
+    berthd gives the starting workers normal priority."""
+    monkeypatch.setattr(_Worker, "is_ready", lambda _w: False)  # none gets ready in time
     with mini_registry(layouts) as reg:
         store = ImageStore(tmp_path)
-        seen: list[list[int]] = []
+        seen: list[set[int]] = []
 
         async def main() -> None:
             try:
-                for name in ("big", "many", "busybox"):
+                await store.pull(f"127.0.0.1:{reg.port}/e2e/big:1.0")
+                seen.append({p for pid in _workers(store) for p in _policies(pid)})
+                await store.pull(f"127.0.0.1:{reg.port}/e2e/many:1.0")
+                seen.append({p for pid in _workers(store) for p in _policies(pid)})
+            finally:
+                await store.aclose()
+
+        asyncio.run(main())
+    assert seen[0] == {os.SCHED_IDLE}, "a pull of a few big files hurried the workers"
+    assert seen[1] == {os.SCHED_OTHER}, "a pull of many files left its workers idle"
+    assert len(store.list()) == 2 and _workers(store) == []
+
+
+def test_ready_workers_serve_pull_after_pull_and_stop_when_let_go(tmp_path: Path,
+                                                                  layouts) -> None:
+    with mini_registry(layouts) as reg:
+        store = ImageStore(tmp_path)
+        seen: list[list[int]] = [_warm_and_ready(store)]
+
+        async def main() -> None:
+            try:
+                for name in ("many", "busybox"):
                     await store.pull(f"127.0.0.1:{reg.port}/e2e/{name}:1.0")
                     seen.append(sorted(_workers(store)))
                 store.procs.stop_idle()  # what LINGER seconds after the last pull does
@@ -80,17 +115,16 @@ def test_workers_start_for_many_files_serve_the_next_pull_and_stop_when_let_go(
                 await store.aclose()
 
         asyncio.run(main())
-    assert seen[0] == [], "a pull of a few big files started workers"
-    assert len(seen[1]) == store.procs.size, "a pull of many files started no workers"
-    assert seen[2] == seen[1], "the next pull did not reuse the same workers"
+    assert len(seen[0]) == store.procs.size
+    assert seen[1] == seen[0] and seen[2] == seen[0], "the same workers served both pulls"
     assert seen[3] == []
-    assert len(store.list()) == 3
+    assert len(store.list()) == 2
 
 
 def test_a_worker_that_died_idle_is_not_used(tmp_path: Path, layouts) -> None:
     with mini_registry(layouts) as reg:
         store = ImageStore(tmp_path)
-        store.procs.warm()
+        _warm_and_ready(store)
         idle = list(store.procs._idle)
         for w in idle:
             os.kill(w.popen.pid, signal.SIGKILL)
@@ -110,7 +144,7 @@ def test_a_worker_killed_mid_layer_fails_the_pull_and_leaves_nothing(tmp_path: P
                                                                      layouts) -> None:
     with mini_registry(layouts, Faults(delay_per_chunk=0.02)) as reg:
         store = ImageStore(tmp_path)
-        store.procs.warm()  # the layers go to workers
+        _warm_and_ready(store)  # the layers go to workers
         ingest = store.content.ingest_dir
 
         async def main() -> None:
@@ -136,7 +170,7 @@ def test_a_worker_killed_mid_layer_fails_the_pull_and_leaves_nothing(tmp_path: P
 def test_a_hostile_layer_fails_in_the_worker_with_its_reason(tmp_path: Path, layouts) -> None:
     with mini_registry(layouts) as reg:
         store = ImageStore(tmp_path)
-        store.procs.warm()
+        _warm_and_ready(store)
 
         async def main() -> None:
             try:
