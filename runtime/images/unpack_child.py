@@ -16,17 +16,14 @@ dir's lock fd and, while the blob downloads, the pipe's (SCM_RIGHTS), then a fra
 one a byte carrying the fds of the files the commit will fsync. The worker unpacks with the same
 code an in-process unpack uses (`unpack_detached`) and sends back what resolve needs later,
 since resolve runs in berthd once the parents are committed. It exits when berthd closes the
-socket (or dies).
+socket (or dies); `unpack_worker` is its entry point.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import select
 import socket
-import sys
-import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -156,25 +153,3 @@ def serve(sock: socket.socket) -> None:
         finally:
             for fd in kept:
                 os.close(fd)
-
-
-def _watch(fd: int) -> None:
-    """Exit the moment berthd closes the socket or dies, even in the middle of a layer: a
-    berthd started after a crash must not find this still writing."""
-    p = select.poll()
-    p.register(fd, select.POLLRDHUP)
-    while not p.poll():
-        pass
-    os._exit(0)
-
-
-def main() -> None:
-    """`python -m runtime.images.unpack_child FD SNAPSHOT_ROOT`: the root only names the
-    worker's store in `ps`."""
-    sock = socket.socket(fileno=int(sys.argv[1]))
-    threading.Thread(target=_watch, args=(sock.fileno(),), daemon=True).start()
-    serve(sock)
-
-
-if __name__ == "__main__":
-    main()

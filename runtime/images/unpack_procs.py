@@ -6,9 +6,10 @@ pull of a small image on two cores, so a worker starts at SCHED_IDLE: it takes o
 else wants, says when it is ready, and runs at normal priority once it has a layer, or once the
 pull shows many files (`hurry`). Until then the layers unpack in berthd (`Pull._unpack`).
 
-A worker is a plain `python -m` child started with subprocess (exec, never a bare fork of this
-threaded daemon); it exits when its socket closes, so it never outlives berthd. Its command
-line names the snapshot root, so `ps` and the memory benches see whose it is.
+A worker is a plain `python -m runtime.images.unpack_worker` child started with subprocess
+(exec, never a bare fork of this threaded daemon); it exits when its socket closes, so it never
+outlives berthd. Its command line names the snapshot root, so `ps` and the memory benches see
+whose it is.
 """
 
 from __future__ import annotations
@@ -91,7 +92,9 @@ class _Worker:
         return UnpackError(f"the unpack worker exited (status {self.popen.returncode})")
 
     def stop(self) -> None:
-        """Close its socket, which ends it, and reap it."""
+        """Close its socket, which ends it, and reap it (at normal priority: a busy node may
+        leave a worker at SCHED_IDLE without CPU for seconds)."""
+        self.hurry()
         self.conn.close()
         self.sock.close()
         try:
@@ -146,7 +149,7 @@ class UnpackProcs:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "runtime.images.unpack_child", str(theirs.fileno()),
+                [sys.executable, "-m", "runtime.images.unpack_worker", str(theirs.fileno()),
                  self.label],
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
         except BaseException:

@@ -96,7 +96,7 @@ def _unpack_worker(pid: int) -> bool:
     """A pull's unpack worker: it stays LINGER seconds after the last pull by design
     (runtime/images/unpack_procs.py), and tests/images/test_unpack_procs.py checks it goes."""
     try:
-        return b"runtime.images.unpack_child" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"runtime.images.unpack_worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 
