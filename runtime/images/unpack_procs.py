@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from runtime.caps import CAPS
 from runtime.images.unpack import Detached, UnpackError
 from runtime.images.unpack_child import READY, decode
 
@@ -113,6 +114,7 @@ class UnpackProcs:
         self._alive = 0
         self._closed = False
         self._lock = threading.Lock()
+        self._idle_start = _may_hurry()
 
     def open(self) -> None:
         """A pull begins: workers may start again (after close)."""
@@ -157,10 +159,12 @@ class UnpackProcs:
             raise
         finally:
             theirs.close()
-        with contextlib.suppress(OSError):  # not allowed: it starts at normal priority
-            os.sched_setscheduler(popen.pid, os.SCHED_IDLE, os.sched_param(0))
+        if self._idle_start:
+            with contextlib.suppress(OSError):  # it exited already: its first use says so
+                os.sched_setscheduler(popen.pid, os.SCHED_IDLE, os.sched_param(0))
         self._alive += 1
-        return _Worker(popen, ours, Connection(os.dup(ours.fileno())))
+        return _Worker(popen, ours, Connection(os.dup(ours.fileno())),
+                       idle_class=self._idle_start)
 
     @contextlib.contextmanager
     def _worker(self, start: bool) -> Iterator[_Worker | None]:
@@ -244,6 +248,17 @@ def _unpack_stream(wk: _Worker, fd: int, follow: Callable[[int], None], root: st
         _close(kept)
         raise fed
     return _result(reply, kept, root, max_bytes)
+
+
+def _may_hurry() -> bool:
+    """Whether berthd may give a worker at SCHED_IDLE normal priority back: that takes
+    CAP_SYS_NICE, which a berthd in a container may lack (its workers then start at normal
+    priority)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> CAPS["CAP_SYS_NICE"] & 1)
+    return False
 
 
 def _request(root: str, media_type: str, max_bytes: int, hashed: bool) -> dict[str, Any]:

@@ -8,6 +8,8 @@ import gzip
 import io
 import os
 import signal
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -185,3 +187,17 @@ def test_a_hostile_layer_fails_in_the_worker_with_its_reason(tmp_path: Path, lay
     assert not (tmp_path / "escape").exists() and not (tmp_path.parent / "escape").exists()
     assert [i.repo_tags for i in store.list()] == [[f"127.0.0.1:{reg.port}/e2e/busybox:1.0"]]
     assert not [p for p in store.snapshots.root.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_without_cap_sys_nice_workers_start_at_normal_priority(tmp_path: Path) -> None:
+    """Only CAP_SYS_NICE can give a SCHED_IDLE worker its priority back; a berthd without it
+    (in a container that dropped it) must not leave its workers stuck there."""
+    code = ("import os; from runtime.images.unpack_procs import UnpackProcs\n"
+            "p = UnpackProcs(2, 'nocap'); p.warm()\n"
+            "print(sorted({os.sched_getscheduler(w.popen.pid) for w in p._idle})); p.close()")
+    got = subprocess.run(["setpriv", "--bounding-set", "-sys_nice", "--inh-caps", "-sys_nice",
+                          sys.executable, "-c", code],
+                         capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).parents[2])
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.strip() == f"[{os.SCHED_OTHER}]"
