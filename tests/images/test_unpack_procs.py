@@ -71,6 +71,7 @@ def _policies(pid: int) -> set[int]:
 def _warm_and_ready(store: ImageStore) -> list[int]:
     store.procs.open()
     store.procs.warm()
+    store.procs.hurry()  # on a busy machine, SCHED_IDLE alone may not get them ready at all
     until(lambda: all(w.is_ready() for w in store.procs._idle), what="the workers are ready")
     return sorted(_workers(store))
 
