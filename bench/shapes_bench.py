@@ -1,9 +1,12 @@
 """Cold PullImage of real image shapes, berthd vs containerd 1.6 in the same run, interleaved.
 
-Run: nice -n -15 .venv/bin/python -m bench.shapes_bench [N] [SHAPES]
+Run: nice -n -15 .venv/bin/python -m bench.shapes_bench [N] [SHAPES] [GAP]
   N: cold samples per runtime, shape and client (default 5); SHAPES: comma-separated subset of
   big (the 50 MB / 10-layer fixture image), python (~30,000 files of 1-50 KB over 11 layers),
-  model (two weight files of 240 and 320 MiB of incompressible data plus a small runtime).
+  model (two weight files of 240 and 320 MiB of incompressible data plus a small runtime);
+  GAP: seconds of idle before each timed pull (default 0). Back to back, each pull finds what
+  the runtime's last pull left warm; a GAP over 10 s is a node that pulls now and then (Berth's
+  unpack workers are gone by then, `runtime/images/unpack_procs.py`).
 
 Every sample is RemoveImage, a check that no layer blob or snapshot of the image is left in
 either store, a sync(2) so that no write of an earlier sample (either runtime's) is still
@@ -79,7 +82,7 @@ def _check_cold(name: str, st: Store, layers: set[str]) -> None:
                              "RemoveImage: the next pull would not be cold")
 
 
-def run(n: int, shapes: list[str]) -> dict[str, Result]:
+def run(n: int, shapes: list[str], gap: float = 0.0) -> dict[str, Result]:
     from tests.fixtures.berthd import run_berthd
     from tests.fixtures.containerd import run_containerd
     from tests.fixtures.images import push_images
@@ -117,6 +120,7 @@ def run(n: int, shapes: list[str]) -> dict[str, Result]:
                                 if client == "grpc":
                                     remove_image(st.endpoint, refs[shape])
                                     os.sync()
+                                time.sleep(gap)
                                 c0 = _tree_cpu(st)
                                 took = (cold_pull(st.endpoint, refs[shape], 1)[0]
                                         if client == "grpc"
@@ -128,7 +132,7 @@ def run(n: int, shapes: list[str]) -> dict[str, Result]:
     return out
 
 
-def report(out: dict[str, Result]) -> None:
+def report(out: dict[str, Result], gap: float) -> None:
     load = os.getloadavg()
     print("| image | client | berth p50 s | berth p90 s | containerd p50 s | containerd p90 s "
           "| ratio p50 | berth CPU p50 s (daemon + unpack workers) | containerd CPU p50 s |")
@@ -144,12 +148,14 @@ def report(out: dict[str, Result]) -> None:
     if not CRICTL:
         print("crictl: none found (BERTH_CRICTL, /root/go/bin/crictl, PATH), so only the "
               "in-process gRPC client was timed")
-    print(f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cpus")
+    print(f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cpus; "
+          f"{gap:g} s idle before each timed pull")
 
 
 if __name__ == "__main__":
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     chosen = sys.argv[2].split(",") if len(sys.argv) > 2 else list(SHAPES)
-    if count < 1 or set(chosen) - set(SHAPES):
-        sys.exit(f"usage: python -m bench.shapes_bench [N>=1] [{','.join(SHAPES)}]")
-    report(run(count, chosen))
+    idle = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+    if count < 1 or set(chosen) - set(SHAPES) or idle < 0:
+        sys.exit(f"usage: python -m bench.shapes_bench [N>=1] [{','.join(SHAPES)}] [GAP>=0]")
+    report(run(count, chosen, idle), idle)
