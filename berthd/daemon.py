@@ -187,14 +187,14 @@ async def _start_streaming(cfg: configmod.Config, ctx: Context) -> StreamingServ
     return srv
 
 
-def _docker_server(cfg: configmod.Config, ctx: Context) -> DockerServer | None:
-    """The Docker Engine API on its own socket; docker.socket = "" turns it off."""
+def _docker_server(cfg: configmod.Config, ctx: Context,
+                   server: type[DockerServer] | None) -> DockerServer | None:
+    """The Docker Engine API on its own socket; docker.socket = "" turns it off (and server,
+    the class, is then None)."""
     path = cfg.docker_socket_path
-    if not path:
+    if not path or server is None:
         return None
-    from dockerapi.server import DockerServer
-
-    return DockerServer(ctx, path, cfg.docker.max_connections, cfg.docker.max_body)
+    return server(ctx, path, cfg.docker.max_connections, cfg.docker.max_body)
 
 
 async def _start_docker(srv: DockerServer) -> None:
@@ -222,6 +222,13 @@ async def serve(cfg: configmod.Config) -> None:
     from engine.event_bridge import follow_monitor
     from engine.recovery import reconcile
 
+    # the Docker API's imports take ~100 ms of the loop's CPU: here, not once CRI is served
+    docker_class: type[DockerServer] | None = None
+    if cfg.docker_socket_path:
+        from dockerapi import server as dockermod
+
+        docker_class = dockermod.DockerServer
+
     await asyncio.to_thread(early.join)
     try:
         store = Store(Path(cfg.state_dir) / "metadata.db")
@@ -238,7 +245,8 @@ async def serve(cfg: configmod.Config) -> None:
         await server.start(sock)
     except OSError as exc:
         raise StartupError(f"cannot listen on {sock}: {exc.strerror}") from None
-    docker = _docker_server(cfg, ctx)  # its event listener is in place before the relay
+    # the Docker server's event listener is in place before the relay starts
+    docker = _docker_server(cfg, ctx, docker_class)
     relay = asyncio.create_task(follow_monitor(ctx))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -25,7 +25,7 @@ import structlog
 INTERVAL = 0.02  # 100 wake-ups a second cost ~5 ms of CPU a second here; 50 cost half
 STALL_WARN = 0.05  # seconds of loop-thread CPU in one iteration worth a log line
 INNER_FRAMES = 4
-_OURS = re.compile(r"/(cri|runtime)/[^/]+\.py$|/(cri|runtime)/\w+/[^/]+\.py$")
+_OURS = re.compile(r"/(berthd|cri|dockerapi|engine|runtime)/([^/]+/)?[^/]+\.py$")
 
 log = structlog.get_logger("loopwatch")
 

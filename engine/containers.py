@@ -170,7 +170,8 @@ async def remove(ctx: Context, rec: ContainerRecord) -> None:
     except monitor.InvalidState as exc:  # still draining past the bound: say what is left
         raise FailedPrecondition(f"remove container {rec.id}: {exc}") from None
     ctx.states.drop(rec.id)
-    Bundle(ctx.bundle_dir(rec.id)).remove()
+    # unmounts and a walk of every file the container wrote: off the loop
+    await asyncio.to_thread(Bundle(ctx.bundle_dir(rec.id)).remove)
     ctx.store.containers.delete(rec.id)
 
 

@@ -67,7 +67,7 @@ async def reconcile(ctx: Context) -> None:
     if bundles.exists():
         for d in bundles.iterdir():
             if d.name not in owned:
-                Bundle(d).remove()
+                await asyncio.to_thread(Bundle(d).remove)
 
 
 async def _release_network(ctx: Context, pod: PodRecord) -> None:
@@ -95,4 +95,4 @@ async def _drop_container(ctx: Context, cid: str) -> None:
         await ctx.monitor.stop(cid, timeout=0)
     with contextlib.suppress(monitor.NotFound):
         await ctx.monitor.delete(cid)
-    Bundle(ctx.bundle_dir(cid)).remove()
+    await asyncio.to_thread(Bundle(ctx.bundle_dir(cid)).remove)
