@@ -2,10 +2,10 @@
 
 Each layer unpacks in one pass as the blob's fetch thread receives, hashes and keeps it
 (blobstream): in an unpack worker process (unpack_procs) when one is ready, else in the layer's
-own thread while the workers start at idle priority. A pull whose layers turn out to hold many
-files hurries them: in berthd, two unpacks of small files spend their time trading the GIL,
-while the start of a worker costs more than a layer of a few big files takes. Nothing waits for
-the image config except the short commit step, which also waits for the parent layer's commit.
+own thread. A pull whose layers turn out to hold many files starts the workers: in berthd, two
+unpacks of small files spend their time trading the GIL, while the start of a worker costs more
+than a layer of a few big files takes. Nothing waits for the image config except the short
+commit step, which also waits for the parent layer's commit.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import functools
 import itertools
 import json
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 REPORT_EVERY = 0.1  # seconds between two Downloading events of one layer
-HURRY_AFTER = 500  # entries a pull unpacks in berthd before its starting workers get priority
+WARM_AFTER = 500  # entries a pull unpacks in berthd before it starts the unpack workers
 
 
 @dataclass(frozen=True)
@@ -216,9 +217,11 @@ class Pull:
                                vet=self._count)
 
     def _count(self, _m: tarfile.TarInfo) -> None:
-        """One more entry unpacked in berthd: at HURRY_AFTER, the starting workers hurry."""
-        if next(self.seen) == HURRY_AFTER:
-            self.store.procs.hurry()
+        """One more entry unpacked in berthd: at WARM_AFTER, the workers start (in a thread of
+        their own: this layer goes on meanwhile)."""
+        if next(self.seen) == WARM_AFTER:
+            threading.Thread(target=self.store.procs.warm, name="unpack-warm",
+                             daemon=True).start()
 
     def _unpack_blob(self, ly: dict[str, Any]) -> Unpacked:
         """A layer whose blob is already stored (another image's, or an earlier pull's)."""

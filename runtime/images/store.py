@@ -130,7 +130,6 @@ class ImageStore:
             self._linger.cancel()
             self._linger = None
         self.procs.open()
-        loop.run_in_executor(None, self.procs.warm)
         try:
             res = await self.client.resolve(r, auth, platform)
             return await Pull(self, r, auth, progress).run(res)

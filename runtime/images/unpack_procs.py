@@ -1,10 +1,10 @@
 """The unpack worker processes a pull hands its layers to (`unpack_child` is the other end).
 
-One worker per unpack slot, started when a pull begins and let go LINGER seconds after the last
-pull ends, so an idle node keeps none. A worker's imports take ~90 ms of CPU, a third of a cold
-pull of a small image on two cores, so a worker starts at SCHED_IDLE: it takes only CPU nothing
-else wants, says when it is ready, and runs at normal priority once it has a layer, or once the
-pull shows many files (`hurry`). Until then the layers unpack in berthd (`Pull._unpack`).
+One worker per unpack slot, started once a pull shows many files and let go LINGER seconds after
+the last pull ends, so an idle node keeps none. A worker's imports take ~90 ms of CPU: two of
+them cost a pull of a few big files more than the unpack in berthd they would save, so such a
+pull never starts them. A worker says when its imports are done (READY); until then the layers
+unpack in berthd (`Pull._unpack`).
 
 A worker is a plain `python -m runtime.images.unpack_worker` child started with subprocess
 (exec, never a bare fork of this threaded daemon); it exits when its socket closes, so it never
@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from runtime.caps import CAPS
 from runtime.images.unpack import Detached, UnpackError
 from runtime.images.unpack_child import READY, decode
 
@@ -40,7 +39,6 @@ class _Worker:
     sock: socket.socket
     conn: Connection
     ready: bool = False  # its imports are done (it sent READY)
-    idle_class: bool = True  # still at SCHED_IDLE
 
     def is_ready(self) -> bool:
         """Whether it has said READY, without waiting."""
@@ -50,22 +48,12 @@ class _Worker:
         return self.ready
 
     def wait_ready(self) -> None:
-        """Hurry it, then wait for its READY."""
-        self.hurry()
+        """Wait for its READY."""
         if not self.ready:
             with contextlib.suppress(OSError):
                 self.ready = self.sock.recv(1) == READY
             if not self.ready:
                 raise self._died()
-
-    def hurry(self) -> None:
-        """Normal priority from now on: it has, or is about to have, a layer."""
-        if self.idle_class:
-            self.idle_class = False
-            with contextlib.suppress(OSError):  # it exited: its next use says so
-                for tid in os.listdir(f"/proc/{self.popen.pid}/task"):  # its watch thread too
-                    with contextlib.suppress(ProcessLookupError):
-                        os.sched_setscheduler(int(tid), os.SCHED_OTHER, os.sched_param(0))
 
     def ask(self, fds: list[int], req: dict[str, Any]) -> None:
         try:
@@ -93,9 +81,7 @@ class _Worker:
         return UnpackError(f"the unpack worker exited (status {self.popen.returncode})")
 
     def stop(self) -> None:
-        """Close its socket, which ends it, and reap it (at normal priority: a busy node may
-        leave a worker at SCHED_IDLE without CPU for seconds)."""
-        self.hurry()
+        """Close its socket, which ends it, and reap it."""
         self.conn.close()
         self.sock.close()
         try:
@@ -114,24 +100,17 @@ class UnpackProcs:
         self._alive = 0
         self._closed = False
         self._lock = threading.Lock()
-        self._idle_start = _may_hurry()
 
     def open(self) -> None:
         """A pull begins: workers may start again (after close)."""
         self._closed = False
 
     def warm(self) -> None:
-        """Start workers up to size, at SCHED_IDLE. A start that fails here (out of fds or
-        memory) leaves the layers to unpack in berthd."""
+        """Start workers up to size, for a pull that shows many files. A start that fails here
+        (out of fds or memory) leaves the layers to unpack in berthd."""
         with self._lock, contextlib.suppress(OSError):
             while self._alive < self.size and not self._closed:
                 self._idle.append(self._start())
-
-    def hurry(self) -> None:
-        """The pull shows many files: the workers still starting get normal priority."""
-        with self._lock:
-            for w in self._idle:
-                w.hurry()
 
     def stop_idle(self) -> None:
         """Stop the workers no layer uses now (a pull that starts meanwhile starts its own)."""
@@ -159,12 +138,8 @@ class UnpackProcs:
             raise
         finally:
             theirs.close()
-        if self._idle_start:
-            with contextlib.suppress(OSError):  # it exited already: its first use says so
-                os.sched_setscheduler(popen.pid, os.SCHED_IDLE, os.sched_param(0))
         self._alive += 1
-        return _Worker(popen, ours, Connection(os.dup(ours.fileno())),
-                       idle_class=self._idle_start)
+        return _Worker(popen, ours, Connection(os.dup(ours.fileno())))
 
     @contextlib.contextmanager
     def _worker(self, start: bool) -> Iterator[_Worker | None]:
@@ -178,10 +153,8 @@ class UnpackProcs:
             w = next((w for w in self._idle if w.is_ready()), None)
             if w is None and start:
                 w = self._idle[0] if self._idle else self._start()
-            if w is not None:
-                if w in self._idle:
-                    self._idle.remove(w)
-                w.hurry()
+            if w is not None and w in self._idle:
+                self._idle.remove(w)
         if w is None:
             yield None
             return
@@ -248,17 +221,6 @@ def _unpack_stream(wk: _Worker, fd: int, follow: Callable[[int], None], root: st
         _close(kept)
         raise fed
     return _result(reply, kept, root, max_bytes)
-
-
-def _may_hurry() -> bool:
-    """Whether berthd may give a worker at SCHED_IDLE normal priority back: that takes
-    CAP_SYS_NICE, which a berthd in a container may lack (its workers then start at normal
-    priority)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return bool(int(line.split()[1], 16) >> CAPS["CAP_SYS_NICE"] & 1)
-    return False
 
 
 def _request(root: str, media_type: str, max_bytes: int, hashed: bool) -> dict[str, Any]:

@@ -1,9 +1,8 @@
 """`python -m runtime.images.unpack_worker FD SNAPSHOT_ROOT`: an unpack worker's entry point.
 
-Its watchdog starts before the unpacker's imports. Those take ~90 ms of CPU, and a worker
-starts at SCHED_IDLE (`unpack_procs`), where a busy node can stretch them to seconds; a worker
-whose berthd died meanwhile still exits at once, since the watchdog needs almost no CPU. The
-root only names the worker's store in `ps`.
+Its watchdog starts before the unpacker's imports, which take ~90 ms of CPU (seconds on a busy
+node): a worker whose berthd died meanwhile exits at once, since the watchdog needs almost no
+CPU. The root only names the worker's store in `ps`.
 """
 
 from __future__ import annotations

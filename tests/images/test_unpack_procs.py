@@ -8,16 +8,13 @@ import gzip
 import io
 import os
 import signal
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from runtime.images.puller import HURRY_AFTER
+from runtime.images.puller import WARM_AFTER
 from runtime.images.store import ImageStore, PullError
-from runtime.images.unpack_procs import _Worker
 from tests.fixtures.hostclean import pids_with_arg
 from tests.fixtures.image_defs import base_config
 from tests.fixtures.images import build_layouts
@@ -41,7 +38,7 @@ def layouts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     layer = Blob(gzip.compress(raw.getvalue(), mtime=0), sha256(raw.getvalue()))
     evil.tag(evil.image([layer], base_config()), "1.0")
     many = Layout(tmp_path_factory.mktemp("many"))
-    many.tag(many.image([_small_files(i, HURRY_AFTER // 2 + 10) for i in range(4)],
+    many.tag(many.image([_small_files(i, WARM_AFTER // 2 + 10) for i in range(4)],
                         base_config()), "1.0")
     return {"e2e/busybox": lay["busybox"], "e2e/big": lay["big"], "e2e/evil": evil.root,
             "e2e/many": many.root}
@@ -63,41 +60,37 @@ def _workers(store: ImageStore) -> list[int]:
     return pids_with_arg(str(store.snapshots.root))
 
 
-def _policies(pid: int) -> set[int]:
-    """The scheduling policies of all of a process's threads."""
-    return {os.sched_getscheduler(int(t)) for t in os.listdir(f"/proc/{pid}/task")}
-
-
 def _warm_and_ready(store: ImageStore) -> list[int]:
     store.procs.open()
     store.procs.warm()
-    store.procs.hurry()  # on a busy machine, SCHED_IDLE alone may not get them ready at all
     until(lambda: all(w.is_ready() for w in store.procs._idle), what="the workers are ready")
     return sorted(_workers(store))
 
 
-def test_workers_start_at_idle_priority_and_hurry_for_many_files(
-        tmp_path: Path, layouts, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A worker's start costs more CPU than a small pull takes, so it starts at SCHED_IDLE and
-    the layers unpack in berthd until it is ready; a pull that unpacks HURRY_AFTER entries in
-    berthd gives the starting workers normal priority."""
-    monkeypatch.setattr(_Worker, "is_ready", lambda _w: False)  # none gets ready in time
+def test_workers_start_only_for_many_files(tmp_path: Path, layouts) -> None:
+    """A pull of a few big files unpacks in berthd and starts no worker (their start costs more
+    than it saves); one that unpacks WARM_AFTER entries in berthd starts them, and they stay
+    for the next pull."""
     with mini_registry(layouts) as reg:
         store = ImageStore(tmp_path)
-        seen: list[set[int]] = []
+        seen: list[list[int]] = []
 
         async def main() -> None:
             try:
                 await store.pull(f"127.0.0.1:{reg.port}/e2e/big:1.0")
-                seen.append({p for pid in _workers(store) for p in _policies(pid)})
+                seen.append(_workers(store))
                 await store.pull(f"127.0.0.1:{reg.port}/e2e/many:1.0")
-                seen.append({p for pid in _workers(store) for p in _policies(pid)})
+                for _ in range(600):  # they start in a thread of their own
+                    if len(_workers(store)) == store.procs.size:
+                        break
+                    await asyncio.sleep(0.05)
+                seen.append(_workers(store))
             finally:
                 await store.aclose()
 
         asyncio.run(main())
-    assert seen[0] == {os.SCHED_IDLE}, "a pull of a few big files hurried the workers"
-    assert seen[1] == {os.SCHED_OTHER}, "a pull of many files left its workers idle"
+    assert seen[0] == [], "a pull of a few big files started workers"
+    assert len(seen[1]) == store.procs.size, "a pull of many files started no workers"
     assert len(store.list()) == 2 and _workers(store) == []
 
 
@@ -188,17 +181,3 @@ def test_a_hostile_layer_fails_in_the_worker_with_its_reason(tmp_path: Path, lay
     assert not (tmp_path / "escape").exists() and not (tmp_path.parent / "escape").exists()
     assert [i.repo_tags for i in store.list()] == [[f"127.0.0.1:{reg.port}/e2e/busybox:1.0"]]
     assert not [p for p in store.snapshots.root.iterdir() if p.name.startswith(".tmp-")]
-
-
-def test_without_cap_sys_nice_workers_start_at_normal_priority(tmp_path: Path) -> None:
-    """Only CAP_SYS_NICE can give a SCHED_IDLE worker its priority back; a berthd without it
-    (in a container that dropped it) must not leave its workers stuck there."""
-    code = ("import os; from runtime.images.unpack_procs import UnpackProcs\n"
-            "p = UnpackProcs(2, 'nocap'); p.warm()\n"
-            "print(sorted({os.sched_getscheduler(w.popen.pid) for w in p._idle})); p.close()")
-    got = subprocess.run(["setpriv", "--bounding-set", "-sys_nice", "--inh-caps", "-sys_nice",
-                          sys.executable, "-c", code],
-                         capture_output=True, text=True, timeout=60,
-                         cwd=Path(__file__).parents[2])
-    assert got.returncode == 0, got.stderr
-    assert got.stdout.strip() == f"[{os.SCHED_OTHER}]"
