@@ -189,12 +189,11 @@ async def _start_streaming(cfg: configmod.Config, ctx: Context) -> StreamingServ
 
 def _docker_server(cfg: configmod.Config, ctx: Context,
                    server: type[DockerServer] | None) -> DockerServer | None:
-    """The Docker Engine API on its own socket; docker.socket = "" turns it off (and server,
-    the class, is then None)."""
-    path = cfg.docker_socket_path
-    if not path or server is None:
+    """The Docker Engine API on its own socket; server (the class) is None when
+    docker.socket = "" turned it off."""
+    if server is None:
         return None
-    return server(ctx, path, cfg.docker.max_connections, cfg.docker.max_body)
+    return server(ctx, cfg.docker_socket_path, cfg.docker.max_connections, cfg.docker.max_body)
 
 
 async def _start_docker(srv: DockerServer) -> None:
