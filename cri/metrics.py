@@ -321,4 +321,6 @@ class BerthMetrics:
         started = time.perf_counter()
         text = await self.sampler.collect(self._render)
         self.scrape_seconds.observe(time.perf_counter() - started)
-        return text.encode() + generate_latest(self.registry)
+        # Berth's own families too: a latency histogram per RPC method is thousands of lines,
+        # ~10 ms of rendering; prometheus_client's metrics lock themselves, so a thread may
+        return text.encode() + await asyncio.to_thread(generate_latest, self.registry)

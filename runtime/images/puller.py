@@ -27,7 +27,7 @@ from runtime.images.blobstream import Abandon, BlobStream
 from runtime.images.content import DigestMismatch, DownloadFailed
 from runtime.images.records import Image
 from runtime.images.reference import Reference
-from runtime.images.registry import Auth, Resolved
+from runtime.images.registry import Auth, RegistryClient, Resolved
 from runtime.images.snapshots import chain_ids
 from runtime.images.unpack import Detached, UnpackError, unpack_detached
 
@@ -77,9 +77,9 @@ class Unpacked:
 class Pull:
     """State of one PullImage: its cancel flag, download limit and the config's chain IDs."""
 
-    def __init__(self, store: ImageStore, r: Reference, auth: Auth | None,
-                 progress: PullProgress | None = None) -> None:
-        self.store, self.r, self.auth = store, r, auth
+    def __init__(self, store: ImageStore, client: RegistryClient, r: Reference,
+                 auth: Auth | None, progress: PullProgress | None = None) -> None:
+        self.store, self.client, self.r, self.auth = store, client, r, auth
         self.progress = progress or (lambda _e: None)  # always called on the event loop
         self.listened = progress is not None  # CRI does not: no loop wake-ups for its events
         self.loop = asyncio.get_running_loop()
@@ -162,7 +162,7 @@ class Pull:
             settle = functools.partial(_settle, st.downloads, digest, done)
             got = None
             try:
-                opener = st.client.blob_opener(self.r, digest, self.auth)
+                opener = self.client.blob_opener(self.r, digest, self.auth)
                 async with self.sem if unpack is not None else contextlib.nullcontext():
                     got = await self.in_thread(self._stream, desc, opener, unpack)
                 if got is not None:

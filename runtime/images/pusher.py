@@ -130,8 +130,8 @@ def _with_query(location: str, **params: str) -> str:
 class Push:
     """One push of one image to one reference."""
 
-    def __init__(self, store: ImageStore, source: str, target: str | None, auth: Auth | None,
-                 progress: Progress | None = None) -> None:
+    def __init__(self, store: ImageStore, client: RegistryClient, source: str,
+                 target: str | None, auth: Auth | None, progress: Progress | None = None) -> None:
         img = store.get(source)
         if img is None:
             raise PushError(f"push {source}: no such image")
@@ -143,7 +143,7 @@ class Push:
             raise PushError(f"push {self.ref}: cannot push to a digest reference; give a tag")
         self.store, self.image = store, img
         self.progress = progress or (lambda _e: None)
-        self.session = _Session(store.client, self.ref, auth)
+        self.session = _Session(client, self.ref, auth)
 
     def _mount_sources(self) -> list[str]:
         """Other repositories on the same registry that already hold this image's blobs."""

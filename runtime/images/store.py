@@ -109,13 +109,15 @@ class ImageStore:
             self._buffers = Buffers()
         return self._buffers
 
-    @property
-    def client(self) -> RegistryClient:
-        """Made lazily, and again if the caller moved to another event loop (asyncio.run)."""
+    async def client(self) -> RegistryClient:
+        """Made lazily, and again if the caller moved to another event loop (asyncio.run).
+        Built in a thread: httpx's client loads the CA bundle into an SSL context, 20-60 ms
+        of CPU that on the loop stalled every other RPC behind a node's first pull."""
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
-            self._client = RegistryClient(self.registry_config)
-            self._client_loop = loop
+            made = await asyncio.to_thread(RegistryClient, self.registry_config)
+            if self._client is None or self._client_loop is not loop:  # no racer won
+                self._client, self._client_loop = made, loop
         return self._client
 
     async def pull(self, ref: str, auth: Auth | None = None,
@@ -131,8 +133,9 @@ class ImageStore:
             self._linger = None
         self.procs.open()
         try:
-            res = await self.client.resolve(r, auth, platform)
-            return await Pull(self, r, auth, progress).run(res)
+            client = await self.client()
+            res = await client.resolve(r, auth, platform)
+            return await Pull(self, client, r, auth, progress).run(res)
         except (RegistryError, InUse):
             raise
         except (Retryable, DigestMismatch, DownloadFailed, UnpackError, OSError, ValueError,
@@ -150,7 +153,7 @@ class ImageStore:
     async def push(self, source: str, target: str | None = None, auth: Auth | None = None,
                    progress: Progress | None = None) -> PushResult:
         """Upload an image's blobs and manifest; GC keeps away from them meanwhile."""
-        job = Push(self, source, target, auth, progress)
+        job = Push(self, await self.client(), source, target, auth, progress)
         with self.pin([job.image.manifest_digest, *job.image.blobs]):
             return await job.run()
 

@@ -28,6 +28,20 @@ def layouts() -> dict[str, Path]:
     return {"e2e/busybox": lay["busybox"], "e2e/big": lay["big"]}
 
 
+def _size(p: Path) -> int:
+    """p's size, 0 once it is gone: a finished download is renamed out of ingest/ between the
+    listing and the stat."""
+    try:
+        return p.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _ingesting(ingest: Path) -> bool:
+    """A download in ingest/ is past its first MiB."""
+    return ingest.is_dir() and any(_size(p) > 1 << 20 for p in ingest.iterdir())
+
+
 def _nothing_visible(store: ImageStore) -> None:
     assert store.list() == [] and store.snapshots.list() == set()
     assert not [p for p in store.snapshots.root.iterdir()]
@@ -121,8 +135,7 @@ def test_kill9_mid_pull_then_pull_again(tmp_path: Path, layouts) -> None:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 snaps = list((tmp_path / "images" / "snapshots").glob("*"))
-                if ingest.is_dir() and any(p.stat().st_size > 1 << 20 for p in ingest.iterdir()) \
-                        and snaps:
+                if _ingesting(ingest) and snaps:
                     break
                 time.sleep(0.05)
             else:
@@ -179,7 +192,7 @@ def test_cancelled_pull_leaves_nothing(tmp_path: Path, layouts) -> None:
             task = asyncio.create_task(store.pull(f"127.0.0.1:{reg.port}/e2e/big:1.0"))
             for _ in range(600):
                 if [p for p in store.snapshots.root.iterdir() if p.name.startswith(".tmp-")] \
-                        and any(p.stat().st_size > 1 << 20 for p in ingest.iterdir()):
+                        and _ingesting(ingest):
                     break
                 await asyncio.sleep(0.05)
             task.cancel()
@@ -207,9 +220,11 @@ def test_layer_unpacks_while_downloading(tmp_path: Path, layouts) -> None:
             task = asyncio.create_task(store.pull(f"127.0.0.1:{reg.port}/e2e/busybox:1.0"))
             partial = store.content.ingest_dir / layer["digest"][7:]
             while not task.done():
-                if list(store.snapshots.root.glob(".tmp-*/fs/etc/passwd")) and partial.exists():
-                    seen.append(partial.stat().st_size)
-                    break
+                if list(store.snapshots.root.glob(".tmp-*/fs/etc/passwd")):
+                    n = _size(partial)  # read after the file showed: still partial proves it
+                    if n:
+                        seen.append(n)
+                        break
                 await asyncio.sleep(0.01)
             await task
             await store.aclose()
