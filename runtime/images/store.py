@@ -116,8 +116,10 @@ class ImageStore:
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
             made = await asyncio.to_thread(RegistryClient, self.registry_config)
-            if self._client is None or self._client_loop is not loop:  # no racer won
+            if self._client is None or self._client_loop is not loop:
                 self._client, self._client_loop = made, loop
+            else:  # a concurrent first pull's client got there first
+                await made.aclose()
         return self._client
 
     async def pull(self, ref: str, auth: Auth | None = None,
