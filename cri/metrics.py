@@ -322,5 +322,5 @@ class BerthMetrics:
         text = await self.sampler.collect(self._render)
         self.scrape_seconds.observe(time.perf_counter() - started)
         # Berth's own families too: a latency histogram per RPC method is thousands of lines,
-        # ~10 ms of rendering; prometheus_client's metrics lock themselves, so a thread may
+        # ~10 ms of rendering; prometheus_client's metrics lock themselves, so a thread renders
         return text.encode() + await asyncio.to_thread(generate_latest, self.registry)
