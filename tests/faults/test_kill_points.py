@@ -13,6 +13,7 @@ import pytest
 from tests.fixtures.berthd import Berthd
 from tests.fixtures.cri_client import CriClient, remove_all_pods, run_container, sandbox_config
 from tests.fixtures.images import PushedImage
+from tests.images.ingest_probe import ingesting
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -102,7 +103,7 @@ def test_kill_during_pull(berthd_fn: Berthd, e2e_images: dict[str, PushedImage])
     cli = berthd_fn.client()
     pb = cli.pb
     ref = e2e_images["big"].ref
-    ingest = berthd_fn.state_dir / "images"
+    ingest = berthd_fn.state_dir / "images" / "ingest"
 
     def pull() -> None:
         with contextlib.suppress(grpc.RpcError):  # the daemon dies under it
@@ -111,9 +112,7 @@ def test_kill_during_pull(berthd_fn: Berthd, e2e_images: dict[str, PushedImage])
     t = threading.Thread(target=pull)
     t.start()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not any(
-            p.is_file() and p.stat().st_size > 0 for p in ingest.rglob("*")
-            if "ingest" in str(p)):
+    while time.monotonic() < deadline and not ingesting(ingest, over=0):
         time.sleep(0.005)
     berthd_fn.kill()
     t.join(timeout=30)

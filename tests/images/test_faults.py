@@ -16,6 +16,7 @@ from runtime.images.store import ImageStore, PullError
 from tests.fixtures.hostclean import pids_with_arg
 from tests.fixtures.images import build_layouts, manifest_layers
 from tests.fixtures.waits import until
+from tests.images.ingest_probe import ingesting, size
 from tests.images.miniregistry import Faults, mini_registry
 from tests.images.test_pull import pull
 
@@ -26,20 +27,6 @@ pytestmark = pytest.mark.timeout(120)
 def layouts() -> dict[str, Path]:
     lay = build_layouts(["busybox", "big"])
     return {"e2e/busybox": lay["busybox"], "e2e/big": lay["big"]}
-
-
-def _size(p: Path) -> int:
-    """p's size, 0 once it is gone: a finished download is renamed out of ingest/ between the
-    listing and the stat."""
-    try:
-        return p.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _ingesting(ingest: Path) -> bool:
-    """A download in ingest/ is past its first MiB."""
-    return ingest.is_dir() and any(_size(p) > 1 << 20 for p in ingest.iterdir())
 
 
 def _nothing_visible(store: ImageStore) -> None:
@@ -135,7 +122,7 @@ def test_kill9_mid_pull_then_pull_again(tmp_path: Path, layouts) -> None:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 snaps = list((tmp_path / "images" / "snapshots").glob("*"))
-                if _ingesting(ingest) and snaps:
+                if ingesting(ingest) and snaps:
                     break
                 time.sleep(0.05)
             else:
@@ -192,7 +179,7 @@ def test_cancelled_pull_leaves_nothing(tmp_path: Path, layouts) -> None:
             task = asyncio.create_task(store.pull(f"127.0.0.1:{reg.port}/e2e/big:1.0"))
             for _ in range(600):
                 if [p for p in store.snapshots.root.iterdir() if p.name.startswith(".tmp-")] \
-                        and _ingesting(ingest):
+                        and ingesting(ingest):
                     break
                 await asyncio.sleep(0.05)
             task.cancel()
@@ -221,7 +208,7 @@ def test_layer_unpacks_while_downloading(tmp_path: Path, layouts) -> None:
             partial = store.content.ingest_dir / layer["digest"][7:]
             while not task.done():
                 if list(store.snapshots.root.glob(".tmp-*/fs/etc/passwd")):
-                    n = _size(partial)  # read after the file showed: still partial proves it
+                    n = size(partial)  # read after the file showed: still partial proves it
                     if n:
                         seen.append(n)
                         break

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import stat
@@ -20,6 +19,7 @@ from runtime.images.registry import Auth, NotFound, Platform, Unauthorized, host
 from runtime.images.store import ImageStore, InUse
 from tests.fixtures.images import layers_expected, manifest_layers, push_images
 from tests.fixtures.waits import until
+from tests.images.ingest_probe import size
 from tests.images.test_unpack_overlay import overlay
 
 pytestmark = pytest.mark.timeout(120)
@@ -209,11 +209,8 @@ def test_layers_waiting_for_a_slot_download_ahead_and_cancel_promptly(
                     for ly in manifest_layers(e2e_images["big"].layout)[:3]}
 
         def downloaded() -> bool:
-            have = {}
-            for p in list(store.content.ingest_dir.iterdir()):
-                with contextlib.suppress(FileNotFoundError):
-                    have[p.name] = p.stat().st_size
-            return all(have.get(h) == size for h, size in streamed.items())
+            have = {p.name: size(p) for p in store.content.ingest_dir.iterdir()}
+            return all(have.get(h) == n for h, n in streamed.items())
 
         until(downloaded, what="the three streamed layers downloaded while waiting to unpack")
         t0 = time.monotonic()

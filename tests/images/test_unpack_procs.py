@@ -20,6 +20,7 @@ from tests.fixtures.image_defs import base_config
 from tests.fixtures.images import build_layouts
 from tests.fixtures.oci import Blob, Layout, sha256
 from tests.fixtures.waits import until
+from tests.images.ingest_probe import ingesting
 from tests.images.miniregistry import Faults, mini_registry
 
 pytestmark = pytest.mark.timeout(120)
@@ -148,7 +149,7 @@ def test_a_worker_killed_mid_layer_fails_the_pull_and_leaves_nothing(tmp_path: P
             try:
                 for _ in range(600):  # layers are streaming into their workers
                     if [p for p in store.snapshots.root.iterdir() if p.name.startswith(".tmp-")] \
-                            and any(p.stat().st_size > 1 << 20 for p in ingest.iterdir()):
+                            and ingesting(ingest):
                         break
                     await asyncio.sleep(0.05)
                 for pid in _workers(store):
